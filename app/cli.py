@@ -1,0 +1,164 @@
+"""The `quarry` command: `serve`, and `engine build|start|stop|status`.
+
+`quarry serve` runs the API with uvicorn. With one worker the app's lifespan owns
+the embedded engine; with several, this process starts the engine first and
+hands its URL to the workers, so they share one engine and it stops with them.
+`quarry engine start` runs a detached engine for the data directory (recorded in
+`QUARRY_DATA_DIR/engine.json`) that servers on that directory then use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pydantic import ValidationError
+
+from app import __version__
+from app.engine import (
+    GO_MISSING_MESSAGE,
+    EmbeddedEngine,
+    EngineError,
+    build_engine,
+    engine_is_built,
+    read_registered,
+    register,
+    unregister,
+)
+from app.settings import Settings
+
+
+def _load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise SystemExit(f"quarry: invalid configuration: {problems}") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import shutil
+
+    import uvicorn
+
+    overrides = {}
+    if args.host:
+        overrides["QUARRY_HOST"] = args.host
+    if args.port:
+        overrides["QUARRY_PORT"] = str(args.port)
+    if args.workers:
+        overrides["QUARRY_WORKERS"] = str(args.workers)
+    os.environ.update(overrides)
+    settings = _load_settings()
+
+    if (
+        settings.embedded_engine
+        and not engine_is_built(settings.engine_binary)
+        and shutil.which("go") is None
+    ):
+        print(f"quarry: {GO_MISSING_MESSAGE}", file=sys.stderr)
+        return 1
+
+    engine: EmbeddedEngine | None = None
+    try:
+        if settings.embedded_engine and settings.workers > 1:
+            from app.engine import start_for_server
+
+            engine = start_for_server(settings)
+            os.environ["QUARRY_MONGODB_URL"] = engine.url
+        print(
+            f"Quarry {__version__}: http://{settings.host}:{settings.port} "
+            f"(docs at http://{settings.host}:{settings.port}/docs)",
+            file=sys.stderr,
+        )
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            access_log=False,
+            log_config=None,
+            proxy_headers=True,
+            server_header=False,
+        )
+    except EngineError as exc:
+        print(f"quarry: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if engine is not None and engine.owned:
+            engine.stop()
+    return 0
+
+
+def _engine(args: argparse.Namespace) -> int:
+    settings = _load_settings()
+    try:
+        if args.action == "build":
+            binary = build_engine(settings.engine_binary, force=args.force)
+            print(f"engine binary: {binary}")
+            return 0
+        running = read_registered(settings)
+        if args.action == "status":
+            if running is None:
+                print(f"engine: not running (data directory {settings.engine_data_dir})")
+                return 3
+            print(f"engine: running, pid {running.pid}, {running.url}, data {running.data_dir}")
+            return 0
+        if args.action == "start":
+            if running is not None:
+                print(f"engine: already running, pid {running.pid}, {running.url}")
+                return 0
+            binary = build_engine(settings.engine_binary)
+            engine = EmbeddedEngine.start(
+                binary=binary,
+                data_dir=settings.engine_data_dir,
+                port=settings.engine_port,
+                detached=True,
+            )
+            register(settings, engine)
+            print(f"engine: started, pid {engine.pid}, {engine.url}")
+            return 0
+        # stop
+        if running is None:
+            print("engine: not running")
+            return 0
+        running.stop()
+        unregister(settings)
+        print(f"engine: stopped (pid {running.pid})")
+        return 0
+    except EngineError as exc:
+        print(f"quarry: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quarry",
+        description="Quarry: a self-hosted document database platform on MongoDB.",
+        epilog="Settings come from QUARRY_* environment variables (see README).",
+    )
+    parser.add_argument("--version", action="version", version=f"quarry {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the API server")
+    serve.add_argument("--host", help="listen address (QUARRY_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (QUARRY_PORT, default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (QUARRY_WORKERS)")
+    serve.set_defaults(handler=_serve)
+
+    engine = commands.add_parser("engine", help="manage the embedded FerretDB engine")
+    engine.add_argument("action", choices=["build", "start", "stop", "status"])
+    engine.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    engine.set_defaults(handler=_engine)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The MongoDB client of one app instance and what it knows about its server.
+
+The `AsyncMongoClient` (PyMongo's native async API) is opened in the lifespan
+with short server-selection and connect timeouts, so that a request against an
+unreachable server fails fast with 503 `DATABASE_UNAVAILABLE` instead of
+hanging; the driver's own monitor reconnects when the server comes back, so the
+process recovers without a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from app.settings import Settings
+
+Document = dict[str, Any]
+
+
+def open_client(url: str, settings: Settings) -> AsyncMongoClient[Document]:
+    return AsyncMongoClient(
+        url,
+        serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
+        connectTimeoutMS=settings.mongodb_timeout_ms,
+        socketTimeoutMS=settings.mongodb_socket_timeout_ms,
+        tz_aware=True,
+        uuidRepresentation="standard",
+        appname="quarry",
+    )
+
+
+@dataclass
+class Database:
+    client: AsyncMongoClient[Document]
+    control_db_name: str
+    embedded: bool
+    _engine: str | None = field(default=None, init=False)
+
+    @property
+    def control(self) -> AsyncDatabase[Document]:
+        """The control-plane database: users, tokens, keys, database metadata."""
+        return self.client[self.control_db_name]
+
+    async def ping(self) -> bool:
+        try:
+            await self.client.admin.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
+    async def engine_name(self) -> str:
+        """`ferretdb-sqlite` for our embedded engine, `mongodb` for MongoDB (cached)."""
+        if self._engine is None:
+            info = await self.client.admin.command("buildInfo")
+            if "ferretdbVersion" in info:
+                backend = (info.get("buildEnvironment") or {}).get("quarry.backend")
+                self._engine = f"ferretdb-{backend}" if backend else "ferretdb"
+            else:
+                self._engine = "mongodb"
+        return self._engine

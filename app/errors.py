@@ -1,0 +1,242 @@
+"""The one error envelope: codes, the domain exception base, and the handlers.
+
+Every failure a client can see — a domain error raised by a service, FastAPI's
+request validation, malformed JSON, an unknown route or method, an unreachable
+database, an unexpected exception — leaves the server as
+
+    {"success": false, "error_code": "...", "message": "...", "details": ..., "request_id": "..."}
+
+Services raise subclasses of `QuarryError` (each feature package's `errors.py`
+defines its own); the handler registered here on the base class renders them,
+since Starlette looks handlers up along the exception's MRO. Unexpected
+exceptions are rendered by `app.middleware.RequestContextMiddleware`, which sits
+outside Starlette's own error middleware so that even a 500 carries the request
+id header.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from pymongo.errors import ConnectionFailure
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.request_context import current_request_id
+
+logger = logging.getLogger("quarry.errors")
+
+
+class ErrorCode(StrEnum):
+    """Stable codes clients and tests compare; never renamed once released."""
+
+    # Generic request problems.
+    BAD_REQUEST = "BAD_REQUEST"
+    MALFORMED_JSON = "MALFORMED_JSON"
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    INVALID_ID = "INVALID_ID"
+    INVALID_NAME = "INVALID_NAME"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    ENGINE_UNSUPPORTED = "ENGINE_UNSUPPORTED"
+
+    # Accounts, tokens, keys (auth.md).
+    NOT_AUTHENTICATED = "NOT_AUTHENTICATED"
+    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+    EMAIL_NOT_VERIFIED = "EMAIL_NOT_VERIFIED"
+    VERIFY_TOKEN_INVALID = "VERIFY_TOKEN_INVALID"
+    RESET_TOKEN_INVALID = "RESET_TOKEN_INVALID"
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
+    TOKEN_INVALID = "TOKEN_INVALID"
+    TOKEN_REVOKED = "TOKEN_REVOKED"
+    API_KEY_INVALID = "API_KEY_INVALID"
+    API_KEY_LIMIT = "API_KEY_LIMIT"
+    API_KEY_NOT_FOUND = "API_KEY_NOT_FOUND"
+    TOO_MANY_ATTEMPTS = "TOO_MANY_ATTEMPTS"
+    FORBIDDEN = "FORBIDDEN"
+
+    # Databases, collections, import (management.md).
+    DATABASE_NOT_FOUND = "DATABASE_NOT_FOUND"
+    DATABASE_EXISTS = "DATABASE_EXISTS"
+    COLLECTION_NOT_FOUND = "COLLECTION_NOT_FOUND"
+    COLLECTION_EXISTS = "COLLECTION_EXISTS"
+    CONFIRMATION_MISMATCH = "CONFIRMATION_MISMATCH"
+    INVALID_IMPORT_FILE = "INVALID_IMPORT_FILE"
+
+    # Documents (crud.md).
+    DOCUMENT_NOT_FOUND = "DOCUMENT_NOT_FOUND"
+    DUPLICATE_KEY = "DUPLICATE_KEY"
+    INVALID_FILTER = "INVALID_FILTER"
+    INVALID_PIPELINE = "INVALID_PIPELINE"
+    INVALID_CURSOR = "INVALID_CURSOR"
+    FILTER_REQUIRED = "FILTER_REQUIRED"
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = Field(default_factory=list)
+    msg: str
+    type: str
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every error answer; referenced by every endpoint's OpenAPI responses."""
+
+    success: bool = False
+    error_code: ErrorCode
+    message: str
+    details: list[dict[str, Any]] | None = None
+    request_id: str | None = None
+
+    model_config = {
+        "json_schema_extra": {
+            "example": {
+                "success": False,
+                "error_code": "DATABASE_NOT_FOUND",
+                "message": "Database 60c72b2f9b1d8b1a2d3e4567 not found.",
+                "details": None,
+                "request_id": "b3f1c0de-5a8e-4f52-9d7c-0f6e1e2a9b11",
+            }
+        }
+    }
+
+
+class QuarryError(Exception):
+    """Base of every domain exception; subclasses set `status_code` and `error_code`."""
+
+    status_code: int = 400
+    error_code: ErrorCode = ErrorCode.BAD_REQUEST
+    message: str = "The request could not be processed."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.details = details
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+
+class DatabaseUnavailable(QuarryError):
+    status_code = 503
+    error_code = ErrorCode.DATABASE_UNAVAILABLE
+    message = "The database is unavailable; retry shortly."
+
+
+class EngineUnsupported(QuarryError):
+    status_code = 501
+    error_code = ErrorCode.ENGINE_UNSUPPORTED
+
+
+class PayloadTooLarge(QuarryError):
+    status_code = 413
+    error_code = ErrorCode.PAYLOAD_TOO_LARGE
+
+
+def error_response(
+    status_code: int,
+    error_code: ErrorCode,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {
+        "success": False,
+        "error_code": error_code.value,
+        "message": message,
+        "details": details,
+        "request_id": current_request_id(),
+    }
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+_HTTP_STATUS_CODES: dict[int, tuple[ErrorCode, str]] = {
+    400: (ErrorCode.BAD_REQUEST, "The request could not be processed."),
+    404: (ErrorCode.NOT_FOUND, "No such endpoint: {method} {path}."),
+    405: (ErrorCode.METHOD_NOT_ALLOWED, "Method {method} is not allowed on {path}."),
+    413: (ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large."),
+    415: (ErrorCode.UNSUPPORTED_MEDIA_TYPE, "Unsupported content type."),
+}
+
+
+async def _quarry_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QuarryError)
+    headers = dict(exc.headers)
+    if exc.status_code == 503:
+        headers.setdefault("Retry-After", str(request.app.state.settings.retry_after_seconds))
+    return error_response(
+        exc.status_code, exc.error_code, exc.message, details=exc.details, headers=headers
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, template = _HTTP_STATUS_CODES.get(
+        exc.status_code, (ErrorCode.BAD_REQUEST, "The request could not be processed.")
+    )
+    if exc.status_code in (404, 405):
+        message = template.format(method=request.method, path=request.url.path)
+    elif isinstance(exc.detail, str) and exc.detail and exc.status_code < 500:
+        message = exc.detail if exc.detail.endswith(".") else exc.detail + "."
+    else:
+        message = template
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+def _json_position(error: dict[str, Any]) -> str:
+    ctx = error.get("ctx") or {}
+    detail = ctx.get("error", "")
+    loc = error.get("loc", ())
+    position = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+    where = f" at byte {position}" if position is not None else ""
+    return f"Malformed JSON body{where}: {detail}." if detail else f"Malformed JSON body{where}."
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    malformed = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if malformed is not None:
+        return error_response(400, ErrorCode.MALFORMED_JSON, _json_position(malformed))
+    details = [
+        {
+            "loc": [part for part in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in errors
+    ]
+    count = len(details)
+    noun = "problem" if count == 1 else "problems"
+    return error_response(
+        422,
+        ErrorCode.VALIDATION_ERROR,
+        f"The request is invalid: {count} {noun}, see details.",
+        details=details,
+    )
+
+
+async def _database_unreachable(request: Request, exc: Exception) -> JSONResponse:
+    # The driver's message names hosts and internals; it goes to the log, not the client.
+    logger.warning("database unreachable: %s", type(exc).__name__)
+    return await _quarry_error(request, DatabaseUnavailable())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(QuarryError, _quarry_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ConnectionFailure, _database_unreachable)

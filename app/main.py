@@ -1,0 +1,110 @@
+"""The app factory: `create_app(settings)` wires settings, logging, the database
+client, the embedded engine, middleware, error handlers, OpenAPI and routers.
+
+Run it with `quarry serve` (or `uvicorn app.main:create_app --factory`). The
+lifespan starts the embedded engine when `QUARRY_MONGODB_URL` is unset, opens the
+`AsyncMongoClient`, and on shutdown closes the client and stops the engine. An
+engine this app started is watched: if it dies, it is started again on the same
+port and the driver reconnects by itself; requests meanwhile answer 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.database import Database, open_client
+from app.engine import EmbeddedEngine, EngineError, start_for_server
+from app.errors import install_error_handlers
+from app.health import router as health_router
+from app.logs import configure_logging
+from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.openapi import DESCRIPTION, build_openapi
+from app.settings import Settings
+from auth.router import router as auth_router
+from data_api.router import router as data_api_router
+from management.router import router as management_router
+
+logger = logging.getLogger("quarry.app")
+
+ENGINE_WATCH_INTERVAL_SECONDS = 1.0
+
+
+async def _watch_engine(engine: EmbeddedEngine) -> None:
+    """Restart an engine this app owns when it dies; the data stays where it was."""
+    while True:
+        await asyncio.sleep(ENGINE_WATCH_INTERVAL_SECONDS)
+        if engine.running():
+            continue
+        logger.error("the embedded engine (pid %d) exited; restarting it", engine.pid)
+        try:
+            await asyncio.to_thread(engine.restart)
+        except EngineError as exc:
+            logger.error("restarting the embedded engine failed: %s", exc)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine: EmbeddedEngine | None = None
+    url = settings.mongodb_url
+    if settings.embedded_engine:
+        engine = await asyncio.to_thread(start_for_server, settings)
+        url = engine.url
+    client = open_client(url, settings)
+    app.state.database = Database(
+        client=client, control_db_name=settings.control_db, embedded=engine is not None
+    )
+    app.state.engine = engine
+    watcher = (
+        asyncio.create_task(_watch_engine(engine)) if engine is not None and engine.owned else None
+    )
+    logger.info("Quarry %s ready (%s)", __version__, "embedded engine" if engine else "MongoDB")
+    try:
+        yield
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        await client.close()
+        if engine is not None and engine.owned:
+            await asyncio.to_thread(engine.stop)
+            logger.info("embedded engine stopped")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings)
+    app = FastAPI(
+        title="Quarry",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "health", "description": "Liveness of the API and its database."},
+            {"name": "auth", "description": "Accounts, tokens and API keys."},
+            {"name": "databases", "description": "Logical databases, collections, import."},
+            {"name": "documents", "description": "Document CRUD."},
+        ],
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        path_limits={"/api/import_data": settings.max_import_bytes},
+    )
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health_router)
+    app.include_router(auth_router)
+    app.include_router(management_router)
+    app.include_router(data_api_router)
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,78 @@
+"""The OpenAPI document: metadata, security schemes and the real error shape.
+
+The security schemes are declared once here (`BearerAuth`, `ApiKeyAuth`,
+`ApiKeyHeader`) so that endpoints only reference them by name and "Authorize" in
+Swagger UI works. FastAPI documents 422 answers with its own
+`HTTPValidationError`; Quarry answers every error with the envelope, so the
+document says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from app.errors import ErrorEnvelope
+
+DESCRIPTION = """\
+Quarry is a self-hosted document database platform on MongoDB: sign up, create
+logical databases whose collections have field schemas, bulk-import JSON files and
+do CRUD over HTTP with API keys.
+
+Every success answer is a JSON object with `"success": true`; every error answer is
+the envelope `{"success": false, "error_code", "message", "details", "request_id"}`.
+Authenticate with `Authorization: Bearer <access token>` (from `/core/login`) or with
+an API key in `Authorization: Api-Key <key>` or `X-API-Key: <key>`.
+"""
+
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "BearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An access token from `POST /core/login`.",
+    },
+    "ApiKeyAuth": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "`Api-Key <key>`: a key from `POST /api/api_keys`.",
+    },
+    "ApiKeyHeader": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "The bare key, for clients that cannot set `Authorization`.",
+    },
+}
+
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=app.openapi_tags,
+    )
+    components = schema.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+    schemas = components.setdefault("schemas", {})
+    schemas["ErrorEnvelope"] = ErrorEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(schemas["ErrorEnvelope"].pop("$defs", {}))
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            response = operation.get("responses", {}).get("422")
+            if response is not None:
+                response["description"] = "Validation error"
+                response["content"] = {"application/json": {"schema": _ERROR_REF}}
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    app.openapi_schema = schema
+    return schema

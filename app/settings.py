@@ -1,0 +1,95 @@
+"""Quarry's settings: one pydantic-settings class read from `QUARRY_*` variables.
+
+The settings object is built once (by the CLI or the app factory) and handed to
+whatever needs it through the `SettingsDep` dependency; services never import a
+mutable global. Production refuses to start on development-only values and
+names the setting that is wrong.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository (or installed project) root: the embedded engine binary is
+#: built into `<root>/.quarry/bin/` whatever `QUARRY_DATA_DIR` says, so one
+#: build serves every data directory.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class Settings(BaseSettings):
+    """Every `QUARRY_` setting with its default; the README's table mirrors this class."""
+
+    model_config = SettingsConfigDict(env_prefix="QUARRY_", extra="ignore", frozen=True)
+
+    env: Environment = Environment.development
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    public_url: str = ""
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+
+    # Database. Empty `mongodb_url` means: run the embedded FerretDB engine.
+    mongodb_url: str = ""
+    control_db: str = "quarry"
+    mongodb_timeout_ms: Annotated[int, Field(ge=100, le=60_000)] = 2_000
+    mongodb_socket_timeout_ms: Annotated[int, Field(ge=1_000, le=3_600_000)] = 60_000
+    data_dir: Path = Path(".quarry")
+    ferretdb_bin: Path | None = None
+    engine_port: Annotated[int, Field(ge=0, le=65535)] = 0
+
+    # Secrets and tokens (used by the auth package).
+    secret_key: str = ""
+    access_token_minutes: Annotated[int, Field(ge=1)] = 15
+    refresh_token_days: Annotated[int, Field(ge=1)] = 7
+
+    # Limits.
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    max_import_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024 * 1024
+
+    # Operation.
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.text
+    retry_after_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
+
+    @model_validator(mode="after")
+    def _refuse_development_values_in_production(self) -> Settings:
+        if self.env is not Environment.production:
+            return self
+        if len(self.secret_key.encode()) < 32:
+            raise ValueError(
+                "QUARRY_SECRET_KEY must be set to at least 32 bytes when QUARRY_ENV=production"
+            )
+        if not self.public_url:
+            raise ValueError("QUARRY_PUBLIC_URL must be set when QUARRY_ENV=production")
+        return self
+
+    @property
+    def embedded_engine(self) -> bool:
+        return not self.mongodb_url
+
+    @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def engine_binary(self) -> Path:
+        return self.ferretdb_bin or PROJECT_ROOT / ".quarry" / "bin" / "ferretdb"
+
+    @property
+    def engine_data_dir(self) -> Path:
+        return self.data_dir.resolve() / "db"

@@ -1,0 +1,134 @@
+"""Session fixtures: a real database server, the app with its lifespan, an HTTP client.
+
+The server is the embedded FerretDB engine, started once per session on a free
+port in a temporary directory — or the MongoDB named by `QUARRY_TEST_MONGODB_URL`.
+Each test gets its own control-database name, and every database a test creates
+is dropped after it (autouse), so tests run in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pymongo import MongoClient
+
+from app.engine import EmbeddedEngine, build_engine, default_binary
+from app.main import create_app
+from app.settings import Settings
+from tests.routes import install_test_routes
+
+SYSTEM_DATABASES = {"admin", "local", "config"}
+
+
+@dataclass
+class DatabaseServer:
+    """The session's server; an embedded one can be stopped and started again."""
+
+    url: str
+    engine: EmbeddedEngine | None
+
+    @property
+    def stoppable(self) -> bool:
+        return self.engine is not None
+
+    def stop(self) -> None:
+        assert self.engine is not None
+        self.engine.stop()
+
+    def start(self) -> None:
+        assert self.engine is not None
+        self.engine.restart()
+
+
+@pytest.fixture(scope="session")
+def engine_binary() -> Path:
+    return build_engine(default_binary())
+
+
+@pytest.fixture(scope="session")
+def database_server(
+    tmp_path_factory: pytest.TempPathFactory, engine_binary: Path
+) -> Iterator[DatabaseServer]:
+    external = os.environ.get("QUARRY_TEST_MONGODB_URL")
+    if external:
+        yield DatabaseServer(url=external, engine=None)
+        return
+    data_dir = tmp_path_factory.mktemp("engine") / "db"
+    engine = EmbeddedEngine.start(binary=engine_binary, data_dir=data_dir)
+    try:
+        yield DatabaseServer(url=engine.url, engine=engine)
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def sync_client(database_server: DatabaseServer) -> Iterator[MongoClient[dict[str, Any]]]:
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        database_server.url, serverSelectionTimeoutMS=5000, tz_aware=True
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _drop_databases_created_by_the_test(
+    request: pytest.FixtureRequest,
+) -> Iterator[None]:
+    if "database_server" not in request.fixturenames:
+        yield
+        return
+    client: MongoClient[dict[str, Any]] = request.getfixturevalue("sync_client")
+    before = set(client.list_database_names())
+    yield
+    server: DatabaseServer = request.getfixturevalue("database_server")
+    if server.engine is not None and not server.engine.running():
+        server.start()
+    for name in set(client.list_database_names()) - before - SYSTEM_DATABASES:
+        client.drop_database(name)
+
+
+@pytest.fixture
+def make_settings(
+    database_server: DatabaseServer, tmp_path: Path
+) -> Callable[..., Settings]:
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "env": "test",
+            "mongodb_url": database_server.url,
+            "control_db": f"quarry_test_{uuid.uuid4().hex[:12]}",
+            "data_dir": tmp_path / "data",
+            "mongodb_timeout_ms": 1000,
+            "retry_after_seconds": 3,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    install_test_routes(application)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
