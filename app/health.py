@@ -66,10 +66,18 @@ _responses: dict[int | str, dict[str, object]] = {
     503: {"model": HealthReport, "description": "The database is unreachable."},
 }
 router.add_api_route(
-    "/health", health, methods=["GET"], summary="Health check", responses=_responses,
+    "/health",
+    health,
+    methods=["GET"],
+    summary="Health check",
+    responses=_responses,
     response_model=HealthReport,
 )
 router.add_api_route(
-    "/api/v1/health", health, methods=["GET"], summary="Health check (versioned path)",
-    responses=_responses, response_model=HealthReport,
+    "/api/v1/health",
+    health,
+    methods=["GET"],
+    summary="Health check (versioned path)",
+    responses=_responses,
+    response_model=HealthReport,
 )

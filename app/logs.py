@@ -19,17 +19,18 @@ from datetime import UTC, datetime
 from app.request_context import current_request_id
 from app.settings import LogFormat, Settings
 
-_SECRET_PATTERNS = [
-    re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+"),  # JWT
-    re.compile(r"qk_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{10,}"),  # Quarry API key
-    re.compile(r"(?i)(bearer|api-key)\s+[^\s,;]+"),
-    re.compile(r"(?i)(password|secret|token)=([^\s&,;]+)"),
+_SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+"), "[jwt redacted]"),
+    (re.compile(r"qk_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{10,}"), "[api key redacted]"),
+    (re.compile(r"(?i)\b(bearer|api-key)\s+[^\s,;]+"), r"\1 [redacted]"),
+    (re.compile(r"(?i)\b(password|secret|token|key)=(?!\[)[^\s&,;]+"), r"\1=[redacted]"),
+    (re.compile(r"(?<=://)[^:/\s@]+:[^@\s]+(?=@)"), "[credentials redacted]"),
 ]
 
 
 def scrub(text: str) -> str:
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: m.group(0)[:6] + "…[redacted]", text)
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
     return text
 
 
@@ -64,7 +65,8 @@ _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
             .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
@@ -83,7 +85,7 @@ class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
 
-    def formatException(self, ei: object) -> str:  # noqa: N802 (logging's API name)
+    def formatException(self, ei: object) -> str:
         return scrub(super().formatException(ei))  # type: ignore[arg-type]
 
 

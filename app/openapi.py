@@ -64,7 +64,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     components = schema.setdefault("components", {})
     components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
     schemas = components.setdefault("schemas", {})
-    schemas["ErrorEnvelope"] = ErrorEnvelope.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas["ErrorEnvelope"] = ErrorEnvelope.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
     schemas.update(schemas["ErrorEnvelope"].pop("$defs", {}))
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():

@@ -55,14 +55,15 @@ def engine_binary() -> Path:
 
 @pytest.fixture(scope="session")
 def database_server(
-    tmp_path_factory: pytest.TempPathFactory, engine_binary: Path
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DatabaseServer]:
     external = os.environ.get("QUARRY_TEST_MONGODB_URL")
     if external:
         yield DatabaseServer(url=external, engine=None)
         return
+    binary: Path = request.getfixturevalue("engine_binary")
     data_dir = tmp_path_factory.mktemp("engine") / "db"
-    engine = EmbeddedEngine.start(binary=engine_binary, data_dir=data_dir)
+    engine = EmbeddedEngine.start(binary=binary, data_dir=data_dir)
     try:
         yield DatabaseServer(url=engine.url, engine=engine)
     finally:
@@ -96,9 +97,7 @@ def _drop_databases_created_by_the_test(
 
 
 @pytest.fixture
-def make_settings(
-    database_server: DatabaseServer, tmp_path: Path
-) -> Callable[..., Settings]:
+def make_settings(database_server: DatabaseServer, tmp_path: Path) -> Callable[..., Settings]:
     def factory(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "env": "test",

@@ -41,7 +41,8 @@ async def test_invalid_body_is_422_with_field_details(client: httpx.AsyncClient)
 
 async def test_malformed_json_is_400_with_position(client: httpx.AsyncClient) -> None:
     response = await client.post(
-        "/_test/echo", content=b'{"name": "x", "count": 1,,}',
+        "/_test/echo",
+        content=b'{"name": "x", "count": 1,,}',
         headers={"content-type": "application/json"},
     )
     body = assert_envelope(response, 400, ErrorCode.MALFORMED_JSON)
@@ -64,9 +65,10 @@ async def test_body_over_declared_limit_is_413(make_settings, database_server) -
     app = create_app(make_settings(max_body_bytes=1024))
     install_test_routes(app)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=transport, base_url="http://t"
-    ) as http:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as http,
+    ):
         response = await http.post("/_test/notes", json={"name": "x" * 2000, "count": 1})
         assert_envelope(response, 413, ErrorCode.PAYLOAD_TOO_LARGE)
         count = (await http.get("/_test/notes")).json()["count"]
@@ -93,9 +95,10 @@ async def test_streamed_body_over_limit_is_413_without_content_length(
         yield b'", "count": 1}'
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=transport, base_url="http://t"
-    ) as http:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://t") as http,
+    ):
         response = await http.post(
             "/_test/notes", content=body(), headers={"content-type": "application/json"}
         )

@@ -44,7 +44,9 @@ async def test_outage_answers_503_then_recovers_without_restart(
 ) -> None:
     if not database_server.stoppable:
         pytest.skip("needs the embedded engine to stop and start it")
-    assert (await client.post("/_test/notes", json={"name": "before", "count": 1})).status_code == 200
+    assert (
+        await client.post("/_test/notes", json={"name": "before", "count": 1})
+    ).status_code == 200
 
     await asyncio.to_thread(database_server.stop)
     try:

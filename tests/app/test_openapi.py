@@ -14,10 +14,14 @@ async def test_openapi_declares_metadata_and_security_schemes(client: httpx.Asyn
     assert "envelope" in schema["info"]["description"]
     schemes = schema["components"]["securitySchemes"]
     assert schemes["BearerAuth"] == {
-        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
         "description": schemes["BearerAuth"]["description"],
     }
-    assert schemes["ApiKeyAuth"]["in"] == "header" and schemes["ApiKeyAuth"]["name"] == "Authorization"
+    assert (
+        schemes["ApiKeyAuth"]["in"] == "header" and schemes["ApiKeyAuth"]["name"] == "Authorization"
+    )
     assert schemes["ApiKeyHeader"]["name"] == "X-API-Key"
 
 
@@ -29,7 +33,13 @@ async def test_validation_errors_are_documented_as_the_envelope(client: httpx.As
     }
     assert "HTTPValidationError" not in schema["components"]["schemas"]
     envelope = schema["components"]["schemas"]["ErrorEnvelope"]
-    assert set(envelope["properties"]) == {"success", "error_code", "message", "details", "request_id"}
+    assert set(envelope["properties"]) == {
+        "success",
+        "error_code",
+        "message",
+        "details",
+        "request_id",
+    }
 
 
 async def test_health_is_documented(client: httpx.AsyncClient) -> None:

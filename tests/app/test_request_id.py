@@ -20,7 +20,9 @@ async def test_missing_request_id_is_generated_as_uuid4(client: httpx.AsyncClien
 
 
 async def test_insane_request_id_is_replaced(client: httpx.AsyncClient) -> None:
-    response = await client.get("/nope", headers={"X-Request-ID": "bad id\twith spaces" + "x" * 200})
+    response = await client.get(
+        "/nope", headers={"X-Request-ID": "bad id\twith spaces" + "x" * 200}
+    )
     generated = response.headers["x-request-id"]
     assert uuid.UUID(generated).version == 4
     assert response.json()["request_id"] == generated

@@ -1,0 +1,29 @@
+"""`python -m bench` (`make bench`): run every benchmark against one engine and
+one served API, print the table, write `bench/results/latest.json`."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+from datetime import UTC, datetime
+
+from bench import health
+from bench.harness import database_url, print_table, served_api, write_results
+
+
+def main() -> None:
+    with database_url() as mongodb_url, served_api(mongodb_url) as api:
+        rows, figures = asyncio.run(health.run(api, mongodb_url))
+    print_table(rows)
+    write_results(
+        rows,
+        {
+            "when": datetime.now(UTC).isoformat(),
+            "machine": f"{platform.machine()} {platform.python_version()}",
+            "figures": figures,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""What every benchmark needs: an engine, a served API, a closed-loop load driver,
+and the results table (printed and written to `bench/results/latest.json`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from app.engine import EmbeddedEngine, build_engine, default_binary, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "latest.json"
+
+
+class HttpConnection:
+    """A minimal keep-alive HTTP/1.1 client for load runs.
+
+    httpx's async pool tops out near 150 requests/s at 32 connections on these
+    machines, far below the server, so it would measure itself; this one does a
+    few thousand per second from one core.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, base_url: str) -> HttpConnection:
+        host, port = base_url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer)
+
+    async def request(
+        self, method: str, path: str, *, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        lines = [f"{method} {path} HTTP/1.1", "Host: bench", f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        await self.writer.drain()
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    seconds: float
+    throughput: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass
+class Row:
+    figure: str
+    quarry: str
+    raw: str
+    ratio: str
+    goal: str
+
+
+async def closed_loop(
+    operation: Callable[[], Awaitable[object]], *, concurrency: int, seconds: float
+) -> LoadResult:
+    """`concurrency` workers each run `operation` back to back for `seconds`."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await operation()
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return LoadResult(
+        requests=len(latencies),
+        seconds=elapsed,
+        throughput=len(latencies) / elapsed,
+        p50_ms=statistics.median(latencies) * 1000,
+        p99_ms=latencies[int(len(latencies) * 0.99) - 1] * 1000,
+    )
+
+
+@contextlib.contextmanager
+def database_url() -> Iterator[str]:
+    """`QUARRY_BENCH_MONGODB_URL` when set, else a fresh embedded engine."""
+    external = os.environ.get("QUARRY_BENCH_MONGODB_URL")
+    if external:
+        yield external
+        return
+    with tempfile.TemporaryDirectory(prefix="quarry-bench-") as tmp:
+        engine = EmbeddedEngine.start(
+            binary=build_engine(default_binary()), data_dir=Path(tmp) / "db"
+        )
+        try:
+            yield engine.url
+        finally:
+            engine.stop()
+
+
+@contextlib.contextmanager
+def served_api(mongodb_url: str, *, workers: int = 1) -> Iterator[str]:
+    """Run `quarry serve` on a free port against `mongodb_url`; yield its base URL."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="quarry-bench-api-") as tmp:
+        env = {
+            **os.environ,
+            "QUARRY_MONGODB_URL": mongodb_url,
+            "QUARRY_PORT": str(port),
+            "QUARRY_WORKERS": str(workers),
+            "QUARRY_DATA_DIR": tmp,
+            "QUARRY_LOG_LEVEL": "WARNING",
+            "QUARRY_CONTROL_DB": "quarry_bench",
+        }
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                        break
+                time.sleep(0.1)
+            else:
+                raise RuntimeError("the API did not become healthy within 30 s")
+            yield base
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+
+
+def print_table(rows: list[Row]) -> None:
+    headers = ("figure", "Quarry", "raw driver", "ratio", "goal")
+    table = [headers, *((r.figure, r.quarry, r.raw, r.ratio, r.goal) for r in rows)]
+    widths = [max(len(str(line[i])) for line in table) for i in range(len(headers))]
+    for index, line in enumerate(table):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)))
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def write_results(rows: list[Row], extra: dict[str, object]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps({"rows": [asdict(r) for r in rows], **extra}, indent=2, default=str) + "\n"
+    )

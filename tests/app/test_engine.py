@@ -1,0 +1,240 @@
+"""The embedded engine: owned by the app's lifespan, gone after shutdown (clean,
+Ctrl-C or killed owner), data kept across restarts, one engine per data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from pymongo import MongoClient
+
+from app.engine import EmbeddedEngine, EngineError, free_port, pid_alive
+from app.main import create_app
+from app.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def embedded_settings(tmp_path: Path, engine_binary: Path, **overrides) -> Settings:
+    return Settings(
+        env="test",
+        mongodb_url="",
+        data_dir=tmp_path / "data",
+        ferretdb_bin=engine_binary,
+        control_db="quarry_engine_test",
+        **overrides,
+    )
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_lifespan_engine_is_gone_after_shutdown(tmp_path, engine_binary) -> None:
+    app = create_app(embedded_settings(tmp_path, engine_binary))
+    async with app.router.lifespan_context(app):
+        engine = app.state.engine
+        assert engine.owned and pid_alive(engine.pid)
+        assert (tmp_path / "data" / "db").is_dir()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            body = (await http.get("/health")).json()
+        assert body["database"] == "connected" and body["engine"] == "ferretdb-sqlite"
+    assert not pid_alive(engine.pid)
+
+
+async def test_data_survives_a_restart(tmp_path, engine_binary) -> None:
+    settings = embedded_settings(tmp_path, engine_binary)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.database.control["kept"].insert_one({"_id": "x", "value": 42})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        doc = await app.state.database.control["kept"].find_one({"_id": "x"})
+    assert doc == {"_id": "x", "value": 42}
+
+
+async def test_crashed_engine_is_restarted_by_the_app(tmp_path, engine_binary) -> None:
+    app = create_app(embedded_settings(tmp_path, engine_binary))
+    async with app.router.lifespan_context(app):
+        engine = app.state.engine
+        first_pid = engine.pid
+        os.kill(first_pid, signal.SIGKILL)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if engine.pid != first_pid and (await http.get("/health")).status_code == 200:
+                    break
+                await asyncio.sleep(0.2)
+            assert engine.pid != first_pid
+            assert (await http.get("/health")).status_code == 200
+    assert not pid_alive(engine.pid)
+
+
+def test_second_engine_on_same_data_dir_is_refused(tmp_path, engine_binary) -> None:
+    first = EmbeddedEngine.start(binary=engine_binary, data_dir=tmp_path / "db")
+    try:
+        with pytest.raises(EngineError, match="already using"):
+            EmbeddedEngine.start(binary=engine_binary, data_dir=tmp_path / "db")
+    finally:
+        first.stop()
+    assert not pid_alive(first.pid)
+
+
+def test_engine_dies_with_an_owner_killed_by_sigkill(tmp_path, engine_binary) -> None:
+    script = (
+        "import sys, time; from pathlib import Path; from app.engine import EmbeddedEngine; "
+        f"e = EmbeddedEngine.start(binary=Path({str(engine_binary)!r}), "
+        f"data_dir=Path({str(tmp_path / 'db')!r})); "
+        "print(e.pid, flush=True); time.sleep(600)"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    engine_pid = int(owner.stdout.readline())
+    assert pid_alive(engine_pid)
+    owner.kill()
+    owner.wait()
+    wait_for(lambda: not pid_alive(engine_pid), timeout=10)
+
+
+def _serve(tmp_path: Path, engine_binary: Path, port: int, **env: str) -> subprocess.Popen:
+    environment = {
+        **os.environ,
+        "QUARRY_PORT": str(port),
+        "QUARRY_DATA_DIR": str(tmp_path / "data"),
+        "QUARRY_FERRETDB_BIN": str(engine_binary),
+        "QUARRY_MONGODB_URL": "",
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"],
+        cwd=REPO,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _engine_pids(data_dir: Path) -> list[int]:
+    out = subprocess.run(
+        ["pgrep", "-f", "--", f"-data-dir={data_dir.resolve()}"], capture_output=True, text=True
+    )
+    return [int(p) for p in out.stdout.split() if pid_alive(int(p))]
+
+
+def test_quarry_serve_answers_over_http_and_ctrl_c_stops_the_engine(
+    tmp_path, engine_binary
+) -> None:
+    port = free_port()
+    server = _serve(tmp_path, engine_binary, port)
+    try:
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout=30)
+        body = httpx.get(f"http://127.0.0.1:{port}/health").json()
+        assert body["engine"] == "ferretdb-sqlite"
+        engines = _engine_pids(tmp_path / "data" / "db")
+        assert len(engines) == 1
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=20)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == 0
+    wait_for(lambda: not _engine_pids(tmp_path / "data" / "db"), timeout=10)
+
+
+def test_serve_without_go_says_how_to_fix_it(tmp_path) -> None:
+    server = _serve(
+        tmp_path,
+        tmp_path / "missing" / "ferretdb",
+        free_port(),
+        PATH=str(Path(sys.executable).parent),
+    )
+    output, _ = server.communicate(timeout=30)
+    assert server.returncode == 1
+    assert "needs the Go toolchain" in output
+    assert "QUARRY_MONGODB_URL" in output
+    assert "Traceback" not in output
+
+
+def test_engine_cli_start_status_stop_and_server_reuse(tmp_path, engine_binary) -> None:
+    env = {
+        **os.environ,
+        "QUARRY_DATA_DIR": str(tmp_path / "data"),
+        "QUARRY_FERRETDB_BIN": str(engine_binary),
+    }
+
+    def quarry(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert quarry("engine", "status").returncode == 3
+    started = quarry("engine", "start")
+    assert started.returncode == 0, started.stderr
+    try:
+        status = quarry("engine", "status")
+        assert status.returncode == 0 and "running" in status.stdout
+        url = re.search(r"mongodb://\S+", status.stdout).group(0).rstrip(",")
+        client: MongoClient = MongoClient(url, serverSelectionTimeoutMS=2000)
+        client.quarry_cli.things.insert_one({"a": 1})
+        client.close()
+
+        # A server on the same data directory uses this engine instead of starting its own.
+        from app.engine import read_registered
+
+        settings = embedded_settings(tmp_path, engine_binary)
+        assert read_registered(settings) is not None
+    finally:
+        stopped = quarry("engine", "stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert quarry("engine", "status").returncode == 3
+    wait_for(lambda: not _engine_pids(tmp_path / "data" / "db"), timeout=10)
+
+
+async def test_app_uses_the_engine_started_from_the_cli(tmp_path, engine_binary) -> None:
+    settings = embedded_settings(tmp_path, engine_binary)
+    from app.engine import register, unregister
+
+    detached = EmbeddedEngine.start(
+        binary=engine_binary, data_dir=settings.engine_data_dir, detached=True
+    )
+    register(settings, detached)
+    try:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            assert app.state.engine.pid == detached.pid
+            assert app.state.engine.owned is False
+        # Not ours to stop: it keeps running after the app shuts down.
+        assert pid_alive(detached.pid)
+    finally:
+        detached.stop()
+        unregister(settings)
