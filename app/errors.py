@@ -140,6 +140,11 @@ class EngineUnsupported(QuarryError):
     error_code = ErrorCode.ENGINE_UNSUPPORTED
 
 
+class InvalidId(QuarryError):
+    status_code = 422
+    error_code = ErrorCode.INVALID_ID
+
+
 class PayloadTooLarge(QuarryError):
     status_code = 413
     error_code = ErrorCode.PAYLOAD_TOO_LARGE

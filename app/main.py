@@ -27,6 +27,8 @@ from app.logs import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.openapi import DESCRIPTION, build_openapi
 from app.settings import Settings
+from auth.lifecycle import start_auth, stop_auth
+from auth.router import keys_router as api_keys_router
 from auth.router import router as auth_router
 from data_api.router import router as data_api_router
 from management.router import router as management_router
@@ -65,10 +67,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     watcher = (
         asyncio.create_task(_watch_engine(engine)) if engine is not None and engine.owned else None
     )
-    logger.info("Quarry %s ready (%s)", __version__, "embedded engine" if engine else "MongoDB")
     try:
+        await start_auth(app)
+        logger.info("Quarry %s ready (%s)", __version__, "embedded engine" if engine else "MongoDB")
         yield
     finally:
+        await stop_auth(app)
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -89,7 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         openapi_tags=[
             {"name": "health", "description": "Liveness of the API and its database."},
-            {"name": "auth", "description": "Accounts, tokens and API keys."},
+            {"name": "auth", "description": "Accounts, email verification, tokens."},
+            {"name": "API keys", "description": "Long-lived keys for backends (Bearer only)."},
             {"name": "databases", "description": "Logical databases, collections, import."},
             {"name": "documents", "description": "Document CRUD."},
         ],
@@ -104,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health_router)
     app.include_router(auth_router)
+    app.include_router(api_keys_router)
     app.include_router(management_router)
     app.include_router(data_api_router)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]

@@ -78,3 +78,25 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         schemas.pop(name, None)
     app.openapi_schema = schema
     return schema
+
+
+_STATUS_TEXT = {
+    400: "Bad request",
+    401: "Missing or invalid credentials",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict",
+    413: "Body too large",
+    422: "Validation error",
+    429: "Too many attempts",
+    501: "Not supported by this engine",
+    503: "Database unavailable",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the envelope body."""
+    return {
+        status: {"model": ErrorEnvelope, "description": _STATUS_TEXT.get(status, "Error")}
+        for status in (*statuses, 503)
+    }

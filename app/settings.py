@@ -56,6 +56,29 @@ class Settings(BaseSettings):
     secret_key: str = ""
     access_token_minutes: Annotated[int, Field(ge=1)] = 15
     refresh_token_days: Annotated[int, Field(ge=1)] = 7
+    # Seconds; short values are for tests of expiry.
+    verify_token_seconds: Annotated[int, Field(ge=1)] = 24 * 3600
+    reset_token_seconds: Annotated[int, Field(ge=1)] = 3600
+    require_email_verification: bool = True
+    login_max_failures: Annotated[int, Field(ge=1)] = 10
+    login_failure_window_seconds: Annotated[int, Field(ge=1)] = 15 * 60
+    max_api_keys: Annotated[int, Field(ge=1)] = 50
+    sweep_interval_seconds: Annotated[float, Field(gt=0)] = 300.0
+    # Argon2id cost (RFC 9106's second recommended option; see auth/passwords.py).
+    argon2_time_cost: Annotated[int, Field(ge=1)] = 3
+    argon2_memory_kib: Annotated[int, Field(ge=8)] = 64 * 1024
+    argon2_parallelism: Annotated[int, Field(ge=1)] = 4
+
+    # Mail. No SMTP host: mails go to QUARRY_DATA_DIR/outbox/*.eml and their links to the log.
+    smtp_host: str = ""
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    smtp_timeout_seconds: Annotated[int, Field(ge=1)] = 30
+    mail_from: str = "quarry@example.com"
+    mail_from_name: str = "Quarry"
 
     # Limits.
     max_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
