@@ -108,7 +108,7 @@ class TokenCodec:
 
     # -- access
     def access_token(self, user_id: str, family: str) -> str:
-        return self._encode(ACCESS, user_id, self.access_ttl, fam=family)
+        return self._encode(ACCESS, user_id, self.access_ttl, fam=family, jti=uuid.uuid4().hex)
 
     # -- refresh
     def new_refresh(self, user_id: str, family: str | None = None) -> tuple[str, RefreshClaims]:

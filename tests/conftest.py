@@ -17,12 +17,14 @@ from typing import Any
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 from pymongo import MongoClient
 
-from app.engine import EmbeddedEngine, build_engine, default_binary
+from app.engine import EmbeddedEngine, build_engine, default_binary, free_port
 from app.main import create_app
 from app.settings import Settings
+from tests.mailbox import Inbox
 from tests.routes import install_test_routes
 
 SYSTEM_DATABASES = {"admin", "local", "config"}
@@ -96,8 +98,29 @@ def _drop_databases_created_by_the_test(
         client.drop_database(name)
 
 
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[Inbox]:
+    """A real SMTP server (aiosmtpd) on a free loopback port; mails land in the inbox."""
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    inbox.port = controller.port
+    try:
+        yield inbox
+    finally:
+        controller.stop()
+
+
 @pytest.fixture
-def make_settings(database_server: DatabaseServer, tmp_path: Path) -> Callable[..., Settings]:
+def inbox(smtp_server: Inbox) -> Inbox:
+    smtp_server.clear()
+    return smtp_server
+
+
+@pytest.fixture
+def make_settings(
+    database_server: DatabaseServer, tmp_path: Path, smtp_server: Inbox
+) -> Callable[..., Settings]:
     def factory(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "env": "test",
@@ -106,6 +129,13 @@ def make_settings(database_server: DatabaseServer, tmp_path: Path) -> Callable[.
             "data_dir": tmp_path / "data",
             "mongodb_timeout_ms": 1000,
             "retry_after_seconds": 3,
+            "public_url": "http://testserver",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": smtp_server.port,
+            # Cheap hashing keeps the suite fast; tests/auth checks the real defaults.
+            "argon2_time_cost": 1,
+            "argon2_memory_kib": 1024,
+            "argon2_parallelism": 1,
         }
         values.update(overrides)
         return Settings(**values)

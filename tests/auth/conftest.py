@@ -1,0 +1,61 @@
+"""Factories for accounts: register through the API and verify with the mailed link."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.mailbox import Inbox
+
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Account:
+    email: str
+    password: str
+    access: str = ""
+    refresh: str = ""
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access}"}
+
+
+def new_email() -> str:
+    return f"user-{uuid.uuid4().hex[:10]}@example.com"
+
+
+@pytest.fixture
+def register(client: httpx.AsyncClient, inbox: Inbox) -> Callable[..., Awaitable[Account]]:
+    async def factory(
+        *, verify: bool = True, login: bool = True, email: str | None = None
+    ) -> Account:
+        account = Account(email=email or new_email(), password=PASSWORD)
+        response = await client.post(
+            "/core/register",
+            json={
+                "email": account.email,
+                "firstName": "Ada",
+                "lastName": "Lovelace",
+                "password": PASSWORD,
+            },
+        )
+        assert response.status_code == 201, response.text
+        if verify:
+            link = inbox.wait_for(account.email).link("/core/verify")
+            assert (await client.get(link.replace("http://testserver", ""))).status_code == 200
+            if login:
+                tokens = (
+                    await client.post(
+                        "/core/login", json={"email": account.email, "password": PASSWORD}
+                    )
+                ).json()
+                account.access, account.refresh = tokens["access"], tokens["refresh"]
+        return account
+
+    return factory
