@@ -7,13 +7,17 @@ import asyncio
 import platform
 from datetime import UTC, datetime
 
-from bench import health
+from bench import auth, health
 from bench.harness import database_url, print_table, served_api, write_results
 
 
 def main() -> None:
+    rows, figures = [], {}
     with database_url() as mongodb_url, served_api(mongodb_url) as api:
-        rows, figures = asyncio.run(health.run(api, mongodb_url))
+        for benchmark in (health, auth):
+            new_rows, new_figures = asyncio.run(benchmark.run(api, mongodb_url))
+            rows += new_rows
+            figures.update(new_figures)
     print_table(rows)
     write_results(
         rows,

@@ -137,6 +137,8 @@ def served_api(mongodb_url: str, *, workers: int = 1) -> Iterator[str]:
             "QUARRY_DATA_DIR": tmp,
             "QUARRY_LOG_LEVEL": "WARNING",
             "QUARRY_CONTROL_DB": "quarry_bench",
+            "QUARRY_REQUIRE_EMAIL_VERIFICATION": "false",
+            "QUARRY_SMTP_HOST": "",
         }
         server = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve"],
