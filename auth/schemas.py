@@ -116,6 +116,10 @@ class MessageAnswer(BaseModel):
     success: Literal[True] = True
     message: str
 
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"success": True, "message": "Email verified."}}
+    )
+
 
 class TokenPair(BaseModel):
     success: Literal[True] = True
@@ -123,6 +127,18 @@ class TokenPair(BaseModel):
     access: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth token type)
     expires_in: int = Field(description="Lifetime of the access token in seconds.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "success": True,
+                "refresh": "eyJ0eXAiOiJKV1QiLCJhbGciOiJI...",
+                "access": "eyJ0eXAiOiJKV1QiLCJhbGciOiJI...",
+                "token_type": "bearer",
+                "expires_in": 900,
+            }
+        }
+    )
 
 
 class UserOut(BaseModel):
@@ -137,6 +153,22 @@ class UserOut(BaseModel):
 class UserAnswer(BaseModel):
     success: Literal[True] = True
     data: UserOut
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "success": True,
+                "data": {
+                    "id": "60c72b2f9b1d8b1a2d3e4567",
+                    "email": "developer@example.com",
+                    "firstName": "Alex",
+                    "lastName": "Dev",
+                    "is_verified": True,
+                    "created_at": "2026-11-24T10:00:00Z",
+                },
+            }
+        }
+    )
 
 
 class ApiKeyOut(BaseModel):
@@ -161,7 +193,41 @@ class ApiKeyCreatedAnswer(BaseModel):
     success: Literal[True] = True
     data: ApiKeyCreatedOut
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "success": True,
+                "data": {
+                    "id": "60c72b2f9b1d8b1a2d3e4568",
+                    "name": "billing-backend",
+                    "prefix": "Ab3dE9xY",
+                    "key": "qk_Ab3dE9xY_" + "x" * 43,
+                    "created_at": "2026-11-24T10:00:00Z",
+                    "expires_at": "2027-02-22T10:00:00Z",
+                },
+            }
+        }
+    )
+
 
 class ApiKeyListAnswer(BaseModel):
     success: Literal[True] = True
     data: list[ApiKeyOut]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "success": True,
+                "data": [
+                    {
+                        "id": "60c72b2f9b1d8b1a2d3e4568",
+                        "name": "billing-backend",
+                        "prefix": "Ab3dE9xY",
+                        "created_at": "2026-11-24T10:00:00Z",
+                        "expires_at": None,
+                        "last_used_at": "2026-11-24T11:00:00Z",
+                    }
+                ],
+            }
+        }
+    )
