@@ -53,3 +53,44 @@ async def test_docs_pages_are_served(client: httpx.AsyncClient) -> None:
         response = await client.get(path)
         assert response.status_code == 200
         assert "text/html" in response.headers["content-type"]
+
+
+AUTH_PATHS = [
+    ("/core/register", "post"),
+    ("/core/verify", "get"),
+    ("/core/verify", "post"),
+    ("/core/resend-verification", "post"),
+    ("/core/login", "post"),
+    ("/core/token/refresh", "post"),
+    ("/core/logout", "post"),
+    ("/core/logout-all", "post"),
+    ("/core/password/forgot", "post"),
+    ("/core/password/reset", "post"),
+    ("/core/password/change", "post"),
+    ("/core/me", "get"),
+    ("/core/me", "patch"),
+    ("/api/api_keys", "post"),
+    ("/api/api_keys", "get"),
+    ("/api/api_keys/{key_id}", "delete"),
+]
+
+
+async def test_every_auth_endpoint_is_documented_with_errors(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    envelope = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    for path, method in AUTH_PATHS:
+        operation = schema["paths"][path][method]
+        assert operation["summary"], (path, method)
+        errors = {
+            code: r for code, r in operation["responses"].items() if code.startswith(("4", "5"))
+        }
+        assert errors, (path, method)
+        for response in errors.values():
+            assert response["content"]["application/json"]["schema"] == envelope, (path, method)
+
+
+async def test_key_management_declares_bearer_only(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for method in ("get", "post"):
+        assert paths["/api/api_keys"][method]["security"] == [{"BearerAuth": []}]
+    assert paths["/core/login"]["post"].get("security") is None
