@@ -26,13 +26,16 @@ class HeaderAuthenticator:
     def _service(self) -> AuthService:
         return AuthService(db=self._database.control, state=self._state)
 
+    def _bearer(self, credentials: str) -> Caller:
+        if not credentials:
+            raise TokenInvalid("The Bearer token is missing.")
+        return self._service().caller_from_access_token(credentials)
+
     async def authenticate(self, *, authorization: str | None, x_api_key: str | None) -> Caller:
         if authorization:
             scheme, credentials = _split(authorization)
             if scheme == "bearer":
-                if not credentials:
-                    raise TokenInvalid("The Bearer token is missing.")
-                return self._service().caller_from_access_token(credentials)
+                return self._bearer(credentials)
             if scheme == "api-key":
                 if not credentials:
                     raise ApiKeyInvalid("The API key is missing.")
@@ -52,9 +55,7 @@ class HeaderAuthenticator:
         if authorization:
             scheme, credentials = _split(authorization)
             if scheme == "bearer":
-                if not credentials:
-                    raise TokenInvalid("The Bearer token is missing.")
-                return self._service().caller_from_access_token(credentials)
+                return self._bearer(credentials)
             if scheme == "api-key":
                 raise BearerRequired()
             raise NotAuthenticated("Unsupported authorization scheme: use 'Bearer <token>'.")

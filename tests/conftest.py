@@ -8,6 +8,7 @@ is dropped after it (autouse), so tests run in any order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -146,6 +147,26 @@ def make_settings(
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
+
+
+@pytest.fixture
+def make_client(
+    make_settings: Callable[..., Settings],
+) -> Callable[..., contextlib.AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]:
+    """An app with its own settings, lifespan running, and a client for it."""
+
+    @contextlib.asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+        application = create_app(make_settings(**overrides))
+        install_test_routes(application)
+        transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+        async with (
+            application.router.lifespan_context(application),
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+        ):
+            yield application, http
+
+    return factory
 
 
 @pytest.fixture

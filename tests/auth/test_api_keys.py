@@ -151,11 +151,9 @@ async def test_key_management_needs_credentials(client) -> None:
     assert "Bearer" in response.headers["www-authenticate"]
 
 
-async def test_sweep_removes_expired_rows(make_settings, inbox) -> None:
-    from app.main import create_app
+async def test_sweep_removes_expired_rows(make_client, inbox) -> None:
 
-    app = create_app(make_settings(sweep_interval_seconds=0.2))
-    async with app.router.lifespan_context(app):
+    async with make_client(sweep_interval_seconds=0.2) as (app, _http):
         control = app.state.database.control
         past = datetime.now(UTC) - timedelta(seconds=5)
         future = datetime.now(UTC) + timedelta(days=1)

@@ -51,14 +51,9 @@ async def test_unknown_email_and_wrong_password_answer_identically(
     assert unknown.json()["message"] == wrong.json()["message"]
 
 
-async def test_unknown_email_costs_a_password_verification(make_settings) -> None:
+async def test_unknown_email_costs_a_password_verification(make_client) -> None:
     """Timing: an unknown email is checked against a dummy hash of the same cost."""
-    app = create_app(make_settings(argon2_time_cost=2, argon2_memory_kib=32 * 1024))
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
-    ):
+    async with make_client(argon2_time_cost=2, argon2_memory_kib=32 * 1024) as (_app, http):
         email = new_email()
         await http.post(
             "/core/register",
@@ -88,13 +83,8 @@ async def test_unverified_login_is_forbidden_only_with_the_right_password(
     assert_envelope(wrong, 401, ErrorCode.INVALID_CREDENTIALS)
 
 
-async def test_verification_can_be_switched_off(make_settings, inbox) -> None:
-    app = create_app(make_settings(require_email_verification=False))
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
-    ):
+async def test_verification_can_be_switched_off(make_client, inbox) -> None:
+    async with make_client(require_email_verification=False) as (_app, http):
         email = new_email()
         await http.post(
             "/core/register",

@@ -7,7 +7,6 @@ import asyncio
 import httpx
 
 from app.errors import ErrorCode
-from app.main import create_app
 from tests.app.test_errors import assert_envelope
 from tests.auth.conftest import PASSWORD, new_email
 from tests.mailbox import Inbox
@@ -79,14 +78,8 @@ async def test_reset_token_dies_when_the_password_changes(client, register, inbo
     assert_envelope(late, 400, ErrorCode.RESET_TOKEN_INVALID)
 
 
-async def test_tampered_and_expired_reset_tokens_are_refused(make_settings, inbox) -> None:
-    app = create_app(make_settings(reset_token_seconds=1))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as http,
-    ):
+async def test_tampered_and_expired_reset_tokens_are_refused(make_client, inbox) -> None:
+    async with make_client(reset_token_seconds=1) as (_app, http):
         email = new_email()
         await http.post(
             "/core/register",

@@ -125,15 +125,9 @@ async def test_resend_verification_mails_a_fresh_link_at_most_once_a_minute(
     assert len(inbox.mails_to(email)) == 2
 
 
-async def test_expired_verify_token_is_refused(make_settings, inbox: Inbox) -> None:
-    from app.main import create_app
+async def test_expired_verify_token_is_refused(make_client, inbox: Inbox) -> None:
 
-    app = create_app(make_settings(verify_token_seconds=1))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
-    ):
+    async with make_client(verify_token_seconds=1) as (_app, http):
         email = new_email()
         await http.post("/core/register", json=body(email))
         token = inbox.wait_for(email).token("/core/verify")

@@ -135,14 +135,8 @@ async def test_expired_tokens_are_expired(
     assert_envelope(response, 401, ErrorCode.TOKEN_EXPIRED)
 
 
-async def test_access_token_expires_after_its_lifetime(make_settings, inbox) -> None:
-    app = create_app(make_settings(access_token_minutes=1))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-        ) as http,
-    ):
+async def test_access_token_expires_after_its_lifetime(make_client, inbox) -> None:
+    async with make_client(access_token_minutes=1) as (app, http):
         codec = app.state.auth.codec
         codec.access_ttl = timedelta(seconds=1)
         from bson import ObjectId
