@@ -31,6 +31,7 @@ from auth.lifecycle import start_auth, stop_auth
 from auth.router import keys_router as api_keys_router
 from auth.router import router as auth_router
 from data_api.router import router as data_api_router
+from management.lifecycle import start_management, stop_management
 from management.router import router as management_router
 
 logger = logging.getLogger("quarry.app")
@@ -69,9 +70,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     try:
         await start_auth(app)
+        await start_management(app)
         logger.info("Quarry %s ready (%s)", __version__, "embedded engine" if engine else "MongoDB")
         yield
     finally:
+        await stop_management(app)
         await stop_auth(app)
         if watcher is not None:
             watcher.cancel()

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     max_import_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024 * 1024
 
+    # Management: finishing interrupted work (see management/lifecycle.py).
+    maintenance_interval_seconds: Annotated[float, Field(gt=0)] = 5.0
+    stale_after_seconds: Annotated[float, Field(ge=0)] = 60.0
+
     # Operation.
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.text

@@ -8,12 +8,13 @@ loop until it succeeds, so a server started before its database still comes up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
+from app.background import start_periodic, stop_periodic
 from app.clock import utc_now
 from app.database import Database
 from app.settings import Settings
@@ -27,18 +28,19 @@ from auth.tokens import TokenCodec, resolve_secret_key
 logger = logging.getLogger("quarry.auth")
 
 
-async def _maintain(database: Database, settings: Settings, indexes_ready: bool) -> None:
-    while True:
+def _maintenance(database: Database, state: dict[str, bool]) -> Callable[[], Awaitable[None]]:
+    async def work() -> None:
         try:
-            if not indexes_ready:
+            if not state["indexes_ready"]:
                 await repo.ensure_indexes(db=database.control)
-                indexes_ready = True
+                state["indexes_ready"] = True
             removed = await repo.sweep_expired(db=database.control, now=utc_now())
             if any(removed.values()):
                 logger.info("swept expired rows: %s", removed)
         except PyMongoError as exc:
             logger.warning("auth maintenance postponed: %s", type(exc).__name__)
-        await asyncio.sleep(settings.sweep_interval_seconds)
+
+    return work
 
 
 async def start_auth(app: FastAPI) -> None:
@@ -55,12 +57,12 @@ async def start_auth(app: FastAPI) -> None:
         indexes_ready = True
     except PyMongoError as exc:
         logger.warning("auth indexes not created yet (%s); retrying", type(exc).__name__)
-    app.state.auth_maintenance = asyncio.create_task(_maintain(database, settings, indexes_ready))
+    work = _maintenance(database, {"indexes_ready": indexes_ready})
+    await work()
+    app.state.auth_maintenance = start_periodic(
+        "auth-maintenance", work, settings.sweep_interval_seconds
+    )
 
 
 async def stop_auth(app: FastAPI) -> None:
-    task: asyncio.Task[None] | None = getattr(app.state, "auth_maintenance", None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await stop_periodic(getattr(app.state, "auth_maintenance", None))

@@ -9,8 +9,8 @@ import jwt
 
 from app.errors import ErrorCode
 from app.main import create_app
+from tests.accounts import PASSWORD, new_email
 from tests.app.test_errors import assert_envelope
-from tests.auth.conftest import PASSWORD, new_email
 
 
 async def test_login_returns_a_token_pair(client: httpx.AsyncClient, register) -> None:

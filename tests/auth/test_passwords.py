@@ -7,8 +7,8 @@ import asyncio
 import httpx
 
 from app.errors import ErrorCode
+from tests.accounts import PASSWORD, new_email
 from tests.app.test_errors import assert_envelope
-from tests.auth.conftest import PASSWORD, new_email
 from tests.mailbox import Inbox
 
 NEW_PASSWORD = "a-brand-new-password"

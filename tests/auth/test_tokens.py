@@ -11,8 +11,8 @@ import pytest
 
 from app.errors import ErrorCode
 from app.main import create_app
+from tests.accounts import PASSWORD, new_email
 from tests.app.test_errors import assert_envelope
-from tests.auth.conftest import PASSWORD, new_email
 
 
 def forge(token: str, app, **changes) -> str:

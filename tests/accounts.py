@@ -1,4 +1,6 @@
-"""Factories for accounts: register through the API and verify with the mailed link."""
+"""Accounts for tests: register through the API and verify with the mailed link.
+
+The `register` fixture is exported by `tests/conftest.py`; every package's tests use it."""
 
 from __future__ import annotations
 

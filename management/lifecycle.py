@@ -1,0 +1,120 @@
+"""Start and stop the management package with the app: control-database indexes
+and the maintenance task.
+
+The maintenance task finishes what a failed request could not: it rolls back
+imports whose journal no live request holds (`management.journal`), and it
+completes databases and collections left `creating` or `dropping` for longer
+than `QUARRY_STALE_AFTER_SECONDS` (undoing a creation, finishing a drop). It runs
+every `QUARRY_MAINTENANCE_INTERVAL_SECONDS` and simply tries again later while
+the database is unreachable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from fastapi import FastAPI
+from pymongo.errors import PyMongoError
+
+from app.background import start_periodic, stop_periodic
+from app.clock import utc_now
+from app.database import Database, Document
+from app.settings import Settings
+from management import repository as repo
+from management.journal import JournalEntry, journal_entries
+
+logger = logging.getLogger("quarry.management")
+
+
+async def recover_imports(database: Database, settings: Settings) -> int:
+    """Roll back every unclaimed import journal; the number rolled back."""
+    finished = 0
+    for path in journal_entries(settings.data_dir / "import-journal"):
+        entry = JournalEntry.claim(path)
+        if entry is None:
+            continue
+        try:
+            deleted = await entry.roll_back(database)
+        except PyMongoError:
+            entry.release()
+            raise
+        logger.info("rolled back an interrupted import (%d documents)", deleted)
+        entry.remove()
+        finished += 1
+    return finished
+
+
+async def finish_stale_changes(database: Database, settings: Settings) -> int:
+    older_than = utc_now() - timedelta(seconds=settings.stale_after_seconds)
+    records = await repo.stale_databases(db=database.control, older_than=older_than)
+    for record in records:
+        if record.get("state") in ("creating", "dropping"):
+            await repo.drop_physical_database(database=database, db_name=record["dbName"])
+            await repo.delete_database_record(db=database.control, database_id=record["_id"])
+            logger.info("finished %s database %s", record["state"], record["_id"])
+            continue
+        await _finish_collections(database, record)
+    return len(records)
+
+
+async def _finish_collections(database: Database, record: Document) -> None:
+    token = await repo.acquire_lock(
+        db=database.control, name=f"database:{record['_id']}", wait_seconds=0
+    )
+    if token is None:
+        return
+    try:
+        current = await repo.reload_database(db=database.control, database_id=record["_id"])
+        if current is None:
+            return
+        kept = []
+        for entry in current.get("collections", []):
+            if entry.get("state", "ready") == "ready":
+                kept.append(entry)
+                continue
+            await repo.drop_collection(
+                database=database, db_name=current["dbName"], name=entry["name"]
+            )
+        await repo.save_collections(
+            db=database.control, database_id=current["_id"], collections=kept
+        )
+    finally:
+        await repo.release_lock(db=database.control, name=f"database:{record['_id']}", token=token)
+
+
+def _maintenance(
+    database: Database, settings: Settings, state: dict[str, bool]
+) -> Callable[[], Awaitable[None]]:
+    async def work() -> None:
+        try:
+            if not state["indexes_ready"]:
+                await repo.ensure_indexes(db=database.control)
+                state["indexes_ready"] = True
+            await recover_imports(database, settings)
+            await finish_stale_changes(database, settings)
+        except PyMongoError as exc:
+            logger.warning("management maintenance postponed: %s", type(exc).__name__)
+
+    return work
+
+
+async def start_management(app: FastAPI) -> None:
+    database: Database = app.state.database
+    settings: Settings = app.state.settings
+    indexes_ready = False
+    try:
+        await repo.ensure_indexes(db=database.control)
+        indexes_ready = True
+    except PyMongoError as exc:
+        logger.warning("management indexes not created yet (%s); retrying", type(exc).__name__)
+    app.state.management_maintenance = start_periodic(
+        "management-maintenance",
+        _maintenance(database, settings, {"indexes_ready": indexes_ready}),
+        settings.maintenance_interval_seconds,
+    )
+
+
+async def stop_management(app: FastAPI) -> None:
+    await stop_periodic(getattr(app.state, "management_maintenance", None))

@@ -1,0 +1,263 @@
+"""The only place the management package talks to MongoDB.
+
+Control database (`QUARRY_CONTROL_DB`):
+- `databases` — one document per logical database: `user_id`, `displayName`,
+  `dbName` (the physical database), `state` (`creating` → `ready` → `dropping`),
+  `collections` (a list of `{name, fields, strict, indexes, schema_version,
+  state, created_at}`), `created_at`, `updated_at`. Unique on
+  (`user_id`, `displayName`) and on `dbName`.
+- `locks` — short leases (`_id` = `database:<id>`) that serialise changes to one
+  database's collection list across requests and workers. A lease is taken by
+  inserting its `_id` (unique: atomic on every engine, including the embedded
+  one, whose updates are not) and expires so that a crashed holder cannot block.
+
+Physical databases hold the users' documents; their collections and indexes are
+created and dropped here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from bson.raw_bson import RawBSONDocument
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure
+from pymongo.results import InsertManyResult
+
+from app.clock import utc_now
+from app.database import Database, Document
+
+DATABASES = "databases"
+LOCKS = "locks"
+LOCK_LEASE_SECONDS = 60
+LOCK_WAIT_SECONDS = 10.0
+
+
+async def ensure_indexes(*, db: AsyncDatabase[Document]) -> None:
+    await db[DATABASES].create_indexes(
+        [
+            IndexModel(
+                [("user_id", ASCENDING), ("displayName", ASCENDING)],
+                unique=True,
+                name="owner_name_unique",
+            ),
+            IndexModel([("dbName", ASCENDING)], unique=True, name="db_name_unique"),
+            IndexModel([("state", ASCENDING)], name="state"),
+        ]
+    )
+
+
+# ----------------------------------------------------------------- control plane
+
+
+async def insert_database(*, db: AsyncDatabase[Document], record: Document) -> None:
+    """Raises `DuplicateKeyError` on a taken (owner, name) or physical name."""
+    await db[DATABASES].insert_one(record)
+
+
+async def name_taken(*, db: AsyncDatabase[Document], user_id: ObjectId, name: str) -> bool:
+    found = await db[DATABASES].find_one(
+        {"user_id": user_id, "displayName": name}, projection={"_id": 1}
+    )
+    return found is not None
+
+
+async def find_database(
+    *, db: AsyncDatabase[Document], user_id: ObjectId, database_id: ObjectId
+) -> Document | None:
+    return await db[DATABASES].find_one({"_id": database_id, "user_id": user_id, "state": "ready"})
+
+
+async def list_databases(
+    *,
+    db: AsyncDatabase[Document],
+    user_id: ObjectId,
+    search: str | None,
+    skip: int,
+    limit: int,
+) -> tuple[list[Document], int]:
+    query: Document = {"user_id": user_id, "state": "ready"}
+    if search:
+        query["displayName"] = {"$regex": re.escape(search), "$options": "i"}
+    total = await db[DATABASES].count_documents(query)
+    cursor = (
+        db[DATABASES]
+        .find(query, projection={"displayName": 1, "collections.state": 1, "created_at": 1})
+        .sort([("displayName", ASCENDING), ("_id", ASCENDING)])
+        .skip(skip)
+        .limit(limit)
+    )
+    return await cursor.to_list(), total
+
+
+async def set_database_state(
+    *, db: AsyncDatabase[Document], database_id: ObjectId, state: str
+) -> None:
+    await db[DATABASES].update_one(
+        {"_id": database_id}, {"$set": {"state": state, "updated_at": utc_now()}}
+    )
+
+
+async def delete_database_record(*, db: AsyncDatabase[Document], database_id: ObjectId) -> None:
+    await db[DATABASES].delete_one({"_id": database_id})
+
+
+async def save_collections(
+    *, db: AsyncDatabase[Document], database_id: ObjectId, collections: list[Document]
+) -> None:
+    """Replace the collection list; callers hold the database's lock."""
+    await db[DATABASES].update_one(
+        {"_id": database_id},
+        {"$set": {"collections": collections, "updated_at": utc_now()}},
+    )
+
+
+async def reload_database(*, db: AsyncDatabase[Document], database_id: ObjectId) -> Document | None:
+    return await db[DATABASES].find_one({"_id": database_id})
+
+
+async def stale_databases(*, db: AsyncDatabase[Document], older_than: datetime) -> list[Document]:
+    """Databases left `creating`/`dropping` by a failed request, or with a collection
+    left `creating`/`dropping`, for the maintenance task to finish."""
+    query = {
+        "updated_at": {"$lt": older_than},
+        "$or": [
+            {"state": {"$in": ["creating", "dropping"]}},
+            {"collections.state": {"$in": ["creating", "dropping"]}},
+        ],
+    }
+    return await db[DATABASES].find(query).to_list(100)
+
+
+# ------------------------------------------------------------------------- locks
+
+
+async def acquire_lock(
+    *, db: AsyncDatabase[Document], name: str, wait_seconds: float = LOCK_WAIT_SECONDS
+) -> str | None:
+    """A lease token, or None when the lock stayed taken for `wait_seconds`."""
+    token = uuid.uuid4().hex
+    deadline = asyncio.get_running_loop().time() + wait_seconds
+    while True:
+        now = utc_now()
+        try:
+            await db[LOCKS].insert_one(
+                {
+                    "_id": name,
+                    "token": token,
+                    "expires_at": now + timedelta(seconds=LOCK_LEASE_SECONDS),
+                }
+            )
+            return token
+        except DuplicateKeyError:
+            await db[LOCKS].delete_one({"_id": name, "expires_at": {"$lt": now}})
+        if asyncio.get_running_loop().time() >= deadline:
+            return None
+        await asyncio.sleep(0.05)
+
+
+async def release_lock(*, db: AsyncDatabase[Document], name: str, token: str) -> None:
+    await db[LOCKS].delete_one({"_id": name, "token": token})
+
+
+# ------------------------------------------------------------------- data plane
+
+
+async def create_collection(*, database: Database, db_name: str, name: str) -> None:
+    """Create the physical collection; an existing one is left as it is."""
+    with contextlib.suppress(CollectionInvalid):  # already there: a retried creation
+        await database.client[db_name].create_collection(name)
+
+
+async def create_index(
+    *, database: Database, db_name: str, collection: str, field: str, unique: bool, name: str
+) -> None:
+    """Raises `OperationFailure` (e.g. duplicates for a unique index)."""
+    await database.client[db_name][collection].create_index(
+        [(field, ASCENDING)], unique=unique, name=name
+    )
+
+
+async def drop_index(*, database: Database, db_name: str, collection: str, name: str) -> None:
+    try:
+        await database.client[db_name][collection].drop_index(name)
+    except OperationFailure as exc:
+        if exc.code != 27:  # IndexNotFound: already gone
+            raise
+
+
+async def drop_collection(*, database: Database, db_name: str, name: str) -> None:
+    await database.client[db_name].drop_collection(name)
+
+
+async def drop_physical_database(*, database: Database, db_name: str) -> None:
+    await database.client.drop_database(db_name)
+
+
+async def physical_database_names(*, database: Database) -> list[str]:
+    return await database.client.list_database_names()
+
+
+async def count_documents(*, database: Database, db_name: str, collection: str) -> int:
+    """The live number of documents. `collStats` on the embedded engine, where it
+    reads SQLite's row count instead of scanning documents; the collection's
+    metadata count on MongoDB."""
+    if (await database.engine_name()).startswith("ferretdb"):
+        stats = await database.client[db_name].command("collStats", collection)
+        return int(stats.get("count", 0))
+    return await database.client[db_name][collection].estimated_document_count()
+
+
+async def insert_raw_documents(
+    *, database: Database, db_name: str, collection: str, documents: Sequence[RawBSONDocument]
+) -> InsertManyResult:
+    """Unordered insert of already-encoded documents; raises `BulkWriteError` per record."""
+    return await database.client[db_name][collection].insert_many(documents, ordered=False)
+
+
+async def existing_ids(
+    *, database: Database, db_name: str, collection: str, ids: list[Any]
+) -> set[Any]:
+    cursor = database.client[db_name][collection].find({"_id": {"$in": ids}}, projection={"_id": 1})
+    return {document["_id"] async for document in cursor}
+
+
+async def delete_id_range(
+    *, database: Database, db_name: str, collection: str, low: ObjectId, high: ObjectId
+) -> int:
+    result = await database.client[db_name][collection].delete_many(
+        {"_id": {"$gte": low, "$lte": high}}
+    )
+    return result.deleted_count
+
+
+async def delete_ids(*, database: Database, db_name: str, collection: str, ids: list[Any]) -> int:
+    result = await database.client[db_name][collection].delete_many({"_id": {"$in": ids}})
+    return result.deleted_count
+
+
+async def stream_documents(
+    *, database: Database, db_name: str, collection: str, query: Document, batch_size: int
+) -> AsyncIterator[list[Document]]:
+    """The matching documents in natural order, a batch at a time (never all at once).
+
+    No sort: the embedded engine sorts in memory, which a large export must not need.
+    """
+    cursor = database.client[db_name][collection].find(query).batch_size(batch_size)
+    batch: list[Document] = []
+    async with cursor:
+        async for document in cursor:
+            batch.append(document)
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
