@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from app.ejson import DECIMAL_SUPPORTED
 from app.settings import Settings
 
 Document = dict[str, Any]
@@ -51,6 +52,10 @@ class Database:
         except PyMongoError:
             return False
         return True
+
+    async def apply_value_limits(self) -> None:
+        """Tell value conversion (app.ejson) what this engine cannot store."""
+        DECIMAL_SUPPORTED.set(not (await self.engine_name()).startswith("ferretdb"))
 
     async def engine_name(self) -> str:
         """`ferretdb-sqlite` for our embedded engine, `mongodb` for MongoDB (cached)."""

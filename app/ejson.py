@@ -22,6 +22,7 @@ import base64
 import binascii
 import math
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from decimal import InvalidOperation
 from typing import Any
@@ -34,6 +35,12 @@ from bson.regex import Regex
 from bson.timestamp import Timestamp
 
 from app.clock import iso_z
+
+#: False while serving a request on an engine that cannot store Decimal128 (the
+#: embedded FerretDB closes the connection on one): `$numberDecimal` is then a
+#: clear value error instead of a dropped connection. Set per request by
+#: `app.database.Database.apply_value_limits`; worker threads inherit it.
+DECIMAL_SUPPORTED: ContextVar[bool] = ContextVar("quarry_decimal_supported", default=True)
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -110,6 +117,11 @@ def _number_double(payload: Any) -> float:
 
 
 def _number_decimal(payload: Any) -> Decimal128:
+    if not DECIMAL_SUPPORTED.get():
+        raise WrapperError(
+            "$numberDecimal values need MongoDB: the embedded engine (ferretdb-sqlite) "
+            "cannot store Decimal128"
+        )
     try:
         if not isinstance(payload, str):
             raise InvalidOperation

@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, OperationFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.request_context import current_request_id
@@ -241,8 +241,21 @@ async def _database_unreachable(request: Request, exc: Exception) -> JSONRespons
     return await _quarry_error(request, DatabaseUnavailable())
 
 
+#: Server answers that mean "the database is going away or changing hands", not a bug.
+TRANSIENT_SERVER_CODES = {6, 7, 89, 91, 189, 10107, 11600, 11602, 13435, 13436}
+
+
+async def _operation_failure(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OperationFailure)
+    if exc.code in TRANSIENT_SERVER_CODES:
+        return await _database_unreachable(request, exc)
+    logger.error("unexpected database error (code %s)", exc.code, exc_info=exc)
+    return error_response(500, ErrorCode.INTERNAL_ERROR, "An unexpected error occurred.")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QuarryError, _quarry_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ConnectionFailure, _database_unreachable)
+    app.add_exception_handler(OperationFailure, _operation_failure)

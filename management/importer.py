@@ -53,20 +53,42 @@ class ImportIds:
     """ObjectIds for documents without `_id`, in ranges unique to this import."""
 
     def __init__(self) -> None:
-        self.ranges: list[tuple[ObjectId, ObjectId]] = []
-        self._prefix = b""
+        self._prefixes: list[bytes] = []
         self._counter = 1 << 24
 
     def next(self) -> ObjectId:
         if self._counter == 1 << 24:
-            self._prefix = struct.pack(">I", int(time.time())) + os.urandom(5)
+            self._prefixes.append(struct.pack(">I", int(time.time())) + os.urandom(5))
             self._counter = 0
-            self.ranges.append(
-                (ObjectId(self._prefix + b"\x00\x00\x00"), ObjectId(self._prefix + b"\xff\xff\xff"))
-            )
-        oid = ObjectId(self._prefix + self._counter.to_bytes(3, "big"))
+        oid = ObjectId(self._prefixes[-1] + self._counter.to_bytes(3, "big"))
         self._counter += 1
         return oid
+
+    @property
+    def ranges(self) -> list[tuple[ObjectId, ObjectId]]:
+        """The (first, last) id of every range handed out so far."""
+        spans = []
+        for number, prefix in enumerate(self._prefixes):
+            last = self._counter - 1 if number == len(self._prefixes) - 1 else (1 << 24) - 1
+            if last >= 0:
+                spans.append(
+                    (ObjectId(prefix + b"\0\0\0"), ObjectId(prefix + last.to_bytes(3, "big")))
+                )
+        return spans
+
+
+def split_range(low: ObjectId, high: ObjectId, size: int) -> list[tuple[ObjectId, ObjectId]]:
+    """`[low, high]` (one prefix, counters in the last 3 bytes) in pieces of `size` ids."""
+    prefix = low.binary[:9]
+    first = int.from_bytes(low.binary[9:], "big")
+    last = int.from_bytes(high.binary[9:], "big")
+    pieces = []
+    for start in range(first, last + 1, size):
+        end = min(start + size - 1, last)
+        pieces.append(
+            (ObjectId(prefix + start.to_bytes(3, "big")), ObjectId(prefix + end.to_bytes(3, "big")))
+        )
+    return pieces
 
 
 @dataclass

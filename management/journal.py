@@ -36,10 +36,14 @@ from bson import ObjectId
 
 from app.database import Database
 from management import repository as repo
+from management.importer import split_range
 
 logger = logging.getLogger("quarry.management")
 
 DELETE_CHUNK = 500
+#: Ids per range delete: the embedded engine fails a delete of more than SQLite's
+#: 32,766 bound variables ("too many SQL variables"), so rollbacks go in pieces.
+DELETE_RANGE = 20_000
 
 
 @dataclass
@@ -135,7 +139,8 @@ class JournalEntry:
         }
         deleted = 0
         for low, high in meta["ranges"]:
-            deleted += await repo.delete_id_range(**target, low=ObjectId(low), high=ObjectId(high))
+            for start, end in split_range(ObjectId(low), ObjectId(high), DELETE_RANGE):
+                deleted += await repo.delete_id_range(**target, low=start, high=end)
         excluded = {id_key(value) for value in self._read_ids("excluded.bson")}
         chunk: list[Any] = []
         for value in self._read_ids("ids.bson"):

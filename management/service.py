@@ -473,6 +473,7 @@ class ManagementService:
         `ImportRecordsInvalid`, `ImportDuplicateKey`, `ImportRejected`,
         `DatabaseUnavailable`."""
         record = await self.owned_database(caller=caller, database_id=database_id)
+        await self.database.apply_value_limits()
         name = collection_name or PurePath(filename or "").stem.split(".")[0]
         check_name(name, kind="collection")
         entry = next((item for item in _ready(record) if item["name"] == name), None)

@@ -32,32 +32,54 @@ def new_email() -> str:
     return f"user-{uuid.uuid4().hex[:10]}@example.com"
 
 
+async def register_account(
+    http: httpx.AsyncClient,
+    inbox: Inbox,
+    *,
+    verify: bool = True,
+    login: bool = True,
+    email: str | None = None,
+) -> Account:
+    """Register through `http`, verify with the mailed link, log in."""
+    account = Account(email=email or new_email(), password=PASSWORD)
+    response = await http.post(
+        "/core/register",
+        json={
+            "email": account.email,
+            "firstName": "Ada",
+            "lastName": "Lovelace",
+            "password": PASSWORD,
+        },
+    )
+    assert response.status_code == 201, response.text
+    if verify:
+        link = inbox.wait_for(account.email).link("/core/verify")
+        assert (await http.get(link.replace("http://testserver", ""))).status_code == 200
+        if login:
+            tokens = (
+                await http.post("/core/login", json={"email": account.email, "password": PASSWORD})
+            ).json()
+            account.access, account.refresh = tokens["access"], tokens["refresh"]
+    return account
+
+
 @pytest.fixture
 def register(client: httpx.AsyncClient, inbox: Inbox) -> Callable[..., Awaitable[Account]]:
+    """Register on the test's `client`."""
+
     async def factory(
         *, verify: bool = True, login: bool = True, email: str | None = None
     ) -> Account:
-        account = Account(email=email or new_email(), password=PASSWORD)
-        response = await client.post(
-            "/core/register",
-            json={
-                "email": account.email,
-                "firstName": "Ada",
-                "lastName": "Lovelace",
-                "password": PASSWORD,
-            },
-        )
-        assert response.status_code == 201, response.text
-        if verify:
-            link = inbox.wait_for(account.email).link("/core/verify")
-            assert (await client.get(link.replace("http://testserver", ""))).status_code == 200
-            if login:
-                tokens = (
-                    await client.post(
-                        "/core/login", json={"email": account.email, "password": PASSWORD}
-                    )
-                ).json()
-                account.access, account.refresh = tokens["access"], tokens["refresh"]
-        return account
+        return await register_account(client, inbox, verify=verify, login=login, email=email)
+
+    return factory
+
+
+@pytest.fixture
+def register_in(inbox: Inbox) -> Callable[..., Awaitable[Account]]:
+    """Register on a client of the test's own (`make_client`)."""
+
+    async def factory(http: httpx.AsyncClient) -> Account:
+        return await register_account(http, inbox)
 
     return factory

@@ -25,7 +25,7 @@ from pymongo import MongoClient
 from app.engine import EmbeddedEngine, build_engine, default_binary, free_port
 from app.main import create_app
 from app.settings import Settings
-from tests.accounts import register  # noqa: F401 - a fixture for every package
+from tests.accounts import register, register_in  # noqa: F401 - fixtures for every package
 from tests.mailbox import Inbox
 from tests.routes import install_test_routes
 
