@@ -125,8 +125,11 @@ def database_url() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def served_api(mongodb_url: str, *, workers: int = 1) -> Iterator[str]:
-    """Run `quarry serve` on a free port against `mongodb_url`; yield its base URL."""
+def served_api(
+    mongodb_url: str, *, workers: int = 1, pids: list[int] | None = None
+) -> Iterator[str]:
+    """Run `quarry serve` on a free port against `mongodb_url`; yield its base URL
+    (the server's pid is appended to `pids` when given)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="quarry-bench-api-") as tmp:
         env = {
@@ -136,7 +139,7 @@ def served_api(mongodb_url: str, *, workers: int = 1) -> Iterator[str]:
             "QUARRY_WORKERS": str(workers),
             "QUARRY_DATA_DIR": tmp,
             "QUARRY_LOG_LEVEL": "WARNING",
-            "QUARRY_CONTROL_DB": "quarry_bench",
+            "QUARRY_CONTROL_DB": f"quarry_bench_{port}",
             "QUARRY_REQUIRE_EMAIL_VERIFICATION": "false",
             "QUARRY_SMTP_HOST": "",
         }
@@ -148,6 +151,8 @@ def served_api(mongodb_url: str, *, workers: int = 1) -> Iterator[str]:
             stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
+        if pids is not None:
+            pids.append(server.pid)
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:

@@ -1,0 +1,188 @@
+"""Import figures (issue #4): documents/s through `POST /api/import_data` beside
+raw `insert_many(ordered=False)` of the same documents into the same engine, the
+server's peak RSS for two file sizes (streaming: it should not grow with the
+file), and the schema compiler's validation rate on one core.
+
+Each size gets a fresh server process so that its peak RSS (`VmHWM`) belongs to
+that import alone. The raw side inserts already-parsed documents in batches of
+5,000 — it does not pay for JSON parsing, the API does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pymongo import AsyncMongoClient
+
+from app.schema import compile_schema
+from bench.harness import Row, served_api
+
+SIZES = tuple(
+    int(size) for size in os.environ.get("QUARRY_BENCH_IMPORT_SIZES", "100000,1000000").split(",")
+)
+RAW_BATCH = 5_000
+FIELDS = [
+    {"name": "email", "type": "string", "required": True},
+    {"name": "name", "type": "string"},
+    {"name": "age", "type": "int"},
+    {"name": "score", "type": "float"},
+    {"name": "active", "type": "bool"},
+    {"name": "signup_date", "type": "date"},
+    {"name": "city", "type": "string"},
+]
+
+
+def _document(i: int) -> dict[str, Any]:
+    return {
+        "email": f"user{i:07d}@example.com",
+        "name": f"User Number {i:07d} of the benchmark",
+        "age": 18 + i % 70,
+        "score": i * 0.37 % 100,
+        "active": i % 3 != 0,
+        "signup_date": f"2023-{1 + i % 12:02d}-{1 + i % 28:02d}T10:{i % 60:02d}:00Z",
+        "city": ("Berlin", "Oslo", "Lisbon", "Kyoto")[i % 4],
+    }
+
+
+def _write_file(path: Path, count: int) -> int:
+    with path.open("w") as handle:
+        for i in range(count):
+            handle.write(json.dumps(_document(i)) + "\n")
+    return path.stat().st_size
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _api_import(api: str, path: Path) -> tuple[float, int]:
+    async with httpx.AsyncClient(base_url=api, timeout=3600) as http:
+        email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+        await http.post(
+            "/core/register",
+            json={"email": email, "firstName": "B", "lastName": "M", "password": "benchmark-pass"},
+        )
+        tokens = (
+            await http.post("/core/login", json={"email": email, "password": "benchmark-pass"})
+        ).json()
+        headers = {"Authorization": f"Bearer {tokens['access']}"}
+        created = await http.post(
+            "/api/create_database",
+            json={
+                "db_name": f"bench_{uuid.uuid4().hex[:6]}",
+                "collections": [{"name": "events", "fields": FIELDS}],
+            },
+            headers=headers,
+        )
+        database_id = created.json()["database"]["id"]
+        with path.open("rb") as handle:
+            started = time.perf_counter()
+            response = await http.post(
+                "/api/import_data",
+                data={"database_id": database_id, "collection_name": "events"},
+                files={"json_file": ("events.ndjson", handle, "application/x-ndjson")},
+                headers=headers,
+            )
+            elapsed = time.perf_counter() - started
+        assert response.status_code == 200, response.text[:500]
+        return elapsed, int(response.json()["inserted_count"])
+
+
+async def _raw_insert(mongodb_url: str, count: int) -> float:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url)
+    collection = client["quarry_bench_raw"][f"events_{uuid.uuid4().hex[:6]}"]
+    schema = compile_schema(FIELDS)
+    # Typed as the API stores them (dates as dates) and built before the clock starts.
+    documents = [schema.validate(_document(i))[0] for i in range(count)]
+    started = time.perf_counter()
+    for start in range(0, count, RAW_BATCH):
+        await collection.insert_many(documents[start : start + RAW_BATCH], ordered=False)
+    elapsed = time.perf_counter() - started
+    await client.drop_database("quarry_bench_raw")
+    await client.close()
+    return elapsed
+
+
+def _validation_rate() -> float:
+    schema = compile_schema(
+        [
+            *FIELDS,
+            {"name": "tags", "type": "array", "items": "string"},
+            {"name": "ref", "type": "id"},
+            {"name": "meta", "type": "object"},
+        ]
+    )
+    documents = [
+        {**_document(i), "tags": ["a", "b"], "ref": "60c72b2f9b1d8b1a2d3e4567", "meta": {"k": i}}
+        for i in range(50_000)
+    ]
+    started = time.perf_counter()
+    for index, document in enumerate(documents):
+        schema.validate(document, index=index)
+    return len(documents) / (time.perf_counter() - started)
+
+
+def run_all(mongodb_url: str) -> tuple[list[Row], dict[str, Any]]:
+    rows: list[Row] = []
+    figures: dict[str, Any] = {}
+    rate = _validation_rate()
+    rows.append(
+        Row(
+            "schema validation, 10 fields (docs/s, 1 core)",
+            f"{rate:.0f}",
+            "-",
+            "-",
+            "well above insert rate",
+        )
+    )
+    figures["validation_docs_per_s"] = rate
+    with tempfile.TemporaryDirectory(prefix="quarry-bench-import-") as tmp:
+        for size in SIZES:
+            path = Path(tmp) / f"events_{size}.ndjson"
+            file_bytes = _write_file(path, size)
+            pids: list[int] = []
+            with served_api(mongodb_url, pids=pids) as api:
+                api_seconds, inserted = asyncio.run(_api_import(api, path))
+                rss = _peak_rss_mib(pids[0])
+            assert inserted == size
+            raw_seconds = asyncio.run(_raw_insert(mongodb_url, size))
+            api_rate, raw_rate = size / api_seconds, size / raw_seconds
+            rows.append(
+                Row(
+                    f"import {size:,} docs ({file_bytes / size:.0f} B each), docs/s",
+                    f"{api_rate:.0f}",
+                    f"{raw_rate:.0f}",
+                    f"{api_rate / raw_rate:.2f}",
+                    ">= 0.80",
+                )
+            )
+            rows.append(
+                Row(
+                    f"server peak RSS, import of {size:,} docs (MiB)",
+                    f"{rss:.0f}",
+                    "-",
+                    "-",
+                    "flat",
+                )
+            )
+            figures[f"import_{size}"] = {
+                "api_seconds": api_seconds,
+                "raw_seconds": raw_seconds,
+                "api_docs_per_s": api_rate,
+                "raw_docs_per_s": raw_rate,
+                "peak_rss_mib": rss,
+                "file_bytes": file_bytes,
+            }
+            path.unlink()
+    return rows, figures
