@@ -169,7 +169,7 @@ def describe_parse_error(source: BinaryIO, start: int, error: Exception) -> str:
     reason = first_line
     try:
         prefix = "item" if text.lstrip()[:1] == "[" else ""
-        for _ in ijson_python.items(io.StringIO(text), prefix, multiple_values=True):
+        for _ in ijson_python.items(io.BytesIO(text.encode()), prefix, multiple_values=True):
             pass
     except ijson.JSONError as exc:
         match = _AT.search(str(exc))
