@@ -38,7 +38,7 @@ from management.schemas import (
     RecordError,
     UpdateSchemaRequest,
 )
-from management.service import ManagementService
+from management.service import ManagementService, ready_collections
 
 router = APIRouter(tags=["databases"])
 
@@ -105,9 +105,7 @@ async def list_databases(
         DatabaseSummary(
             id=str(record["_id"]),
             name=record["displayName"],
-            num_collections=sum(
-                1 for entry in record.get("collections", []) if entry.get("state") == "ready"
-            ),
+            num_collections=len(ready_collections(record)),
             created_at=record["created_at"],
         )
         for record in records
@@ -125,11 +123,7 @@ async def get_metadata(
 ) -> MetadataAnswer:
     """The whole metadata document of one database, schemas and indexes included."""
     record = await service.owned_database(caller=caller, database_id=database_id)
-    collections = [
-        _collection_metadata(entry)
-        for entry in record.get("collections", [])
-        if entry.get("state") == "ready"
-    ]
+    collections = [_collection_metadata(entry) for entry in ready_collections(record)]
     return MetadataAnswer(
         data=DatabaseMetadata(
             _id=str(record["_id"]),

@@ -115,7 +115,8 @@ def _is_duplicate(exc: OperationFailure) -> bool:
     return exc.code in DUPLICATE_KEY_CODES or "UNIQUE constraint" in str(exc)
 
 
-def _ready(record: Document) -> list[Document]:
+def ready_collections(record: Document) -> list[Document]:
+    """The collections a client may see (not half-created or half-dropped)."""
     return [
         entry for entry in record.get("collections", []) if entry.get("state", "ready") == "ready"
     ]
@@ -146,7 +147,7 @@ class ManagementService:
     @staticmethod
     def find_collection(record: Document, name: str) -> Document:
         """Raises `CollectionNotFound`."""
-        for entry in _ready(record):
+        for entry in ready_collections(record):
             if entry["name"] == name:
                 return entry
         raise CollectionNotFound([name])
@@ -213,7 +214,7 @@ class ManagementService:
     async def list_collections(self, *, caller: Caller, database_id: str) -> list[tuple[str, int]]:
         record = await self.owned_database(caller=caller, database_id=database_id)
         counts = []
-        for entry in _ready(record):
+        for entry in ready_collections(record):
             count = await repo.count_documents(
                 database=self.database, db_name=record["dbName"], collection=entry["name"]
             )
@@ -435,7 +436,7 @@ class ManagementService:
         token = await self._locked(record)
         try:
             current = await self._current(record)
-            known = {entry["name"] for entry in _ready(current)}
+            known = {entry["name"] for entry in ready_collections(current)}
             unknown = [name for name in wanted if name not in known]
             if unknown:
                 raise CollectionNotFound(unknown)
@@ -476,7 +477,7 @@ class ManagementService:
         await self.database.apply_value_limits()
         name = collection_name or PurePath(filename or "").stem.split(".")[0]
         check_name(name, kind="collection")
-        entry = next((item for item in _ready(record) if item["name"] == name), None)
+        entry = next((item for item in ready_collections(record) if item["name"] == name), None)
         journal = JournalEntry.create(self.journal_root)
         completed = False
         try:
