@@ -245,9 +245,17 @@ async def _database_unreachable(request: Request, exc: Exception) -> JSONRespons
 TRANSIENT_SERVER_CODES = {6, 7, 89, 91, 189, 10107, 11600, 11602, 13435, 13436}
 
 
+def is_transient(exc: OperationFailure) -> bool:
+    """The server is going away: a shutdown code, or the embedded engine's answer to an
+    operation still running when it stops (InternalError "context canceled")."""
+    if exc.code in TRANSIENT_SERVER_CODES:
+        return True
+    return exc.code == 1 and "context canceled" in str(exc)
+
+
 async def _operation_failure(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OperationFailure)
-    if exc.code in TRANSIENT_SERVER_CODES:
+    if is_transient(exc):
         return await _database_unreachable(request, exc)
     logger.error("unexpected database error (code %s)", exc.code, exc_info=exc)
     return error_response(500, ErrorCode.INTERNAL_ERROR, "An unexpected error occurred.")
