@@ -57,6 +57,25 @@ class Database:
         """Tell value conversion (app.ejson) what this engine cannot store."""
         DECIMAL_SUPPORTED.set(not (await self.engine_name()).startswith("ferretdb"))
 
+    @property
+    def engine_label(self) -> str:
+        """The engine's name for messages (known once `engine_name` has been asked)."""
+        if self._engine is None:
+            return "database"
+        return "embedded FerretDB (SQLite)" if self._engine.startswith("ferretdb") else "MongoDB"
+
+    async def is_embedded_engine(self) -> bool:
+        return (await self.engine_name()).startswith("ferretdb")
+
+    async def collection_size(self, db_name: str, collection: str) -> int:
+        """The live number of documents. `collStats` on the embedded engine, where it
+        reads SQLite's row count instead of scanning documents; the collection's
+        metadata count on MongoDB."""
+        if await self.is_embedded_engine():
+            stats = await self.client[db_name].command("collStats", collection)
+            return int(stats.get("count", 0))
+        return await self.client[db_name][collection].estimated_document_count()
+
     async def engine_name(self) -> str:
         """`ferretdb-sqlite` for our embedded engine, `mongodb` for MongoDB (cached)."""
         if self._engine is None:

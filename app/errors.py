@@ -80,6 +80,10 @@ class ErrorCode(StrEnum):
     INVALID_PIPELINE = "INVALID_PIPELINE"
     INVALID_CURSOR = "INVALID_CURSOR"
     FILTER_REQUIRED = "FILTER_REQUIRED"
+    INVALID_UPDATE = "INVALID_UPDATE"
+    INVALID_SORT = "INVALID_SORT"
+    INVALID_PROJECTION = "INVALID_PROJECTION"
+    RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
 
 
 class ErrorDetail(BaseModel):
@@ -253,10 +257,36 @@ def is_transient(exc: OperationFailure) -> bool:
     return exc.code == 1 and "context canceled" in str(exc)
 
 
+#: Server error codes that mean a duplicate key (MongoDB's; the embedded engine also
+#: answers some with InternalError naming the SQLite UNIQUE constraint).
+DUPLICATE_KEY_CODES = {11000, 11001}
+NOT_IMPLEMENTED_CODE = 238
+
+
+def is_duplicate_key(exc: OperationFailure) -> bool:
+    return exc.code in DUPLICATE_KEY_CODES or "UNIQUE constraint" in str(exc)
+
+
+def engine_message(exc: OperationFailure) -> str:
+    """The server's own one-line message, without the driver's "full error" dump."""
+    details = exc.details or {}
+    message = str(details.get("errmsg") or exc).split(", full error:")[0].strip()
+    return message[:300]
+
+
 async def _operation_failure(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, OperationFailure)
     if is_transient(exc):
         return await _database_unreachable(request, exc)
+    if exc.code == NOT_IMPLEMENTED_CODE:
+        engine = request.app.state.database.engine_label
+        return await _quarry_error(
+            request,
+            EngineUnsupported(
+                f"The {engine} engine cannot do this: {engine_message(exc)}. "
+                "Run Quarry on MongoDB for it."
+            ),
+        )
     logger.error("unexpected database error (code %s)", exc.code, exc_info=exc)
     return error_response(500, ErrorCode.INTERNAL_ERROR, "An unexpected error occurred.")
 

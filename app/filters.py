@@ -230,3 +230,11 @@ class _FilterCompiler:
                 {"loc": ["filters", operator], "msg": "operator not allowed", "type": "operator"}
             ],
         )
+
+
+def compile_condition(path: str, condition: Any, schema: CompiledSchema | None) -> Any:
+    """The condition on one field path (`{"$gt": 5}`, a value, ...), as in a filter;
+    `$pull` uses it for the elements it removes. Raises `InvalidFilter`."""
+    compiler = _FilterCompiler(schema)
+    compiler._check_path(path)
+    return compiler._condition(path, condition, depth=2)

@@ -316,6 +316,7 @@ def convert_id(value: Any) -> Any:
 @dataclass(frozen=True)
 class _CompiledField:
     name: str
+    type: str
     convert: Converter
     required: bool
     default: Any
@@ -323,6 +324,11 @@ class _CompiledField:
     enum: tuple[Any, ...] | None
     #: The converter of one element, for array fields with typed `items`.
     element: Converter | None = None
+
+
+def _with_loc(exc: _Invalid) -> str:
+    where = "".join(f"[{part!r}]" for part in exc.loc)
+    return f"{exc.msg}{' at ' + where if where else ''}"
 
 
 def _problem(loc: Loc, msg: str, kind: str) -> dict[str, Any]:
@@ -382,6 +388,44 @@ class CompiledSchema:
             return None, problems
         return out, problems
 
+    def field_type(self, name: str) -> str | None:
+        """The declared type of top-level field `name` (`number` reads `float`), or None."""
+        field = self._fields.get(name)
+        return None if field is None else field.type
+
+    def is_required(self, name: str) -> bool:
+        field = self._fields.get(name)
+        return field is not None and field.required
+
+    def has_element_type(self, name: str) -> bool:
+        field = self._fields.get(name)
+        return field is not None and field.element is not None
+
+    def defaults(self) -> dict[str, Any]:
+        """The fields with a default and their (converted) default values."""
+        return {f.name: copy.deepcopy(f.default) for f in self._filled if f.has_default}
+
+    def convert_field_value(self, name: str, value: Any) -> Any:
+        """A whole value of field `name` as an insert would store it (null only when
+        the field is optional, enum respected); raises `ValueError` saying why not."""
+        field = self._fields.get(name)
+        if field is None:
+            return self.convert_value(name, value)
+        try:
+            return self._convert_field(field, value)
+        except _Invalid as exc:
+            raise ValueError(_with_loc(exc)) from None
+
+    def convert_element(self, name: str, value: Any) -> Any:
+        """One element of array field `name` (typed by its `items`, else untyped)."""
+        field = self._fields.get(name)
+        try:
+            if field is not None and field.element is not None:
+                return field.element(value)
+            return convert_untyped(value)
+        except _Invalid as exc:
+            raise ValueError(_with_loc(exc)) from None
+
     def convert_value(self, name: str, value: Any) -> Any:
         """One value as field `name` stores it; raises `ValueError` saying why not."""
         field = self._fields.get(name)
@@ -390,8 +434,7 @@ class CompiledSchema:
                 return convert_id(value) if name == "_id" else convert_untyped(value)
             return field.convert(value)
         except _Invalid as exc:
-            where = "".join(f"[{part!r}]" for part in exc.loc)
-            raise ValueError(f"{exc.msg}{' at ' + where if where else ''}") from None
+            raise ValueError(_with_loc(exc)) from None
 
     def convert_filter_value(self, name: str, value: Any) -> Any:
         """A filter value for field `name`: like `convert_value`, except that an array
@@ -443,6 +486,7 @@ def _compile_field(
             problems.append(_problem([position, "default"], "the default is not in enum", "enum"))
     compiled = _CompiledField(
         name=definition.name,
+        type="float" if definition.type == "number" else definition.type,
         convert=convert,
         required=definition.required,
         default=default,

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     # Limits.
     max_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     max_import_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024 * 1024
+    #: Documents in one `POST /api/crud`, operations in one bulk, results of one aggregate.
+    max_insert_documents: Annotated[int, Field(ge=1)] = 10_000
+    max_bulk_operations: Annotated[int, Field(ge=1)] = 10_000
+    max_aggregate_documents: Annotated[int, Field(ge=1)] = 10_000
 
     # Management: finishing interrupted work (see management/lifecycle.py).
     maintenance_interval_seconds: Annotated[float, Field(gt=0)] = 5.0

@@ -13,7 +13,7 @@ parsed again with ijson's pure-Python backend, which reports the position, to
 name the byte offset, line and column (for files up to `PRECISE_OFFSET_BYTES`;
 beyond that the message gives the range of bytes the parser had read).
 
-Documents without `_id` get ObjectIds from `ImportIds`: 4 bytes of time and 5
+Documents without `_id` get ObjectIds from `RangedIds`: 4 bytes of time and 5
 random bytes shared by the whole import, then a counter. The ids of one import
 therefore form a range no other writer produces, and a rollback deletes that
 range in one statement instead of listing the ids.
@@ -22,11 +22,9 @@ range in one statement instead of listing the ids.
 from __future__ import annotations
 
 import io
-import os
 import re
 import struct
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +33,9 @@ from typing import IO, Any, BinaryIO
 import bson
 import ijson
 import ijson.backends.python as ijson_python
-from bson import ObjectId
 from bson.raw_bson import RawBSONDocument
 
+from app.ids import RangedIds
 from app.schema import CompiledSchema
 from management.errors import ImportRecordsInvalid, InvalidImportFile
 
@@ -47,48 +45,6 @@ MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 PRECISE_OFFSET_BYTES = 64 * 1024 * 1024
 _INDEX = struct.Struct("<I")
 _WHITESPACE = b" \t\r\n"
-
-
-class ImportIds:
-    """ObjectIds for documents without `_id`, in ranges unique to this import."""
-
-    def __init__(self) -> None:
-        self._prefixes: list[bytes] = []
-        self._counter = 1 << 24
-
-    def next(self) -> ObjectId:
-        if self._counter == 1 << 24:
-            self._prefixes.append(struct.pack(">I", int(time.time())) + os.urandom(5))
-            self._counter = 0
-        oid = ObjectId(self._prefixes[-1] + self._counter.to_bytes(3, "big"))
-        self._counter += 1
-        return oid
-
-    @property
-    def ranges(self) -> list[tuple[ObjectId, ObjectId]]:
-        """The (first, last) id of every range handed out so far."""
-        spans = []
-        for number, prefix in enumerate(self._prefixes):
-            last = self._counter - 1 if number == len(self._prefixes) - 1 else (1 << 24) - 1
-            if last >= 0:
-                spans.append(
-                    (ObjectId(prefix + b"\0\0\0"), ObjectId(prefix + last.to_bytes(3, "big")))
-                )
-        return spans
-
-
-def split_range(low: ObjectId, high: ObjectId, size: int) -> list[tuple[ObjectId, ObjectId]]:
-    """`[low, high]` (one prefix, counters in the last 3 bytes) in pieces of `size` ids."""
-    prefix = low.binary[:9]
-    first = int.from_bytes(low.binary[9:], "big")
-    last = int.from_bytes(high.binary[9:], "big")
-    pieces = []
-    for start in range(first, last + 1, size):
-        end = min(start + size - 1, last)
-        pieces.append(
-            (ObjectId(prefix + start.to_bytes(3, "big")), ObjectId(prefix + end.to_bytes(3, "big")))
-        )
-    return pieces
 
 
 @dataclass
@@ -195,7 +151,7 @@ def prepare_import(
     source: BinaryIO,
     schema: CompiledSchema,
     abort_on_error: bool,
-    ids: ImportIds,
+    ids: RangedIds,
     ids_journal: BinaryIO,
     spool_dir: Path,
 ) -> ImportPlan:
@@ -223,7 +179,7 @@ def _spool_records(
     source: BinaryIO,
     schema: CompiledSchema,
     abort_on_error: bool,
-    ids: ImportIds,
+    ids: RangedIds,
     ids_journal: BinaryIO,
     spool: IO[bytes],
     plan: ImportPlan,

@@ -3,7 +3,7 @@
 Before an import writes its first document, its journal entry — a directory
 under `QUARRY_DATA_DIR/import-journal/` — names the physical database and
 collection, the ObjectId ranges of the ids the server generated (see
-`management.importer.ImportIds`), the client-supplied `_id`s (`ids.bson`) and
+`app.ids.RangedIds`), the client-supplied `_id`s (`ids.bson`) and
 those of them that already existed before the import (`excluded.bson`, never
 deleted). The importing request holds an exclusive `flock` on the entry.
 
@@ -35,8 +35,8 @@ import bson
 from bson import ObjectId
 
 from app.database import Database
+from app.ids import id_key, split_range
 from management import repository as repo
-from management.importer import split_range
 
 logger = logging.getLogger("quarry.management")
 
@@ -153,11 +153,6 @@ class JournalEntry:
         if chunk:
             deleted += await repo.delete_ids(**target, ids=chunk)
         return deleted
-
-
-def id_key(value: Any) -> bytes:
-    """A hashable key of any `_id` value (dicts included), equal when the BSON is."""
-    return bson.encode({"v": value})
 
 
 def journal_entries(root: Path) -> list[Path]:

@@ -73,7 +73,12 @@ async def name_taken(*, db: AsyncDatabase[Document], user_id: ObjectId, name: st
 async def find_database(
     *, db: AsyncDatabase[Document], user_id: ObjectId, database_id: ObjectId
 ) -> Document | None:
-    return await db[DATABASES].find_one({"_id": database_id, "user_id": user_id, "state": "ready"})
+    # `_id` alone: the embedded engine pushes only a single-key `_id` equality down to
+    # SQLite and scans for anything else, so owner and state are checked here.
+    record = await db[DATABASES].find_one({"_id": database_id})
+    if record is None or record.get("user_id") != user_id or record.get("state") != "ready":
+        return None
+    return record
 
 
 async def list_databases(
@@ -207,13 +212,7 @@ async def physical_database_names(*, database: Database) -> list[str]:
 
 
 async def count_documents(*, database: Database, db_name: str, collection: str) -> int:
-    """The live number of documents. `collStats` on the embedded engine, where it
-    reads SQLite's row count instead of scanning documents; the collection's
-    metadata count on MongoDB."""
-    if (await database.engine_name()).startswith("ferretdb"):
-        stats = await database.client[db_name].command("collStats", collection)
-        return int(stats.get("count", 0))
-    return await database.client[db_name][collection].estimated_document_count()
+    return await database.collection_size(db_name, collection)
 
 
 async def insert_raw_documents(

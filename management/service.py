@@ -46,8 +46,9 @@ from app.clock import utc_now
 from app.database import Database, Document
 from app.deps import Caller
 from app.ejson import to_extended, to_plain
+from app.errors import DUPLICATE_KEY_CODES, is_duplicate_key
 from app.filters import compile_filter
-from app.ids import parse_object_id
+from app.ids import RangedIds, id_key, parse_object_id
 from app.names import check_name
 from app.schema import CompiledSchema, SchemaError, compile_schema, stored_definition
 from app.settings import Settings
@@ -64,8 +65,8 @@ from management.errors import (
     SchemaInvalid,
     UniqueIndexConflict,
 )
-from management.importer import MAX_REPORTED_ERRORS, ImportIds, prepare_import, read_batches
-from management.journal import JournalEntry, id_key
+from management.importer import MAX_REPORTED_ERRORS, prepare_import, read_batches
+from management.journal import JournalEntry
 from management.schemas import CollectionDefinition, ExportFormat, OnError
 
 logger = logging.getLogger("quarry.management")
@@ -74,7 +75,6 @@ INSERT_BATCH_DOCUMENTS = 5_000
 INSERT_BATCH_BYTES = 8 * 1024 * 1024
 EXPORT_BATCH = 1_000
 PRECHECK_CHUNK = 1_000
-DUPLICATE_KEY_CODES = {11000, 11001}
 
 
 @dataclass
@@ -109,10 +109,6 @@ def index_entries(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 {"name": f"{field['name']}_index", "field": field["name"], "unique": False}
             )
     return indexes
-
-
-def _is_duplicate(exc: OperationFailure) -> bool:
-    return exc.code in DUPLICATE_KEY_CODES or "UNIQUE constraint" in str(exc)
 
 
 def ready_collections(record: Document) -> list[Document]:
@@ -412,7 +408,7 @@ class ManagementService:
                         name=index["name"],
                     )
                 except OperationFailure as exc:
-                    if index["unique"] and _is_duplicate(exc):
+                    if index["unique"] and is_duplicate_key(exc):
                         raise UniqueIndexConflict(index["field"]) from None
                     raise
                 made.append(index["name"])
@@ -481,7 +477,7 @@ class ManagementService:
         journal = JournalEntry.create(self.journal_root)
         completed = False
         try:
-            ids = ImportIds()
+            ids = RangedIds()
             with journal.open_ids() as ids_file:
                 plan = await asyncio.to_thread(
                     prepare_import,

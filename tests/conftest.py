@@ -26,6 +26,7 @@ from app.engine import EmbeddedEngine, build_engine, default_binary, free_port
 from app.main import create_app
 from app.settings import Settings
 from tests.accounts import register, register_in  # noqa: F401 - fixtures for every package
+from tests.databases import create_database, other_owner, owner  # noqa: F401 - fixtures
 from tests.mailbox import Inbox
 from tests.routes import install_test_routes
 

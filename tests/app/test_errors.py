@@ -9,12 +9,12 @@ from app.errors import ErrorCode
 ENVELOPE_KEYS = {"success", "error_code", "message", "details", "request_id"}
 
 
-def assert_envelope(response: httpx.Response, status: int, code: ErrorCode) -> dict:
+def assert_envelope(response: httpx.Response, status: int, code: ErrorCode | str) -> dict:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) == ENVELOPE_KEYS
     assert body["success"] is False
-    assert body["error_code"] == code.value
+    assert body["error_code"] == ErrorCode(code).value
     assert isinstance(body["message"], str) and body["message"]
     assert body["request_id"] == response.headers["x-request-id"]
     return body

@@ -11,7 +11,7 @@ from pymongo import MongoClient
 from app.errors import ErrorCode
 from tests.accounts import Account
 from tests.app.test_errors import assert_envelope
-from tests.management.conftest import metadata
+from tests.databases import metadata
 
 CreateDatabase = Callable[..., Awaitable[dict[str, Any]]]
 

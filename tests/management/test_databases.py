@@ -12,7 +12,7 @@ from pymongo import MongoClient
 from app.errors import ErrorCode
 from tests.accounts import Account
 from tests.app.test_errors import assert_envelope
-from tests.management.conftest import USERS_SCHEMA, metadata, unique_name
+from tests.databases import USERS_SCHEMA, metadata, unique_name
 
 CreateDatabase = Callable[..., Awaitable[dict[str, Any]]]
 

@@ -16,7 +16,7 @@ from pymongo import MongoClient
 from app.errors import ErrorCode
 from tests.accounts import Account
 from tests.app.test_errors import assert_envelope
-from tests.management.conftest import metadata
+from tests.databases import metadata
 from tests.management.test_import import upload
 
 CreateDatabase = Callable[..., Awaitable[dict[str, Any]]]

@@ -19,7 +19,7 @@ from app.errors import ErrorCode
 from tests.accounts import Account
 from tests.app.test_errors import assert_envelope
 from tests.conftest import DatabaseServer
-from tests.management.conftest import metadata
+from tests.databases import metadata
 
 CreateDatabase = Callable[..., Awaitable[dict[str, Any]]]
 Sync = MongoClient[dict[str, Any]]

@@ -1,4 +1,4 @@
-"""Owners and databases for the management tests, made through the API."""
+"""Owners and databases for the management and CRUD tests, made through the API."""
 
 from __future__ import annotations
 

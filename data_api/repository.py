@@ -1,0 +1,127 @@
+"""The only place document CRUD talks to MongoDB: the users' physical databases.
+
+Functions take keyword-only arguments and return plain values (lists of
+documents, counts, small result tuples), never driver cursors. Reads are
+bounded by the caller's limit; nothing here loads a whole collection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.collection import AsyncCollection
+
+from app.database import Database, Document
+
+
+@dataclass(frozen=True)
+class Target:
+    """One physical collection."""
+
+    database: Database
+    db_name: str
+    collection: str
+
+    @property
+    def handle(self) -> AsyncCollection[Document]:
+        return self.database.client[self.db_name][self.collection]
+
+
+@dataclass(frozen=True)
+class UpdateOutcome:
+    matched_count: int
+    modified_count: int
+    upserted_id: Any
+
+
+async def insert_documents(*, target: Target, documents: Sequence[Document]) -> None:
+    """Ordered insert (stops at the first refused document); raises `BulkWriteError`."""
+    await target.handle.insert_many(documents, ordered=True)
+
+
+async def find_documents(
+    *,
+    target: Target,
+    query: Document,
+    sort: list[tuple[str, int]] | None,
+    projection: dict[str, int] | None,
+    skip: int,
+    limit: int,
+) -> list[Document]:
+    cursor = target.handle.find(query, projection=projection, skip=skip, limit=limit)
+    if sort:
+        cursor = cursor.sort(sort)
+    return await cursor.to_list(length=limit)
+
+
+async def find_document(
+    *, target: Target, query: Document, projection: dict[str, int] | None = None
+) -> Document | None:
+    return await target.handle.find_one(query, projection=projection)
+
+
+async def count_documents(*, target: Target, query: Document) -> int:
+    if not query:
+        return await target.database.collection_size(target.db_name, target.collection)
+    return await target.handle.count_documents(query)
+
+
+async def update_documents(
+    *, target: Target, query: Document, update: Document, multi: bool, upsert: bool
+) -> UpdateOutcome:
+    if multi:
+        result = await target.handle.update_many(query, update, upsert=upsert)
+    else:
+        result = await target.handle.update_one(query, update, upsert=upsert)
+    return UpdateOutcome(result.matched_count, result.modified_count, result.upserted_id)
+
+
+async def delete_documents(*, target: Target, query: Document, multi: bool) -> int:
+    if multi:
+        result = await target.handle.delete_many(query)
+    else:
+        result = await target.handle.delete_one(query)
+    return result.deleted_count
+
+
+async def delete_by_ids(*, target: Target, ids: Sequence[Any]) -> int:
+    """Delete documents by `_id`, one at a time: a single-key `_id` equality is the only
+    lookup the embedded engine does not scan for (an `$in` of n ids costs n scans)."""
+    deleted = 0
+    for document_id in ids:
+        result = await target.handle.delete_one({"_id": document_id})
+        deleted += result.deleted_count
+    return deleted
+
+
+async def delete_id_range(*, target: Target, low: ObjectId, high: ObjectId) -> int:
+    result = await target.handle.delete_many({"_id": {"$gte": low, "$lte": high}})
+    return result.deleted_count
+
+
+async def matching_ids(*, target: Target, query: Document, limit: int) -> list[Any]:
+    """The `_id`s of the first `limit` matching documents in `_id` order."""
+    cursor = target.handle.find(query, projection={"_id": 1}, sort=[("_id", 1)], limit=limit)
+    return [document["_id"] async for document in cursor]
+
+
+async def restore_documents(*, target: Target, documents: Sequence[Document]) -> None:
+    """Put documents back exactly as they were (re-inserting deleted ones)."""
+    for document in documents:
+        await target.handle.replace_one({"_id": document["_id"]}, document, upsert=True)
+
+
+async def aggregate(*, target: Target, pipeline: list[Document], limit: int) -> list[Document]:
+    cursor = await target.handle.aggregate(pipeline)
+    return await cursor.to_list(length=limit)
+
+
+async def any_other_with(*, target: Target, field: str, value: Any, exclude_id: Any) -> bool:
+    """Whether a document other than `exclude_id` has `field` equal to `value`."""
+    query: Document = {field: {"$eq": value}}
+    if exclude_id is not None:
+        query["_id"] = {"$ne": exclude_id}
+    return await target.handle.find_one(query, projection={"_id": 1}) is not None
