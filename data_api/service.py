@@ -465,7 +465,7 @@ class DocumentService:
             raise FilterRequired("update")
         query = compile_filter(filters or {}, collection.schema)
         embedded = await self.database.is_embedded_engine()
-        compiled = compile_update(update_data, collection.schema, push_modifiers=not embedded)
+        compiled = compile_update(update_data, collection.schema, engine_modifiers=not embedded)
         return query, compiled
 
     async def apply_update(

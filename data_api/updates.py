@@ -20,8 +20,9 @@ but with a less clear message). Problems are collected, then answered as one
 
 Decided where crud.md is silent: positional paths (`tags.$`, `tags.$[]`) are not
 accepted (their field-name rules forbid `$`); `$push` modifiers `$position`,
-`$slice` and `$sort` need MongoDB — the embedded engine ignores them silently,
-so there they are 501 rather than a wrong result.
+`$slice` and `$sort`, and `$pull` with a condition (`{"$in": [...]}`), need
+MongoDB — the embedded engine silently ignores the modifiers and takes the
+condition for a value, so there they are 501 rather than a wrong result.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class _Problems:
 
 
 def compile_update(
-    update_data: Any, schema: CompiledSchema, *, push_modifiers: bool = True
+    update_data: Any, schema: CompiledSchema, *, engine_modifiers: bool = True
 ) -> CompiledUpdate:
     """Raises `InvalidUpdate` (400), `DocumentsInvalid` (422), `EngineUnsupported`."""
     if not isinstance(update_data, dict) or not update_data:
@@ -96,7 +97,7 @@ def compile_update(
             ],
             what="update",
         )
-    compiler = _UpdateCompiler(schema, push_modifiers)
+    compiler = _UpdateCompiler(schema, engine_modifiers)
     document: dict[str, Any] = {}
     for operator, arguments in update_data.items():
         if operator not in UPDATE_OPERATORS:
@@ -116,9 +117,9 @@ def compile_update(
 
 
 class _UpdateCompiler:
-    def __init__(self, schema: CompiledSchema, push_modifiers: bool) -> None:
+    def __init__(self, schema: CompiledSchema, engine_modifiers: bool) -> None:
         self.schema = schema
-        self.push_modifiers = push_modifiers
+        self.engine_modifiers = engine_modifiers
         self.problems = _Problems()
         self.paths: list[tuple[str, str]] = []  # (operator, path)
         self.top_fields: set[str] = set()
@@ -269,7 +270,7 @@ class _UpdateCompiler:
             raise ValueError("$each needs an array")
         out: dict[str, Any] = {"$each": [self._element(path, item) for item in items]}
         modifiers = set(value) - {"$each"}
-        if modifiers and not self.push_modifiers:
+        if modifiers and not self.engine_modifiers:
             raise EngineUnsupported(
                 f"$push modifier {sorted(modifiers)[0]} needs MongoDB: the embedded engine "
                 "ignores it."
@@ -302,6 +303,11 @@ class _UpdateCompiler:
         if isinstance(value, dict) and value:
             first = next(iter(value))
             if isinstance(first, str) and first.startswith("$"):
+                if not self.engine_modifiers:
+                    raise EngineUnsupported(
+                        "$pull with a condition needs MongoDB: the embedded engine would treat "
+                        "the condition as a value and remove nothing. Pull values instead."
+                    )
                 schema = self.schema if typed else None
                 return compile_condition(top if typed else path, value, schema)
             return compile_filter(value, None)  # a query on the fields of object elements

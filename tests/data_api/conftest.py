@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from bson import ObjectId
 import pytest
+from bson import ObjectId
 from fastapi import FastAPI
 
 from tests.accounts import Account
