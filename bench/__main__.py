@@ -7,7 +7,7 @@ import asyncio
 import platform
 from datetime import UTC, datetime
 
-from bench import auth, health, management
+from bench import auth, crud, health, management
 from bench.harness import database_url, print_table, served_api, write_results
 
 
@@ -18,9 +18,10 @@ def main() -> None:
             new_rows, new_figures = asyncio.run(benchmark.run(api, mongodb_url))
             rows += new_rows
             figures.update(new_figures)
-        new_rows, new_figures = management.run_all(mongodb_url)
-        rows += new_rows
-        figures.update(new_figures)
+        for suite in (management, crud):
+            new_rows, new_figures = suite.run_all(mongodb_url)
+            rows += new_rows
+            figures.update(new_figures)
     print_table(rows)
     write_results(
         rows,

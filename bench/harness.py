@@ -126,7 +126,11 @@ def database_url() -> Iterator[str]:
 
 @contextlib.contextmanager
 def served_api(
-    mongodb_url: str, *, workers: int = 1, pids: list[int] | None = None
+    mongodb_url: str,
+    *,
+    workers: int = 1,
+    pids: list[int] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Run `quarry serve` on a free port against `mongodb_url`; yield its base URL
     (the server's pid is appended to `pids` when given)."""
@@ -142,6 +146,7 @@ def served_api(
             "QUARRY_CONTROL_DB": f"quarry_bench_{port}",
             "QUARRY_REQUIRE_EMAIL_VERIFICATION": "false",
             "QUARRY_SMTP_HOST": "",
+            **(extra_env or {}),
         }
         server = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve"],

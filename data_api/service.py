@@ -359,7 +359,11 @@ class DocumentService:
             for document in documents:
                 _delete_path(document, path.split("."), prune=prune)
         total = None
-        if not after or count:
+        if not after and not has_next and (documents or skip == 0):
+            # The last page is in hand: the total is known without counting (which
+            # costs another pass over the collection on the embedded engine).
+            total = skip + len(documents)
+        elif not after or count:
             total = await self._engine_call(
                 repo.count_documents(target=collection.target, query=query), InvalidFilter
             )

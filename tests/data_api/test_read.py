@@ -124,6 +124,10 @@ async def test_offset_pages_and_a_page_beyond_the_end(crud: Crud) -> None:
         "page": 2, "page_size": 10, "total_items": 25, "total_pages": 3,
         "has_next": True, "has_previous": True, "next_cursor": second["pagination"]["next_cursor"],
     }  # fmt: skip
+    last = (await crud.find(page=3, page_size=10)).json()
+    assert [doc["_id"] for doc in last["data"]] == ids[20:]
+    assert last["pagination"]["total_items"] == 25 and last["pagination"]["has_next"] is False
+    assert last["pagination"]["next_cursor"] is None
     beyond = (await crud.find(page=9, page_size=10)).json()
     assert beyond["data"] == [] and beyond["pagination"]["has_next"] is False
     assert beyond["pagination"]["total_items"] == 25
