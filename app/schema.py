@@ -301,8 +301,19 @@ def convert_untyped_value(value: Any) -> Any:
         raise ValueError(exc.msg) from None
 
 
+def convert_document_id(value: Any) -> Any:
+    """The `_id` a client gives a document: a string, a number or an ObjectId
+    (conventions.md). Other types are refused so that `_id` order has only these
+    three type groups — cursor pagination relies on it to stay one comparison."""
+    converted = convert_id(value)
+    if isinstance(converted, bool) or not isinstance(converted, str | int | float | ObjectId):
+        raise _Invalid("_id must be a string, a number or an ObjectId", "id_type")
+    return converted
+
+
 def convert_id(value: Any) -> Any:
-    """A document's `_id`: 24-hex strings and `{"$oid"}` become ObjectIds."""
+    """An `_id` value (documents and filters): 24-hex strings and `{"$oid"}` become
+    ObjectIds."""
     if type(value) is str and len(value) == 24 and ObjectId.is_valid(value):
         return ObjectId(value)
     if type(value) is list:
@@ -367,7 +378,7 @@ class CompiledSchema:
                 if field is not None:
                     out[key] = self._convert_field(field, value)
                 elif key == "_id":
-                    out[key] = convert_id(value)
+                    out[key] = convert_document_id(value)
                 elif self.strict:
                     raise _Invalid("field not allowed: the collection's schema is strict", "strict")
                 else:

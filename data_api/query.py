@@ -13,8 +13,13 @@
   "sort key after the last one", expressed per key with MongoDB's cross-type
   order (null/missing < numbers < strings < objects < arrays < binary <
   ObjectIds < booleans < dates < timestamps < regexes), so keys of mixed types
-  and missing keys are paged without gaps. A sort key that holds an array has no
-  single position; paging such a key by cursor is refused.
+  and missing keys are paged without gaps. A field the schema types is taken to
+  hold that type or null (and `_id` a string, number or ObjectId), so the next-page
+  filter names only those type groups — each extra one costs the embedded engine
+  another evaluation pass; documents written before a schema type change that
+  still hold another type can be skipped by cursor paging on that key. A sort key
+  that holds an array has no single position; paging such a key by cursor is
+  refused.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -176,38 +181,61 @@ def _type_rank(value: Any) -> int:
     return 4
 
 
-def _types(ranks: range) -> list[str]:
+def _types(ranks: Iterable[int]) -> list[str]:
     return [alias for rank in ranks for alias in _TYPE_GROUPS[rank] if rank != _NULL_RANK]
 
 
-def _after(field: str, direction: int, value: Any) -> dict[str, Any] | None:
-    """Documents whose `field` comes after `value` in this direction."""
+#: The type groups a sort key can hold: every group, unless the schema says better.
+ALL_RANKS = frozenset(range(len(_TYPE_GROUPS)))
+#: `_id`s are strings, numbers or ObjectIds (`app.schema.convert_document_id`).
+ID_RANKS = frozenset({2, 3, 7})
+_FIELD_TYPE_RANKS = {
+    "string": 3, "int": 2, "float": 2, "bool": 8, "date": 9, "id": 7, "object": 4, "array": 5,
+}  # fmt: skip
+
+
+def possible_ranks(field_type: str | None) -> frozenset[int]:
+    """The type groups a field of this schema type can hold (null/missing included)."""
+    rank = _FIELD_TYPE_RANKS.get(field_type or "")
+    return ALL_RANKS if rank is None else frozenset({_NULL_RANK, rank})
+
+
+def _after(
+    field: str, direction: int, value: Any, possible: frozenset[int] = ALL_RANKS
+) -> dict[str, Any] | None:
+    """Documents whose `field` comes after `value` in this direction. Only the type
+    groups the field can hold are named: each extra `$type` branch costs the embedded
+    engine another pass of filter evaluation over the collection."""
     rank = _type_rank(value)
     parts: list[dict[str, Any]] = []
     if direction == 1:
         if value is not None:
             parts.append({field: {"$gt": value}})
-        later = _types(range(rank + 1, len(_TYPE_GROUPS)))
+        later = _types(r for r in range(rank + 1, len(_TYPE_GROUPS)) if r in possible)
         if later:
             parts.append({field: {"$type": later}})
     else:
         if value is not None:
             parts.append({field: {"$lt": value}})
-        earlier = _types(range(0, rank))
+        earlier = _types(r for r in range(0, rank) if r in possible)
         if earlier:
             parts.append({field: {"$type": earlier}})
-        if rank > _NULL_RANK:
+        if rank > _NULL_RANK and _NULL_RANK in possible:
             parts.append({field: {"$eq": None}})
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else {"$or": parts}
 
 
-def keyset_filter(sort: Sort, values: list[Any]) -> dict[str, Any] | None:
-    """The filter of everything after the position `values` in `sort` (None: nothing)."""
+def keyset_filter(
+    sort: Sort, values: list[Any], possible: dict[str, frozenset[int]] | None = None
+) -> dict[str, Any] | None:
+    """The filter of everything after the position `values` in `sort` (None: nothing);
+    `possible` narrows the type groups of fields the schema types."""
     branches: list[dict[str, Any]] = []
     for position, (field, direction) in enumerate(sort):
-        after = _after(field, direction, values[position])
+        ranks = (possible or {}).get(field, ID_RANKS if field == "_id" else ALL_RANKS)
+        after = _after(field, direction, values[position], ranks)
         if after is None:
             continue
         equal = [{name: {"$eq": values[n]}} for n, (name, _) in enumerate(sort[:position])]

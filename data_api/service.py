@@ -78,6 +78,7 @@ from data_api.query import (
     keyset_filter,
     parse_projection,
     parse_sort,
+    possible_ranks,
     value_at,
 )
 from data_api.repository import Target
@@ -339,7 +340,12 @@ class DocumentService:
         skip = 0
         if after:
             values = self.cursors.decode(after, fingerprint=fingerprint, keys=len(keys))
-            keyset = keyset_filter(keys, values)
+            possible = {
+                name: possible_ranks(collection.schema.field_type(name))
+                for name, _ in keys
+                if name != "_id"
+            }
+            keyset = keyset_filter(keys, values, possible)
             effective = None if keyset is None else ({"$and": [query, keyset]} if query else keyset)
         else:
             skip = ((page or 1) - 1) * page_size

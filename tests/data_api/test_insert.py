@@ -108,3 +108,10 @@ async def test_hex_string_id_is_stored_as_object_id(crud: Crud) -> None:
 
 async def test_empty_batch_is_refused(crud: Crud) -> None:
     assert_envelope(await crud.insert([]), 422, "VALIDATION_ERROR")
+
+
+async def test_id_of_another_type_is_refused(crud: Crud) -> None:
+    response = await crud.insert({"_id": True, "email": "b@example.com"})
+    body = assert_envelope(response, 422, "VALIDATION_ERROR")
+    assert body["details"][0]["loc"] == ["data", "_id"]
+    assert await crud.stored() == []

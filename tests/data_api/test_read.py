@@ -261,3 +261,17 @@ async def test_count_with_and_without_filter(crud: Crud) -> None:
     assert_envelope(
         await crud.post("/api/crud/count", filters={"$where": "1"}), 400, "INVALID_FILTER"
     )
+
+
+async def test_cursor_walks_ids_of_every_allowed_type(crud: Crud) -> None:
+    ids = [7, 2.5, "a", "b", {"$oid": "60c72b2f9b1d8b1a2d3e4567"}]
+    await crud.insert([{"_id": value, "email": f"i{n}@example.com"} for n, value in enumerate(ids)])
+    walked: list = []
+    cursor = None
+    while True:
+        body = (await crud.find(page_size=1, **({"after": cursor} if cursor else {}))).json()
+        walked += [doc["_id"] for doc in body["data"]]
+        cursor = body["pagination"]["next_cursor"]
+        if not cursor:
+            break
+    assert walked == [2.5, 7, "a", "b", "60c72b2f9b1d8b1a2d3e4567"]
