@@ -351,7 +351,11 @@ class DocumentService:
             skip = ((page or 1) - 1) * page_size
         fetch, strip = _projection_with_keys(projection, keys)
         documents: list[Document] = []
-        if effective is not None:
+        if not after and skip == 0 and _unique_equality(query, collection.unique):
+            # At most one document can match: no sort, and the engine may stop at the
+            # first match instead of reading the rest of the collection.
+            documents = await self._read(collection.target, query, [], fetch, skip=0, limit=1)
+        elif effective is not None:
             documents = await self._read(
                 collection.target, effective, keys, fetch, skip=skip, limit=page_size + 1
             )
@@ -767,6 +771,18 @@ def _located(exc: QuarryError, position: int) -> QuarryError:
         for item in exc.details or []
     ] or None
     return exc
+
+
+def _unique_equality(query: Document, unique: dict[str, str]) -> bool:
+    """Whether `query` is one equality on a unique field (so at most one match)."""
+    if len(query) != 1:
+        return False
+    name, condition = next(iter(query.items()))
+    if name != "_id" and name not in unique:
+        return False
+    if isinstance(condition, dict):
+        return set(condition) == {"$eq"} and not isinstance(condition["$eq"], dict | list)
+    return not isinstance(condition, list) and condition is not None
 
 
 def _projection_with_keys(
