@@ -72,6 +72,8 @@ def _serve(args: argparse.Namespace) -> int:
             f"(docs at http://{settings.host}:{settings.port}/docs)",
             file=sys.stderr,
         )
+        from app.http_protocol import PROTOCOL
+
         uvicorn.run(
             "app.main:create_app",
             factory=True,
@@ -82,6 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=None,
             proxy_headers=True,
             server_header=False,
+            http=PROTOCOL,
         )
     except EngineError as exc:
         print(f"quarry: {exc}", file=sys.stderr)

@@ -192,8 +192,28 @@ async def _quarry_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# FastAPI's answer when it cannot decode a body at all (invalid UTF-8 in a JSON
+# body, a broken multipart stream): said plainly, with the JSON code for JSON.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
+def _unparsable_body(request: Request) -> JSONResponse:
+    content_type = request.headers.get("content-type", "").lower()
+    if "json" in content_type:
+        return error_response(
+            400, ErrorCode.MALFORMED_JSON, "Malformed JSON body: it is not valid UTF-8 JSON."
+        )
+    return error_response(
+        400,
+        ErrorCode.BAD_REQUEST,
+        f"The request body could not be read as {content_type.split(';')[0] or 'a form'}.",
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        return _unparsable_body(request)
     code, template = _HTTP_STATUS_CODES.get(
         exc.status_code, (ErrorCode.BAD_REQUEST, "The request could not be processed.")
     )

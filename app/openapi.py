@@ -70,10 +70,21 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     schemas.update(schemas["ErrorEnvelope"].pop("$defs", {}))
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
-            response = operation.get("responses", {}).get("422")
+            responses = operation.setdefault("responses", {})
+            response = responses.get("422")
             if response is not None:
                 response["description"] = "Validation error"
                 response["content"] = {"application/json": {"schema": _ERROR_REF}}
+            if "requestBody" in operation:
+                # Any body can be unreadable (400) or over the size limit (413).
+                for status in (400, 413):
+                    responses.setdefault(
+                        str(status),
+                        {
+                            "description": _STATUS_TEXT[status],
+                            "content": {"application/json": {"schema": _ERROR_REF}},
+                        },
+                    )
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     app.openapi_schema = schema

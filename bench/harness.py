@@ -131,9 +131,11 @@ def served_api(
     workers: int = 1,
     pids: list[int] | None = None,
     extra_env: dict[str, str] | None = None,
+    log: Path | None = None,
 ) -> Iterator[str]:
     """Run `quarry serve` on a free port against `mongodb_url`; yield its base URL
-    (the server's pid is appended to `pids` when given)."""
+    (the server's pid is appended to `pids` when given; its output goes to `log`
+    when given, else nowhere)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="quarry-bench-api-") as tmp:
         env = {
@@ -148,12 +150,13 @@ def served_api(
             "QUARRY_SMTP_HOST": "",
             **(extra_env or {}),
         }
+        output = log.open("ab") if log is not None else None
         server = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "serve"],
             cwd=REPO,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=output or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if output else subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
         if pids is not None:
@@ -171,6 +174,8 @@ def served_api(
         finally:
             server.terminate()
             server.wait(timeout=20)
+            if output is not None:
+                output.close()
 
 
 def print_table(rows: list[Row]) -> None:

@@ -111,3 +111,11 @@ async def test_body_under_limit_is_accepted_and_stored(client: httpx.AsyncClient
     response = await client.post("/_test/notes", json={"name": "kept", "count": 2})
     assert response.status_code == 200
     assert (await client.get("/_test/notes")).json()["count"] == 1
+
+
+async def test_json_body_that_is_not_utf8_is_malformed_json(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/_test/echo", content=b'{"name": "\xff\xfe"}', headers={"content-type": "application/json"}
+    )
+    body = assert_envelope(response, 400, ErrorCode.MALFORMED_JSON)
+    assert "UTF-8" in body["message"]
