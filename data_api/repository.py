@@ -102,6 +102,12 @@ async def delete_id_range(*, target: Target, low: ObjectId, high: ObjectId) -> i
     return result.deleted_count
 
 
+async def existing_ids(*, target: Target, ids: list[Any]) -> list[Any]:
+    """Which of these `_id`s the collection holds already."""
+    cursor = target.handle.find({"_id": {"$in": ids}}, projection={"_id": 1})
+    return [document["_id"] async for document in cursor]
+
+
 async def matching_ids(*, target: Target, query: Document, limit: int) -> list[Any]:
     """The `_id`s of the first `limit` matching documents in `_id` order."""
     cursor = target.handle.find(query, projection={"_id": 1}, sort=[("_id", 1)], limit=limit)

@@ -28,8 +28,16 @@ documents; an aggregation result over `max_aggregate_documents` is 422
 `RESULT_TOO_LARGE` (never cut silently); `GET /api/crud/{id}` reads a 24-hex id as
 an ObjectId, anything else as a string, and an integer literal as a number when
 no string id matches. Known limit: undo restores pre-images, so a concurrent
-writer's change to the same documents in between is overwritten; an engine that
-dies mid-request cannot be compensated until it is back (not journalled here).
+writer's change to the same documents in between is overwritten.
+
+An engine (or server) that dies mid-request cannot be compensated at once. A
+multi-document insert is therefore written ahead to the same journal as imports
+(`management.journal`: the `_id` ranges, the client `_id`s minus those that
+existed before): when the undo cannot run, the entry stays and the maintenance
+task removes the batch once the engine is back. A single-document insert is
+atomic in the engine and needs no entry. Updates, deletes and bulk requests are
+not journalled: an engine that dies in the middle of one leaves what it wrote
+(their undo runs only while the engine answers).
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import bson
 from pymongo.errors import BulkWriteError, DocumentTooLarge, OperationFailure, PyMongoError
 
 from app.database import Database, Document
@@ -84,6 +93,7 @@ from data_api.query import (
 from data_api.repository import Target
 from data_api.schemas import BulkInsert, BulkOperation, BulkUpdate
 from data_api.updates import CompiledUpdate, compile_update
+from management.journal import JournalEntry
 from management.service import ManagementService, collection_schema
 
 logger = logging.getLogger("quarry.data_api")
@@ -129,6 +139,7 @@ class Undo:
     pre_images: dict[bytes, Document] = field(default_factory=dict)
     inserted: set[bytes] = field(default_factory=set)
     done: bool = False
+    failed: bool = False
 
     def remember(self, documents: Sequence[Document]) -> None:
         for document in documents:
@@ -147,6 +158,11 @@ class Undo:
         self.inserted.add(id_key(document_id))
         self.client_ids.append(document_id)
 
+    @property
+    def completed(self) -> bool:
+        """True once `run` has undone everything (or there was nothing to undo)."""
+        return self.done and not self.failed
+
     async def run(self) -> None:
         """Undo everything recorded; best effort (logged) when the engine fails too."""
         if self.done:
@@ -159,6 +175,7 @@ class Undo:
             restore = [doc for key, doc in self.pre_images.items() if key not in self.inserted]
             await repo.restore_documents(target=self.target, documents=restore)
         except PyMongoError as exc:
+            self.failed = True
             logger.error(
                 "could not undo a failed request on %s.%s: %s",
                 self.target.db_name,
@@ -208,8 +225,48 @@ class DocumentService:
         documents = self.validate_documents(collection, data if many else [data], many=many)
         undo = Undo(collection.target)
         generated = self.assign_ids(documents, undo.ids)
-        await self._insert(collection, documents, undo, generated, loc=["data"] if many else [])
+        loc: list[str | int] = ["data"] if many else []
+        if len(documents) == 1:
+            await self._insert(collection, documents, undo, generated, loc=loc)
+            return [documents[0]["_id"]]
+        journal = await self._journal_insert(collection, documents, generated, undo.ids)
+        try:
+            await self._insert(collection, documents, undo, generated, loc=loc)
+        except BaseException:
+            # The undo ran; when it could not reach the engine the entry stays
+            # for the maintenance task.
+            if undo.completed:
+                journal.remove()
+            else:
+                journal.release()
+            raise
+        journal.remove()
         return [document["_id"] for document in documents]
+
+    async def _journal_insert(
+        self,
+        collection: Collection,
+        documents: list[Document],
+        generated: set[bytes],
+        ids: RangedIds,
+    ) -> JournalEntry:
+        """Write ahead what a rollback of this insert would delete."""
+        target = collection.target
+        journal = JournalEntry.create(self.management.journal_root)
+        try:
+            client_ids = [d["_id"] for d in documents if id_key(d["_id"]) not in generated]
+            if client_ids:
+                with journal.open_ids() as handle:
+                    for index, value in enumerate(client_ids):
+                        handle.write(bson.encode({"_id": value, "i": index}))
+                existing = await repo.existing_ids(target=target, ids=client_ids)
+                if existing:
+                    journal.exclude(existing)
+            journal.commit(db_name=target.db_name, collection=target.collection, ranges=ids.ranges)
+        except BaseException:
+            journal.remove()
+            raise
+        return journal
 
     def validate_documents(
         self, collection: Collection, documents: list[Any], *, many: bool

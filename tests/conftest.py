@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.accounts import register, register_in  # noqa: F401 - fixtures for every package
 from tests.databases import create_database, other_owner, owner  # noqa: F401 - fixtures
+from tests.documents import crud, make_crud  # noqa: F401 - fixtures
 from tests.mailbox import Inbox
 from tests.routes import install_test_routes
 
@@ -51,6 +53,21 @@ class DatabaseServer:
     def start(self) -> None:
         assert self.engine is not None
         self.engine.restart()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush — as in a crash or an OOM kill."""
+        assert self.engine is not None and self.engine.process is not None
+        self.engine.process.kill()
+        self.engine.process.wait()
+        self.engine.stop()  # closes the stdin pipe of the dead process
+
+    def pause(self) -> None:
+        assert self.engine is not None
+        os.kill(self.engine.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.engine is not None
+        os.kill(self.engine.pid, signal.SIGCONT)
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.app.test_errors import assert_envelope
-from tests.data_api.conftest import Crud, api_key
 from tests.data_api.test_insert import SEED_DATA
+from tests.documents import Crud, api_key
 
 CALLS = [
     ("POST", "/api/crud", {"data": {"email": "evil@example.com"}}),

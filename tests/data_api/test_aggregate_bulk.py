@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.app.test_errors import assert_envelope
-from tests.data_api.conftest import Crud
+from tests.documents import Crud
 
 
 async def people(crud: Crud) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from bson import ObjectId
 
 from tests.app.test_errors import assert_envelope
-from tests.data_api.conftest import Crud
+from tests.documents import Crud
 
 SEED_DATA = [
     {"email": "alice@example.com", "signup_date": "2023-10-27T10:00:00Z"},

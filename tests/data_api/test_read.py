@@ -9,8 +9,8 @@ import json
 import pytest
 
 from tests.app.test_errors import assert_envelope
-from tests.data_api.conftest import Crud
 from tests.data_api.test_insert import SEED_DATA
+from tests.documents import Crud
 
 
 async def seed(crud: Crud, count: int, **extra: object) -> list[str]:

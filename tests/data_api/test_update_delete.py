@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.app.test_errors import assert_envelope
-from tests.data_api.conftest import Crud
 from tests.data_api.test_insert import SEED_DATA
+from tests.documents import Crud
 
 TAGGED = [
     {"name": "email", "type": "string", "required": True, "unique": True},

@@ -326,7 +326,9 @@ async def test_temporary_files_and_journal_are_removed(
     assert list((data_dir / "import-journal").iterdir()) == []
 
 
+@pytest.mark.parametrize("fault", ["stop", "kill"])
 async def test_engine_stopped_mid_import_rolls_back_once_it_returns(
+    fault: str,
     make_client: Callable[..., Any],
     register_in: Callable[..., Any],
     database_server: DatabaseServer,
@@ -359,7 +361,8 @@ async def test_engine_stopped_mid_import_rolls_back_once_it_returns(
             if await asyncio.to_thread(count) > 10 or importing.done():
                 break
         assert not importing.done(), "the import finished before the engine could be stopped"
-        await asyncio.to_thread(database_server.stop)
+        # stop: SIGTERM, the engine shuts down in order; kill: SIGKILL, a crash.
+        await asyncio.to_thread(getattr(database_server, fault))
         try:
             response = await importing
             assert_envelope(response, 503, ErrorCode.DATABASE_UNAVAILABLE)

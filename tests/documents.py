@@ -1,4 +1,5 @@
-"""A caller with an API key and a database of their own, for the CRUD tests.
+"""A caller with an API key and a database of their own (`crud`, `make_crud`
+fixtures, exported by `tests/conftest.py`).
 
 `crud` is the seed's `users` collection (email unique and required, signup_date
 a date, age an int); `make_crud` builds one with other collections. `stored()`
