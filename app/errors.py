@@ -193,7 +193,8 @@ async def _quarry_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 # FastAPI's answer when it cannot decode a body at all (invalid UTF-8 in a JSON
-# body, a broken multipart stream): said plainly, with the JSON code for JSON.
+# body, nesting deeper than the parser's recursion limit, a broken multipart
+# stream): said plainly, with the JSON code for JSON.
 _UNPARSABLE_BODY = "There was an error parsing the body"
 
 
@@ -201,7 +202,10 @@ def _unparsable_body(request: Request) -> JSONResponse:
     content_type = request.headers.get("content-type", "").lower()
     if "json" in content_type:
         return error_response(
-            400, ErrorCode.MALFORMED_JSON, "Malformed JSON body: it is not valid UTF-8 JSON."
+            400,
+            ErrorCode.MALFORMED_JSON,
+            "Malformed JSON body: it could not be decoded (it is not valid UTF-8, or it nests "
+            "deeper than the parser allows).",
         )
     return error_response(
         400,

@@ -58,9 +58,7 @@ async def test_50_concurrent_imports_into_one_collection_add_up_exactly(
     created = await create_database(owner, collections=[{"name": "events", "fields": []}])
     database_id = created["database"]["id"]
     db_name = (await metadata(client, owner, database_id))["dbName"]
-    files = [
-        json.dumps([{"file": n, "row": i} for i in range(200)]).encode() for n in range(50)
-    ]
+    files = [json.dumps([{"file": n, "row": i} for i in range(200)]).encode() for n in range(50)]
     responses = await asyncio.gather(
         *(upload(client, owner, database_id, content, collection="events") for content in files)
     )
