@@ -1,5 +1,7 @@
-"""`python -m bench` (`make bench`): run every benchmark against one engine and
-one served API, print the table, write `bench/results/latest.json`."""
+"""`python -m bench` (`make bench`): run every benchmark — request overhead,
+auth, management and import, CRUD, and the 60 s mixed load — against one engine
+(or `QUARRY_BENCH_MONGODB_URL`), print one table (figure, Quarry, raw driver,
+ratio, goal) and write it with the raw figures to `bench/results/latest.json`."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import asyncio
 import platform
 from datetime import UTC, datetime
 
-from bench import auth, crud, health, management
+from bench import auth, crud, health, load, management
 from bench.harness import database_url, print_table, served_api, write_results
 
 
@@ -18,7 +20,7 @@ def main() -> None:
             new_rows, new_figures = asyncio.run(benchmark.run(api, mongodb_url))
             rows += new_rows
             figures.update(new_figures)
-        for suite in (management, crud):
+        for suite in (management, crud, load):
             new_rows, new_figures = suite.run_all(mongodb_url)
             rows += new_rows
             figures.update(new_figures)

@@ -68,7 +68,7 @@ class Setup:
         return self.api, self.client, self.db_name, self.database_id, self.headers
 
 
-def _document(i: int, prefix: str = "user") -> dict[str, Any]:
+def make_document(i: int, prefix: str = "user") -> dict[str, Any]:
     return {
         "email": f"{prefix}{i:07d}@example.com",
         "name": f"User Number {i:07d}",
@@ -78,7 +78,7 @@ def _document(i: int, prefix: str = "user") -> dict[str, Any]:
     }
 
 
-async def _account(http: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
+async def create_account(http: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
     email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
     await http.post(
         "/core/register",
@@ -105,7 +105,7 @@ async def _account(http: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
     }
 
 
-async def _physical(
+async def physical_name(
     client: AsyncMongoClient[dict[str, Any]], control: str, database_id: str
 ) -> str:
     record = await client[control]["databases"].find_one({"_id": ObjectId(database_id)})
@@ -122,7 +122,7 @@ async def _reads(setup: Setup) -> tuple[LoadResult, LoadResult]:
                 json={
                     "database_id": database_id,
                     "collection_name": "users",
-                    "data": [_document(i) for i in range(start, min(start + BATCH, READ_DOCS))],
+                    "data": [make_document(i) for i in range(start, min(start + BATCH, READ_DOCS))],
                 },
                 headers=headers,
             )
@@ -160,7 +160,7 @@ async def _inserts(setup: Setup) -> tuple[list[float], list[float]]:
     api_times, raw_times = [], []
     async with httpx.AsyncClient(base_url=api, timeout=600) as http:
         for batch in range(INSERT_BATCHES):
-            documents = [_document(batch * BATCH + i, "api") for i in range(BATCH)]
+            documents = [make_document(batch * BATCH + i, "api") for i in range(BATCH)]
             body = json.dumps(
                 {"database_id": database_id, "collection_name": "events", "data": documents}
             )
@@ -170,7 +170,9 @@ async def _inserts(setup: Setup) -> tuple[list[float], list[float]]:
             )
             api_times.append(time.perf_counter() - started)
             assert response.status_code == 201, response.text
-            typed = [schema.validate(_document(batch * BATCH + i, "raw"))[0] for i in range(BATCH)]
+            typed = [
+                schema.validate(make_document(batch * BATCH + i, "raw"))[0] for i in range(BATCH)
+            ]
             started = time.perf_counter()
             await client[db_name]["events_raw"].insert_many(typed, ordered=True)
             raw_times.append(time.perf_counter() - started)
@@ -183,7 +185,7 @@ async def _pages(setup: Setup, codec: CursorCodec) -> dict[str, float]:
     pages = client[db_name]["pages"]
     for start in range(0, PAGE_DOCS, BATCH):
         typed = [
-            {"_id": ObjectId(), **(schema.validate(_document(i, "page"))[0] or {})}
+            {"_id": ObjectId(), **(schema.validate(make_document(i, "page"))[0] or {})}
             for i in range(start, min(start + BATCH, PAGE_DOCS))
         ]
         await pages.insert_many(typed, ordered=False)
@@ -222,11 +224,11 @@ async def _run(
     api: str, mongodb_url: str, control: str, codec: CursorCodec
 ) -> tuple[list[Row], dict[str, Any]]:
     async with httpx.AsyncClient(base_url=api, timeout=60) as http:
-        database_id, headers = await _account(http)
+        database_id, headers = await create_account(http)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         mongodb_url, maxPoolSize=CONCURRENCY, tz_aware=True
     )
-    db_name = await _physical(client, control, database_id)
+    db_name = await physical_name(client, control, database_id)
     setup = Setup(api, client, db_name, database_id, headers)
     read_api, read_raw = await _reads(setup)
     api_times, raw_times = await _inserts(setup)
