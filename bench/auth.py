@@ -26,7 +26,7 @@ from auth.authenticator import HeaderAuthenticator
 from auth.passwords import Passwords
 from auth.service import AuthState
 from auth.tokens import TokenCodec
-from bench.harness import HttpConnection, LoadResult, Row, closed_loop
+from bench.harness import HttpConnection, LoadResult, Row, closed_loop, control_db
 
 CONCURRENCY = 32
 SECONDS = 8.0
@@ -86,7 +86,7 @@ async def run(api: str, mongodb_url: str) -> tuple[list[Row], dict[str, Any]]:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         mongodb_url, maxPoolSize=CONCURRENCY
     )
-    users = client["quarry_bench"]["users"]
+    users = client[control_db(api)]["users"]
     user = await users.find_one({"email": email})
     assert user is not None
 
@@ -96,14 +96,14 @@ async def run(api: str, mongodb_url: str) -> tuple[list[Row], dict[str, Any]]:
     raw_bearer = await closed_loop(raw_user, concurrency=CONCURRENCY, seconds=SECONDS)
 
     # API-key resolution in-process (no endpoint takes keys until the CRUD issue).
-    bench_settings = Settings(mongodb_url=mongodb_url, control_db="quarry_bench")
+    bench_settings = Settings(mongodb_url=mongodb_url, control_db=control_db(api))
     state = AuthState(
         codec=TokenCodec("k" * 32, bench_settings),
         passwords=passwords,
         settings=bench_settings,
         mailer=None,  # type: ignore[arg-type]
     )
-    database = Database(client=client, control_db_name="quarry_bench", embedded=False)
+    database = Database(client=client, control_db_name=control_db(api), embedded=False)
     service_key = await _insert_key(database, user["_id"])
     authenticator = HeaderAuthenticator(database=database, state=state)
 

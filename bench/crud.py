@@ -34,7 +34,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from app.schema import compile_schema
-from bench.harness import HttpConnection, LoadResult, Row, closed_loop, served_api
+from bench.harness import HttpConnection, LoadResult, Row, closed_loop, control_db, served_api
 from data_api.query import CursorCodec
 
 CONCURRENCY = 32
@@ -287,5 +287,5 @@ def run_all(mongodb_url: str) -> tuple[list[Row], dict[str, Any]]:
     secret = secrets.token_urlsafe(48)
     codec = CursorCodec.from_secret(secret)
     with served_api(mongodb_url, extra_env={"QUARRY_SECRET_KEY": secret}) as api:
-        control = f"quarry_bench_{api.rsplit(':', 1)[1]}"
+        control = control_db(api)
         return asyncio.run(_run(api, mongodb_url, control, codec))

@@ -124,6 +124,11 @@ def database_url() -> Iterator[str]:
             engine.stop()
 
 
+def control_db(api: str) -> str:
+    """The control database of the API served at `api` by `served_api`."""
+    return f"quarry_bench_{api.rsplit(':', 1)[1]}"
+
+
 @contextlib.contextmanager
 def served_api(
     mongodb_url: str,
@@ -145,7 +150,7 @@ def served_api(
             "QUARRY_WORKERS": str(workers),
             "QUARRY_DATA_DIR": tmp,
             "QUARRY_LOG_LEVEL": "WARNING",
-            "QUARRY_CONTROL_DB": f"quarry_bench_{port}",
+            "QUARRY_CONTROL_DB": control_db(f"http://127.0.0.1:{port}"),
             "QUARRY_REQUIRE_EMAIL_VERIFICATION": "false",
             "QUARRY_SMTP_HOST": "",
             **(extra_env or {}),

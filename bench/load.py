@@ -28,7 +28,7 @@ from pymongo import AsyncMongoClient
 
 from app.schema import compile_schema
 from bench.crud import FIELDS, create_account, make_document, physical_name
-from bench.harness import HttpConnection, Row, served_api
+from bench.harness import HttpConnection, Row, control_db, served_api
 
 SECONDS = float(os.environ.get("QUARRY_BENCH_LOAD_SECONDS", "60"))
 CLIENTS = int(os.environ.get("QUARRY_BENCH_LOAD_CLIENTS", "64"))
@@ -168,5 +168,5 @@ async def _run(api: str, mongodb_url: str, control: str) -> tuple[list[Row], dic
 
 def run_all(mongodb_url: str) -> tuple[list[Row], dict[str, Any]]:
     with served_api(mongodb_url) as api:
-        control = f"quarry_bench_{api.rsplit(':', 1)[1]}"
+        control = control_db(api)
         return asyncio.run(_run(api, mongodb_url, control))
