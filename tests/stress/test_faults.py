@@ -236,6 +236,8 @@ async def test_paused_engine_answers_503_within_a_bound_and_recovers(
 
         results = await asyncio.gather(*(timed(call) for call in calls))
         health = await http.get("/health")
+        # Paused for at least twice the server-selection timeout (1 s here).
+        await asyncio.sleep(max(0.0, 2.0 - (time.perf_counter() - started)))
     finally:
         engine.resume()
     for elapsed, response in results:
