@@ -15,6 +15,7 @@ from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
 from app.database import Database, Document
+from management.repository import restore_into
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,7 @@ async def matching_ids(*, target: Target, query: Document, limit: int) -> list[A
 
 async def restore_documents(*, target: Target, documents: Sequence[Document]) -> None:
     """Put documents back exactly as they were (re-inserting deleted ones)."""
-    for document in documents:
-        await target.handle.replace_one({"_id": document["_id"]}, document, upsert=True)
+    await restore_into(target.handle, documents)
 
 
 async def aggregate(*, target: Target, pipeline: list[Document], limit: int) -> list[Document]:

@@ -133,6 +133,23 @@ async def test_bulk_failure_undoes_every_earlier_operation(crud: Crud) -> None:
     assert await crud.stored() == before
 
 
+async def test_bulk_failure_puts_back_many_changed_and_deleted_documents(crud: Crud) -> None:
+    """More than a handful of pre-images go back by delete and re-insert
+    (`management.repository.restore_into`), not one replace at a time."""
+    await crud.insert([{"email": f"u{i}@example.com", "age": i} for i in range(60)])
+    before = await crud.stored()
+    response = await crud.post(
+        "/api/crud/bulk",
+        operations=[
+            {"update": {"filters": {}, "all": True, "update_data": {"$inc": {"age": 100}}}},
+            {"delete": {"filters": {"age": {"$gte": 130}}}},
+            {"insert": {"email": "u0@example.com"}},
+        ],
+    )
+    assert_envelope(response, 409, "DUPLICATE_KEY")
+    assert sorted(await crud.stored(), key=lambda doc: doc["age"]) == before
+
+
 async def test_bulk_validation_lists_every_bad_operation_and_writes_nothing(crud: Crud) -> None:
     response = await crud.post(
         "/api/crud/bulk",
