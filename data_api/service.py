@@ -31,20 +31,24 @@ no string id matches. Known limit: undo restores pre-images, so a concurrent
 writer's change to the same documents in between is overwritten.
 
 An engine (or server) that dies mid-request cannot be compensated at once. A
-multi-document insert is therefore written ahead to the same journal as imports
-(`management.journal`: the `_id` ranges, the client `_id`s minus those that
-existed before): when the undo cannot run, the entry stays and the maintenance
-task removes the batch once the engine is back. A single-document insert is
-atomic in the engine and needs no entry. Updates, deletes and bulk requests are
-not journalled: an engine that dies in the middle of one leaves what it wrote
-(their undo runs only while the engine answers).
+multi-document insert or update is therefore written ahead to the same journal
+as imports (`management.journal`: the `_id` ranges and the client `_id`s minus
+those that existed before; for an update, the pre-images): when the undo cannot
+run, the entry stays and the maintenance task removes the batch or puts the
+pre-images back once the engine is back (within one maintenance interval;
+readers see the half-applied write until then). A single-document write is atomic in
+the engine and needs no entry. Not journalled: deletes (one SQL statement on the
+embedded engine, so all or nothing there; on MongoDB a `delete_many` cut short
+stays cut short), updates of more than `UNDO_LIMIT` documents, and bulk
+requests (their undo runs only while the engine answers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,6 +188,25 @@ class Undo:
             )
 
 
+@contextlib.asynccontextmanager
+async def journalled(journal: JournalEntry | None, undo: Undo) -> AsyncIterator[None]:
+    """Remove the journal entry when the write succeeded or its undo ran; keep it
+    (released, for the maintenance task) when the undo could not reach the engine
+    or never ran because the engine failed first."""
+    if journal is None:
+        yield
+        return
+    try:
+        yield
+    except BaseException:
+        if undo.completed:
+            journal.remove()
+        else:
+            journal.release()
+        raise
+    journal.remove()
+
+
 class DocumentService:
     def __init__(
         self,
@@ -230,18 +253,20 @@ class DocumentService:
             await self._insert(collection, documents, undo, generated, loc=loc)
             return [documents[0]["_id"]]
         journal = await self._journal_insert(collection, documents, generated, undo.ids)
-        try:
+        async with journalled(journal, undo):
             await self._insert(collection, documents, undo, generated, loc=loc)
-        except BaseException:
-            # The undo ran; when it could not reach the engine the entry stays
-            # for the maintenance task.
-            if undo.completed:
-                journal.remove()
-            else:
-                journal.release()
-            raise
-        journal.remove()
         return [document["_id"] for document in documents]
+
+    def _journal_update(self, target: Target, before: list[Document]) -> JournalEntry:
+        """Write ahead the documents a multi-document update is about to change."""
+        journal = JournalEntry.create(self.management.journal_root)
+        try:
+            journal.save_pre_images(before)
+            journal.commit(db_name=target.db_name, collection=target.collection, ranges=[])
+        except BaseException:
+            journal.remove()
+            raise
+        return journal
 
     async def _journal_insert(
         self,
@@ -568,16 +593,20 @@ class DocumentService:
             logger.warning("update of more than %d documents runs without an undo log", UNDO_LIMIT)
         else:
             undo.remember(before)
-        try:
-            outcome = await repo.update_documents(
-                target=target, query=query, update=document, multi=multi, upsert=upsert
-            )
-        except OperationFailure as exc:
-            if own_undo and not is_transient(exc):
-                await undo.run()
-            if is_transient(exc) or (exc.code == 1 and not is_duplicate_key(exc)):
-                raise
-            raise await self._update_failure(collection, exc, compiled) from None
+        journal = None
+        if own_undo and 1 < len(before) <= UNDO_LIMIT:
+            journal = self._journal_update(target, before)
+        async with journalled(journal, undo):
+            try:
+                outcome = await repo.update_documents(
+                    target=target, query=query, update=document, multi=multi, upsert=upsert
+                )
+            except OperationFailure as exc:
+                if own_undo and not is_transient(exc):
+                    await undo.run()
+                if is_transient(exc) or (exc.code == 1 and not is_duplicate_key(exc)):
+                    raise
+                raise await self._update_failure(collection, exc, compiled) from None
         if outcome.upserted_id is not None:
             undo.upserted(outcome.upserted_id)
             await self._check_upserted(collection, outcome.upserted_id, undo if own_undo else None)

@@ -1,12 +1,14 @@
-"""Write-ahead journal of imports (and of multi-document CRUD inserts,
-`data_api.service`), so that a failed one can always be undone.
+"""Write-ahead journal of imports (and of multi-document CRUD inserts and
+updates, `data_api.service`), so that a failed one can always be undone.
 
 Before an import writes its first document, its journal entry — a directory
 under `QUARRY_DATA_DIR/import-journal/` — names the physical database and
 collection, the ObjectId ranges of the ids the server generated (see
 `app.ids.RangedIds`), the client-supplied `_id`s (`ids.bson`) and
 those of them that already existed before the import (`excluded.bson`, never
-deleted). The importing request holds an exclusive `flock` on the entry.
+deleted) and, for an update, the documents as they were before
+(`pre_images.bson`, put back by a rollback). The writing request holds an
+exclusive `flock` on the entry.
 
 - Success: the entry is removed.
 - A duplicate key (abort) or a database failure: the request rolls back at once;
@@ -35,7 +37,7 @@ from typing import IO, Any
 import bson
 from bson import ObjectId
 
-from app.database import Database
+from app.database import Database, Document
 from app.ids import id_key, split_range
 from management import repository as repo
 
@@ -77,6 +79,11 @@ class JournalEntry:
 
     def open_ids(self) -> IO[bytes]:
         return open(self.path / "ids.bson", "wb")
+
+    def save_pre_images(self, documents: list[Document]) -> None:
+        with open(self.path / "pre_images.bson", "ab") as handle:
+            for document in documents:
+                handle.write(bson.encode(document))
 
     def exclude(self, ids: list[Any]) -> None:
         with open(self.path / "excluded.bson", "ab") as handle:
@@ -120,16 +127,21 @@ class JournalEntry:
             for document in bson.decode_file_iter(handle):
                 yield document["_id"], int(document["i"])
 
-    def _read_ids(self, name: str) -> Iterator[Any]:
+    def _read_documents(self, name: str) -> Iterator[Document]:
         path = self.path / name
         if not path.exists():
             return
         with open(path, "rb") as handle:
-            for document in bson.decode_file_iter(handle):
-                yield document["_id"]
+            yield from bson.decode_file_iter(handle)
+
+    def _read_ids(self, name: str) -> Iterator[Any]:
+        for document in self._read_documents(name):
+            yield document["_id"]
 
     async def roll_back(self, database: Database) -> int:
-        """Delete what this import inserted; raises `PyMongoError` when the database fails."""
+        """Delete what the write inserted and put back what it changed; the number
+        of documents undone. Raises `PyMongoError` when the database fails (running
+        it again later is safe)."""
         if not self.committed:
             return 0
         meta = json.loads((self.path / "meta.json").read_text())
@@ -153,7 +165,14 @@ class JournalEntry:
                 chunk = []
         if chunk:
             deleted += await repo.delete_ids(**target, ids=chunk)
-        return deleted
+        batch: list[Document] = []
+        for document in self._read_documents("pre_images.bson"):
+            batch.append(document)
+            if len(batch) >= DELETE_CHUNK:
+                await repo.restore_documents(**target, documents=batch)
+                deleted, batch = deleted + len(batch), []
+        await repo.restore_documents(**target, documents=batch)
+        return deleted + len(batch)
 
 
 def journal_entries(root: Path) -> list[Path]:

@@ -29,7 +29,8 @@ logger = logging.getLogger("quarry.management")
 
 
 async def recover_imports(database: Database, settings: Settings) -> int:
-    """Roll back every unclaimed import journal; the number rolled back."""
+    """Roll back every unclaimed journal entry (imports, multi-document CRUD
+    inserts and updates); the number rolled back."""
     finished = 0
     for path in journal_entries(settings.data_dir / "import-journal"):
         entry = JournalEntry.claim(path)
@@ -40,7 +41,7 @@ async def recover_imports(database: Database, settings: Settings) -> int:
         except PyMongoError:
             entry.release()
             raise
-        logger.info("rolled back an interrupted import (%d documents)", deleted)
+        logger.info("rolled back an interrupted write (%d documents undone)", deleted)
         entry.remove()
         finished += 1
     return finished

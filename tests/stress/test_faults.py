@@ -254,3 +254,45 @@ async def test_paused_engine_answers_503_within_a_bound_and_recovers(
     assert statuses == [200, 200, 200, 201, 200]
     # The insert that answered 503 left nothing.
     assert [doc["email"] for doc in await crud.stored()] == ["a@example.com", "b@example.com"]
+
+
+async def test_engine_killed_mid_multi_update_leaves_the_collection_as_before(
+    engine: DatabaseServer, served: Any, sync_client: Any
+) -> None:
+    """FerretDB updates document by document (and in quadratic time: 1,000
+    documents take ≈3 s, 4,000 ≈43 s); killed part-way, the update was left
+    half-applied (found by this test) until updates were journalled."""
+    app, http, account = served
+    crud = await new_crud(app, http, account)
+    physical = await crud.physical()
+    users = sync_client[physical.database.name]["users"]
+    await asyncio.to_thread(
+        users.insert_many,
+        [{"_id": i, "email": f"u{i}@example.com", "bio": "x" * 300} for i in range(1_500)],
+    )
+
+    def stored() -> list[dict[str, Any]]:
+        return list(users.find().sort("_id", 1))
+
+    before = await asyncio.to_thread(stored)
+
+    def changed() -> int:
+        return users.count_documents({"bio": "changed"})
+
+    def started() -> bool:  # an _id lookup: a full scan would starve the update
+        return (users.find_one({"_id": 0}) or {}).get("bio") == "changed"
+
+    running = asyncio.create_task(
+        crud.update("PATCH", filters={}, all=True, update_data={"$set": {"bio": "changed"}})
+    )
+    for _ in range(1000):
+        await asyncio.sleep(0.005)
+        if running.done() or await asyncio.to_thread(started):
+            break
+    assert not running.done(), "the update finished before the engine could be killed"
+    async with engine_down(engine):
+        response = await running
+        assert_envelope(response, 503, ErrorCode.DATABASE_UNAVAILABLE)
+    await wait_until(lambda: changed() == 0)
+    assert await asyncio.to_thread(stored) == before
+    await wait_until(lambda: journal_empty(app))
