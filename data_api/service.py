@@ -45,6 +45,7 @@ requests (their undo runs only while the engine answers).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -595,7 +596,8 @@ class DocumentService:
             undo.remember(before)
         journal = None
         if own_undo and 1 < len(before) <= UNDO_LIMIT:
-            journal = self._journal_update(target, before)
+            # Up to UNDO_LIMIT documents encoded and written: off the event loop.
+            journal = await asyncio.to_thread(self._journal_update, target, before)
         async with journalled(journal, undo):
             try:
                 outcome = await repo.update_documents(

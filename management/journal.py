@@ -165,14 +165,14 @@ class JournalEntry:
                 chunk = []
         if chunk:
             deleted += await repo.delete_ids(**target, ids=chunk)
-        batch: list[Document] = []
+        restored: list[Document] = []
         for document in self._read_documents("pre_images.bson"):
-            batch.append(document)
-            if len(batch) >= DELETE_CHUNK:
-                await repo.restore_documents(**target, documents=batch)
-                deleted, batch = deleted + len(batch), []
-        await repo.restore_documents(**target, documents=batch)
-        return deleted + len(batch)
+            restored.append(document)
+            if len(restored) >= repo.RESTORE_CHUNK:
+                await repo.restore_documents(**target, documents=restored)
+                deleted, restored = deleted + len(restored), []
+        await repo.restore_documents(**target, documents=restored)
+        return deleted + len(restored)
 
 
 def journal_entries(root: Path) -> list[Path]:
