@@ -1,10 +1,12 @@
-"""The `quarry` command: `serve`, and `engine build|start|stop|status`.
+"""The `quarry` command: `serve`, and `engine build|start|stop|status|migrate`.
 
 `quarry serve` runs the API with uvicorn. With one worker the app's lifespan owns
 the embedded engine; with several, this process starts the engine first and
 hands its URL to the workers, so they share one engine and it stops with them.
 `quarry engine start` runs a detached engine for the data directory (recorded in
 `QUARRY_DATA_DIR/engine.json`) that servers on that directory then use.
+`quarry engine migrate` copies a data directory's SQLite data into PostgreSQL
+(see app/engine_migrate.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from app.engine import (
     engine_is_built,
     read_registered,
     register,
+    start_engine,
     unregister,
 )
 from app.settings import Settings
@@ -102,38 +105,43 @@ def _engine(args: argparse.Namespace) -> int:
             binary = build_engine(settings.engine_binary, force=args.force)
             print(f"engine binary: {binary}")
             return 0
+        if args.action == "migrate":
+            from app.engine_migrate import migrate_sqlite_to_postgresql
+
+            return migrate_sqlite_to_postgresql(settings, report=print)
         running = read_registered(settings)
         if args.action == "status":
             if running is None:
                 print(f"engine: not running (data directory {settings.engine_data_dir})")
                 return 3
-            print(f"engine: running, pid {running.pid}, {running.url}, data {running.data_dir}")
+            print(f"engine: running, {_describe(running)}, data {running.data_dir}")
             return 0
         if args.action == "start":
             if running is not None:
-                print(f"engine: already running, pid {running.pid}, {running.url}")
+                print(f"engine: already running, {_describe(running)}")
                 return 0
-            binary = build_engine(settings.engine_binary)
-            engine = EmbeddedEngine.start(
-                binary=binary,
-                data_dir=settings.engine_data_dir,
-                port=settings.engine_port,
-                detached=True,
-            )
+            engine = start_engine(settings, detached=True)
             register(settings, engine)
-            print(f"engine: started, pid {engine.pid}, {engine.url}")
+            print(f"engine: started, {_describe(engine)}")
             return 0
         # stop
         if running is None:
             print("engine: not running")
             return 0
+        postgres_pid = running.postgres_pid
         running.stop()
         unregister(settings)
-        print(f"engine: stopped (pid {running.pid})")
+        stopped = f"pid {running.pid}" + (f", postgres {postgres_pid}" if postgres_pid else "")
+        print(f"engine: stopped ({stopped})")
         return 0
     except EngineError as exc:
         print(f"quarry: {exc}", file=sys.stderr)
         return 1
+
+
+def _describe(engine: EmbeddedEngine) -> str:
+    postgres = f", postgres pid {engine.postgres_pid}" if engine.postgres_pid else ""
+    return f"{engine.name}, pid {engine.pid}{postgres}, {engine.url}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     engine = commands.add_parser("engine", help="manage the embedded FerretDB engine")
-    engine.add_argument("action", choices=["build", "start", "stop", "status"])
+    engine.add_argument(
+        "action",
+        choices=["build", "start", "stop", "status", "migrate"],
+        help="migrate: copy this data directory's SQLite data into PostgreSQL",
+    )
     engine.add_argument("--force", action="store_true", help="rebuild even if up to date")
     engine.set_defaults(handler=_engine)
     return parser

@@ -20,6 +20,9 @@ from app.ejson import DECIMAL_SUPPORTED
 from app.settings import Settings
 
 Document = dict[str, Any]
+#: Below this many rows PostgreSQL's ANALYZE reads the whole table, so
+#: FerretDB's `collStats` count is exact (300 x default_statistics_target).
+EXACT_STATS_ROWS = 30_000
 
 
 def open_client(url: str, settings: Settings) -> AsyncMongoClient[Document]:
@@ -39,6 +42,8 @@ class Database:
     client: AsyncMongoClient[Document]
     control_db_name: str
     embedded: bool
+    #: `ferretdb-postgresql` / `ferretdb-sqlite` when the app runs the embedded engine.
+    embedded_name: str = ""
     _engine: str | None = field(default=None, init=False)
 
     @property
@@ -62,22 +67,35 @@ class Database:
         """The engine's name for messages (known once `engine_name` has been asked)."""
         if self._engine is None:
             return "database"
-        return "embedded FerretDB (SQLite)" if self._engine.startswith("ferretdb") else "MongoDB"
+        if not self._engine.startswith("ferretdb"):
+            return "MongoDB"
+        backend = {"ferretdb-postgresql": "PostgreSQL", "ferretdb-sqlite": "SQLite"}
+        return f"embedded FerretDB ({backend.get(self._engine, 'unknown backend')})"
 
     async def is_embedded_engine(self) -> bool:
         return (await self.engine_name()).startswith("ferretdb")
 
     async def collection_size(self, db_name: str, collection: str) -> int:
-        """The live number of documents. `collStats` on the embedded engine, where it
-        reads SQLite's row count instead of scanning documents; the collection's
-        metadata count on MongoDB."""
-        if await self.is_embedded_engine():
-            stats = await self.client[db_name].command("collStats", collection)
-            return int(stats.get("count", 0))
-        return await self.client[db_name][collection].estimated_document_count()
+        """The live number of documents.
+
+        MongoDB: the collection's metadata count. Embedded engine: `collStats`,
+        which reads the backend's row count instead of decoding every document. On
+        PostgreSQL that count is `pg_class.reltuples` after an `ANALYZE` FerretDB
+        runs for the call: exact while ANALYZE reads every row (its sample is
+        30,000 rows), an estimate above; there the documents are counted.
+        """
+        engine = await self.engine_name()
+        if engine == "mongodb":
+            return await self.client[db_name][collection].estimated_document_count()
+        stats = await self.client[db_name].command("collStats", collection)
+        count = int(stats.get("count", 0))
+        if engine == "ferretdb-postgresql" and count >= EXACT_STATS_ROWS:
+            return await self.client[db_name][collection].count_documents({})
+        return count
 
     async def engine_name(self) -> str:
-        """`ferretdb-sqlite` for our embedded engine, `mongodb` for MongoDB (cached)."""
+        """`ferretdb-postgresql` / `ferretdb-sqlite` for our embedded engine, `mongodb`
+        for MongoDB (cached)."""
         if self._engine is None:
             info = await self.client.admin.command("buildInfo")
             if "ferretdbVersion" in info:

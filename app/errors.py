@@ -17,6 +17,8 @@ id header.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -282,13 +284,44 @@ def is_transient(exc: OperationFailure) -> bool:
 
 
 #: Server error codes that mean a duplicate key (MongoDB's; the embedded engine also
-#: answers some with InternalError naming the SQLite UNIQUE constraint).
+#: answers some with InternalError naming the SQLite UNIQUE constraint or
+#: PostgreSQL's unique_violation, SQLSTATE 23505).
 DUPLICATE_KEY_CODES = {11000, 11001}
 NOT_IMPLEMENTED_CODE = 238
+#: The index named in a duplicate-key message: MongoDB's `index: NAME dup key`,
+#: FerretDB-on-SQLite's `UNIQUE constraint failed: index 'TABLE_NAME'` and
+#: FerretDB-on-PostgreSQL's `violates unique constraint "TABLE_NAME_HASH_idx"`.
+_DUPLICATE_INDEX = re.compile(
+    r"index: (\S+) dup key|UNIQUE constraint failed: index '([^']+)'"
+    r'|violates unique constraint "([^"]+)"'
+)
+
+
+def is_duplicate_key_message(code: object, message: str) -> bool:
+    return (
+        code in DUPLICATE_KEY_CODES
+        or "UNIQUE constraint" in message
+        or "SQLSTATE 23505" in message
+    )
 
 
 def is_duplicate_key(exc: OperationFailure) -> bool:
-    return exc.code in DUPLICATE_KEY_CODES or "UNIQUE constraint" in str(exc)
+    return is_duplicate_key_message(exc.code, str(exc))
+
+
+def duplicate_index(message: str, index_names: Iterable[str]) -> str | None:
+    """Which of `index_names` a duplicate-key message names (the longest that fits:
+    the engines decorate index names with table names and hashes)."""
+    match = _DUPLICATE_INDEX.search(message)
+    if match is None:
+        return None
+    raw = next(group for group in match.groups() if group)
+    fitting = [
+        name
+        for name in index_names
+        if raw == name or raw.endswith("_" + name) or f"_{name}_" in raw
+    ]
+    return max(fitting, key=len, default=None)
 
 
 def engine_message(exc: OperationFailure) -> str:

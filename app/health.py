@@ -32,7 +32,7 @@ class HealthReport(BaseModel):
                 "status": "healthy",
                 "time": "2026-11-24T10:00:00.000Z",
                 "database": "connected",
-                "engine": "ferretdb-sqlite",
+                "engine": "ferretdb-postgresql",
                 "version": "0.1.0",
             }
         }
@@ -49,7 +49,7 @@ async def health(database: DatabaseDep, settings: SettingsDep) -> JSONResponse:
     if connected:
         engine = await database.engine_name()
     else:
-        engine = "ferretdb-sqlite" if database.embedded else "unknown"
+        engine = database.embedded_name or "unknown"
     report = HealthReport(
         status="healthy" if connected else "unhealthy",
         time=_now(),

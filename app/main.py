@@ -62,7 +62,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = engine.url
     client = open_client(url, settings)
     app.state.database = Database(
-        client=client, control_db_name=settings.control_db, embedded=engine is not None
+        client=client,
+        control_db_name=settings.control_db,
+        embedded=engine is not None,
+        embedded_name=engine.name if engine is not None else "",
     )
     app.state.engine = engine
     watcher = (

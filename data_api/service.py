@@ -64,8 +64,10 @@ from app.errors import (
     EngineUnsupported,
     PayloadTooLarge,
     QuarryError,
+    duplicate_index,
     engine_message,
     is_duplicate_key,
+    is_duplicate_key_message,
     is_transient,
 )
 from app.filters import InvalidFilter, compile_filter
@@ -105,7 +107,6 @@ logger = logging.getLogger("quarry.data_api")
 
 UNDO_LIMIT = 10_000
 DELETE_CHUNK = 20_000
-_SQLITE_INDEX = re.compile(r"UNIQUE constraint failed: index '([^']+)'")
 _MONGO_INDEX = re.compile(r"index: (\S+) dup key")
 
 
@@ -370,7 +371,7 @@ class DocumentService:
         index: int,
     ) -> Exception:
         where: list[str | int] = [*loc, index] if loc else []
-        if error.get("code") in (11000, 11001) or "UNIQUE constraint" in str(error.get("errmsg")):
+        if is_duplicate_key_message(error.get("code"), str(error.get("errmsg"))):
             field_name, index_name = await self._duplicate_of(collection, document, error)
             return DuplicateKey(field=field_name, index=index_name, loc=where)
         message = str(error.get("errmsg", "refused"))[:300]
@@ -639,12 +640,10 @@ class DocumentService:
         if isinstance(pattern, dict) and pattern:
             field_name = next(iter(pattern))
             return {"field": field_name, "index": collection.unique.get(field_name)}
-        text = str(exc)
-        match = _SQLITE_INDEX.search(text) or _MONGO_INDEX.search(text)
-        if match:
-            for field_name, index_name in collection.unique.items():
-                if match.group(1).endswith("_" + index_name) or match.group(1) == index_name:
-                    return {"field": field_name, "index": index_name}
+        index_name = duplicate_index(str(exc), collection.unique.values())
+        if index_name is not None:
+            field_name = next(f for f, i in collection.unique.items() if i == index_name)
+            return {"field": field_name, "index": index_name}
         touched = [name for name in compiled.fields if name in collection.unique]
         if len(touched) == 1:
             return {"field": touched[0], "index": collection.unique[touched[0]]}

@@ -93,8 +93,16 @@ class Export:
 
 
 def physical_name(display_name: str) -> str:
-    """`<slug>_<6 digits>`: lower-cased name cut to 40 characters (names are [A-Za-z0-9_])."""
-    return f"{display_name.lower()[:40]}_{secrets.randbelow(1_000_000):06d}"
+    """`<slug>_<6 digits>`: lower-cased name cut to 40 characters (names are [A-Za-z0-9_]).
+
+    A slug starting with `pg` or `_` gets a `db_` prefix on every engine: FerretDB on
+    PostgreSQL hides schemas matching `pg_%` (LIKE: `pg` and any character) after a
+    restart and refuses names starting with `_ferretdb_`.
+    """
+    slug = display_name.lower()[:40]
+    if slug.startswith(("pg", "_")):
+        slug = f"db_{slug}"
+    return f"{slug}_{secrets.randbelow(1_000_000):06d}"
 
 
 def index_entries(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:

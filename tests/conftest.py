@@ -1,7 +1,9 @@
 """Session fixtures: a real database server, the app with its lifespan, an HTTP client.
 
 The server is the embedded FerretDB engine, started once per session on a free
-port in a temporary directory — or the MongoDB named by `QUARRY_TEST_MONGODB_URL`.
+port in a temporary directory, on PostgreSQL (or on SQLite with
+`QUARRY_TEST_EMBEDDED_BACKEND=sqlite`, which `make test` uses for the tests marked
+`smoke`) — or the MongoDB named by `QUARRY_TEST_MONGODB_URL`.
 Each test gets its own control-database name, and every database a test creates
 is dropped after it (autouse), so tests run in any order.
 """
@@ -33,6 +35,8 @@ from tests.mailbox import Inbox
 from tests.routes import install_test_routes
 
 SYSTEM_DATABASES = {"admin", "local", "config"}
+#: The embedded backend the session's engine runs on.
+TEST_BACKEND = os.environ.get("QUARRY_TEST_EMBEDDED_BACKEND", "postgresql")
 
 
 @dataclass
@@ -84,8 +88,8 @@ def database_server(
         yield DatabaseServer(url=external, engine=None)
         return
     binary: Path = request.getfixturevalue("engine_binary")
-    data_dir = tmp_path_factory.mktemp("engine") / "db"
-    engine = EmbeddedEngine.start(binary=binary, data_dir=data_dir)
+    data_dir = tmp_path_factory.mktemp("engine") / ("pg" if TEST_BACKEND == "postgresql" else "db")
+    engine = EmbeddedEngine.start(binary=binary, data_dir=data_dir, backend=TEST_BACKEND)
     try:
         yield DatabaseServer(url=engine.url, engine=engine)
     finally:

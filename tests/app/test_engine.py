@@ -1,5 +1,6 @@
 """The embedded engine: owned by the app's lifespan, gone after shutdown (clean,
-Ctrl-C or killed owner), data kept across restarts, one engine per data directory.
+Ctrl-C or killed owner) with its PostgreSQL server, restarted after a crash of
+either process, data kept across restarts, one engine per data directory.
 """
 
 from __future__ import annotations
@@ -35,6 +36,21 @@ def embedded_settings(tmp_path: Path, engine_binary: Path, **overrides) -> Setti
     )
 
 
+def postgres_pids(data_dir: Path) -> list[int]:
+    """Every live process of the PostgreSQL cluster under `data_dir` (postmaster first)."""
+    out = subprocess.run(
+        ["pgrep", "-f", "--", f"postgres -D {data_dir.resolve()}/pg/data"],
+        capture_output=True,
+        text=True,
+    )
+    postmasters = [int(p) for p in out.stdout.split() if pid_alive(int(p))]
+    children = []
+    for pid in postmasters:
+        kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        children += [int(k) for k in kids.stdout.split() if pid_alive(int(k))]
+    return postmasters + children
+
+
 def wait_for(predicate, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -49,12 +65,15 @@ async def test_lifespan_engine_is_gone_after_shutdown(tmp_path, engine_binary) -
     async with app.router.lifespan_context(app):
         engine = app.state.engine
         assert engine.owned and pid_alive(engine.pid)
-        assert (tmp_path / "data" / "db").is_dir()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
             body = (await http.get("/health")).json()
-        assert body["database"] == "connected" and body["engine"] == "ferretdb-sqlite"
+        assert body["database"] == "connected" and body["engine"] == "ferretdb-postgresql"
+        assert (tmp_path / "data" / "pg" / "data" / "PG_VERSION").is_file()
+        postgres = postgres_pids(tmp_path / "data")
+        assert engine.postgres_pid in postgres
     assert not pid_alive(engine.pid)
+    wait_for(lambda: not postgres_pids(tmp_path / "data"), timeout=10)
 
 
 async def test_data_survives_a_restart(tmp_path, engine_binary) -> None:
@@ -68,49 +87,77 @@ async def test_data_survives_a_restart(tmp_path, engine_binary) -> None:
     assert doc == {"_id": "x", "value": 42}
 
 
+async def _wait_healthy_after(app, engine, first_pid: int) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            if engine.pid != first_pid and (await http.get("/health")).status_code == 200:
+                break
+            await asyncio.sleep(0.2)
+        assert engine.pid != first_pid
+        assert (await http.get("/health")).status_code == 200
+        # The data is still there after the restart.
+        assert await app.state.database.control["kept"].find_one({"_id": "x"}) is not None
+
+
 async def test_crashed_engine_is_restarted_by_the_app(tmp_path, engine_binary) -> None:
     app = create_app(embedded_settings(tmp_path, engine_binary))
     async with app.router.lifespan_context(app):
         engine = app.state.engine
-        first_pid = engine.pid
+        await app.state.database.control["kept"].insert_one({"_id": "x"})
+        first_pid, first_postgres = engine.pid, engine.postgres_pid
         os.kill(first_pid, signal.SIGKILL)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                if engine.pid != first_pid and (await http.get("/health")).status_code == 200:
-                    break
-                await asyncio.sleep(0.2)
-            assert engine.pid != first_pid
-            assert (await http.get("/health")).status_code == 200
+        await _wait_healthy_after(app, engine, first_pid)
+        # The old PostgreSQL server went with the engine that ran it.
+        assert not pid_alive(first_postgres)
+        assert engine.postgres_pid not in (None, first_postgres)
     assert not pid_alive(engine.pid)
 
 
+async def test_crashed_postgres_is_restarted_by_the_app(tmp_path, engine_binary) -> None:
+    app = create_app(embedded_settings(tmp_path, engine_binary))
+    async with app.router.lifespan_context(app):
+        engine = app.state.engine
+        await app.state.database.control["kept"].insert_one({"_id": "x"})
+        first_pid, first_postgres = engine.pid, engine.postgres_pid
+        os.kill(first_postgres, signal.SIGKILL)
+        await _wait_healthy_after(app, engine, first_pid)
+        assert engine.postgres_pid not in (None, first_postgres)
+    assert not pid_alive(engine.pid)
+    wait_for(lambda: not postgres_pids(tmp_path / "data"), timeout=10)
+
+
 def test_second_engine_on_same_data_dir_is_refused(tmp_path, engine_binary) -> None:
-    first = EmbeddedEngine.start(binary=engine_binary, data_dir=tmp_path / "db")
+    first = EmbeddedEngine.start(binary=engine_binary, data_dir=tmp_path / "pg")
     try:
         with pytest.raises(EngineError, match="already using"):
-            EmbeddedEngine.start(binary=engine_binary, data_dir=tmp_path / "db")
+            EmbeddedEngine.start(binary=engine_binary, data_dir=tmp_path / "pg")
+        # Not with the other backend either: one engine per data directory.
+        with pytest.raises(EngineError, match="already using"):
+            EmbeddedEngine.start(binary=engine_binary, data_dir=tmp_path / "db", backend="sqlite")
     finally:
         first.stop()
     assert not pid_alive(first.pid)
 
 
-def test_engine_dies_with_an_owner_killed_by_sigkill(tmp_path, engine_binary) -> None:
+def test_engine_and_postgres_die_with_an_owner_killed_by_sigkill(tmp_path, engine_binary) -> None:
     script = (
         "import sys, time; from pathlib import Path; from app.engine import EmbeddedEngine; "
         f"e = EmbeddedEngine.start(binary=Path({str(engine_binary)!r}), "
-        f"data_dir=Path({str(tmp_path / 'db')!r})); "
-        "print(e.pid, flush=True); time.sleep(600)"
+        f"data_dir=Path({str(tmp_path / 'data' / 'pg')!r})); "
+        "print(e.pid, e.postgres_pid, flush=True); time.sleep(600)"
     )
     owner = subprocess.Popen(
         [sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True
     )
-    engine_pid = int(owner.stdout.readline())
-    assert pid_alive(engine_pid)
+    engine_pid, postgres_pid = map(int, owner.stdout.readline().split())
+    assert pid_alive(engine_pid) and pid_alive(postgres_pid)
+    assert postgres_pid in postgres_pids(tmp_path / "data")
     owner.kill()
     owner.wait()
     wait_for(lambda: not pid_alive(engine_pid), timeout=10)
+    wait_for(lambda: not postgres_pids(tmp_path / "data"), timeout=20)
 
 
 def _serve(tmp_path: Path, engine_binary: Path, port: int, **env: str) -> subprocess.Popen:
@@ -132,10 +179,10 @@ def _serve(tmp_path: Path, engine_binary: Path, port: int, **env: str) -> subpro
     )
 
 
-def _engine_pids(data_dir: Path) -> list[int]:
-    out = subprocess.run(
-        ["pgrep", "-f", "--", f"-data-dir={data_dir.resolve()}"], capture_output=True, text=True
-    )
+def _engine_pids(data_root: Path) -> list[int]:
+    """Engine processes (either backend) on the data directory `data_root`."""
+    pattern = f"-(postgres-data|data-dir)={data_root.resolve()}/(pg/data|db)( |$)"
+    out = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split() if pid_alive(int(p))]
 
 
@@ -145,25 +192,59 @@ def test_quarry_serve_answers_over_http_and_ctrl_c_stops_the_engine(
     port = free_port()
     server = _serve(tmp_path, engine_binary, port)
     try:
+        wait_for(lambda: _healthy(port), timeout=60)
+        body = httpx.get(f"http://127.0.0.1:{port}/health").json()
+        assert body["engine"] == "ferretdb-postgresql"
+        engines = _engine_pids(tmp_path / "data")
+        assert len(engines) == 1
+        assert postgres_pids(tmp_path / "data")
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=40)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == 0
+    wait_for(lambda: not _engine_pids(tmp_path / "data"), timeout=10)
+    wait_for(lambda: not postgres_pids(tmp_path / "data"), timeout=10)
 
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
 
-        wait_for(healthy, timeout=30)
+def test_quarry_serve_killed_by_sigkill_leaves_no_engine_processes(
+    tmp_path, engine_binary
+) -> None:
+    port = free_port()
+    server = _serve(tmp_path, engine_binary, port)
+    try:
+        wait_for(lambda: postgres_pids(tmp_path / "data") and _healthy(port), timeout=60)
+        assert _engine_pids(tmp_path / "data")
+    finally:
+        server.kill()
+        server.wait()
+    wait_for(lambda: not _engine_pids(tmp_path / "data"), timeout=10)
+    wait_for(lambda: not postgres_pids(tmp_path / "data"), timeout=20)
+
+
+def test_sqlite_backend_stays_selectable(tmp_path, engine_binary) -> None:
+    port = free_port()
+    server = _serve(tmp_path, engine_binary, port, QUARRY_EMBEDDED_BACKEND="sqlite")
+    try:
+        wait_for(lambda: _healthy(port), timeout=30)
         body = httpx.get(f"http://127.0.0.1:{port}/health").json()
         assert body["engine"] == "ferretdb-sqlite"
-        engines = _engine_pids(tmp_path / "data" / "db")
-        assert len(engines) == 1
+        assert list((tmp_path / "data" / "db").glob("*.sqlite"))
+        assert not (tmp_path / "data" / "pg").exists()
         server.send_signal(signal.SIGINT)
         server.wait(timeout=20)
     finally:
         if server.poll() is None:
             server.kill()
-    assert server.returncode == 0
-    wait_for(lambda: not _engine_pids(tmp_path / "data" / "db"), timeout=10)
+    wait_for(lambda: not _engine_pids(tmp_path / "data"), timeout=10)
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_serve_without_go_says_how_to_fix_it(tmp_path) -> None:
@@ -194,7 +275,7 @@ def test_engine_cli_start_status_stop_and_server_reuse(tmp_path, engine_binary) 
             env=env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=120,
         )
 
     assert quarry("engine", "status").returncode == 3
@@ -203,6 +284,9 @@ def test_engine_cli_start_status_stop_and_server_reuse(tmp_path, engine_binary) 
     try:
         status = quarry("engine", "status")
         assert status.returncode == 0 and "running" in status.stdout
+        assert "ferretdb-postgresql" in status.stdout
+        postgres_pid = int(re.search(r"postgres pid (\d+)", status.stdout).group(1))
+        assert postgres_pid in postgres_pids(tmp_path / "data")
         url = re.search(r"mongodb://\S+", status.stdout).group(0).rstrip(",")
         client: MongoClient = MongoClient(url, serverSelectionTimeoutMS=2000)
         client.quarry_cli.things.insert_one({"a": 1})
@@ -217,7 +301,8 @@ def test_engine_cli_start_status_stop_and_server_reuse(tmp_path, engine_binary) 
         stopped = quarry("engine", "stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert quarry("engine", "status").returncode == 3
-    wait_for(lambda: not _engine_pids(tmp_path / "data" / "db"), timeout=10)
+    wait_for(lambda: not _engine_pids(tmp_path / "data"), timeout=10)
+    wait_for(lambda: not postgres_pids(tmp_path / "data"), timeout=10)
 
 
 async def test_app_uses_the_engine_started_from_the_cli(tmp_path, engine_binary) -> None:

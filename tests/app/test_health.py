@@ -10,6 +10,7 @@ import pytest
 
 from app.errors import ErrorCode
 from tests.app.test_errors import assert_envelope
+from tests.conftest import TEST_BACKEND
 
 
 @pytest.mark.parametrize("path", ["/health", "/api/v1/health"])
@@ -19,7 +20,7 @@ async def test_health_reports_connected_engine(client: httpx.AsyncClient, path: 
     body = response.json()
     assert body["status"] == "healthy"
     assert body["database"] == "connected"
-    assert body["engine"] in {"ferretdb-sqlite", "mongodb"}
+    assert body["engine"] in {"ferretdb-postgresql", "ferretdb-sqlite", "mongodb"}
     assert body["version"] == "0.1.0"
     assert body["time"].endswith("Z")
 
@@ -27,7 +28,9 @@ async def test_health_reports_connected_engine(client: httpx.AsyncClient, path: 
 async def test_health_names_the_embedded_engine(client: httpx.AsyncClient, database_server) -> None:
     if not database_server.stoppable:
         pytest.skip("running against an external server")
-    assert (await client.get("/health")).json()["engine"] == "ferretdb-sqlite"
+    engine = database_server.engine.name
+    assert engine == f"ferretdb-{TEST_BACKEND}"
+    assert (await client.get("/health")).json()["engine"] == engine
 
 
 async def _wait_until(predicate, timeout: float = 20.0) -> None:

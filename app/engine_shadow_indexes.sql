@@ -1,0 +1,163 @@
+-- Quarry's shadow indexes for FerretDB 1.24 on PostgreSQL (run by the embedded
+-- engine at every start, in the `ferretdb` database, before FerretDB serves).
+--
+-- Why: FerretDB pushes an equality filter such as {"email": "a@b"} down to
+-- PostgreSQL as `_jsonb -> 'email' @> '"a@b"'`. Its own indexes are btree
+-- indexes on `(_jsonb -> 'email')`, which cannot serve `@>`, so every such
+-- lookup read the whole table. A GIN index on the same expression with the
+-- `jsonb_path_ops` operator class can, and then a lookup by a unique field
+-- costs about as much as one by `_id`.
+--
+-- How: every FerretDB database is a PostgreSQL schema holding a table
+-- `_ferretdb_database_metadata` with one row per collection:
+--   {"_id": <collection>, "table": <table>, "indexes":
+--     [{"name": "email_1", "pgindex": <index>, "key": {"email": 1}, "unique": true}, ...]}
+-- FerretDB inserts that row when it creates a collection and updates it when it
+-- creates or drops an index, in the same transaction as its own DDL. A row
+-- trigger on every metadata table (attached by an event trigger when FerretDB
+-- creates one) keeps, for every FerretDB index with top-level keys (`_id`
+-- included), one GIN index `qgin_<md5 of the FerretDB index name and keys>` over those keys,
+-- and drops the GIN indexes whose FerretDB index is gone. Dropping a collection
+-- drops its table and so its GIN indexes; dropping a database drops its schema.
+-- The GIN index is created in FerretDB's own transaction: it exists before the
+-- index is visible to any client, so it is used from the first request.
+--
+-- This depends on FerretDB's internal layout (table and column names, the JSON
+-- shape above). `quarry_check_layout` fails loudly when a row does not have that
+-- shape, which makes FerretDB's own DDL fail instead of silently going slow; the
+-- test suite checks the layout too (tests/app/test_engine_indexes.py).
+
+-- Named after FerretDB's index and the keys covered, so that a change of either
+-- (or of the rule below) replaces the GIN index at the next start.
+CREATE OR REPLACE FUNCTION quarry_gin_name(pgindex text, keys text[]) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'qgin_' || left(md5(pgindex || ':' || array_to_string(keys, ',')), 24)
+$$;
+
+-- The top-level keys of one FerretDB index (`_id` too: FerretDB finds by `_id`
+-- with the same `@>` filter, which its btree `_id` index cannot serve either).
+-- Dotted keys are left out: FerretDB's find does not push them down.
+CREATE OR REPLACE FUNCTION quarry_gin_keys(index_doc jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(array_agg(k.key ORDER BY k.key), '{}')
+    FROM jsonb_object_keys(index_doc -> 'key') AS k(key)
+    WHERE position('.' IN k.key) = 0 AND left(k.key, 1) <> '$'
+$$;
+
+CREATE OR REPLACE FUNCTION quarry_check_layout(schema_name text, meta jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    idx jsonb;
+BEGIN
+    IF jsonb_typeof(meta -> 'table') IS DISTINCT FROM 'string'
+       OR jsonb_typeof(meta -> 'indexes') IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'quarry: FerretDB metadata in schema % has an unknown layout: %',
+            schema_name, left(meta::text, 200)
+            USING HINT = 'Quarry''s shadow GIN indexes depend on FerretDB 1.24''s layout';
+    END IF;
+    FOR idx IN SELECT * FROM jsonb_array_elements(meta -> 'indexes') LOOP
+        IF jsonb_typeof(idx -> 'pgindex') IS DISTINCT FROM 'string'
+           OR jsonb_typeof(idx -> 'key') IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION 'quarry: FerretDB index metadata in schema % has an unknown layout: %',
+                schema_name, left(idx::text, 200)
+                USING HINT = 'Quarry''s shadow GIN indexes depend on FerretDB 1.24''s layout';
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- Make the GIN indexes of one collection match its FerretDB indexes.
+CREATE OR REPLACE FUNCTION quarry_sync_gin(schema_name text, meta jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    table_name text;
+    idx jsonb;
+    keys text[];
+    wanted text[] := '{}';
+    gin_name text;
+    columns text;
+    existing record;
+BEGIN
+    PERFORM quarry_check_layout(schema_name, meta);
+    table_name := meta ->> 'table';
+    IF to_regclass(format('%I.%I', schema_name, table_name)) IS NULL THEN
+        RETURN;  -- the table comes with a later statement of the same transaction
+    END IF;
+    FOR idx IN SELECT * FROM jsonb_array_elements(meta -> 'indexes') LOOP
+        keys := quarry_gin_keys(idx);
+        CONTINUE WHEN cardinality(keys) = 0;
+        gin_name := quarry_gin_name(idx ->> 'pgindex', keys);
+        wanted := wanted || gin_name;
+        SELECT string_agg(format('(_jsonb -> %L) jsonb_path_ops', k), ', ')
+          INTO columns FROM unnest(keys) AS k;
+        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin (%s)',
+                       gin_name, schema_name, table_name, columns);
+    END LOOP;
+    FOR existing IN
+        SELECT i.indexname FROM pg_indexes i
+        WHERE i.schemaname = schema_name AND i.tablename = table_name
+          AND i.indexname LIKE 'qgin\_%' AND NOT (i.indexname = ANY (wanted))
+    LOOP
+        EXECUTE format('DROP INDEX IF EXISTS %I.%I', schema_name, existing.indexname);
+    END LOOP;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION quarry_metadata_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM quarry_sync_gin(TG_TABLE_SCHEMA, NEW._jsonb);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION quarry_watch_metadata_table(schema_name text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER quarry_gin_sync AFTER INSERT OR UPDATE ON %I._ferretdb_database_metadata '
+        'FOR EACH ROW EXECUTE FUNCTION quarry_metadata_changed()', schema_name);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION quarry_table_created() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    command record;
+BEGIN
+    FOR command IN SELECT * FROM pg_event_trigger_ddl_commands()
+                   WHERE command_tag = 'CREATE TABLE' AND object_type = 'table' LOOP
+        IF command.object_identity LIKE '%._ferretdb_database_metadata' THEN
+            PERFORM quarry_watch_metadata_table(command.schema_name);
+        END IF;
+    END LOOP;
+END
+$$;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'quarry_metadata_tables') THEN
+        CREATE EVENT TRIGGER quarry_metadata_tables ON ddl_command_end
+            WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION quarry_table_created();
+    END IF;
+END
+$$;
+
+-- Existing databases (data from before this file, or migrated): watch their
+-- metadata tables and bring their GIN indexes up to date.
+DO $$
+DECLARE
+    meta_table record;
+    row_doc jsonb;
+BEGIN
+    FOR meta_table IN
+        SELECT schemaname FROM pg_tables WHERE tablename = '_ferretdb_database_metadata'
+    LOOP
+        PERFORM quarry_watch_metadata_table(meta_table.schemaname);
+        FOR row_doc IN EXECUTE format('SELECT _jsonb FROM %I._ferretdb_database_metadata',
+                                      meta_table.schemaname) LOOP
+            PERFORM quarry_sync_gin(meta_table.schemaname, row_doc);
+        END LOOP;
+    END LOOP;
+END
+$$;
