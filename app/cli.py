@@ -25,6 +25,7 @@ from app.engine import (
     build_engine,
     engine_is_built,
     read_registered,
+    refuse_unmigrated,
     register,
     start_engine,
     unregister,
@@ -65,6 +66,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     engine: EmbeddedEngine | None = None
     try:
+        if settings.embedded_engine:
+            refuse_unmigrated(settings.data_dir, settings.embedded_backend)
         if settings.embedded_engine and settings.workers > 1:
             from app.engine import start_for_server
 

@@ -236,6 +236,7 @@ class EmbeddedEngine:
     backend: str = "postgresql"
     binary: Path | None = None
     postgres_bin: Path | None = None
+    lock_held: bool = False
     process: subprocess.Popen[bytes] | None = None
     _stdin: IO[bytes] | None = None
 
@@ -268,30 +269,32 @@ class EmbeddedEngine:
         port: int = 0,
         detached: bool = False,
         postgres_bin: Path | None = None,
+        lock_held: bool = False,
         timeout: float = START_TIMEOUT_SECONDS,
     ) -> EmbeddedEngine:
-        """Start the engine and wait until it answers ping; raise EngineError if it cannot."""
+        """Start the engine and wait until it answers ping; raise EngineError if it cannot.
+
+        `lock_held`: the caller holds the data directory's lock itself (the
+        migration runs two engines on one data directory).
+        """
         if backend not in BACKENDS:
             raise EngineError(f"Unknown embedded backend {backend!r}: use postgresql or sqlite.")
         data_dir = data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
-        lock = _lock_data_dir(data_dir)
+        lock = None if lock_held else _lock_data_dir(data_dir)
         port = port or free_port()
         log_path = data_dir.parent / "engine.log"
-        args = [
-            str(binary),
-            f"-listen=127.0.0.1:{port}",
-            f"-backend={backend}",
-            f"-lock-fd={lock.fileno()}",
-            "-log-level=warn",
-        ]
+        args = [str(binary), f"-listen=127.0.0.1:{port}", f"-backend={backend}", "-log-level=warn"]
+        if lock is not None:
+            args.append(f"-lock-fd={lock.fileno()}")
         if backend == "sqlite":
             args.append(f"-data-dir={data_dir}")
         else:
             try:
                 cluster = prepare_cluster(data_dir, postgres_bin)
             except PostgresSetupError as exc:
-                lock.close()
+                if lock is not None:
+                    lock.close()
                 raise EngineError(str(exc)) from None
             args += [
                 f"-postgres-bin={cluster.bin_dir}",
@@ -318,9 +321,10 @@ class EmbeddedEngine:
                 start_new_session=True,
                 # The engine inherits the data-directory lock and holds it for as
                 # long as it runs, whoever started it.
-                pass_fds=(lock.fileno(),),
+                pass_fds=(lock.fileno(),) if lock is not None else (),
             )
-        lock.close()
+        if lock is not None:
+            lock.close()
         engine = cls(
             port=port,
             data_dir=data_dir,
@@ -329,6 +333,7 @@ class EmbeddedEngine:
             backend=backend,
             binary=binary,
             postgres_bin=postgres_bin,
+            lock_held=lock_held,
             process=process,
             _stdin=process.stdin,
         )
@@ -360,6 +365,7 @@ class EmbeddedEngine:
             backend=self.backend,
             port=self.port,
             postgres_bin=self.postgres_bin,
+            lock_held=self.lock_held,
         )
         self.pid, self.process, self._stdin = fresh.pid, fresh.process, fresh._stdin
 

@@ -219,8 +219,17 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
         pass
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
     result = subprocess.run(  # noqa: S603 (fixed argument list)
-        [useradd, "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin",
-         "--comment", "Quarry embedded PostgreSQL", name],
+        [
+            useradd,
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--comment",
+            "Quarry embedded PostgreSQL",
+            name,
+        ],
         capture_output=True,
         text=True,
         check=False,

@@ -208,9 +208,7 @@ def test_quarry_serve_answers_over_http_and_ctrl_c_stops_the_engine(
     wait_for(lambda: not postgres_pids(tmp_path / "data"), timeout=10)
 
 
-def test_quarry_serve_killed_by_sigkill_leaves_no_engine_processes(
-    tmp_path, engine_binary
-) -> None:
+def test_quarry_serve_killed_by_sigkill_leaves_no_engine_processes(tmp_path, engine_binary) -> None:
     port = free_port()
     server = _serve(tmp_path, engine_binary, port)
     try:
