@@ -237,6 +237,8 @@ class EmbeddedEngine:
     binary: Path | None = None
     postgres_bin: Path | None = None
     lock_held: bool = False
+    #: PostgreSQL's loopback port (postgresql backend, engines started here).
+    postgres_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
     _stdin: IO[bytes] | None = None
 
@@ -287,9 +289,11 @@ class EmbeddedEngine:
         args = [str(binary), f"-listen=127.0.0.1:{port}", f"-backend={backend}", "-log-level=warn"]
         if lock is not None:
             args.append(f"-lock-fd={lock.fileno()}")
+        postgres_port = None
         if backend == "sqlite":
             args.append(f"-data-dir={data_dir}")
         else:
+            postgres_port = free_port()
             try:
                 cluster = prepare_cluster(data_dir, postgres_bin)
             except PostgresSetupError as exc:
@@ -299,7 +303,7 @@ class EmbeddedEngine:
             args += [
                 f"-postgres-bin={cluster.bin_dir}",
                 f"-postgres-data={cluster.data}",
-                f"-postgres-port={free_port()}",
+                f"-postgres-port={postgres_port}",
                 f"-postgres-password-file={cluster.password_file}",
                 f"-postgres-log={cluster.log}",
                 f"-postgres-setup={SHADOW_INDEX_SQL}",
@@ -334,6 +338,7 @@ class EmbeddedEngine:
             binary=binary,
             postgres_bin=postgres_bin,
             lock_held=lock_held,
+            postgres_port=postgres_port,
             process=process,
             _stdin=process.stdin,
         )
@@ -368,6 +373,7 @@ class EmbeddedEngine:
             lock_held=self.lock_held,
         )
         self.pid, self.process, self._stdin = fresh.pid, fresh.process, fresh._stdin
+        self.postgres_port = fresh.postgres_port
 
     def running(self) -> bool:
         if self.process is not None:
