@@ -9,9 +9,11 @@ process recovers without a restart.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import pymongo
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -30,7 +32,7 @@ def open_client(url: str, settings: Settings) -> AsyncMongoClient[Document]:
         url,
         serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
         connectTimeoutMS=settings.mongodb_timeout_ms,
-        socketTimeoutMS=settings.mongodb_socket_timeout_ms,
+        socketTimeoutMS=settings.mongodb_socket_timeout_ms or None,
         tz_aware=True,
         uuidRepresentation="standard",
         appname="quarry",
@@ -44,12 +46,21 @@ class Database:
     embedded: bool
     #: `ferretdb-postgresql` / `ferretdb-sqlite` when the app runs the embedded engine.
     embedded_name: str = ""
+    #: Seconds one read may take (`QUARRY_QUERY_TIMEOUT_MS`), see `read_deadline`.
+    query_timeout: float = 60.0
     _engine: str | None = field(default=None, init=False)
 
     @property
     def control(self) -> AsyncDatabase[Document]:
         """The control-plane database: users, tokens, keys, database metadata."""
         return self.client[self.control_db_name]
+
+    def read_deadline(self) -> contextlib.AbstractContextManager[None]:
+        """A time limit for the reads inside the block: sent to the server as
+        `maxTimeMS` (MongoDB honours it everywhere; FerretDB for find and
+        aggregate), so a slow query is stopped there rather than abandoned while it
+        runs on; the client waits as long. Answered 504 `OPERATION_TIMEOUT`."""
+        return pymongo.timeout(self.query_timeout)
 
     async def ping(self) -> bool:
         try:

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from pymongo.errors import ConnectionFailure, OperationFailure
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, OperationFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.request_context import current_request_id
@@ -49,6 +49,7 @@ class ErrorCode(StrEnum):
     INVALID_NAME = "INVALID_NAME"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    OPERATION_TIMEOUT = "OPERATION_TIMEOUT"
     ENGINE_UNSUPPORTED = "ENGINE_UNSUPPORTED"
 
     # Accounts, tokens, keys (auth.md).
@@ -140,6 +141,13 @@ class DatabaseUnavailable(QuarryError):
     status_code = 503
     error_code = ErrorCode.DATABASE_UNAVAILABLE
     message = "The database is unavailable; retry shortly."
+
+
+class OperationTimeout(QuarryError):
+    """The database is up but the operation did not finish in time (504)."""
+
+    status_code = 504
+    error_code = ErrorCode.OPERATION_TIMEOUT
 
 
 class EngineUnsupported(QuarryError):
@@ -271,6 +279,29 @@ async def _database_unreachable(request: Request, exc: Exception) -> JSONRespons
     return await _quarry_error(request, DatabaseUnavailable())
 
 
+async def _operation_timeout(request: Request, exc: Exception) -> JSONResponse:
+    """A read stopped by its server-side limit, or no answer within a configured socket
+    timeout: the server is up, so this is not an outage (and not retried blindly)."""
+    settings = request.app.state.settings
+    # A read's own deadline (`Database.read_deadline`) names `timeoutMS` when the
+    # client gives up first; the server stopping it is ExecutionTimeout.
+    if isinstance(exc, ExecutionTimeout) or "timeoutMS:" in str(exc):
+        message = (
+            f"The query ran longer than {settings.query_timeout_ms / 1000:g} s and was stopped "
+            "by the database; narrow the filter, page through it with a cursor, or use a "
+            "field with an index."
+        )
+    else:
+        message = (
+            f"The database did not answer within {settings.mongodb_socket_timeout_ms / 1000:g} s "
+            "(QUARRY_MONGODB_SOCKET_TIMEOUT_MS) and the request was abandoned; a "
+            "multi-document write is taken back by the maintenance task, a single-document "
+            "write may have been applied."
+        )
+    logger.warning("operation timed out: %s", type(exc).__name__)
+    return await _quarry_error(request, OperationTimeout(message))
+
+
 #: Server answers that mean "the database is going away or changing hands", not a bug.
 TRANSIENT_SERVER_CODES = {6, 7, 89, 91, 189, 10107, 11600, 11602, 13435, 13436}
 
@@ -299,9 +330,7 @@ _DUPLICATE_INDEX = re.compile(
 
 def is_duplicate_key_message(code: object, message: str) -> bool:
     return (
-        code in DUPLICATE_KEY_CODES
-        or "UNIQUE constraint" in message
-        or "SQLSTATE 23505" in message
+        code in DUPLICATE_KEY_CODES or "UNIQUE constraint" in message or "SQLSTATE 23505" in message
     )
 
 
@@ -353,4 +382,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ConnectionFailure, _database_unreachable)
+    app.add_exception_handler(NetworkTimeout, _operation_timeout)
+    app.add_exception_handler(ExecutionTimeout, _operation_timeout)
     app.add_exception_handler(OperationFailure, _operation_failure)

@@ -66,6 +66,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         control_db_name=settings.control_db,
         embedded=engine is not None,
         embedded_name=engine.name if engine is not None else "",
+        query_timeout=settings.query_timeout_ms / 1000,
     )
     app.state.engine = engine
     watcher = (

@@ -47,7 +47,12 @@ class Settings(BaseSettings):
     mongodb_url: str = ""
     control_db: str = "quarry"
     mongodb_timeout_ms: Annotated[int, Field(ge=100, le=60_000)] = 2_000
-    mongodb_socket_timeout_ms: Annotated[int, Field(ge=1_000, le=3_600_000)] = 60_000
+    #: 0: none. A socket timeout cannot stop work the server goes on with, so by
+    #: default Quarry waits for every answer; a dead or paused server is noticed by
+    #: the driver's monitor (`mongodb_timeout_ms`) instead.
+    mongodb_socket_timeout_ms: Annotated[int, Field(ge=0, le=3_600_000)] = 0
+    #: Server-side limit (`maxTimeMS`) of one read: find, count, aggregate.
+    query_timeout_ms: Annotated[int, Field(ge=100, le=3_600_000)] = 60_000
     data_dir: Path = Path(".quarry")
     ferretdb_bin: Path | None = None
     engine_port: Annotated[int, Field(ge=0, le=65535)] = 0

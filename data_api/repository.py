@@ -15,7 +15,8 @@ from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
 from app.database import Database, Document
-from management.repository import restore_into
+from app.undo import UndoReport, restore_into
+from app.undo import undo_update as undo_update_in
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ async def find_documents(
     cursor = target.handle.find(query, projection=projection, skip=skip, limit=limit)
     if sort:
         cursor = cursor.sort(sort)
-    return await cursor.to_list(length=limit)
+    with target.database.read_deadline():
+        return await cursor.to_list(length=limit)
 
 
 async def find_document(
@@ -65,9 +67,10 @@ async def find_document(
 
 
 async def count_documents(*, target: Target, query: Document) -> int:
-    if not query:
-        return await target.database.collection_size(target.db_name, target.collection)
-    return await target.handle.count_documents(query)
+    with target.database.read_deadline():
+        if not query:
+            return await target.database.collection_size(target.db_name, target.collection)
+        return await target.handle.count_documents(query)
 
 
 async def update_documents(
@@ -120,9 +123,17 @@ async def restore_documents(*, target: Target, documents: Sequence[Document]) ->
     await restore_into(target.handle, documents)
 
 
+async def undo_update(
+    *, target: Target, pre_images: Sequence[Document], update: Document
+) -> UndoReport:
+    """Take back what `update` wrote to these documents and nothing written since."""
+    return await undo_update_in(target.handle, pre_images, update)
+
+
 async def aggregate(*, target: Target, pipeline: list[Document], limit: int) -> list[Document]:
-    cursor = await target.handle.aggregate(pipeline)
-    return await cursor.to_list(length=limit)
+    with target.database.read_deadline():
+        cursor = await target.handle.aggregate(pipeline)
+        return await cursor.to_list(length=limit)
 
 
 async def any_other_with(*, target: Target, field: str, value: Any, exclude_id: Any) -> bool:

@@ -54,7 +54,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import bson
-from pymongo.errors import BulkWriteError, DocumentTooLarge, OperationFailure, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    DocumentTooLarge,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+)
 
 from app.database import Database, Document
 from app.deps import Caller
@@ -99,7 +105,7 @@ from data_api.query import (
 )
 from data_api.repository import Target
 from data_api.schemas import BulkInsert, BulkOperation, BulkUpdate
-from data_api.updates import CompiledUpdate, compile_update
+from data_api.updates import CompiledUpdate, compile_update, pin_current_date
 from management.journal import JournalEntry
 from management.service import ManagementService, collection_schema
 
@@ -144,6 +150,8 @@ class Undo:
     client_ids: list[Any] = field(default_factory=list)
     pre_images: dict[bytes, Document] = field(default_factory=dict)
     inserted: set[bytes] = field(default_factory=set)
+    #: The one update this undo takes back (None in a bulk, which may hold several).
+    update: Document | None = None
     done: bool = False
     failed: bool = False
 
@@ -179,7 +187,10 @@ class Undo:
                 await repo.delete_id_range(target=self.target, low=low, high=high)
             await repo.delete_by_ids(target=self.target, ids=self.client_ids)
             restore = [doc for key, doc in self.pre_images.items() if key not in self.inserted]
-            await repo.restore_documents(target=self.target, documents=restore)
+            if self.update is not None and restore:
+                await repo.undo_update(target=self.target, pre_images=restore, update=self.update)
+            else:
+                await repo.restore_documents(target=self.target, documents=restore)
         except PyMongoError as exc:
             self.failed = True
             logger.error(
@@ -259,11 +270,14 @@ class DocumentService:
             await self._insert(collection, documents, undo, generated, loc=loc)
         return [document["_id"] for document in documents]
 
-    def _journal_update(self, target: Target, before: list[Document]) -> JournalEntry:
+    def _journal_update(
+        self, target: Target, before: list[Document], update: Document
+    ) -> JournalEntry:
         """Write ahead the documents a multi-document update is about to change."""
         journal = JournalEntry.create(self.management.journal_root)
         try:
             journal.save_pre_images(before)
+            journal.save_update(update)
             journal.commit(db_name=target.db_name, collection=target.collection, ranges=[])
         except BaseException:
             journal.remove()
@@ -579,9 +593,12 @@ class DocumentService:
         target = collection.target
         own_undo = undo is None
         undo = undo or Undo(target)
-        document = compiled.document
+        # A fixed time instead of $currentDate: an undo replays the update and must
+        # compute the same values the engine wrote.
+        document = pin_current_date(compiled.document)
         if upsert:
             document = compiled.with_defaults(collection.schema.defaults(), exclude=set(query))
+            document = pin_current_date(document)
         before = await self._read(
             target, query, [], None, skip=0, limit=UNDO_LIMIT + 1 if multi else 1
         )
@@ -596,9 +613,11 @@ class DocumentService:
         else:
             undo.remember(before)
         journal = None
+        if own_undo:
+            undo.update = document
         if own_undo and 1 < len(before) <= UNDO_LIMIT:
             # Up to UNDO_LIMIT documents encoded and written: off the event loop.
-            journal = await asyncio.to_thread(self._journal_update, target, before)
+            journal = await asyncio.to_thread(self._journal_update, target, before, document)
         async with journalled(journal, undo):
             try:
                 outcome = await repo.update_documents(
@@ -821,7 +840,9 @@ class DocumentService:
         try:
             return await awaitable
         except OperationFailure as exc:
-            if is_transient(exc) or exc.code in (1, NOT_IMPLEMENTED_CODE):
+            if is_transient(exc) or isinstance(exc, ExecutionTimeout):
+                raise
+            if exc.code in (1, NOT_IMPLEMENTED_CODE):
                 raise
             raise refusal(f"The database refused the request: {engine_message(exc)}.") from None
 

@@ -12,7 +12,9 @@ that a `date` field stays a date and an `int` field stays an integer:
 - `$push`, `$addToSet`, `$pull` convert elements by the array's `items` type;
   `$pull` conditions go through the filter compiler (same operator allow-list);
 - `$rename` keeps required fields and, between typed fields, the type;
-- `$currentDate` writes a date (or a timestamp into an untyped field).
+- `$currentDate` writes a date (or a timestamp into an untyped field); a date is
+  pinned to the request's time (`pin_current_date`: `$set` of one UTC time in
+  milliseconds) so that the update can be replayed exactly by an undo.
 Two operators on the same or overlapping paths are refused (MongoDB would too,
 but with a less clear message). Problems are collected, then answered as one
 422 listing each with its `loc`; an operator outside the allow-list is 400
@@ -28,6 +30,7 @@ condition for a value, so there they are 501 rather than a wrong result.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from app.errors import EngineUnsupported
@@ -64,6 +67,27 @@ class CompiledUpdate:
         if not missing:
             return self.document
         return {**self.document, "$setOnInsert": missing}
+
+
+def pin_current_date(document: dict[str, Any]) -> dict[str, Any]:
+    """The update with `$currentDate` dates turned into a `$set` of now (UTC, in
+    milliseconds, as BSON stores it); timestamps stay with the server."""
+    current = document.get("$currentDate")
+    if not current:
+        return document
+    clock = datetime.now(UTC)
+    now = clock.replace(microsecond=clock.microsecond // 1000 * 1000)
+    dates = {
+        path: now for path, kind in current.items() if kind is True or kind == {"$type": "date"}
+    }
+    if not dates:
+        return document
+    pinned = {key: value for key, value in document.items() if key != "$currentDate"}
+    rest = {path: kind for path, kind in current.items() if path not in dates}
+    if rest:
+        pinned["$currentDate"] = rest
+    pinned["$set"] = {**document.get("$set", {}), **dates}
+    return pinned
 
 
 class _Problems:

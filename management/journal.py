@@ -7,8 +7,14 @@ collection, the ObjectId ranges of the ids the server generated (see
 `app.ids.RangedIds`), the client-supplied `_id`s (`ids.bson`) and
 those of them that already existed before the import (`excluded.bson`, never
 deleted) and, for an update, the documents as they were before
-(`pre_images.bson`, put back by a rollback). The writing request holds an
-exclusive `flock` on the entry.
+(`pre_images.bson`) and the update itself (`update.bson`). The writing request
+holds an exclusive `flock` on the entry.
+
+An update's rollback is resolved against what is stored now
+(`app.undo.undo_update`): a document goes back to its pre-image only while it
+still equals what this update made of it, so a rollback never undoes a write
+made after the update (a retry by the client, another writer) and an update that
+in fact completed is taken back exactly, not half.
 
 - Success: the entry is removed.
 - A duplicate key (abort) or a database failure: the request rolls back at once;
@@ -84,6 +90,13 @@ class JournalEntry:
         with open(self.path / "pre_images.bson", "ab") as handle:
             for document in documents:
                 handle.write(bson.encode(document))
+
+    def save_update(self, update: Document) -> None:
+        (self.path / "update.bson").write_bytes(bson.encode(update))
+
+    def _update(self) -> Document | None:
+        path = self.path / "update.bson"
+        return bson.decode(path.read_bytes()) if path.exists() else None
 
     def exclude(self, ids: list[Any]) -> None:
         with open(self.path / "excluded.bson", "ab") as handle:
@@ -165,14 +178,13 @@ class JournalEntry:
                 chunk = []
         if chunk:
             deleted += await repo.delete_ids(**target, ids=chunk)
-        restored: list[Document] = []
-        for document in self._read_documents("pre_images.bson"):
-            restored.append(document)
-            if len(restored) >= repo.RESTORE_CHUNK:
-                await repo.restore_documents(**target, documents=restored)
-                deleted, restored = deleted + len(restored), []
-        await repo.restore_documents(**target, documents=restored)
-        return deleted + len(restored)
+        pre_images = list(self._read_documents("pre_images.bson"))
+        update = self._update()
+        if update is None:
+            await repo.restore_documents(**target, documents=pre_images)
+            return deleted + len(pre_images)
+        report = await repo.undo_update_of(**target, pre_images=pre_images, update=update)
+        return deleted + report.restored
 
 
 def journal_entries(root: Path) -> list[Path]:

@@ -28,13 +28,13 @@ from typing import Any
 from bson import ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, IndexModel
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure
 from pymongo.results import InsertManyResult
 
 from app.clock import utc_now
 from app.database import Database, Document
+from app.undo import UndoReport, restore_into, undo_update
 
 DATABASES = "databases"
 LOCKS = "locks"
@@ -244,38 +244,21 @@ async def delete_ids(*, database: Database, db_name: str, collection: str, ids: 
     return result.deleted_count
 
 
-# At most this many pre-images are put back one `replace_one` at a time (each
-# atomic); more go back as one `delete_many` and one `insert_many` per chunk.
-# Measured on the embedded engine, a replace by `_id` (or an upsert, single or in
-# a bulk_write) costs time proportional to the collection — 0.2 s on 10,000
-# documents, so 500 upserts took over two minutes, where deleting and
-# re-inserting 5,000 takes 2.7 s.
-REPLACE_ONE_BY_ONE = 16
-RESTORE_CHUNK = 1_000
-
-
-async def restore_into(handle: AsyncCollection[Document], documents: Sequence[Document]) -> None:
-    """Put documents back exactly as they were, re-inserting those that are gone.
-
-    Between the delete and the insert of a chunk those documents are absent; a
-    journalled rollback cut short there runs again from the journal (deleting
-    the same ids again first, so it converges). Known limit: a value of a unique
-    field that a concurrent writer took in between fails the insert.
-    """
-    if len(documents) <= REPLACE_ONE_BY_ONE:
-        for document in documents:
-            await handle.replace_one({"_id": document["_id"]}, document, upsert=True)
-        return
-    for start in range(0, len(documents), RESTORE_CHUNK):
-        chunk = documents[start : start + RESTORE_CHUNK]
-        await handle.delete_many({"_id": {"$in": [doc["_id"] for doc in chunk]}})
-        await handle.insert_many(chunk, ordered=False)
-
-
 async def restore_documents(
     *, database: Database, db_name: str, collection: str, documents: Sequence[Document]
 ) -> None:
     await restore_into(database.client[db_name][collection], documents)
+
+
+async def undo_update_of(
+    *,
+    database: Database,
+    db_name: str,
+    collection: str,
+    pre_images: Sequence[Document],
+    update: Document,
+) -> UndoReport:
+    return await undo_update(database.client[db_name][collection], pre_images, update)
 
 
 async def stream_documents(
