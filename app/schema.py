@@ -449,11 +449,14 @@ class CompiledSchema:
 
     def convert_filter_value(self, name: str, value: Any) -> Any:
         """A filter value for field `name`: like `convert_value`, except that an array
-        field also takes a single element (MongoDB matches it against the elements)."""
+        field also takes a single element (MongoDB matches it against the elements),
+        typed by the field's `items` or, without them, kept as an untyped value."""
         field = self._fields.get(name)
-        if field is not None and field.element is not None and type(value) is not list:
+        if field is not None and field.type == "array" and type(value) is not list:
             try:
-                return value if value is None else field.element(value)
+                if value is None:
+                    return None
+                return field.element(value) if field.element else convert_untyped(value)
             except _Invalid as exc:
                 raise ValueError(exc.msg) from None
         if value is None:

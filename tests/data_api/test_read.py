@@ -275,3 +275,29 @@ async def test_cursor_walks_ids_of_every_allowed_type(crud: Crud) -> None:
         if not cursor:
             break
     assert walked == [2.5, 7, "a", "b", "60c72b2f9b1d8b1a2d3e4567"]
+
+
+@pytest.mark.parametrize("items", [None, "string"])
+async def test_array_filters_match_elements_with_or_without_items(
+    make_crud, items: str | None
+) -> None:
+    """`{"tags": "a"}` matches arrays holding "a" (MongoDB's element rule), whether
+    the schema declares `items` or not; a whole array still matches exactly."""
+    field = {"name": "tags", "type": "array", **({"items": items} if items else {})}
+    crud = await make_crud([{"name": "posts", "fields": [field]}])
+    response = await crud.insert(
+        [{"_id": "p1", "tags": ["a", "b"]}, {"_id": "p2", "tags": ["c"]}, {"_id": "p3", "tags": []}]
+    )
+    assert response.status_code == 201, response.text
+
+    async def ids(filters: dict) -> list[str]:
+        found = await crud.find(filters=json.dumps(filters), sort=json.dumps({"_id": 1}))
+        assert found.status_code == 200, found.text
+        return [doc["_id"] for doc in found.json()["data"]]
+
+    assert await ids({"tags": "a"}) == ["p1"]
+    assert await ids({"tags": {"$in": ["a", "c"]}}) == ["p1", "p2"]
+    assert await ids({"tags": {"$all": ["a", "b"]}}) == ["p1"]
+    assert await ids({"tags": {"$ne": "c"}}) == ["p1", "p3"]
+    assert await ids({"tags": ["a", "b"]}) == ["p1"]
+    assert await ids({"tags": {"$size": 0}}) == ["p3"]
