@@ -14,6 +14,7 @@ from tests.conftest import TEST_BACKEND
 
 
 @pytest.mark.parametrize("path", ["/health", "/api/v1/health"])
+@pytest.mark.smoke
 async def test_health_reports_connected_engine(client: httpx.AsyncClient, path: str) -> None:
     response = await client.get(path)
     assert response.status_code == 200
@@ -25,6 +26,7 @@ async def test_health_reports_connected_engine(client: httpx.AsyncClient, path: 
     assert body["time"].endswith("Z")
 
 
+@pytest.mark.smoke
 async def test_health_names_the_embedded_engine(client: httpx.AsyncClient, database_server) -> None:
     if not database_server.stoppable:
         pytest.skip("running against an external server")

@@ -6,6 +6,7 @@ import time
 
 import httpx
 import jwt
+import pytest
 
 from app.errors import ErrorCode
 from app.main import create_app
@@ -13,6 +14,7 @@ from tests.accounts import PASSWORD, new_email
 from tests.app.test_errors import assert_envelope
 
 
+@pytest.mark.smoke
 async def test_login_returns_a_token_pair(client: httpx.AsyncClient, register) -> None:
     account = await register(login=False)
     response = await client.post("/core/login", json={"email": account.email, "password": PASSWORD})
@@ -95,6 +97,7 @@ async def test_verification_can_be_switched_off(make_client, inbox) -> None:
         ).status_code == 200
 
 
+@pytest.mark.smoke
 async def test_brute_force_gets_429_with_retry_after_whatever_the_password(
     client: httpx.AsyncClient, register, app
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from app.errors import ErrorCode
 from tests.accounts import PASSWORD, new_email
@@ -18,6 +19,7 @@ def body(email: str, password: str = PASSWORD) -> dict[str, str]:
     return {"email": email, "firstName": "Alex", "lastName": "Dev", "password": password}
 
 
+@pytest.mark.smoke
 async def test_register_creates_unverified_account_and_mails_a_link(
     client: httpx.AsyncClient, inbox: Inbox, app
 ) -> None:
@@ -37,6 +39,7 @@ async def test_register_creates_unverified_account_and_mails_a_link(
     assert "/core/verify?token=" in mail.part("html")
 
 
+@pytest.mark.smoke
 async def test_verify_link_marks_the_account_verified(
     client: httpx.AsyncClient, inbox: Inbox, app
 ) -> None:

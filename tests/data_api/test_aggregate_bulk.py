@@ -20,6 +20,7 @@ async def people(crud: Crud) -> None:
     assert (await crud.insert(documents)).status_code == 201
 
 
+@pytest.mark.smoke
 async def test_match_on_dates_then_group(crud: Crud) -> None:
     await people(crud)
     response = await crud.post(
@@ -116,6 +117,7 @@ async def test_bulk_runs_mixed_operations_in_order(crud: Crud) -> None:
     ]
 
 
+@pytest.mark.smoke
 async def test_bulk_failure_undoes_every_earlier_operation(crud: Crud) -> None:
     await crud.insert([{"email": "a@example.com", "age": 1}, {"email": "b@example.com", "age": 2}])
     before = await crud.stored()

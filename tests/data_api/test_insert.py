@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+import pytest
 from bson import ObjectId
 
 from tests.app.test_errors import assert_envelope
@@ -16,6 +17,7 @@ SEED_DATA = [
 ]
 
 
+@pytest.mark.smoke
 async def test_seed_insert_example_stores_dates_and_answers_ids(crud: Crud) -> None:
     response = await crud.insert(SEED_DATA)
     assert response.status_code == 201, response.text
@@ -48,6 +50,7 @@ async def test_every_bad_document_is_listed_and_nothing_is_written(crud: Crud) -
     assert await crud.stored() == []
 
 
+@pytest.mark.smoke
 async def test_duplicate_key_in_a_batch_removes_what_the_request_wrote(crud: Crud) -> None:
     assert (await crud.insert({"email": "alice@example.com", "age": 30})).status_code == 201
     before = await crud.stored()

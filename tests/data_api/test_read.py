@@ -20,6 +20,7 @@ async def seed(crud: Crud, count: int, **extra: object) -> list[str]:
     return response.json()["inserted_ids"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.smoke
 async def test_seed_read_example(crud: Crud) -> None:
     await crud.insert(SEED_DATA)
     response = await crud.find(filters=json.dumps({"email": "alice@example.com"}))
@@ -278,6 +279,7 @@ async def test_cursor_walks_ids_of_every_allowed_type(crud: Crud) -> None:
 
 
 @pytest.mark.parametrize("items", [None, "string"])
+@pytest.mark.smoke
 async def test_array_filters_match_elements_with_or_without_items(
     make_crud, items: str | None
 ) -> None:

@@ -21,6 +21,7 @@ TAGGED = [
 
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
+@pytest.mark.smoke
 async def test_seed_update_example(crud: Crud, method: str) -> None:
     await crud.insert(SEED_DATA)
     response = await crud.update(
@@ -136,6 +137,7 @@ async def test_update_without_filter_needs_all(crud: Crud) -> None:
     assert accepted.json()["modified_count"] == 2
 
 
+@pytest.mark.smoke
 async def test_duplicate_key_update_puts_every_document_back(crud: Crud) -> None:
     await crud.insert([{"email": f"{n}@example.com", "age": 7} for n in range(4)])
     before = await crud.stored()
@@ -168,6 +170,7 @@ async def test_upsert_missing_a_required_field_leaves_nothing(crud: Crud) -> Non
     assert await crud.stored() == []
 
 
+@pytest.mark.smoke
 async def test_delete_without_filter_is_refused_and_all_deletes(crud: Crud) -> None:
     await crud.insert(SEED_DATA)
     assert_envelope(await crud.delete(), 400, "FILTER_REQUIRED")

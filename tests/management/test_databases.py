@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import pytest
 from pymongo import MongoClient
 
 from app.errors import ErrorCode
@@ -17,6 +18,7 @@ from tests.databases import USERS_SCHEMA, metadata, unique_name
 CreateDatabase = Callable[..., Awaitable[dict[str, Any]]]
 
 
+@pytest.mark.smoke
 async def test_create_database_answers_the_seed_shape_and_makes_the_physical_database(
     client: httpx.AsyncClient,
     owner: Account,
@@ -181,6 +183,7 @@ async def test_search_is_literal_not_a_regular_expression(
     assert response.json()["data"] == []
 
 
+@pytest.mark.smoke
 async def test_another_owners_database_is_not_found_everywhere(
     client: httpx.AsyncClient,
     owner: Account,

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from bson import Int64, ObjectId
 from pymongo import MongoClient
 
@@ -131,6 +132,7 @@ async def test_export_of_unknown_collection_is_not_found(
     assert_envelope(response, 404, ErrorCode.COLLECTION_NOT_FOUND)
 
 
+@pytest.mark.smoke
 async def test_export_then_import_round_trips_content_and_types(
     client: httpx.AsyncClient, owner: Account, create_database: CreateDatabase, sync_client: Sync
 ) -> None:

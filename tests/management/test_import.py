@@ -65,6 +65,7 @@ def _users(count: int, start: int = 0) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.smoke
 async def test_import_of_an_array_converts_by_schema(
     client: httpx.AsyncClient, owner: Account, target: tuple[str, Any]
 ) -> None:
@@ -247,6 +248,7 @@ async def test_a_duplicate_id_in_the_file_is_one_skipped_record_with_skip(
     assert users.count_documents({}) == 5
 
 
+@pytest.mark.smoke
 async def test_a_unique_field_clash_rolls_the_import_back_and_keeps_existing_documents(
     client: httpx.AsyncClient, owner: Account, target: tuple[str, Any]
 ) -> None:
