@@ -328,6 +328,14 @@ _DUPLICATE_INDEX = re.compile(
 )
 
 
+def is_too_many_parameters(exc: OperationFailure) -> bool:
+    """The embedded engine deletes matched documents in one SQL statement with a bound
+    parameter per document: SQLite refuses more than 32,766, PostgreSQL's protocol
+    more than 65,535, and nothing is deleted."""
+    text = str(exc)
+    return "too many SQL variables" in text or "extended protocol limited to" in text
+
+
 def is_duplicate_key_message(code: object, message: str) -> bool:
     return (
         code in DUPLICATE_KEY_CODES or "UNIQUE constraint" in message or "SQLSTATE 23505" in message

@@ -27,16 +27,23 @@ an undo log (logged); a bulk request may change at most `UNDO_LIMIT` existing
 documents; an aggregation result over `max_aggregate_documents` is 422
 `RESULT_TOO_LARGE` (never cut silently); `GET /api/crud/{id}` reads a 24-hex id as
 an ObjectId, anything else as a string, and an integer literal as a number when
-no string id matches. Known limit: undo restores pre-images, so a concurrent
-writer's change to the same documents in between is overwritten.
+no string id matches. The undo of one update (and its journal rollback) takes
+back only what that update wrote (`app.undo.undo_update`: documents changed
+since keep their new values); the undo of a bulk request restores its
+pre-images, so there a concurrent writer's change in between is overwritten.
+
+Time: the client waits for every write to finish (no socket timeout by
+default), because abandoning a write does not stop the engine; reads run under
+`QUARRY_QUERY_TIMEOUT_MS`, which the server enforces (504 `OPERATION_TIMEOUT`).
 
 An engine (or server) that dies mid-request cannot be compensated at once. A
 multi-document insert or update is therefore written ahead to the same journal
 as imports (`management.journal`: the `_id` ranges and the client `_id`s minus
 those that existed before; for an update, the pre-images): when the undo cannot
 run, the entry stays and the maintenance task removes the batch or puts the
-pre-images back once the engine is back (within one maintenance interval;
-readers see the half-applied write until then). A single-document write is atomic in
+pre-images back — where the documents still hold what the update wrote — once
+the engine is back (within one maintenance interval; readers see the
+half-applied write until then). A single-document write is atomic in
 the engine and needs no entry. Not journalled: deletes (one SQL statement on the
 embedded engine, so all or nothing there; on MongoDB a `delete_many` cut short
 stays cut short), updates of more than `UNDO_LIMIT` documents, and bulk
@@ -74,6 +81,7 @@ from app.errors import (
     engine_message,
     is_duplicate_key,
     is_duplicate_key_message,
+    is_too_many_parameters,
     is_transient,
 )
 from app.filters import InvalidFilter, compile_filter
@@ -727,14 +735,15 @@ class DocumentService:
                 repo.delete_documents(target=target, query=query, multi=multi), InvalidFilter
             )
         except OperationFailure as exc:
-            if multi and "too many SQL variables" in str(exc):
+            if multi and is_too_many_parameters(exc):
                 return await self._delete_in_chunks(target, query)
             raise
 
     @staticmethod
     async def _delete_in_chunks(target: Target, query: Document) -> int:
-        """The embedded engine fails a delete of more than 32,766 documents (one SQL
-        statement with a variable per id): delete `_id`-ordered slices instead."""
+        """The embedded engine fails a delete of more than 32,766 (SQLite) or 65,535
+        (PostgreSQL) documents — one SQL statement with a parameter per id: delete
+        `_id`-ordered slices instead."""
         deleted = 0
         while True:
             ids = await repo.matching_ids(target=target, query=query, limit=DELETE_CHUNK)

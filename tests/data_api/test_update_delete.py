@@ -201,3 +201,18 @@ async def test_delete_with_query_parameters(crud: Crud) -> None:
     assert [doc["email"] for doc in await crud.stored()] == ["alice@example.com"]
     missing = await crud.http.delete("/api/crud", headers=crud.headers)
     assert_envelope(missing, 422, "VALIDATION_ERROR")
+
+
+async def test_delete_of_more_than_65535_documents_deletes_them_all(
+    crud: Crud, sync_client
+) -> None:
+    """The embedded engine deletes in one SQL statement with a parameter per document,
+    which PostgreSQL refuses above 65,535 (and SQLite above 32,766): nothing was
+    deleted and the answer was a 500."""
+    physical = await crud.physical()
+    users = sync_client[physical.database.name]["users"]
+    users.insert_many([{"email": f"u{i}@example.com", "age": i % 7} for i in range(70_000)])
+    response = await crud.delete(filters={}, all=True)
+    assert response.status_code == 200, response.text
+    assert response.json()["deleted_count"] == 70_000
+    assert users.count_documents({}) == 0
