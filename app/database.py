@@ -83,6 +83,24 @@ class Database:
         backend = {"ferretdb-postgresql": "PostgreSQL", "ferretdb-sqlite": "SQLite"}
         return f"embedded FerretDB ({backend.get(self._engine, 'unknown backend')})"
 
+    async def engine_filter(self, query: Document) -> Document:
+        """`query` as the engine evaluates it correctly in count, update and delete.
+
+        FerretDB 1.24 on PostgreSQL pushes a top-level equality on a dotted path
+        (`{"items.sku": "a"}`) down to SQL as `_jsonb #> '{items,sku}' @> '"a"'`,
+        which cannot step through arrays: update and delete missed documents whose
+        `items` is an array that find returns. Wrapped in a one-element `$and`
+        (same meaning everywhere), the condition is evaluated by FerretDB itself.
+        """
+        if await self.engine_name() != "ferretdb-postgresql":
+            return query
+        dotted = [key for key in query if "." in key and not key.startswith("$")]
+        if not dotted:
+            return query
+        kept = {key: value for key, value in query.items() if key not in dotted}
+        clauses = [*kept.pop("$and", []), *({key: query[key]} for key in dotted)]
+        return {**kept, "$and": clauses}
+
     async def is_embedded_engine(self) -> bool:
         return (await self.engine_name()).startswith("ferretdb")
 

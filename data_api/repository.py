@@ -70,12 +70,13 @@ async def count_documents(*, target: Target, query: Document) -> int:
     with target.database.read_deadline():
         if not query:
             return await target.database.collection_size(target.db_name, target.collection)
-        return await target.handle.count_documents(query)
+        return await target.handle.count_documents(await target.database.engine_filter(query))
 
 
 async def update_documents(
     *, target: Target, query: Document, update: Document, multi: bool, upsert: bool
 ) -> UpdateOutcome:
+    query = await target.database.engine_filter(query)
     if multi:
         result = await target.handle.update_many(query, update, upsert=upsert)
     else:
@@ -84,6 +85,7 @@ async def update_documents(
 
 
 async def delete_documents(*, target: Target, query: Document, multi: bool) -> int:
+    query = await target.database.engine_filter(query)
     if multi:
         result = await target.handle.delete_many(query)
     else:

@@ -216,3 +216,25 @@ async def test_delete_of_more_than_65535_documents_deletes_them_all(
     assert response.status_code == 200, response.text
     assert response.json()["deleted_count"] == 70_000
     assert users.count_documents({}) == 0
+
+
+async def test_dotted_filters_reach_documents_whose_path_crosses_an_array(make_crud) -> None:
+    """FerretDB on PostgreSQL pushed `{"items.sku": "a"}` down as a JSON path that
+    cannot step through arrays: find saw both documents, update and delete one."""
+    crud = await make_crud([{"name": "orders", "fields": []}])
+    documents = [
+        {"_id": "array", "items": [{"sku": "a"}, {"sku": "b"}]},
+        {"_id": "object", "items": {"sku": "a"}},
+        {"_id": "other", "items": [{"sku": "c"}]},
+    ]
+    assert (await crud.insert(documents)).status_code == 201
+    where = {"items.sku": "a"}
+    counted = await crud.post("/api/crud/count", filters=where)
+    assert counted.json()["count"] == 2
+    updated = await crud.update("PATCH", filters=where, update_data={"$set": {"seen": True}})
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["matched_count"] == 2
+    assert sorted(d["_id"] for d in await crud.stored({"seen": True})) == ["array", "object"]
+    deleted = await crud.delete(filters={"items.sku": {"$eq": "a"}, "seen": True})
+    assert deleted.json()["deleted_count"] == 2
+    assert [d["_id"] for d in await crud.stored()] == ["other"]
