@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from app.ejson import DECIMAL_SUPPORTED
+from app.engine_sql import EngineSql
 from app.settings import Settings
 
 Document = dict[str, Any]
@@ -48,6 +49,8 @@ class Database:
     embedded_name: str = ""
     #: Seconds one read may take (`QUARRY_QUERY_TIMEOUT_MS`), see `read_deadline`.
     query_timeout: float = 60.0
+    #: Direct read-only SQL to the embedded engine's PostgreSQL (exact fast counts).
+    engine_sql: EngineSql | None = None
     _engine: str | None = field(default=None, init=False)
 
     @property
@@ -107,15 +110,21 @@ class Database:
     async def collection_size(self, db_name: str, collection: str) -> int:
         """The live number of documents.
 
-        MongoDB: the collection's metadata count. Embedded engine: `collStats`,
-        which reads the backend's row count instead of decoding every document. On
-        PostgreSQL that count is `pg_class.reltuples` after an `ANALYZE` FerretDB
-        runs for the call: exact while ANALYZE reads every row (its sample is
-        30,000 rows), an estimate above; there the documents are counted.
+        MongoDB: the collection's metadata count. Embedded engine on PostgreSQL:
+        `SELECT count(*)` on FerretDB's table (`app.engine_sql`). Otherwise
+        `collStats`, which reads the backend's row count instead of decoding every
+        document; on PostgreSQL that count is `pg_class.reltuples` after an
+        `ANALYZE` FerretDB runs for the call: exact while ANALYZE reads every row
+        (its sample is 30,000 rows), an estimate above, where the documents are
+        counted instead.
         """
         engine = await self.engine_name()
         if engine == "mongodb":
             return await self.client[db_name][collection].estimated_document_count()
+        if engine == "ferretdb-postgresql" and self.engine_sql is not None:
+            counted = await self.engine_sql.count(db_name, collection)
+            if counted is not None:
+                return counted
         stats = await self.client[db_name].command("collStats", collection)
         count = int(stats.get("count", 0))
         if engine == "ferretdb-postgresql" and count >= EXACT_STATS_ROWS:

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from psycopg.conninfo import make_conninfo as psycopg_conninfo
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
@@ -53,6 +54,7 @@ from app.engine_postgres import (
     POOL_MAX_CONNECTIONS,
     SHADOW_INDEX_SQL,
     PostgresSetupError,
+    cluster_paths,
     has_cluster,
     prepare_cluster,
     server_arguments,
@@ -261,6 +263,22 @@ class EmbeddedEngine:
             return None
         return pid if pid_alive(pid) else None
 
+    def postgres_conninfo(self) -> str | None:
+        """How to reach this engine's PostgreSQL directly (read-only uses, app.engine_sql)."""
+        if self.backend != "postgresql" or not self.postgres_port:
+            return None
+        try:
+            password = cluster_paths(self.data_dir)[1].read_text().strip()
+        except OSError:
+            return None
+        return psycopg_conninfo(
+            host="127.0.0.1",
+            port=self.postgres_port,
+            user="postgres",
+            password=password,
+            dbname="ferretdb",
+        )
+
     @classmethod
     def start(
         cls,
@@ -448,6 +466,7 @@ def read_registered(settings: Settings) -> EmbeddedEngine | None:
             pid=int(entry["pid"]),
             owned=False,
             backend=str(entry.get("backend", "sqlite")),
+            postgres_port=entry.get("postgres_port"),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -467,6 +486,7 @@ def register(settings: Settings, engine: EmbeddedEngine) -> None:
                 "port": engine.port,
                 "data_dir": str(engine.data_dir),
                 "backend": engine.backend,
+                "postgres_port": engine.postgres_port,
             }
         )
     )

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.database import Database, open_client
 from app.engine import EmbeddedEngine, EngineError, start_for_server
+from app.engine_sql import EngineSql
 from app.errors import install_error_handlers
 from app.health import router as health_router
 from app.logs import configure_logging
@@ -68,6 +69,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         embedded_name=engine.name if engine is not None else "",
         query_timeout=settings.query_timeout_ms / 1000,
     )
+    conninfo = engine.postgres_conninfo() if engine is not None else None
+    if conninfo:
+        app.state.database.engine_sql = EngineSql(conninfo)
     app.state.engine = engine
     watcher = (
         asyncio.create_task(_watch_engine(engine)) if engine is not None and engine.owned else None
@@ -84,6 +88,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        if app.state.database.engine_sql is not None:
+            await app.state.database.engine_sql.close()
         await client.close()
         if engine is not None and engine.owned:
             await asyncio.to_thread(engine.stop)

@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from pymongo import MongoClient
 
 from app.engine import EmbeddedEngine, build_engine, default_binary, free_port
+from app.engine_sql import EngineSql
 from app.main import create_app
 from app.settings import Settings
 from tests.accounts import register, register_in  # noqa: F401 - fixtures for every package
@@ -172,9 +173,25 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
 
 
+@contextlib.asynccontextmanager
+async def running(application: FastAPI, server: DatabaseServer) -> AsyncIterator[FastAPI]:
+    """The app's lifespan on the session's server. An app that runs the embedded
+    engine itself reads its counts through the engine's PostgreSQL
+    (app.engine_sql); these apps get the same for the session's engine."""
+    async with application.router.lifespan_context(application):
+        conninfo = server.engine.postgres_conninfo() if server.engine is not None else None
+        if conninfo:
+            application.state.database.engine_sql = EngineSql(conninfo)
+        try:
+            yield application
+        finally:
+            if application.state.database.engine_sql is not None:
+                await application.state.database.engine_sql.close()
+
+
 @pytest.fixture
 def make_client(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], database_server: DatabaseServer
 ) -> Callable[..., contextlib.AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]:
     """An app with its own settings, lifespan running, and a client for it."""
 
@@ -184,7 +201,7 @@ def make_client(
         install_test_routes(application)
         transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
         async with (
-            application.router.lifespan_context(application),
+            running(application, database_server),
             httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
         ):
             yield application, http
@@ -193,10 +210,10 @@ def make_client(
 
 
 @pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+async def app(settings: Settings, database_server: DatabaseServer) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     install_test_routes(application)
-    async with application.router.lifespan_context(application):
+    async with running(application, database_server):
         yield application
 
 

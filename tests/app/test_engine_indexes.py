@@ -247,3 +247,24 @@ def test_missing_shadows_are_found_again_at_start(tmp_path: Path, engine_binary:
             assert shadow_of(connection, "restart_probe", "things", ["code"]) == shadow
     finally:
         engine.stop()
+
+
+async def test_an_unfiltered_count_is_exact_and_read_with_sql(
+    pg: psycopg.Connection[Any], crud: Crud, sync_client: MongoClient
+) -> None:
+    """FerretDB's collStats count is an estimate above ANALYZE's 30,000-row sample and
+    its count decodes every document; the engine layer counts rows in SQL."""
+    collection = await crud.physical()
+    users = sync_client[collection.database.name]["users"]
+    users.insert_many([{"email": f"u{i}@example.com"} for i in range(35_001)])
+    database = crud.app.state.database
+    assert database.engine_sql is not None
+    assert await database.engine_sql.count(collection.database.name, "users") == 35_001
+    assert await database.collection_size(collection.database.name, "users") == 35_001
+    counted = await crud.post("/api/crud/count", filters={})
+    assert counted.json()["count"] == 35_001
+    listed = await crud.find(page_size=10)
+    assert listed.json()["pagination"]["total_items"] == 35_001
+    # A collection FerretDB does not know answers None: the caller asks FerretDB.
+    assert await database.engine_sql.count(collection.database.name, "missing") is None
+    assert await database.engine_sql.count("no_such_database", "users") is None
