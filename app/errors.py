@@ -307,11 +307,13 @@ TRANSIENT_SERVER_CODES = {6, 7, 89, 91, 189, 10107, 11600, 11602, 13435, 13436}
 
 
 def is_transient(exc: OperationFailure) -> bool:
-    """The server is going away: a shutdown code, or the embedded engine's answer to an
-    operation still running when it stops (InternalError "context canceled")."""
+    """The server is going away or busy: a shutdown code, the embedded engine's answer
+    to an operation still running when it stops (InternalError "context canceled"),
+    or its SQLite backend's write lock held by another write (SQLITE_BUSY)."""
     if exc.code in TRANSIENT_SERVER_CODES:
         return True
-    return exc.code == 1 and "context canceled" in str(exc)
+    text = str(exc)
+    return exc.code == 1 and ("context canceled" in text or "SQLITE_BUSY" in text)
 
 
 #: Server error codes that mean a duplicate key (MongoDB's; the embedded engine also

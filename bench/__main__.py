@@ -1,39 +1,62 @@
-"""`python -m bench` (`make bench`): run every benchmark — request overhead,
-auth, management and import, CRUD, and the 60 s mixed load — against one engine
-(or `QUARRY_BENCH_MONGODB_URL`), print one table (figure, Quarry, raw driver,
-ratio, goal) and write it with the raw figures to `bench/results/latest.json`."""
+"""`python -m bench` (`make bench`): run every benchmark — request overhead, auth,
+management and import, CRUD, and the 60 s mixed load — against one engine (a
+fresh embedded engine on `QUARRY_BENCH_BACKEND`, default postgresql, or
+`QUARRY_BENCH_MONGODB_URL`), then the engine section (bench/engine.py: the
+PostgreSQL and SQLite backends side by side, on engines of its own), print one
+table (figure, Quarry, raw driver, ratio, goal) and write it with the raw figures
+to `bench/results/latest.json`. `python -m bench engine` (or any of the suite
+names below) runs only the suites named."""
 
 from __future__ import annotations
 
 import asyncio
 import platform
+import sys
 from datetime import UTC, datetime
+from typing import Any
 
-from bench import auth, crud, health, load, management
-from bench.harness import database_url, print_table, served_api, write_results
+from bench import auth, crud, engine, health, load, management
+from bench.harness import Row, database_url, print_table, served_api, write_results
+
+#: Suites that take the shared API and engine (`run(api, mongodb_url)`, async).
+ON_API = {"health": health, "auth": auth}
+#: Suites that take the shared engine and serve the API themselves.
+ON_ENGINE = {"management": management, "crud": crud, "load": load}
+SUITES = (*ON_API, *ON_ENGINE, "engine")
 
 
-def main() -> None:
-    rows, figures = [], {}
-    with database_url() as mongodb_url, served_api(mongodb_url) as api:
-        for benchmark in (health, auth):
-            new_rows, new_figures = asyncio.run(benchmark.run(api, mongodb_url))
-            rows += new_rows
-            figures.update(new_figures)
-        for suite in (management, crud, load):
-            new_rows, new_figures = suite.run_all(mongodb_url)
-            rows += new_rows
-            figures.update(new_figures)
+def main(names: list[str]) -> None:
+    unknown = [name for name in names if name not in SUITES]
+    if unknown:
+        raise SystemExit(f"usage: python -m bench [{' '.join(SUITES)}] (unknown: {unknown})")
+    selected = [name for name in SUITES if not names or name in names]
+    rows: list[Row] = []
+    figures: dict[str, Any] = {}
+    shared = [name for name in selected if name != "engine"]
+    if shared:
+        with database_url() as mongodb_url, served_api(mongodb_url) as api:
+            for name in shared:
+                if name in ON_API:
+                    new_rows, new_figures = asyncio.run(ON_API[name].run(api, mongodb_url))
+                else:
+                    new_rows, new_figures = ON_ENGINE[name].run_all(mongodb_url)
+                rows += new_rows
+                figures.update(new_figures)
+    if "engine" in selected:
+        new_rows, new_figures = engine.run_all()
+        rows += new_rows
+        figures.update(new_figures)
     print_table(rows)
     write_results(
         rows,
         {
             "when": datetime.now(UTC).isoformat(),
             "machine": f"{platform.machine()} {platform.python_version()}",
+            "suites": selected,
             "figures": figures,
         },
     )
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -78,7 +78,21 @@ def make_document(i: int, prefix: str = "user") -> dict[str, Any]:
     }
 
 
-async def create_account(http: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
+CRUD_COLLECTIONS = [
+    {"name": "users", "fields": FIELDS},
+    {"name": "events", "fields": PLAIN_FIELDS},
+    {"name": "pages", "fields": PLAIN_FIELDS},
+]
+
+
+async def create_account(
+    http: httpx.AsyncClient,
+    *,
+    db_name: str = "crud_bench",
+    collections: list[dict[str, Any]] | None = None,
+) -> tuple[str, dict[str, str]]:
+    """A new account with one database of `collections` (default: the CRUD
+    benchmark's): the database's id and API-key headers."""
     email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
     await http.post(
         "/core/register",
@@ -88,14 +102,7 @@ async def create_account(http: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
     bearer = {"Authorization": f"Bearer {login.json()['access']}"}
     created = await http.post(
         "/api/create_database",
-        json={
-            "db_name": "crud_bench",
-            "collections": [
-                {"name": "users", "fields": FIELDS},
-                {"name": "events", "fields": PLAIN_FIELDS},
-                {"name": "pages", "fields": PLAIN_FIELDS},
-            ],
-        },
+        json={"db_name": db_name, "collections": collections or CRUD_COLLECTIONS},
         headers=bearer,
     )
     assert created.status_code == 201, created.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -18,10 +19,12 @@ from pathlib import Path
 
 import httpx
 
-from app.engine import EmbeddedEngine, build_engine, default_binary, free_port
+from app.engine import EmbeddedEngine, backend_dir, build_engine, default_binary, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "latest.json"
+#: The embedded engine's backend for the suites that run on one engine.
+BACKEND = os.environ.get("QUARRY_BENCH_BACKEND", "postgresql")
 
 
 class HttpConnection:
@@ -81,6 +84,22 @@ class Row:
     goal: str
 
 
+@dataclass
+class CappedLoad:
+    """A closed-loop run that was allowed `cap` seconds in all: `stopped` operations
+    were still running then and were cancelled. A percentile that falls on one of
+    them is only a lower bound (`*_stopped`): that operation had run so long."""
+
+    requests: int
+    stopped: int
+    seconds: float
+    throughput: float
+    p50_ms: float
+    p99_ms: float
+    p50_stopped: bool
+    p99_stopped: bool
+
+
 async def closed_loop(
     operation: Callable[[], Awaitable[object]], *, concurrency: int, seconds: float
 ) -> LoadResult:
@@ -107,21 +126,82 @@ async def closed_loop(
     )
 
 
+async def capped_loop(
+    operation: Callable[[], Awaitable[object]], *, concurrency: int, seconds: float, cap: float
+) -> CappedLoad:
+    """`closed_loop`, except that everything stops `cap` seconds after the start:
+    the operations still running then are cancelled (which closes their
+    connections) and counted as `stopped`, with the time they had run so far."""
+    latencies: list[float] = []
+    running: dict[int, float] = {}
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    async def worker(number: int) -> None:
+        while time.perf_counter() < deadline:
+            running[number] = time.perf_counter()
+            await operation()
+            latencies.append(time.perf_counter() - running.pop(number))
+
+    tasks = [asyncio.create_task(worker(number)) for number in range(concurrency)]
+    done, pending = await asyncio.wait(tasks, timeout=max(cap, seconds))
+    stopped_at = time.perf_counter()
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        task.result()  # an operation's failure is the benchmark's failure
+    elapsed = stopped_at - started
+    completed = sorted(latencies)
+    # Cut-off operations sort after every completed one: they took longer than
+    # the time they had run, which is all that is known about them.
+    ranked = completed + sorted(stopped_at - since for since in running.values())
+
+    def percentile(fraction: float) -> tuple[float, bool]:
+        if not ranked:
+            return float("nan"), False
+        index = max(0, math.ceil(len(ranked) * fraction) - 1)  # nearest rank
+        return ranked[index] * 1000, index >= len(completed)
+
+    (p50, p50_stopped), (p99, p99_stopped) = percentile(0.5), percentile(0.99)
+    return CappedLoad(
+        requests=len(completed),
+        stopped=len(running),
+        seconds=elapsed,
+        throughput=len(completed) / elapsed,
+        p50_ms=p50,
+        p99_ms=p99,
+        p50_stopped=p50_stopped,
+        p99_stopped=p99_stopped,
+    )
+
+
+@contextlib.contextmanager
+def embedded_engine(backend: str) -> Iterator[EmbeddedEngine]:
+    """A fresh embedded engine on `backend` (postgresql or sqlite) in a temporary
+    directory, stopped and removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="quarry-bench-") as tmp:
+        engine = EmbeddedEngine.start(
+            binary=build_engine(default_binary()),
+            data_dir=backend_dir(Path(tmp), backend),
+            backend=backend,
+        )
+        try:
+            yield engine
+        finally:
+            engine.stop()
+
+
 @contextlib.contextmanager
 def database_url() -> Iterator[str]:
-    """`QUARRY_BENCH_MONGODB_URL` when set, else a fresh embedded engine."""
+    """`QUARRY_BENCH_MONGODB_URL` when set, else a fresh embedded engine on
+    `QUARRY_BENCH_BACKEND` (default postgresql)."""
     external = os.environ.get("QUARRY_BENCH_MONGODB_URL")
     if external:
         yield external
         return
-    with tempfile.TemporaryDirectory(prefix="quarry-bench-") as tmp:
-        engine = EmbeddedEngine.start(
-            binary=build_engine(default_binary()), data_dir=Path(tmp) / "db"
-        )
-        try:
-            yield engine.url
-        finally:
-            engine.stop()
+    with embedded_engine(BACKEND) as engine:
+        yield engine.url
 
 
 def control_db(api: str) -> str:
@@ -178,7 +258,12 @@ def served_api(
             yield base
         finally:
             server.terminate()
-            server.wait(timeout=20)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                # uvicorn waits for requests in flight, which a stuck one never ends.
+                server.kill()
+                server.wait(timeout=20)
             if output is not None:
                 output.close()
 

@@ -11,6 +11,7 @@ that import alone. The raw side inserts already-parsed documents in batches of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
@@ -21,6 +22,7 @@ from typing import Any
 
 import httpx
 from pymongo import AsyncMongoClient
+from pymongo.errors import NetworkTimeout
 
 from app.schema import compile_schema
 from bench.harness import Row, served_api
@@ -40,7 +42,7 @@ FIELDS = [
 ]
 
 
-def _document(i: int) -> dict[str, Any]:
+def import_document(i: int) -> dict[str, Any]:
     return {
         "email": f"user{i:07d}@example.com",
         "name": f"User Number {i:07d} of the benchmark",
@@ -52,22 +54,24 @@ def _document(i: int) -> dict[str, Any]:
     }
 
 
-def _write_file(path: Path, count: int) -> int:
+def write_import_file(path: Path, count: int) -> int:
     with path.open("w") as handle:
         for i in range(count):
-            handle.write(json.dumps(_document(i)) + "\n")
+            handle.write(json.dumps(import_document(i)) + "\n")
     return path.stat().st_size
 
 
-def _peak_rss_mib(pid: int) -> float:
+def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-async def _api_import(api: str, path: Path) -> tuple[float, int]:
-    async with httpx.AsyncClient(base_url=api, timeout=3600) as http:
+async def api_import(api: str, path: Path, *, budget: float = 3600) -> tuple[float, int]:
+    """Seconds and documents inserted by `POST /api/import_data` of `path`, for a
+    new account and database; raises `httpx.TimeoutException` after `budget` s."""
+    async with httpx.AsyncClient(base_url=api, timeout=budget) as http:
         email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
         await http.post(
             "/core/register",
@@ -99,19 +103,31 @@ async def _api_import(api: str, path: Path) -> tuple[float, int]:
         return elapsed, int(response.json()["inserted_count"])
 
 
-async def _raw_insert(mongodb_url: str, count: int) -> float:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url)
+async def raw_insert(
+    mongodb_url: str, count: int, *, budget: float | None = None
+) -> tuple[float, int]:
+    """Seconds and documents inserted by `insert_many` batches of `count` documents.
+    With a `budget` (seconds) no batch starts after it and the client gives up on a
+    batch that outlives it: the documents inserted by then are the answer."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongodb_url, socketTimeoutMS=budget * 1000 if budget else None
+    )
     collection = client["quarry_bench_raw"][f"events_{uuid.uuid4().hex[:6]}"]
     schema = compile_schema(FIELDS)
     # Typed as the API stores them (dates as dates) and built before the clock starts.
-    documents = [schema.validate(_document(i))[0] for i in range(count)]
+    documents = [schema.validate(import_document(i))[0] for i in range(count)]
+    inserted = 0
     started = time.perf_counter()
-    for start in range(0, count, RAW_BATCH):
-        await collection.insert_many(documents[start : start + RAW_BATCH], ordered=False)
+    with contextlib.suppress(NetworkTimeout):
+        for start in range(0, count, RAW_BATCH):
+            if budget is not None and time.perf_counter() - started > budget:
+                break
+            await collection.insert_many(documents[start : start + RAW_BATCH], ordered=False)
+            inserted += len(documents[start : start + RAW_BATCH])
     elapsed = time.perf_counter() - started
     await client.drop_database("quarry_bench_raw")
     await client.close()
-    return elapsed
+    return elapsed, inserted
 
 
 def _validation_rate() -> float:
@@ -124,7 +140,12 @@ def _validation_rate() -> float:
         ]
     )
     documents = [
-        {**_document(i), "tags": ["a", "b"], "ref": "60c72b2f9b1d8b1a2d3e4567", "meta": {"k": i}}
+        {
+            **import_document(i),
+            "tags": ["a", "b"],
+            "ref": "60c72b2f9b1d8b1a2d3e4567",
+            "meta": {"k": i},
+        }
         for i in range(50_000)
     ]
     started = time.perf_counter()
@@ -150,13 +171,13 @@ def run_all(mongodb_url: str) -> tuple[list[Row], dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="quarry-bench-import-") as tmp:
         for size in SIZES:
             path = Path(tmp) / f"events_{size}.ndjson"
-            file_bytes = _write_file(path, size)
+            file_bytes = write_import_file(path, size)
             pids: list[int] = []
             with served_api(mongodb_url, pids=pids) as api:
-                api_seconds, inserted = asyncio.run(_api_import(api, path))
-                rss = _peak_rss_mib(pids[0])
+                api_seconds, inserted = asyncio.run(api_import(api, path))
+                rss = peak_rss_mib(pids[0])
             assert inserted == size
-            raw_seconds = asyncio.run(_raw_insert(mongodb_url, size))
+            raw_seconds, _ = asyncio.run(raw_insert(mongodb_url, size))
             api_rate, raw_rate = size / api_seconds, size / raw_seconds
             rows.append(
                 Row(
