@@ -2,7 +2,8 @@
 
 `quarry serve` runs the API with uvicorn. With one worker the app's lifespan owns
 the embedded engine; with several, this process starts the engine first and
-hands its URL to the workers, so they share one engine and it stops with them.
+records it in `QUARRY_DATA_DIR/engine.json` for the workers, so they share one
+engine, and it stops (and is unrecorded) with them.
 `quarry engine start` runs a detached engine for the data directory (recorded in
 `QUARRY_DATA_DIR/engine.json`) that servers on that directory then use.
 `quarry engine migrate` copies a data directory's SQLite data into PostgreSQL
@@ -71,8 +72,11 @@ def _serve(args: argparse.Namespace) -> int:
         if settings.embedded_engine and settings.workers > 1:
             from app.engine import start_for_server
 
+            # Registered like a `quarry engine start` engine, so that every worker
+            # finds it (and its PostgreSQL) the way it finds a detached one.
             engine = start_for_server(settings)
-            os.environ["QUARRY_MONGODB_URL"] = engine.url
+            if engine.owned:
+                register(settings, engine)
         print(
             f"Quarry {__version__}: http://{settings.host}:{settings.port} "
             f"(docs at http://{settings.host}:{settings.port}/docs)",
@@ -98,6 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         if engine is not None and engine.owned:
             engine.stop()
+            unregister(settings)
     return 0
 
 

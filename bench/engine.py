@@ -17,6 +17,9 @@ that same engine:
    first page also counts the matches for its total (`after=` does too);
 5. `POST /api/crud/count` of everything and of that range vs `count_documents`.
 
+The engine is registered in its data directory (as `quarry engine start` does) and
+the API serves on that directory, so it uses the engine as a server on its own
+data would — with direct PostgreSQL counts (app/engine_sql.py).
 The collections are created through the API (`email` unique, so its index exists)
 and loaded with the raw driver's `insert_many`. Ratios are Quarry's speed over the
 raw driver's (1.00: as fast). SQLite is slow (a read by a unique field scans), so
@@ -67,6 +70,8 @@ from bench.harness import (
     Row,
     capped_loop,
     embedded_engine,
+    engine_env,
+    register_engine,
     served_api,
 )
 from bench.management import api_import, peak_rss_mib, raw_insert, write_import_file
@@ -168,6 +173,7 @@ def restart_engine(engine: EmbeddedEngine) -> None:
     _progress(f"{engine.backend}: a stopped operation runs on in the engine: restarting it")
     engine.stop()
     engine.restart()
+    register_engine(engine)
 
 
 async def recover(bench: Bench) -> None:
@@ -491,6 +497,7 @@ def measure_backend(backend: str, files: ImportFiles) -> dict[str, Any]:
     started = time.perf_counter()
     env = server_env(backend, secrets.token_urlsafe(48))
     with embedded_engine(backend) as engine:
+        env.update(engine_env(engine))
         figures = asyncio.run(measure(engine, env))
         figures.update(imports(engine, env, files))
     figures["seconds"] = time.perf_counter() - started

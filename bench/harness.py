@@ -19,7 +19,15 @@ from pathlib import Path
 
 import httpx
 
-from app.engine import EmbeddedEngine, backend_dir, build_engine, default_binary, free_port
+from app.engine import (
+    EmbeddedEngine,
+    backend_dir,
+    build_engine,
+    default_binary,
+    free_port,
+    register,
+)
+from app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "latest.json"
@@ -179,17 +187,34 @@ async def capped_loop(
 @contextlib.contextmanager
 def embedded_engine(backend: str) -> Iterator[EmbeddedEngine]:
     """A fresh embedded engine on `backend` (postgresql or sqlite) in a temporary
-    directory, stopped and removed afterwards."""
+    directory, stopped and removed afterwards. It is registered there like one
+    from `quarry engine start`, so a server given `engine_env(engine)` uses it the
+    way a server on its own data directory would (PostgreSQL counts included)."""
     with tempfile.TemporaryDirectory(prefix="quarry-bench-") as tmp:
         engine = EmbeddedEngine.start(
             binary=build_engine(default_binary()),
             data_dir=backend_dir(Path(tmp), backend),
             backend=backend,
         )
+        register_engine(engine)
         try:
             yield engine
         finally:
             engine.stop()
+
+
+def register_engine(engine: EmbeddedEngine) -> None:
+    """Record (again, after a restart) `engine` in its data directory."""
+    register(Settings(data_dir=engine.data_dir.parent), engine)
+
+
+def engine_env(engine: EmbeddedEngine) -> dict[str, str]:
+    """Environment for `served_api` to serve on `engine` as its own data directory's."""
+    return {
+        "QUARRY_MONGODB_URL": "",
+        "QUARRY_DATA_DIR": str(engine.data_dir.parent),
+        "QUARRY_EMBEDDED_BACKEND": engine.backend,
+    }
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ either process, data kept across restarts, one engine per data directory.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -204,6 +205,27 @@ def test_quarry_serve_answers_over_http_and_ctrl_c_stops_the_engine(
         if server.poll() is None:
             server.kill()
     assert server.returncode == 0
+    wait_for(lambda: not _engine_pids(tmp_path / "data"), timeout=10)
+    wait_for(lambda: not postgres_pids(tmp_path / "data"), timeout=10)
+
+
+def test_serve_with_two_workers_shares_one_recorded_engine(tmp_path, engine_binary) -> None:
+    port = free_port()
+    server = _serve(tmp_path, engine_binary, port, QUARRY_WORKERS="2")
+    try:
+        wait_for(lambda: _healthy(port), timeout=60)
+        body = httpx.get(f"http://127.0.0.1:{port}/health").json()
+        assert body["engine"] == "ferretdb-postgresql"
+        assert len(_engine_pids(tmp_path / "data")) == 1
+        # Recorded for the workers (with its PostgreSQL port for direct counts).
+        record = json.loads((tmp_path / "data" / "engine.json").read_text())
+        assert record["backend"] == "postgresql" and record["postgres_port"]
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=40)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert not (tmp_path / "data" / "engine.json").exists()
     wait_for(lambda: not _engine_pids(tmp_path / "data"), timeout=10)
     wait_for(lambda: not postgres_pids(tmp_path / "data"), timeout=10)
 
