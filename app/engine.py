@@ -66,7 +66,7 @@ logger = logging.getLogger("quarry.engine")
 ENGINE_SOURCE_DIR = Path(__file__).resolve().parent / "embedded_engine"
 BACKENDS = ("postgresql", "sqlite")
 GO_MISSING_MESSAGE = (
-    "The embedded database engine needs the Go toolchain (1.22 or newer) to build once: "
+    "The embedded database engine needs the Go toolchain (1.24 or newer) to build once: "
     "install it from https://go.dev/dl/ (or your package manager) and make sure `go` is on "
     "PATH, or set QUARRY_MONGODB_URL to a MongoDB server instead."
 )
