@@ -48,7 +48,7 @@ class Database:
     #: `ferretdb-postgresql` / `ferretdb-sqlite` when the app runs the embedded engine.
     embedded_name: str = ""
     #: Seconds one read may take (`QUARRY_QUERY_TIMEOUT_MS`), see `read_deadline`.
-    query_timeout: float = 60.0
+    query_timeout: float = 10.0
     #: Direct read-only SQL to the embedded engine's PostgreSQL (exact fast counts).
     engine_sql: EngineSql | None = None
     _engine: str | None = field(default=None, init=False)
@@ -62,7 +62,7 @@ class Database:
         """A time limit for the reads inside the block: sent to the server as
         `maxTimeMS` (MongoDB honours it everywhere; FerretDB for find and
         aggregate), so a slow query is stopped there rather than abandoned while it
-        runs on; the client waits as long. Answered 504 `OPERATION_TIMEOUT`."""
+        runs on; the client waits as long. Answered 504 `QUERY_TIMEOUT`."""
         return pymongo.timeout(self.query_timeout)
 
     async def ping(self) -> bool:

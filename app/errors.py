@@ -49,6 +49,7 @@ class ErrorCode(StrEnum):
     INVALID_NAME = "INVALID_NAME"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    QUERY_TIMEOUT = "QUERY_TIMEOUT"
     OPERATION_TIMEOUT = "OPERATION_TIMEOUT"
     ENGINE_UNSUPPORTED = "ENGINE_UNSUPPORTED"
 
@@ -143,8 +144,15 @@ class DatabaseUnavailable(QuarryError):
     message = "The database is unavailable; retry shortly."
 
 
+class QueryTimeout(QuarryError):
+    """A read ran past `QUARRY_QUERY_TIMEOUT_MS` and was stopped (504)."""
+
+    status_code = 504
+    error_code = ErrorCode.QUERY_TIMEOUT
+
+
 class OperationTimeout(QuarryError):
-    """The database is up but the operation did not finish in time (504)."""
+    """No answer within the configured socket timeout; the outcome is unknown (504)."""
 
     status_code = 504
     error_code = ErrorCode.OPERATION_TIMEOUT
@@ -285,19 +293,22 @@ async def _operation_timeout(request: Request, exc: Exception) -> JSONResponse:
     settings = request.app.state.settings
     # A read's own deadline (`Database.read_deadline`) names `timeoutMS` when the
     # client gives up first; the server stopping it is ExecutionTimeout.
-    if isinstance(exc, ExecutionTimeout) or "timeoutMS:" in str(exc):
-        message = (
-            f"The query ran longer than {settings.query_timeout_ms / 1000:g} s and was stopped "
-            "by the database; narrow the filter, page through it with a cursor, or use a "
-            "field with an index."
+    if isinstance(exc, ExecutionTimeout) or " timeoutMS:" in str(exc):
+        logger.warning("query timed out: %s", type(exc).__name__)
+        return await _quarry_error(
+            request,
+            QueryTimeout(
+                f"The query ran longer than {settings.query_timeout_ms / 1000:g} s and was "
+                "stopped by the database; narrow the filter, page through it with a cursor, "
+                "or use a field with an index."
+            ),
         )
-    else:
-        message = (
-            f"The database did not answer within {settings.mongodb_socket_timeout_ms / 1000:g} s "
-            "(QUARRY_MONGODB_SOCKET_TIMEOUT_MS) and the request was abandoned; a "
-            "multi-document write is taken back by the maintenance task, a single-document "
-            "write may have been applied."
-        )
+    message = (
+        f"The database did not answer within {settings.mongodb_socket_timeout_ms / 1000:g} s "
+        "(QUARRY_MONGODB_SOCKET_TIMEOUT_MS) and the request was abandoned; a "
+        "multi-document write is taken back by the maintenance task, a single-document "
+        "write may have been applied."
+    )
     logger.warning("operation timed out: %s", type(exc).__name__)
     return await _quarry_error(request, OperationTimeout(message))
 

@@ -102,6 +102,7 @@ _STATUS_TEXT = {
     429: "Too many attempts",
     501: "Not supported by this engine",
     503: "Database unavailable",
+    504: "The database did not finish in time (QUERY_TIMEOUT, OPERATION_TIMEOUT)",
 }
 
 
@@ -109,5 +110,5 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these error statuses, all with the envelope body."""
     return {
         status: {"model": ErrorEnvelope, "description": _STATUS_TEXT.get(status, "Error")}
-        for status in (*statuses, 503)
+        for status in (*statuses, 503, 504)
     }

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     #: the driver's monitor (`mongodb_timeout_ms`) instead.
     mongodb_socket_timeout_ms: Annotated[int, Field(ge=0, le=3_600_000)] = 0
     #: Server-side limit (`maxTimeMS`) of one read: find, count, aggregate.
-    query_timeout_ms: Annotated[int, Field(ge=100, le=3_600_000)] = 60_000
+    query_timeout_ms: Annotated[int, Field(ge=100, le=3_600_000)] = 10_000
     data_dir: Path = Path(".quarry")
     ferretdb_bin: Path | None = None
     engine_port: Annotated[int, Field(ge=0, le=65535)] = 0

@@ -34,7 +34,7 @@ pre-images, so there a concurrent writer's change in between is overwritten.
 
 Time: the client waits for every write to finish (no socket timeout by
 default), because abandoning a write does not stop the engine; reads run under
-`QUARRY_QUERY_TIMEOUT_MS`, which the server enforces (504 `OPERATION_TIMEOUT`).
+`QUARRY_QUERY_TIMEOUT_MS`, which the server enforces (504 `QUERY_TIMEOUT`).
 
 An engine (or server) that dies mid-request cannot be compensated at once. A
 multi-document insert or update is therefore written ahead to the same journal

@@ -183,7 +183,7 @@ async def test_a_read_past_its_server_side_limit_is_stopped_and_answers_504(
             sort=json.dumps({"price": -1}),
             page_size=5,
         )
-        assert_envelope(response, 504, ErrorCode.OPERATION_TIMEOUT)
+        assert_envelope(response, 504, ErrorCode.QUERY_TIMEOUT)
         assert "was stopped" in response.json()["message"]
         # The API is fine afterwards.
         assert (await http.get("/health")).status_code == 200
