@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 from pydantic import ValidationError
 
@@ -66,6 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
 
     engine: EmbeddedEngine | None = None
+    stopping = threading.Event()
     try:
         if settings.embedded_engine:
             refuse_unmigrated(settings.data_dir, settings.embedded_backend)
@@ -77,6 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
             engine = start_for_server(settings)
             if engine.owned:
                 register(settings, engine)
+                _supervise(engine, settings, stopping)
         print(
             f"Quarry {__version__}: http://{settings.host}:{settings.port} "
             f"(docs at http://{settings.host}:{settings.port}/docs)",
@@ -100,10 +103,32 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"quarry: {exc}", file=sys.stderr)
         return 1
     finally:
+        stopping.set()
         if engine is not None and engine.owned:
             engine.stop()
             unregister(settings)
     return 0
+
+
+def _supervise(engine: EmbeddedEngine, settings: Settings, stopping: threading.Event) -> None:
+    """With several workers, none owns the engine: this process restarts it when it
+    dies (as the app's lifespan does for one worker) and records it again."""
+
+    def watch() -> None:
+        while not stopping.wait(1.0):
+            if engine.running():
+                continue
+            print(
+                f"quarry: the embedded engine (pid {engine.pid}) exited; restarting it",
+                file=sys.stderr,
+            )
+            try:
+                engine.restart()
+                register(settings, engine)
+            except EngineError as exc:
+                print(f"quarry: restarting the embedded engine failed: {exc}", file=sys.stderr)
+
+    threading.Thread(target=watch, name="engine-supervisor", daemon=True).start()
 
 
 def _engine(args: argparse.Namespace) -> int:

@@ -9,11 +9,9 @@ process recovers without a restart.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import pymongo
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -58,12 +56,14 @@ class Database:
         """The control-plane database: users, tokens, keys, database metadata."""
         return self.client[self.control_db_name]
 
-    def read_deadline(self) -> contextlib.AbstractContextManager[None]:
-        """A time limit for the reads inside the block: sent to the server as
-        `maxTimeMS` (MongoDB honours it everywhere; FerretDB for find and
-        aggregate), so a slow query is stopped there rather than abandoned while it
-        runs on; the client waits as long. Answered 504 `QUERY_TIMEOUT`."""
-        return pymongo.timeout(self.query_timeout)
+    @property
+    def query_time_ms(self) -> int:
+        """`maxTimeMS` of one read (`QUARRY_QUERY_TIMEOUT_MS`): the server stops a query
+        that runs longer (MongoDB everywhere; FerretDB in find and aggregate, not in
+        count) rather than the client abandoning it while it runs on. Answered 504
+        `QUERY_TIMEOUT`. Not pymongo's `timeout()`: that would also stretch server
+        selection, and so the time an outage takes to become a 503, to this limit."""
+        return int(self.query_timeout * 1000)
 
     async def ping(self) -> bool:
         try:

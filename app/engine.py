@@ -70,7 +70,9 @@ GO_MISSING_MESSAGE = (
     "install it from https://go.dev/dl/ (or your package manager) and make sure `go` is on "
     "PATH, or set QUARRY_MONGODB_URL to a MongoDB server instead."
 )
-START_TIMEOUT_SECONDS = 90.0
+#: A fresh start takes about a second; after a crash PostgreSQL first replays
+#: its WAL (bounded by max_wal_size), which may take a while on a slow disk.
+START_TIMEOUT_SECONDS = 300.0
 #: PostgreSQL's fast shutdown writes a checkpoint; give it time before SIGKILL
 #: (after which postgres still gets its parent-death signal and shuts down).
 STOP_TIMEOUT_SECONDS = 30.0
@@ -289,13 +291,16 @@ class EmbeddedEngine:
         port: int = 0,
         detached: bool = False,
         postgres_bin: Path | None = None,
+        postgres_port: int = 0,
         lock_held: bool = False,
         timeout: float = START_TIMEOUT_SECONDS,
     ) -> EmbeddedEngine:
         """Start the engine and wait until it answers ping; raise EngineError if it cannot.
 
         `lock_held`: the caller holds the data directory's lock itself (the
-        migration runs two engines on one data directory).
+        migration runs two engines on one data directory). `port` and
+        `postgres_port` 0: free ports (a restart keeps both, so that whoever
+        connects to either finds it again).
         """
         if backend not in BACKENDS:
             raise EngineError(f"Unknown embedded backend {backend!r}: use postgresql or sqlite.")
@@ -307,11 +312,10 @@ class EmbeddedEngine:
         args = [str(binary), f"-listen=127.0.0.1:{port}", f"-backend={backend}", "-log-level=warn"]
         if lock is not None:
             args.append(f"-lock-fd={lock.fileno()}")
-        postgres_port = None
         if backend == "sqlite":
             args.append(f"-data-dir={data_dir}")
         else:
-            postgres_port = free_port()
+            postgres_port = postgres_port or free_port()
             try:
                 cluster = prepare_cluster(data_dir, postgres_bin)
             except PostgresSetupError as exc:
@@ -319,6 +323,7 @@ class EmbeddedEngine:
                     lock.close()
                 raise EngineError(str(exc)) from None
             args += [
+                f"-postgres-timeout={int(timeout) - 10}s",
                 f"-postgres-bin={cluster.bin_dir}",
                 f"-postgres-data={cluster.data}",
                 f"-postgres-port={postgres_port}",
@@ -356,7 +361,7 @@ class EmbeddedEngine:
             binary=binary,
             postgres_bin=postgres_bin,
             lock_held=lock_held,
-            postgres_port=postgres_port,
+            postgres_port=postgres_port or None,
             process=process,
             _stdin=process.stdin,
         )
@@ -388,6 +393,7 @@ class EmbeddedEngine:
             backend=self.backend,
             port=self.port,
             postgres_bin=self.postgres_bin,
+            postgres_port=self.postgres_port or 0,
             lock_held=self.lock_held,
         )
         self.pid, self.process, self._stdin = fresh.pid, fresh.process, fresh._stdin

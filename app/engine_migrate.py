@@ -43,7 +43,7 @@ from app.engine import (
     read_registered,
     sqlite_data_present,
 )
-from app.engine_postgres import has_cluster
+from app.engine_postgres import UNKEEPABLE_DATABASE_PREFIXES, has_cluster
 from app.settings import Settings
 
 BATCH_DOCUMENTS = 1_000
@@ -169,11 +169,14 @@ def _databases(client: RawClient) -> list[str]:
 
 
 def _refuse_unkeepable_names(names: list[str]) -> None:
-    # FerretDB on PostgreSQL hides schemas matching LIKE 'pg_%' after a restart.
-    hidden = [name for name in names if name.startswith("pg") and len(name) > 2]
+    hidden = [
+        name
+        for name in names
+        if name.startswith(UNKEEPABLE_DATABASE_PREFIXES) and name not in ("pg", "_")
+    ]
     if hidden:
         raise MigrationFailed(
-            "FerretDB on PostgreSQL cannot keep databases whose names start with 'pg' "
+            "FerretDB on PostgreSQL cannot keep databases whose names start with 'pg' or '_' "
             f"({', '.join(hidden)}); keep this data directory on QUARRY_EMBEDDED_BACKEND=sqlite "
             "or export those databases and import them under other names"
         )

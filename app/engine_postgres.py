@@ -34,6 +34,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+#: Database names FerretDB on PostgreSQL cannot keep: it hides schemas matching
+#: `LIKE 'pg_%'` (`pg` and any character) after a restart, and refuses names
+#: starting with `_ferretdb_`. Quarry's physical names avoid both on every engine.
+UNKEEPABLE_DATABASE_PREFIXES = ("pg", "_")
+
 #: The OS account that runs PostgreSQL when Quarry runs as root.
 SYSTEM_USER = "quarry-pg"
 #: The shadow-index setup run by the engine at every start.
@@ -94,6 +99,8 @@ def prepare_cluster(pg_dir: Path, bin_dir: Path | None) -> Cluster:
         )
     data, password_file, log = cluster_paths(pg_dir)
     pg_dir.mkdir(parents=True, exist_ok=True)
+    # Nobody else lists it; as root, the cluster's account may pass through it.
+    pg_dir.chmod(0o711 if running_as_root() else 0o700)
     os_user = None
     if running_as_root():
         os_user = SYSTEM_USER
@@ -125,8 +132,8 @@ def _initdb(
     password = secrets.token_urlsafe(32)
     # initdb reads the password from a file that its user can read; it is removed after.
     pwfile = partial.parent / ".initdb-password"
-    pwfile.write_text(password + "\n")
-    pwfile.chmod(0o600)
+    pwfile.unlink(missing_ok=True)
+    _write_private(pwfile, password + "\n")
     if account is not None:
         os.chown(partial, account.pw_uid, account.pw_gid)
         os.chown(pwfile, account.pw_uid, account.pw_gid)
@@ -161,9 +168,16 @@ def _initdb(
         raise PostgresSetupError(
             f"initdb failed (exit {result.returncode}):\n{(result.stderr or result.stdout).strip()}"
         )
-    password_file.write_text(password + "\n")
-    password_file.chmod(0o600)
+    password_file.unlink(missing_ok=True)
+    _write_private(password_file, password + "\n")
     partial.rename(data)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create `path` readable by its owner only from the first byte (no umask window)."""
+    descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
 
 
 def server_arguments(*, memory_bytes: int | None = None, cpus: int | None = None) -> list[str]:
@@ -192,8 +206,10 @@ def server_arguments(*, memory_bytes: int | None = None, cpus: int | None = None
         "full_page_writes": "on",
         "wal_level": "minimal",
         "max_wal_senders": "0",
-        "max_wal_size": "2GB",
-        "checkpoint_timeout": "15min",
+        # Bounded, so that crash recovery (replaying WAL since the last checkpoint)
+        # stays well inside the engine's start timeout.
+        "max_wal_size": "1GB",
+        "checkpoint_timeout": "5min",
         "huge_pages": "off",
         "jit": "off",
         # FerretDB names the field as a bind parameter (`_jsonb->$1 @> $2`); only a

@@ -20,7 +20,9 @@
 -- and drops the GIN indexes whose FerretDB index is gone. Dropping a collection
 -- drops its table and so its GIN indexes; dropping a database drops its schema.
 -- The GIN index is created in FerretDB's own transaction: it exists before the
--- index is visible to any client, so it is used from the first request.
+-- index is visible to any client, so it is used from the first request. At
+-- every start the engine also runs `quarry_gin_plan()`'s statements (below) in
+-- the background, which brings back shadows that went missing.
 --
 -- This depends on FerretDB's internal layout (table and column names, the JSON
 -- shape above). `quarry_check_layout` fails loudly when a row does not have that
@@ -42,6 +44,22 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT coalesce(array_agg(k.key ORDER BY k.key), '{}')
     FROM jsonb_object_keys(index_doc -> 'key') AS k(key)
     WHERE position('.' IN k.key) = 0 AND left(k.key, 1) <> '$'
+$$;
+
+-- The CREATE INDEX of one shadow index (CONCURRENTLY: the start-up catch-up,
+-- which runs beside traffic; plain: inside FerretDB's own DDL transaction).
+-- fastupdate=off: with GIN's pending list, every lookup also scans the entries
+-- not yet merged (after a bulk import, all of them); lookups are the point of
+-- this index, so inserts pay the merge instead.
+CREATE OR REPLACE FUNCTION quarry_gin_create(
+    schema_name text, table_name text, gin_name text, keys text[], beside_traffic boolean
+) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT format(
+        'CREATE INDEX %s IF NOT EXISTS %I ON %I.%I USING gin (%s) WITH (fastupdate = off)',
+        CASE WHEN beside_traffic THEN 'CONCURRENTLY' ELSE '' END,
+        gin_name, schema_name, table_name,
+        (SELECT string_agg(format('(_jsonb -> %L) jsonb_path_ops', k), ', ') FROM unnest(keys) AS k))
 $$;
 
 CREATE OR REPLACE FUNCTION quarry_check_layout(schema_name text, meta jsonb) RETURNS void
@@ -75,7 +93,6 @@ DECLARE
     keys text[];
     wanted text[] := '{}';
     gin_name text;
-    columns text;
     existing record;
 BEGIN
     PERFORM quarry_check_layout(schema_name, meta);
@@ -88,13 +105,7 @@ BEGIN
         CONTINUE WHEN cardinality(keys) = 0;
         gin_name := quarry_gin_name(idx ->> 'pgindex', keys);
         wanted := wanted || gin_name;
-        SELECT string_agg(format('(_jsonb -> %L) jsonb_path_ops', k), ', ')
-          INTO columns FROM unnest(keys) AS k;
-        -- fastupdate=off: with GIN's pending list, every lookup also scans the
-        -- entries not yet merged (after a bulk import, all of them); lookups are
-        -- the point of this index, so inserts pay the merge instead.
-        EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin (%s) WITH (fastupdate = off)',
-                       gin_name, schema_name, table_name, columns);
+        EXECUTE quarry_gin_create(schema_name, table_name, gin_name, keys, false);
     END LOOP;
     FOR existing IN
         SELECT i.indexname FROM pg_indexes i
@@ -146,20 +157,71 @@ BEGIN
 END
 $$;
 
--- Existing databases (data from before this file, or migrated): watch their
--- metadata tables and bring their GIN indexes up to date.
+-- Every existing metadata table gets its trigger (databases made before this
+-- file was installed, or copied in).
 DO $$
 DECLARE
     meta_table record;
-    row_doc jsonb;
 BEGIN
     FOR meta_table IN
         SELECT schemaname FROM pg_tables WHERE tablename = '_ferretdb_database_metadata'
     LOOP
         PERFORM quarry_watch_metadata_table(meta_table.schemaname);
-        FOR row_doc IN EXECUTE format('SELECT _jsonb FROM %I._ferretdb_database_metadata',
-                                      meta_table.schemaname) LOOP
-            PERFORM quarry_sync_gin(meta_table.schemaname, row_doc);
+    END LOOP;
+END
+$$;
+
+-- The catch-up the engine runs after start, beside traffic, one statement at a
+-- time: CREATE INDEX CONCURRENTLY for every shadow index that is missing (or was
+-- left invalid by an interrupted build, dropped first), DROP INDEX CONCURRENTLY
+-- for every one whose FerretDB index is gone. A large collection's build thus
+-- never holds up the start, nor blocks its writes.
+CREATE OR REPLACE FUNCTION quarry_gin_plan() RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE
+    meta_table record;
+    meta jsonb;
+    idx jsonb;
+    keys text[];
+    wanted text[];
+    gin_name text;
+    table_name text;
+    existing record;
+BEGIN
+    FOR meta_table IN
+        SELECT schemaname FROM pg_tables WHERE tablename = '_ferretdb_database_metadata'
+    LOOP
+        FOR meta IN EXECUTE format('SELECT _jsonb FROM %I._ferretdb_database_metadata',
+                                   meta_table.schemaname) LOOP
+            PERFORM quarry_check_layout(meta_table.schemaname, meta);
+            table_name := meta ->> 'table';
+            CONTINUE WHEN to_regclass(format('%I.%I', meta_table.schemaname, table_name)) IS NULL;
+            wanted := '{}';
+            FOR idx IN SELECT * FROM jsonb_array_elements(meta -> 'indexes') LOOP
+                keys := quarry_gin_keys(idx);
+                CONTINUE WHEN cardinality(keys) = 0;
+                gin_name := quarry_gin_name(idx ->> 'pgindex', keys);
+                wanted := wanted || gin_name;
+                IF EXISTS (SELECT 1 FROM pg_index i
+                           JOIN pg_class c ON c.oid = i.indexrelid
+                           JOIN pg_namespace n ON n.oid = c.relnamespace
+                           WHERE n.nspname = meta_table.schemaname AND c.relname = gin_name
+                             AND NOT i.indisvalid) THEN
+                    RETURN NEXT format('DROP INDEX CONCURRENTLY IF EXISTS %I.%I',
+                                       meta_table.schemaname, gin_name);
+                ELSIF to_regclass(format('%I.%I', meta_table.schemaname, gin_name)) IS NOT NULL THEN
+                    CONTINUE;
+                END IF;
+                RETURN NEXT quarry_gin_create(meta_table.schemaname, table_name, gin_name, keys, true);
+            END LOOP;
+            FOR existing IN
+                SELECT i.indexname FROM pg_indexes i
+                WHERE i.schemaname = meta_table.schemaname AND i.tablename = table_name
+                  AND i.indexname LIKE 'qgin\_%' AND NOT (i.indexname = ANY (wanted))
+            LOOP
+                RETURN NEXT format('DROP INDEX CONCURRENTLY IF EXISTS %I.%I',
+                                   meta_table.schemaname, existing.indexname);
+            END LOOP;
         END LOOP;
     END LOOP;
 END

@@ -28,10 +28,12 @@ _TABLE_OF = sql.SQL(
 
 
 class EngineSql:
-    """One autocommit connection, opened on first use and again after a failure."""
+    """One autocommit connection, opened on first use and again after a failure;
+    counts take a few milliseconds, so one connection behind a lock serves them."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, *, statement_timeout_ms: int = 10_000) -> None:
         self._conninfo = conninfo
+        self._statement_timeout_ms = statement_timeout_ms
         self._connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._lock = asyncio.Lock()
 
@@ -60,8 +62,16 @@ class EngineSql:
 
     async def _connect(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         if self._connection is None or self._connection.closed:
+            # Read-only and time-limited at the session level: this connection has
+            # the superuser's rights, and must never use them to write.
             self._connection = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, connect_timeout=2
+                self._conninfo,
+                autocommit=True,
+                connect_timeout=2,
+                options=(
+                    "-c default_transaction_read_only=on "
+                    f"-c statement_timeout={self._statement_timeout_ms}"
+                ),
             )
         return self._connection
 

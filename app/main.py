@@ -71,7 +71,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     conninfo = engine.postgres_conninfo() if engine is not None else None
     if conninfo:
-        app.state.database.engine_sql = EngineSql(conninfo)
+        app.state.database.engine_sql = EngineSql(
+            conninfo, statement_timeout_ms=settings.query_timeout_ms
+        )
     app.state.engine = engine
     watcher = (
         asyncio.create_task(_watch_engine(engine)) if engine is not None and engine.owned else None

@@ -6,21 +6,27 @@ Two rules, on every engine (none of them has transactions here):
   update was cut short by a refusal, a crash of the engine or a lost connection,
   its outcome per document is resolved against what is stored *now*: the
   update is replayed on copies of the pre-images (a scratch collection in the
-  same database, so the engine computes exactly what it would have written),
+  control database, so the same engine computes exactly what it wrote; dropped
+  after use, and by the maintenance task when a crash left one behind),
   and a document is put back only when it still equals that result. A document
   still equal to its pre-image needs nothing; one that differs from both was
   changed by someone after this update, and is left as it is (counted and
   logged) rather than overwritten; one that is gone stays gone.
 
 The comparison is by value and type (keys sorted, then BSON-encoded), so a
-document whose fields an engine reorders still compares equal. What remains: a
+document whose fields an engine reorders still compares equal. Known limits: a
 write landing in the milliseconds between that comparison and the restore of a
-chunk is overwritten.
+chunk is overwritten; a later write that leaves a document exactly as this
+update did (a client's retry of a `$set`) cannot be told apart and is taken
+back with it; a `$currentDate` timestamp (not a date) is the server's, so such
+documents count as changed since and stay as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +34,8 @@ from typing import Any
 
 import bson
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from app.ids import id_key
 
@@ -43,8 +51,10 @@ Document = dict[str, Any]
 # deleting and re-inserting 5,000 takes 2.7 s.
 REPLACE_ONE_BY_ONE = 16
 RESTORE_CHUNK = 1_000
-#: Scratch collections that replay an update; dropped after use.
-SCRATCH_PREFIX = "quarry_undo_"
+#: Scratch collections that replay an update: `undo_scratch_<unix time>_<hex>`.
+SCRATCH_PREFIX = "undo_scratch_"
+#: Age after which the maintenance task drops a scratch collection left behind.
+SCRATCH_MAX_AGE_SECONDS = 3600
 
 
 async def restore_into(handle: AsyncCollection[Document], documents: Sequence[Document]) -> None:
@@ -87,20 +97,40 @@ def _sorted(value: Any) -> Any:
 
 
 async def replay_update(
-    handle: AsyncCollection[Document], pre_images: Sequence[Document], update: Document
+    scratch_db: AsyncDatabase[Document], pre_images: Sequence[Document], update: Document
 ) -> dict[bytes, Document]:
     """What `update` makes of each pre-image, computed by the engine on copies."""
-    scratch = handle.database[f"{SCRATCH_PREFIX}{uuid.uuid4().hex}"]
+    scratch = scratch_db[f"{SCRATCH_PREFIX}{int(time.time())}_{uuid.uuid4().hex}"]
     try:
         await scratch.insert_many(list(pre_images), ordered=False)
         await scratch.update_many({}, update)
         return {id_key(document["_id"]): document async for document in scratch.find({})}
     finally:
-        await scratch.drop()
+        # An engine that failed here fails the undo too; its error is the one to see.
+        with contextlib.suppress(PyMongoError):
+            await scratch.drop()
+
+
+async def drop_stale_scratch(scratch_db: AsyncDatabase[Document]) -> int:
+    """Drop scratch collections a crash left behind; the number dropped."""
+    dropped = 0
+    cutoff = time.time() - SCRATCH_MAX_AGE_SECONDS
+    for name in await scratch_db.list_collection_names():
+        if not name.startswith(SCRATCH_PREFIX):
+            continue
+        stamp = name.removeprefix(SCRATCH_PREFIX).split("_", 1)[0]
+        if stamp.isdigit() and int(stamp) < cutoff:
+            await scratch_db.drop_collection(name)
+            dropped += 1
+    return dropped
 
 
 async def undo_update(
-    handle: AsyncCollection[Document], pre_images: Sequence[Document], update: Document
+    handle: AsyncCollection[Document],
+    pre_images: Sequence[Document],
+    update: Document,
+    *,
+    scratch_db: AsyncDatabase[Document],
 ) -> UndoReport:
     """Take back what `update` wrote to these documents, and only that (module doc)."""
     report = UndoReport()
@@ -108,7 +138,7 @@ async def undo_update(
         chunk = pre_images[start : start + RESTORE_CHUNK]
         ids = [document["_id"] for document in chunk]
         current = {id_key(d["_id"]): d async for d in handle.find({"_id": {"$in": ids}})}
-        written = await replay_update(handle, chunk, update)
+        written = await replay_update(scratch_db, chunk, update)
         to_restore = []
         for before in chunk:
             key = id_key(before["_id"])

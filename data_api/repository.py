@@ -52,12 +52,17 @@ async def find_documents(
     projection: dict[str, int] | None,
     skip: int,
     limit: int,
+    time_limited: bool = True,
 ) -> list[Document]:
-    cursor = target.handle.find(query, projection=projection, skip=skip, limit=limit)
+    """`time_limited=False` for the read a write depends on (an update's pre-images):
+    a write is waited for however long it takes."""
+    max_time = target.database.query_time_ms if time_limited else None
+    cursor = target.handle.find(
+        query, projection=projection, skip=skip, limit=limit, max_time_ms=max_time
+    )
     if sort:
         cursor = cursor.sort(sort)
-    with target.database.read_deadline():
-        return await cursor.to_list(length=limit)
+    return await cursor.to_list(length=limit)
 
 
 async def find_document(
@@ -67,10 +72,11 @@ async def find_document(
 
 
 async def count_documents(*, target: Target, query: Document) -> int:
-    with target.database.read_deadline():
-        if not query:
-            return await target.database.collection_size(target.db_name, target.collection)
-        return await target.handle.count_documents(await target.database.engine_filter(query))
+    if not query:
+        return await target.database.collection_size(target.db_name, target.collection)
+    return await target.handle.count_documents(
+        await target.database.engine_filter(query), maxTimeMS=target.database.query_time_ms
+    )
 
 
 async def update_documents(
@@ -129,13 +135,14 @@ async def undo_update(
     *, target: Target, pre_images: Sequence[Document], update: Document
 ) -> UndoReport:
     """Take back what `update` wrote to these documents and nothing written since."""
-    return await undo_update_in(target.handle, pre_images, update)
+    return await undo_update_in(
+        target.handle, pre_images, update, scratch_db=target.database.control
+    )
 
 
 async def aggregate(*, target: Target, pipeline: list[Document], limit: int) -> list[Document]:
-    with target.database.read_deadline():
-        cursor = await target.handle.aggregate(pipeline)
-        return await cursor.to_list(length=limit)
+    cursor = await target.handle.aggregate(pipeline, maxTimeMS=target.database.query_time_ms)
+    return await cursor.to_list(length=limit)
 
 
 async def any_other_with(*, target: Target, field: str, value: Any, exclude_id: Any) -> bool:

@@ -503,10 +503,17 @@ class DocumentService:
         *,
         skip: int,
         limit: int,
+        time_limited: bool = True,
     ) -> list[Document]:
         return await self._engine_call(
             repo.find_documents(
-                target=target, query=query, sort=keys, projection=projection, skip=skip, limit=limit
+                target=target,
+                query=query,
+                sort=keys,
+                projection=projection,
+                skip=skip,
+                limit=limit,
+                time_limited=time_limited,
             ),
             InvalidFilter,
         )
@@ -608,7 +615,13 @@ class DocumentService:
             document = compiled.with_defaults(collection.schema.defaults(), exclude=set(query))
             document = pin_current_date(document)
         before = await self._read(
-            target, query, [], None, skip=0, limit=UNDO_LIMIT + 1 if multi else 1
+            target,
+            query,
+            [],
+            None,
+            skip=0,
+            limit=UNDO_LIMIT + 1 if multi else 1,
+            time_limited=False,
         )
         if len(before) > UNDO_LIMIT:
             if not own_undo:
@@ -721,7 +734,13 @@ class DocumentService:
         target = collection.target
         if undo is not None:
             before = await self._read(
-                target, query, [], None, skip=0, limit=UNDO_LIMIT + 1 if multi else 1
+                target,
+                query,
+                [],
+                None,
+                skip=0,
+                limit=UNDO_LIMIT + 1 if multi else 1,
+                time_limited=False,
             )
             if len(before) + len(undo.pre_images) > UNDO_LIMIT:
                 raise TooManyDocuments(

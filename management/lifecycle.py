@@ -95,6 +95,7 @@ def _maintenance(
                 state["indexes_ready"] = True
             await recover_imports(database, settings)
             await finish_stale_changes(database, settings)
+            await repo.drop_stale_undo_scratch(database=database)
         except PyMongoError as exc:
             logger.warning("management maintenance postponed: %s", type(exc).__name__)
 

@@ -34,7 +34,7 @@ from pymongo.results import InsertManyResult
 
 from app.clock import utc_now
 from app.database import Database, Document
-from app.undo import UndoReport, restore_into, undo_update
+from app.undo import UndoReport, drop_stale_scratch, restore_into, undo_update
 
 DATABASES = "databases"
 LOCKS = "locks"
@@ -258,7 +258,13 @@ async def undo_update_of(
     pre_images: Sequence[Document],
     update: Document,
 ) -> UndoReport:
-    return await undo_update(database.client[db_name][collection], pre_images, update)
+    return await undo_update(
+        database.client[db_name][collection], pre_images, update, scratch_db=database.control
+    )
+
+
+async def drop_stale_undo_scratch(*, database: Database) -> int:
+    return await drop_stale_scratch(database.control)
 
 
 async def stream_documents(

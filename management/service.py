@@ -46,6 +46,7 @@ from app.clock import utc_now
 from app.database import Database, Document
 from app.deps import Caller
 from app.ejson import to_extended, to_plain
+from app.engine_postgres import UNKEEPABLE_DATABASE_PREFIXES
 from app.errors import DUPLICATE_KEY_CODES, is_duplicate_key
 from app.filters import compile_filter
 from app.ids import RangedIds, id_key, parse_object_id
@@ -95,12 +96,11 @@ class Export:
 def physical_name(display_name: str) -> str:
     """`<slug>_<6 digits>`: lower-cased name cut to 40 characters (names are [A-Za-z0-9_]).
 
-    A slug starting with `pg` or `_` gets a `db_` prefix on every engine: FerretDB on
-    PostgreSQL hides schemas matching `pg_%` (LIKE: `pg` and any character) after a
-    restart and refuses names starting with `_ferretdb_`.
+    A slug that the embedded engine could not keep (`UNKEEPABLE_DATABASE_PREFIXES`)
+    gets a `db_` prefix, on every engine, so that data moves between engines as is.
     """
     slug = display_name.lower()[:40]
-    if slug.startswith(("pg", "_")):
+    if slug.startswith(UNKEEPABLE_DATABASE_PREFIXES):
         slug = f"db_{slug}"
     return f"{slug}_{secrets.randbelow(1_000_000):06d}"
 

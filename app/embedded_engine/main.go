@@ -167,6 +167,7 @@ func run(ctx context.Context, stop context.CancelFunc, config *ferretdb.Config, 
 
 	var pgDied error
 	if pg != nil {
+		go pg.catchUpShadowIndexes(ctx, config.Logger)
 		go func() {
 			<-pg.exited
 			if ctx.Err() == nil {
@@ -366,6 +367,35 @@ func (p *postgres) setup(ctx context.Context, setupFile string) error {
 		return fmt.Errorf("the engine setup SQL (%s) failed: %w", setupFile, err)
 	}
 	return nil
+}
+
+// catchUpShadowIndexes runs, one at a time and beside traffic, the statements
+// of the setup SQL's quarry_gin_plan(): CREATE INDEX CONCURRENTLY for shadow
+// indexes that are missing or invalid, DROP INDEX CONCURRENTLY for stale ones.
+// A failure is logged; the next start tries again.
+func (p *postgres) catchUpShadowIndexes(ctx context.Context, logger *slog.Logger) {
+	conn, err := pgx.Connect(ctx, p.url(ferretDatabase))
+	if err != nil {
+		logger.WarnContext(ctx, "shadow indexes: cannot connect", slog.Any("error", err))
+		return
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, "SELECT statement FROM quarry_gin_plan() AS statement")
+	if err != nil {
+		logger.WarnContext(ctx, "shadow indexes: cannot plan", slog.Any("error", err))
+		return
+	}
+	statements, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		logger.WarnContext(ctx, "shadow indexes: cannot plan", slog.Any("error", err))
+		return
+	}
+	for _, statement := range statements {
+		if _, err := conn.Exec(ctx, statement, pgx.QueryExecModeSimpleProtocol); err != nil {
+			logger.WarnContext(ctx, "shadow indexes: statement failed",
+				slog.String("statement", statement), slog.Any("error", err))
+		}
+	}
 }
 
 // shutdown asks postgres for a fast shutdown (active transactions roll back,

@@ -98,8 +98,11 @@ async def _wait_healthy_after(app, engine, first_pid: int) -> None:
             await asyncio.sleep(0.2)
         assert engine.pid != first_pid
         assert (await http.get("/health")).status_code == 200
-        # The data is still there after the restart.
+        # The data is still there after the restart, and PostgreSQL where it was
+        # (the direct counts reach it).
         assert await app.state.database.control["kept"].find_one({"_id": "x"}) is not None
+        counted = await app.state.database.engine_sql.count("quarry_engine_test", "kept")
+        assert counted == 1
 
 
 async def test_crashed_engine_is_restarted_by_the_app(tmp_path, engine_binary) -> None:
@@ -220,6 +223,18 @@ def test_serve_with_two_workers_shares_one_recorded_engine(tmp_path, engine_bina
         # Recorded for the workers (with its PostgreSQL port for direct counts).
         record = json.loads((tmp_path / "data" / "engine.json").read_text())
         assert record["backend"] == "postgresql" and record["postgres_port"]
+        # No worker owns it: the serving process restarts it after a crash.
+        os.kill(record["pid"], signal.SIGKILL)
+
+        def restarted() -> bool:
+            try:
+                current = json.loads((tmp_path / "data" / "engine.json").read_text())
+            except (OSError, ValueError):
+                return False
+            return current["pid"] != record["pid"] and _healthy(port)
+
+        wait_for(restarted, timeout=60)
+        assert len(_engine_pids(tmp_path / "data")) == 1
         server.send_signal(signal.SIGINT)
         server.wait(timeout=40)
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pymongo import MongoClient
 
 from app.engine import EmbeddedEngine
 from app.engine_postgres import cluster_paths
+from app.engine_sql import EngineSql
 from tests.conftest import TEST_BACKEND, DatabaseServer
 from tests.documents import Crud
 
@@ -243,8 +245,23 @@ def test_missing_shadows_are_found_again_at_start(tmp_path: Path, engine_binary:
             connection.execute(f"DROP INDEX restart_probe.{shadow}")
         engine.stop()
         engine.restart()
+        # Rebuilt after the start, beside traffic (CREATE INDEX CONCURRENTLY).
+        deadline = time.monotonic() + 30
         with pg_connect(engine) as connection:
-            assert shadow_of(connection, "restart_probe", "things", ["code"]) == shadow
+            while True:
+                try:
+                    assert shadow_of(connection, "restart_probe", "things", ["code"]) == shadow
+                    break
+                except AssertionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            valid = connection.execute(
+                "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE c.relname = %s",
+                (shadow,),
+            ).fetchone()
+            assert valid == (True,)
     finally:
         engine.stop()
 
@@ -268,3 +285,13 @@ async def test_an_unfiltered_count_is_exact_and_read_with_sql(
     # A collection FerretDB does not know answers None: the caller asks FerretDB.
     assert await database.engine_sql.count(collection.database.name, "missing") is None
     assert await database.engine_sql.count("no_such_database", "users") is None
+
+
+async def test_the_direct_sql_connection_cannot_write(crud: Crud, database_server) -> None:
+    engine_sql = EngineSql(database_server.engine.postgres_conninfo())
+    try:
+        connection = await engine_sql._connect()
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            await connection.execute("CREATE TABLE quarry_must_not_exist (x int)")
+    finally:
+        await engine_sql.close()

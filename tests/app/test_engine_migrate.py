@@ -16,7 +16,9 @@ from bson import Binary, Int64, ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
+from app import engine_migrate
 from app.engine import EmbeddedEngine, free_port
+from app.settings import Settings
 from tests.app.test_engine import REPO, _serve
 
 FILE_BYTES = os.urandom(700_000)  # several GridFS chunks
@@ -158,3 +160,26 @@ def test_migrate_that_cannot_finish_leaves_no_cluster(tmp_path: Path, engine_bin
     server = _serve(tmp_path, engine_binary, free_port())
     output, _ = server.communicate(timeout=60)
     assert server.returncode == 1 and "quarry engine migrate" in output
+
+
+def test_a_copy_that_differs_fails_verification_and_leaves_no_cluster(
+    tmp_path: Path, engine_binary: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verification is what stands between a faulty copy and the server: a copy
+    that loses one document (simulated here) is caught, and nothing is kept."""
+    data = tmp_path / "data"
+    _fill_sqlite(data, engine_binary)
+    copy = engine_migrate._copy_collection
+
+    def lossy(src: MongoClient, dst: MongoClient, database: str, collection: str) -> int:
+        copied = copy(src, dst, database, collection)
+        if collection == "products":
+            dst[database][collection].delete_one({})
+        return copied
+
+    monkeypatch.setattr(engine_migrate, "_copy_collection", lossy)
+    lines: list[str] = []
+    settings = Settings(data_dir=data, ferretdb_bin=engine_binary, mongodb_url="")
+    assert engine_migrate.migrate_sqlite_to_postgresql(settings, report=lines.append) == 1
+    assert any("shop_123456.products differs" in line for line in lines), lines
+    assert not (data / "pg").exists() and not (data / "pg.migrating").exists()

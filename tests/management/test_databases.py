@@ -323,3 +323,20 @@ async def test_drop_database_removes_the_physical_database_and_its_metadata(
         "/api/create_database", json={"db_name": name, "collections": []}, headers=owner.bearer
     )
     assert again.status_code == 201
+
+
+@pytest.mark.parametrize("name", ["pgdata", "PGstats"])
+async def test_physical_names_are_ones_every_engine_keeps(
+    client: httpx.AsyncClient,
+    owner: Account,
+    create_database: CreateDatabase,
+    sync_client: MongoClient[dict[str, Any]],
+    name: str,
+) -> None:
+    """FerretDB on PostgreSQL hides `pg…` schemas after a restart: such names get a
+    `db_` prefix; the display name is unchanged."""
+    created = await create_database(owner, name)
+    data = await metadata(client, owner, created["database"]["id"])
+    assert data["displayName"] == name
+    assert re.fullmatch(rf"db_{name.lower()}_\d{{6}}", data["dbName"])
+    assert sync_client[data["dbName"]].list_collection_names() == ["users"]

@@ -25,7 +25,9 @@ from fastapi import FastAPI
 
 from app.database import Database, open_client
 from app.errors import ErrorCode
+from app.undo import SCRATCH_PREFIX
 from management.lifecycle import recover_imports
+from management.repository import drop_stale_undo_scratch
 from tests.accounts import Account
 from tests.app.test_errors import assert_envelope
 from tests.conftest import TEST_BACKEND, DatabaseServer
@@ -87,7 +89,9 @@ async def quiet_app(
     make_client: Callable[..., Any], register_in: Callable[..., Any]
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, Account]]:
     """An app whose maintenance task waits (the test runs it when it wants)."""
-    async with make_client(maintenance_interval_seconds=3600, mongodb_socket_timeout_ms=250) as (
+    # The update's read of its pre-images (a scan of 20,000 documents, ≈0.4 s) fits
+    # in the socket timeout; the update of 8,000 of them (≈4 s) does not.
+    async with make_client(maintenance_interval_seconds=3600, mongodb_socket_timeout_ms=2000) as (
         app,
         http,
     ):
@@ -129,14 +133,14 @@ async def test_update_past_the_socket_timeout_answers_504_and_undoes_only_its_ow
     db_name = (await crud.physical()).database.name
     before = await asyncio.to_thread(snapshot, sync_client, db_name)
     response = await crud.update(
-        "PATCH", filters={"price": {"$lt": 4_000}}, update_data={"$inc": {"price": 0.5}}
+        "PATCH", filters={"price": {"$lt": 8_000}}, update_data={"$inc": {"price": 0.5}}
     )
     assert_envelope(response, 504, ErrorCode.OPERATION_TIMEOUT)
     assert not journal_empty(app)
 
     # The engine stops the abandoned update (its connection is gone); wait until
     # the stored state is stable, then another client writes to two of the
-    # documents the update matched: one it may have changed, one far down.
+    # documents the update matched: the first and the last by _id.
     previous = None
     for _ in range(100):
         current = await asyncio.to_thread(snapshot, sync_client, db_name)
@@ -144,7 +148,8 @@ async def test_update_past_the_socket_timeout_answers_504_and_undoes_only_its_ow
             break
         previous = current
         await asyncio.sleep(0.3)
-    touched = [i for i, p in before.items() if p < 4_000][:2]
+    matched = sorted(i for i, p in before.items() if p < 8_000)
+    touched = [matched[0], matched[-1]]
     for document_id in touched:
         await asyncio.to_thread(
             sync_client[db_name]["products"].update_one,
@@ -187,3 +192,17 @@ async def test_a_read_past_its_server_side_limit_is_stopped_and_answers_504(
         assert "was stopped" in response.json()["message"]
         # The API is fine afterwards.
         assert (await http.get("/health")).status_code == 200
+
+
+async def test_scratch_copies_left_by_a_crashed_undo_are_dropped_by_maintenance(
+    app: FastAPI,
+) -> None:
+    """An undo replays the update on copies of tenant documents in the control
+    database; a crash there must not leave those copies for good."""
+    control = app.state.database.control
+    stale, fresh = f"{SCRATCH_PREFIX}1000_{'a' * 32}", f"{SCRATCH_PREFIX}{int(time.time())}_b"
+    for name in (stale, fresh):
+        await control[name].insert_one({"copy": "of a tenant document"})
+    assert await drop_stale_undo_scratch(database=app.state.database) == 1
+    names = await control.list_collection_names()
+    assert stale not in names and fresh in names
