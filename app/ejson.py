@@ -35,6 +35,7 @@ from bson.regex import Regex
 from bson.timestamp import Timestamp
 
 from app.clock import iso_z
+from app.regex_limits import regex_problem
 
 #: False while serving a request on an engine that cannot store Decimal128 (the
 #: embedded FerretDB closes the connection on one): `$numberDecimal` is then a
@@ -158,6 +159,9 @@ def _regex(payload: Any) -> Regex[Any]:
     if isinstance(payload, dict):
         pattern, options = payload.get("pattern"), payload.get("options", "")
         if isinstance(pattern, str) and isinstance(options, str):
+            problem = regex_problem(pattern, options)
+            if problem is not None:
+                raise WrapperError(f"$regularExpression {problem}")
             return Regex(pattern, options)
     raise WrapperError("$regularExpression needs {pattern, options}")
 

@@ -6,8 +6,9 @@ through `compile_filter`, which returns a new driver filter or raises 400
 - query operators outside the allow-list of crud.md (`$where`, `$expr`,
   `$function`, `$accumulator`, `$jsonSchema`, `$text`, any unknown `$` key) are
   refused by name — at any depth, including inside `$elemMatch` and `$not`;
-- regular expressions longer than `MAX_REGEX` characters and nesting deeper than
-  `MAX_DEPTH` are refused;
+- every regular expression, however it is spelled, goes through
+  `app.regex_limits` (length, options, nested quantifiers); nesting deeper than
+  `MAX_DEPTH` is refused;
 - values are converted by the collection schema like written values (a `date`
   field compares dates, an `id` field ObjectIds, `_id` strings match ObjectIds),
   and Extended JSON wrappers are honoured everywhere.
@@ -20,10 +21,10 @@ from typing import Any
 
 from app.errors import ErrorCode, QuarryError
 from app.names import field_name_problem
+from app.regex_limits import regex_problem
 from app.schema import CompiledSchema, convert_id, convert_untyped_value
 
 MAX_DEPTH = 20
-MAX_REGEX = 512
 MAX_FILTER_CHARS = 1024 * 1024
 
 LOGICAL = {"$and", "$or", "$nor"}
@@ -136,7 +137,7 @@ class _FilterCompiler:
         if op == "$type":
             return self._type(path, arg)
         if op == "$regex":
-            return self._regex(path, arg)
+            return self._regex(path, arg, siblings.get("$options", ""))
         if op == "$options":
             if not isinstance(arg, str) or set(arg) - set("imsx") or "$regex" not in siblings:
                 raise InvalidFilter(f"$options on '{path}' needs $regex and only the flags imsx.")
@@ -181,13 +182,12 @@ class _FilterCompiler:
         return arg
 
     @staticmethod
-    def _regex(path: str, arg: Any) -> str:
+    def _regex(path: str, arg: Any, options: Any) -> str:
         if not isinstance(arg, str):
             raise InvalidFilter(f"$regex on '{path}' needs a string.")
-        if len(arg) > MAX_REGEX:
-            raise InvalidFilter(
-                f"$regex on '{path}' is longer than {MAX_REGEX} characters; refused."
-            )
+        problem = regex_problem(arg, options if isinstance(options, str) else "")
+        if problem is not None:
+            raise InvalidFilter(f"$regex on '{path}' {problem}; refused.")
         return arg
 
     def _element(self, path: str, item: Any, depth: int) -> Any:

@@ -5,7 +5,10 @@ Every stage is scanned to any depth — including the sub-pipelines of `$facet` 
 and a stage or operator outside the rules is 400 `INVALID_PIPELINE` naming it
 and where it is: no `$lookup`/`$graphLookup`/`$unionWith` (other databases), no
 `$out`/`$merge` (writes), no `$function`/`$accumulator`/`$where` (server-side
-code), no `$jsonSchema`/`$text`. `$match` stages go through the filter compiler
+code), no `$jsonSchema`/`$text`. `$regexMatch`/`$regexFind`/`$regexFindAll` need
+a literal `regex` that passes `app.regex_limits` (a pattern read from documents
+could be anything); `$range` needs literal integers and makes at most
+`MAX_RANGE` elements. `$match` stages go through the filter compiler
 (same operator allow-list as `filters`); until the first stage that reshapes
 documents, their values are converted by the collection schema, so dates
 compare as dates.
@@ -23,6 +26,7 @@ from typing import Any
 from app.errors import EngineUnsupported
 from app.filters import InvalidFilter, compile_filter
 from app.names import field_name_problem
+from app.regex_limits import regex_problem
 from app.schema import CompiledSchema
 from data_api.errors import InvalidPipeline
 
@@ -39,6 +43,8 @@ SHAPE_KEEPING = {"$match", "$sort", "$limit", "$skip"}
 EMBEDDED_MISSING = {"$bucket", "$facet"}
 MAX_STAGES = 100
 MAX_DEPTH = 50
+REGEX_EXPRESSIONS = {"$regexMatch", "$regexFind", "$regexFindAll"}
+MAX_RANGE = 100_000
 
 Loc = list[str | int]
 
@@ -133,6 +139,32 @@ class _Compiler:
             if type(direction) is not int or direction not in (1, -1):
                 raise InvalidPipeline(f"$sort direction of '{field}' must be 1 or -1.", loc=loc)
 
+    @staticmethod
+    def _regex_expression(name: str, argument: Any, loc: Loc) -> None:
+        if not isinstance(argument, dict) or not isinstance(argument.get("regex"), str):
+            raise InvalidPipeline(f"{name} needs a literal string regex.", loc=loc)
+        pattern, options = argument["regex"], argument.get("options", "")
+        if pattern.startswith("$"):
+            raise InvalidPipeline(
+                f"{name} needs a literal regex, not a field path or variable.", loc=loc
+            )
+        problem = regex_problem(pattern, options)
+        if problem is not None:
+            raise InvalidPipeline(f"The regex of {name} {problem}.", loc=loc)
+
+    @staticmethod
+    def _range(argument: Any, loc: Loc) -> None:
+        literal = (
+            isinstance(argument, list)
+            and len(argument) in (2, 3)
+            and all(type(item) is int for item in argument)
+        )
+        if not literal:
+            raise InvalidPipeline("$range needs literal integers [start, end, step?].", loc=loc)
+        start, end, step = (*argument, 1)[:3]
+        if step == 0 or (end - start) // step > MAX_RANGE:
+            raise InvalidPipeline(f"$range makes at most {MAX_RANGE:,} numbers.", loc=loc)
+
     def _scan(self, value: Any, loc: Loc, *, depth: int) -> None:
         """Refuse forbidden operators anywhere inside a stage's argument."""
         if depth > MAX_DEPTH:
@@ -145,6 +177,10 @@ class _Compiler:
                     raise InvalidPipeline(
                         f"Operator {key} is not allowed in pipelines.", loc=[*loc, key]
                     )
+                if key in REGEX_EXPRESSIONS:
+                    self._regex_expression(key, item, [*loc, key])
+                if key == "$range":
+                    self._range(item, [*loc, key])
                 self._scan(item, [*loc, key], depth=depth + 1)
         elif isinstance(value, list):
             for position, item in enumerate(value):
