@@ -26,7 +26,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, NetworkTimeout, OperationFailure
+from pymongo.errors import (
+    ConnectionFailure,
+    ExecutionTimeout,
+    NetworkTimeout,
+    OperationFailure,
+    PyMongoError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.request_context import current_request_id
@@ -316,6 +322,15 @@ async def _operation_timeout(request: Request, exc: Exception) -> JSONResponse:
 
 #: Server answers that mean "the database is going away or changing hands", not a bug.
 TRANSIENT_SERVER_CODES = {6, 7, 89, 91, 189, 10107, 11600, 11602, 13435, 13436}
+
+
+def outcome_unknown(exc: PyMongoError) -> bool:
+    """Whether a failed operation may still have been, or still be being, carried out:
+    the connection failed (or timed out) while the server may have been working, or
+    the server went away mid-operation."""
+    if isinstance(exc, ConnectionFailure):
+        return True
+    return isinstance(exc, OperationFailure) and is_transient(exc)
 
 
 def is_transient(exc: OperationFailure) -> bool:

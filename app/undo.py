@@ -125,6 +125,22 @@ async def drop_stale_scratch(scratch_db: AsyncDatabase[Document]) -> int:
     return dropped
 
 
+async def delete_if_written(handle: AsyncCollection[Document], written: Sequence[Document]) -> int:
+    """Delete these documents where the collection holds them exactly as written
+    (a document with one of their `_id`s that differs — one that existed before,
+    or was written since — stays); the number deleted."""
+    deleted = 0
+    for start in range(0, len(written), RESTORE_CHUNK):
+        chunk = written[start : start + RESTORE_CHUNK]
+        ours = {id_key(document["_id"]): canonical(document) for document in chunk}
+        stored = handle.find({"_id": {"$in": [document["_id"] for document in chunk]}})
+        async for document in stored:
+            if ours.get(id_key(document["_id"])) == canonical(document):
+                result = await handle.delete_one({"_id": document["_id"]})
+                deleted += result.deleted_count
+    return deleted
+
+
 async def undo_update(
     handle: AsyncCollection[Document],
     pre_images: Sequence[Document],

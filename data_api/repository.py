@@ -15,7 +15,7 @@ from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
 from app.database import Database, Document
-from app.undo import UndoReport, restore_into
+from app.undo import UndoReport, delete_if_written, restore_into
 from app.undo import undo_update as undo_update_in
 
 
@@ -129,6 +129,11 @@ async def matching_ids(*, target: Target, query: Document, limit: int) -> list[A
 async def restore_documents(*, target: Target, documents: Sequence[Document]) -> None:
     """Put documents back exactly as they were (re-inserting deleted ones)."""
     await restore_into(target.handle, documents)
+
+
+async def delete_written(*, target: Target, documents: Sequence[Document]) -> int:
+    """Delete these documents where they are stored exactly as written (app.undo)."""
+    return await delete_if_written(target.handle, documents)
 
 
 async def undo_update(

@@ -83,6 +83,7 @@ from app.errors import (
     is_duplicate_key_message,
     is_too_many_parameters,
     is_transient,
+    outcome_unknown,
 )
 from app.filters import InvalidFilter, compile_filter
 from app.ids import RangedIds, id_key
@@ -155,6 +156,11 @@ class Undo:
 
     target: Target
     ids: RangedIds = field(default_factory=RangedIds)
+    #: Documents the request wrote with ids the client chose: taken back only
+    #: where they are still stored exactly so (a document that existed with that
+    #: `_id` before, or was written since, is not ours to delete).
+    client_written: list[Document] = field(default_factory=list)
+    #: Upserted ids (their documents are the engine's; no copy to compare with).
     client_ids: list[Any] = field(default_factory=list)
     pre_images: dict[bytes, Document] = field(default_factory=dict)
     inserted: set[bytes] = field(default_factory=set)
@@ -174,7 +180,7 @@ class Undo:
             key = id_key(document["_id"])
             self.inserted.add(key)
             if key not in generated:
-                self.client_ids.append(document["_id"])
+                self.client_written.append(document)
 
     def upserted(self, document_id: Any) -> None:
         self.inserted.add(id_key(document_id))
@@ -193,6 +199,7 @@ class Undo:
         try:
             for low, high in self.ids.ranges:
                 await repo.delete_id_range(target=self.target, low=low, high=high)
+            await repo.delete_written(target=self.target, documents=self.client_written)
             await repo.delete_by_ids(target=self.target, ids=self.client_ids)
             restore = [doc for key, doc in self.pre_images.items() if key not in self.inserted]
             if self.update is not None and restore:
@@ -275,7 +282,7 @@ class DocumentService:
             return [documents[0]["_id"]]
         journal = await self._journal_insert(collection, documents, generated, undo.ids)
         async with journalled(journal, undo):
-            await self._insert(collection, documents, undo, generated, loc=loc)
+            await self._insert(collection, documents, undo, generated, loc=loc, defer_unknown=True)
         return [document["_id"] for document in documents]
 
     def _journal_update(
@@ -303,12 +310,16 @@ class DocumentService:
         target = collection.target
         journal = JournalEntry.create(self.management.journal_root)
         try:
-            client_ids = [d["_id"] for d in documents if id_key(d["_id"]) not in generated]
-            if client_ids:
+            chosen = [d for d in documents if id_key(d["_id"]) not in generated]
+            if chosen:
                 with journal.open_ids() as handle:
-                    for index, value in enumerate(client_ids):
-                        handle.write(bson.encode({"_id": value, "i": index}))
-                existing = await repo.existing_ids(target=target, ids=client_ids)
+                    for index, document in enumerate(chosen):
+                        handle.write(bson.encode({"_id": document["_id"], "i": index}))
+                # The rollback deletes a client-chosen id only where the document
+                # is stored exactly as written: never one that existed before or
+                # was written by someone else since.
+                journal.save_written(chosen)
+                existing = await repo.existing_ids(target=target, ids=[d["_id"] for d in chosen])
                 if existing:
                     journal.exclude(existing)
             journal.commit(db_name=target.db_name, collection=target.collection, ranges=ids.ranges)
@@ -359,7 +370,11 @@ class DocumentService:
         *,
         loc: list[str | int],
         offset: int = 0,
+        defer_unknown: bool = False,
     ) -> None:
+        """`defer_unknown`: when the outcome is unknown (the connection failed), the
+        engine may still be inserting; the journal's rollback, once the engine
+        answers again, is what takes the batch back, not an undo racing it now."""
         try:
             await repo.insert_documents(target=collection.target, documents=documents)
         except BulkWriteError as exc:
@@ -378,9 +393,10 @@ class DocumentService:
             raise PayloadTooLarge(
                 "A document is larger than the 16 MiB a document may be; nothing was written."
             ) from None
-        except PyMongoError:
+        except PyMongoError as exc:
             undo.wrote(documents, generated)
-            await undo.run()
+            if not (defer_unknown and outcome_unknown(exc)):
+                await undo.run()
             raise
         undo.wrote(documents, generated)
 

@@ -91,6 +91,13 @@ class JournalEntry:
             for document in documents:
                 handle.write(bson.encode(document))
 
+    def save_written(self, documents: list[Document]) -> None:
+        """The documents written with client-chosen ids, so that a rollback deletes
+        them only where they are still stored exactly so (CRUD inserts)."""
+        with open(self.path / "written.bson", "ab") as handle:
+            for document in documents:
+                handle.write(bson.encode(document))
+
     def save_update(self, update: Document) -> None:
         (self.path / "update.bson").write_bytes(bson.encode(update))
 
@@ -168,6 +175,14 @@ class JournalEntry:
             for start, end in split_range(ObjectId(low), ObjectId(high), DELETE_RANGE):
                 deleted += await repo.delete_id_range(**target, low=start, high=end)
         excluded = {id_key(value) for value in self._read_ids("excluded.bson")}
+        if (self.path / "written.bson").exists():
+            written = [
+                document
+                for document in self._read_documents("written.bson")
+                if id_key(document["_id"]) not in excluded
+            ]
+            deleted += await repo.delete_written(**target, documents=written)
+            return deleted + await self._restore(target)
         chunk: list[Any] = []
         for value in self._read_ids("ids.bson"):
             if id_key(value) in excluded:
@@ -178,13 +193,17 @@ class JournalEntry:
                 chunk = []
         if chunk:
             deleted += await repo.delete_ids(**target, ids=chunk)
+        return deleted + await self._restore(target)
+
+    async def _restore(self, target: dict[str, Any]) -> int:
+        """Put an update's pre-images back (only where it still holds its writes)."""
         pre_images = list(self._read_documents("pre_images.bson"))
         update = self._update()
         if update is None:
             await repo.restore_documents(**target, documents=pre_images)
-            return deleted + len(pre_images)
+            return len(pre_images)
         report = await repo.undo_update_of(**target, pre_images=pre_images, update=update)
-        return deleted + report.restored
+        return report.restored
 
 
 def journal_entries(root: Path) -> list[Path]:

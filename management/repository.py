@@ -34,7 +34,13 @@ from pymongo.results import InsertManyResult
 
 from app.clock import utc_now
 from app.database import Database, Document
-from app.undo import UndoReport, drop_stale_scratch, restore_into, undo_update
+from app.undo import (
+    UndoReport,
+    delete_if_written,
+    drop_stale_scratch,
+    restore_into,
+    undo_update,
+)
 
 DATABASES = "databases"
 LOCKS = "locks"
@@ -261,6 +267,12 @@ async def undo_update_of(
     return await undo_update(
         database.client[db_name][collection], pre_images, update, scratch_db=database.control
     )
+
+
+async def delete_written(
+    *, database: Database, db_name: str, collection: str, documents: Sequence[Document]
+) -> int:
+    return await delete_if_written(database.client[db_name][collection], documents)
 
 
 async def drop_stale_undo_scratch(*, database: Database) -> int:
