@@ -655,6 +655,8 @@ class DocumentService:
         if own_undo and 1 < len(before) <= UNDO_LIMIT:
             # Up to UNDO_LIMIT documents encoded and written: off the event loop.
             journal = await asyncio.to_thread(self._journal_update, target, before, document)
+            if not upsert:
+                query = _only_these(query, [doc["_id"] for doc in before])
         async with journalled(journal, undo):
             try:
                 outcome = await repo.update_documents(
@@ -889,6 +891,17 @@ class DocumentService:
             if exc.code in (1, NOT_IMPLEMENTED_CODE):
                 raise
             raise refusal(f"The database refused the request: {engine_message(exc)}.") from None
+
+
+def _only_these(query: Document, ids: list[Any]) -> Document:
+    """`query` limited to the documents whose pre-images were read: one that starts
+    matching after that read (no snapshot here) is not changed by this update, so
+    that everything it changes can be put back. Top-level conditions stay where
+    they were, so the engine can still use an index for them."""
+    limit = {"_id": {"$in": ids}}
+    if "_id" in query:
+        return {"$and": [query, limit]}
+    return {**query, **limit}
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 from app.database import Database, open_client
 from app.errors import ErrorCode
 from app.undo import delete_if_written
+from data_api import repository
 from management.lifecycle import recover_imports
 from tests.app.test_errors import assert_envelope
 from tests.conftest import DatabaseServer
@@ -89,3 +90,33 @@ async def test_an_abandoned_batch_is_rolled_back_later_and_existing_documents_st
             await database.client.close()
         assert journal_empty(app)
         assert list(items.find()) == [{"_id": "keep", "v": "existed before"}]
+
+
+async def test_an_update_changes_only_the_documents_whose_pre_images_it_read(
+    crud: Crud, monkeypatch: pytest.MonkeyPatch, sync_client: Any
+) -> None:
+    """No snapshot between reading the pre-images and the update: a document that
+    starts matching in between was changed but could never be put back. Staged
+    here by another writer that lands right before the update reaches the engine."""
+    assert (
+        await crud.insert([{"email": f"u{i}@example.com", "age": 30} for i in range(3)])
+    ).status_code == 201
+    assert (await crud.insert({"email": "late@example.com", "age": 99})).status_code == 201
+    users = sync_client[(await crud.physical()).database.name]["users"]
+    update_documents = repository.update_documents
+
+    async def another_writer_first(**kwargs: Any) -> Any:
+        await asyncio.to_thread(
+            users.update_one, {"email": "late@example.com"}, {"$set": {"age": 30}}
+        )
+        return await update_documents(**kwargs)
+
+    monkeypatch.setattr(repository, "update_documents", another_writer_first)
+    response = await crud.update("PATCH", filters={"age": 30}, update_data={"$inc": {"age": 1}})
+    assert response.status_code == 200, response.text
+    assert response.json()["matched_count"] == 3
+    stored = {d["email"]: d["age"] for d in await crud.stored()}
+    assert stored == {
+        "u0@example.com": 31, "u1@example.com": 31, "u2@example.com": 31,
+        "late@example.com": 30,
+    }  # fmt: skip
