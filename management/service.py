@@ -682,15 +682,28 @@ async def _json_export(
     yield b"\n]\n"
 
 
+#: A spreadsheet reads a cell starting with one of these as a formula (OWASP, CSV
+#: injection): `=HYPERLINK(…)` would come out live.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _neutralised(text: str) -> str:
+    """OWASP's advice for CSV cells: a text that a spreadsheet would take for a formula
+    gets a leading `'`, which makes it text (numbers are written as they are)."""
+    return f"'{text}" if text.startswith(_FORMULA_START) else text
+
+
 def _csv_cell(value: Any) -> str:
     plain = to_plain(value)
     if plain is None:
         return ""
-    if isinstance(plain, dict | list):
-        return json.dumps(plain, ensure_ascii=False, separators=(",", ":"))
     if isinstance(plain, bool):
         return "true" if plain else "false"
-    return str(plain)
+    if isinstance(plain, int | float):
+        return str(plain)
+    if isinstance(plain, dict | list):
+        return _neutralised(json.dumps(plain, ensure_ascii=False, separators=(",", ":")))
+    return _neutralised(str(plain))
 
 
 async def _csv_export(
@@ -702,8 +715,9 @@ async def _csv_export(
             if key not in header:
                 header.append(key)
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
+    # RFC 4180 line ends: a cell holding CR or LF is then quoted, so it stays one cell.
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow([_neutralised(name) for name in header])
     batch = first
     while True:
         for document in batch:

@@ -148,3 +148,38 @@ async def test_export_then_import_round_trips_content_and_types(
         assert copied == original
         for before, after in zip(original, copied, strict=True):
             assert {k: type(v) for k, v in before.items()} == {k: type(v) for k, v in after.items()}
+
+
+async def test_csv_export_neutralises_cells_a_spreadsheet_would_run(
+    client: httpx.AsyncClient, owner: Account, create_database: CreateDatabase, sync_client: Sync
+) -> None:
+    """OWASP CSV injection: a text starting with = + - @ tab or CR gets a leading '."""
+    database_id = (await create_database(owner))["database"]["id"]
+    db_name = (await metadata(client, owner, database_id))["dbName"]
+    sync_client[db_name]["users"].insert_one(
+        {
+            "_id": "evil",
+            "email": '=HYPERLINK("http://evil.example","click")',
+            "age": -5,
+            "=cmd": "+1+1",
+            "note": "@SUM(A1)",
+            "tab": "\tx",
+            "cr": "\r=1",
+            "minus": "-2+3",
+            "score": -1.5,
+            "plain": "safe - text",
+        }
+    )
+    response = await _export(client, owner, database_id, format="csv")
+    assert response.status_code == 200, response.text
+    rows = list(csv.reader(io.StringIO(response.text, newline="")))
+    assert len(rows) == 2, response.text
+    header, row = rows
+    cells = dict(zip(header, row, strict=True))
+    assert cells["email"] == '\'=HYPERLINK("http://evil.example","click")'
+    assert "'=cmd" in header and cells["'=cmd"] == "'+1+1"
+    assert cells["note"] == "'@SUM(A1)"
+    assert cells["tab"] == "'\tx" and cells["cr"] == "'\r=1"
+    assert cells["minus"] == "'-2+3"
+    # Numbers stay numbers; other text stays as it is.
+    assert (cells["age"], cells["score"], cells["plain"]) == ("-5", "-1.5", "safe - text")
