@@ -4,8 +4,7 @@
 Code never logs bodies, headers or query strings; as a second line of defence
 the `SecretScrubber` filter masks anything shaped like a JWT, a Quarry API key,
 a bearer/api-key header value or a `password=` pair before a record is written.
-A record may opt out with `extra={"reveal": True}` — used only for the
-development outbox, whose purpose is to show a newcomer the verification link.
+No record opts out: not even the development outbox logs a link.
 """
 
 from __future__ import annotations
@@ -43,8 +42,6 @@ class RequestIdFilter(logging.Filter):
 
 class SecretScrubber(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "reveal", False):
-            return True
         message = record.getMessage()
         cleaned = scrub(message)
         if cleaned != message:
@@ -56,7 +53,6 @@ _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
     "request_id",
-    "reveal",
     "color_message",
     "taskName",
 }

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     argon2_memory_kib: Annotated[int, Field(ge=8)] = 64 * 1024
     argon2_parallelism: Annotated[int, Field(ge=1)] = 4
 
-    # Mail. No SMTP host: mails go to QUARRY_DATA_DIR/outbox/*.eml and their links to the log.
+    # Mail. No SMTP host: mails go to QUARRY_DATA_DIR/outbox/*.eml (not in production).
     smtp_host: str = ""
     smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
     smtp_username: str = ""
@@ -116,6 +116,9 @@ class Settings(BaseSettings):
             )
         if not self.public_url:
             raise ValueError("QUARRY_PUBLIC_URL must be set when QUARRY_ENV=production")
+        if not self.smtp_host:
+            # Else verification and reset mails would land in files on the server.
+            raise ValueError("QUARRY_SMTP_HOST must be set when QUARRY_ENV=production")
         return self
 
     @property

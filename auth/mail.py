@@ -2,17 +2,18 @@
 with fastapi-mail, sent from a background task after the answer has gone out.
 
 With `QUARRY_SMTP_HOST` set, mail goes to that server. Without it (the
-development default) each mail is written to `QUARRY_DATA_DIR/outbox/*.eml` and
-its links are printed in the server log, so a newcomer can verify an account
-without a mail server. A failed send is logged with the request id and never
-fails the request that caused it.
+development default; production refuses to start without it) each mail is
+written to `QUARRY_DATA_DIR/outbox/*.eml` and the file's path is printed in the
+server log, so a newcomer can open it and verify an account without a mail
+server. No environment logs a link: its token is a live credential. A failed
+send is logged with the request id and never fails the request that caused it.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,6 @@ class Mail:
     subject: str
     template: str
     context: dict[str, Any]
-    links: list[str] = field(default_factory=list)
 
 
 class Mailer:
@@ -79,15 +79,8 @@ class Mailer:
             stamp = utc_now().strftime("%Y%m%dT%H%M%S")
             path = self.outbox / f"{stamp}-{mail.template}-{uuid.uuid4().hex[:8]}.eml"
             path.write_bytes(built.as_bytes())  # type: ignore[union-attr]
-            # The point of the development outbox: show the link to whoever runs it.
-            logger.info(
-                "mail '%s' to %s written to %s; links: %s",
-                mail.template,
-                mail.to,
-                path,
-                " ".join(mail.links) or "-",
-                extra={"reveal": True},
-            )
+            # Where to find it; the link inside is a live credential, never logged.
+            logger.info("mail '%s' written to %s (open it for its link)", mail.template, path)
         except Exception as exc:
             logger.error("mail '%s' could not be sent: %s", mail.template, type(exc).__name__)
         finally:

@@ -139,7 +139,6 @@ class AuthService:
             subject="Verify your email address for Quarry",
             template="verify",
             context={"first_name": user["first_name"], "link": link, "hours": hours},
-            links=[link],
         )
 
     # ---------------------------------------------------------------- register
@@ -181,7 +180,6 @@ class AuthService:
                 subject="Someone tried to register with your address",
                 template="account_exists",
                 context={"first_name": existing["first_name"], "link": link},
-                links=[link] if link else [],
             )
         )
 
@@ -351,8 +349,7 @@ class AuthService:
                     "reset_endpoint": f"{self.settings.resolved_public_url}/core/password/reset",
                     "minutes": max(1, self.settings.reset_token_seconds // 60),
                 },
-                links=[link],
-            )
+                )
         )
 
     async def reset_password(self, *, token: str, password: str) -> None:

@@ -34,8 +34,19 @@ def test_production_refuses_a_short_secret_key() -> None:
 
 
 def test_production_accepts_a_long_secret_key() -> None:
-    settings = Settings(env="production", public_url="https://q.example.com", secret_key="k" * 32)
+    settings = Settings(
+        env="production",
+        public_url="https://q.example.com",
+        secret_key="k" * 32,
+        smtp_host="smtp.example.com",
+    )
     assert settings.resolved_public_url == "https://q.example.com"
+
+
+def test_production_refuses_to_start_without_smtp() -> None:
+    """Without SMTP, verification and reset links would land in files on the server."""
+    with pytest.raises(ValidationError, match="QUARRY_SMTP_HOST"):
+        Settings(env="production", public_url="https://q.example.com", secret_key="k" * 32)
 
 
 def test_cli_names_the_missing_setting_in_production() -> None:

@@ -22,7 +22,7 @@ def quarry_log_stream() -> tuple[logging.Handler, io.StringIO]:
     return handler, stream
 
 
-async def test_without_smtp_mail_goes_to_the_outbox_and_the_link_to_the_log(
+async def test_without_smtp_mail_goes_to_the_outbox_and_no_link_to_the_log(
     make_settings, tmp_path
 ) -> None:
     app = create_app(make_settings(smtp_host="", data_dir=tmp_path / "dev"))
@@ -48,8 +48,10 @@ async def test_without_smtp_mail_goes_to_the_outbox_and_the_link_to_the_log(
             html = message.get_body(preferencelist=("html",)).get_content()
             link = next(w for w in plain.split() if "/core/verify?token=" in w)
             assert link in html
-            assert link in stream.getvalue()
             token = link.split("token=")[1]
+            # The log names the file to open, never the link: its token is a credential.
+            assert str(files[0]) in stream.getvalue()
+            assert token not in stream.getvalue()
             assert (await http.get("/core/verify", params={"token": token})).status_code == 200
     finally:
         handler.setStream(sys.stderr)  # type: ignore[attr-defined]
@@ -73,10 +75,27 @@ async def test_failed_mail_is_logged_and_does_not_fail_the_request(make_settings
     assert failures and failures[0].request_id == "mail-failure-1"
 
 
-async def test_no_password_token_or_key_reaches_the_logs(make_settings, inbox, caplog) -> None:
-    caplog.set_level(logging.DEBUG)
+class RawMessages(logging.Handler):
+    """Every message as the code logged it, before any handler's filter (the
+    scrubber rewrites records in place, so caplog only ever sees them scrubbed)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("quarry"):
+            self.messages.append(record.getMessage())
+
+
+async def test_no_password_token_or_key_reaches_the_logs(make_settings, inbox) -> None:
     app = create_app(make_settings())
     handler, stream = quarry_log_stream()
+    root = logging.getLogger()
+    raw_messages = RawMessages()
+    root.handlers.insert(0, raw_messages)  # runs before the quarry handler's scrubber
+    level = root.level
+    root.setLevel(logging.DEBUG)
     secrets: list[str] = [PASSWORD, "a-new-password-9"]
     try:
         async with (
@@ -114,9 +133,11 @@ async def test_no_password_token_or_key_reaches_the_logs(make_settings, inbox, c
             await http.post("/core/token/refresh", json={"refresh": pair["refresh"]})
     finally:
         handler.setStream(sys.stderr)  # type: ignore[attr-defined]
+        root.removeHandler(raw_messages)
+        root.setLevel(level)
     written = stream.getvalue()
-    raw = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("quarry"))
-    assert "POST /core/login" in written
+    raw = "\n".join(raw_messages.messages)
+    assert "POST /core/login" in written and "POST /core/login" in raw
     for secret in secrets:
         assert secret not in written, "a secret reached the server log"
         assert secret not in raw, "a secret was logged (before scrubbing)"
