@@ -7,6 +7,7 @@ bounded by the caller's limit; nothing here loads a whole collection.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
 from app.database import Database, Document
+from app.errors import QueryTimeout
 from app.undo import UndoReport, delete_if_written, restore_into
 from app.undo import undo_update as undo_update_in
 
@@ -72,11 +74,21 @@ async def find_document(
 
 
 async def count_documents(*, target: Target, query: Document) -> int:
+    """Raises `QueryTimeout` past `QUARRY_QUERY_TIMEOUT_MS`: the server's `maxTimeMS`
+    where it honours it, else (FerretDB's count) the client gives up shortly after."""
     if not query:
         return await target.database.collection_size(target.db_name, target.collection)
-    return await target.handle.count_documents(
+    counting = target.handle.count_documents(
         await target.database.engine_filter(query), maxTimeMS=target.database.query_time_ms
     )
+    try:
+        return await asyncio.wait_for(counting, target.database.query_timeout + 0.5)
+    except TimeoutError:
+        raise QueryTimeout(
+            f"The count ran longer than {target.database.query_timeout:g} s and was abandoned "
+            "(the database may go on with it for a moment); narrow the filter or use a field "
+            "with an index."
+        ) from None
 
 
 async def update_documents(

@@ -206,3 +206,17 @@ async def test_scratch_copies_left_by_a_crashed_undo_are_dropped_by_maintenance(
     assert await drop_stale_undo_scratch(database=app.state.database) == 1
     names = await control.list_collection_names()
     assert stale not in names and fresh in names
+
+
+async def test_a_count_past_its_limit_answers_504_even_where_the_engine_ignores_it(
+    make_client: Callable[..., Any], register_in: Callable[..., Any], sync_client: Any
+) -> None:
+    """FerretDB's count ignores maxTimeMS: the client gives up at the limit."""
+    async with make_client(query_timeout_ms=100) as (app, http):
+        crud = await products(app, http, await register_in(http), sync_client)
+        started = time.perf_counter()
+        response = await crud.post(
+            "/api/crud/count", filters={"sku": {"$regex": "^(s|k|u|-)9"}, "price": {"$gte": 0}}
+        )
+        assert_envelope(response, 504, ErrorCode.QUERY_TIMEOUT)
+        assert time.perf_counter() - started < 5
