@@ -69,8 +69,15 @@ class Settings(BaseSettings):
     verify_token_seconds: Annotated[int, Field(ge=1)] = 24 * 3600
     reset_token_seconds: Annotated[int, Field(ge=1)] = 3600
     require_email_verification: bool = True
+    #: Failed logins per window: per email and client address, per address, per email.
     login_max_failures: Annotated[int, Field(ge=1)] = 10
+    login_max_failures_per_address: Annotated[int, Field(ge=1)] = 100
+    login_max_failures_per_email: Annotated[int, Field(ge=1)] = 100
     login_failure_window_seconds: Annotated[int, Field(ge=1)] = 15 * 60
+    #: Registrations per window, per client address and per target email.
+    register_max_per_address: Annotated[int, Field(ge=1)] = 20
+    register_max_per_email: Annotated[int, Field(ge=1)] = 5
+    register_window_seconds: Annotated[int, Field(ge=1)] = 3600
     max_api_keys: Annotated[int, Field(ge=1)] = 50
     sweep_interval_seconds: Annotated[float, Field(gt=0)] = 300.0
     # Argon2id cost (RFC 9106's second recommended option; see auth/passwords.py).

@@ -88,9 +88,9 @@ class TooManyAttempts(QuarryError):
     status_code = 429
     error_code = ErrorCode.TOO_MANY_ATTEMPTS
 
-    def __init__(self, retry_after: int) -> None:
+    def __init__(self, retry_after: int, *, what: str = "failed logins") -> None:
         super().__init__(
-            f"Too many failed logins for this account; try again in {retry_after} seconds.",
+            f"Too many {what}; try again in {retry_after} seconds.",
             headers={"Retry-After": str(retry_after)},
         )
 

@@ -23,6 +23,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from app.clock import utc_now
 from app.database import Document
+from app.slots import Slots
 
 logger = logging.getLogger("quarry.auth")
 
@@ -45,7 +46,7 @@ _INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("expires_at", ASCENDING)], name="expires"),
     ],
     LOGIN_ATTEMPTS: [
-        IndexModel([("email", ASCENDING), ("at", ASCENDING)], name="email_at"),
+        IndexModel([("scope", ASCENDING), ("window", ASCENDING)], name="scope_window"),
         IndexModel([("expires_at", ASCENDING)], name="expires"),
     ],
 }
@@ -198,25 +199,6 @@ async def touch_api_key(
 # ---------------------------------------------------------------- login attempts
 
 
-async def record_failed_login(
-    *, db: AsyncDatabase[Document], email: str, now: datetime, window: timedelta
-) -> None:
-    await db[LOGIN_ATTEMPTS].insert_one({"email": email, "at": now, "expires_at": now + window})
-
-
-async def failed_logins_since(
-    *, db: AsyncDatabase[Document], email: str, since: datetime, limit: int
-) -> list[datetime]:
-    """The times of the failures after `since`, oldest first (at most `limit`)."""
-    cursor = (
-        db[LOGIN_ATTEMPTS]
-        .find({"email": email, "at": {"$gt": since}}, {"at": 1, "_id": 0})
-        .sort("at", -1)
-        .limit(limit)
-    )
-    times: list[datetime] = [entry["at"] async for entry in cursor]
-    return sorted(times)
-
-
-async def clear_failed_logins(*, db: AsyncDatabase[Document], email: str) -> None:
-    await db[LOGIN_ATTEMPTS].delete_many({"email": email})
+def attempt_slots(*, db: AsyncDatabase[Document]) -> Slots:
+    """Login and registration budgets (app.slots), kept in `login_attempts`."""
+    return Slots(db[LOGIN_ATTEMPTS])

@@ -56,15 +56,16 @@ ACCEPTED = "If the address belongs to an account that needs it, a mail is on its
     "/core/register",
     status_code=201,
     response_model=MessageAnswer,
-    responses=error_responses(400, 413, 422),
+    responses=error_responses(400, 413, 422, 429),
 )
-async def register(body: RegisterRequest, service: ServiceDep) -> MessageAnswer:
+async def register(body: RegisterRequest, request: Request, service: ServiceDep) -> MessageAnswer:
     """Create an account; a verification link is mailed."""
     await service.register(
         email=body.email,
         first_name=body.firstName,
         last_name=body.lastName,
         password=body.password,
+        address=client_address(request),
     )
     return MessageAnswer(message=REGISTERED)
 
@@ -100,9 +101,19 @@ async def resend_verification(body: EmailRequest, service: ServiceDep) -> Messag
 @router.post(
     "/core/login", response_model=TokenPair, responses=error_responses(400, 401, 403, 422, 429)
 )
-async def login(body: LoginRequest, service: ServiceDep) -> TokenPair:
+async def login(body: LoginRequest, request: Request, service: ServiceDep) -> TokenPair:
     """Exchange email and password for an access and a refresh token."""
-    return TokenPair(**await service.login(email=body.email, password=body.password))
+    return TokenPair(
+        **await service.login(
+            email=body.email, password=body.password, address=client_address(request)
+        )
+    )
+
+
+def client_address(request: Request) -> str:
+    """The caller's address (behind a proxy, uvicorn's `proxy_headers` has set it
+    from X-Forwarded-For for the proxies it trusts)."""
+    return request.client.host if request.client else "unknown"
 
 
 @router.post(

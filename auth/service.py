@@ -5,8 +5,21 @@ Decisions where auth.md is silent:
   password changes revoke refresh tokens, so a stolen access token lives at most
   its own lifetime. API keys, in contrast, are looked up on every request, so a
   deleted key stops working at once, across every worker.
-- A successful login clears the failure counter of that email; failures are
-  counted for unknown emails too, so the 429 reveals nothing.
+- Login attempts are budgeted exactly under concurrency (`app.slots`: a slot is
+  taken before the password is checked; a failed attempt keeps it), in three
+  budgets per window (`QUARRY_LOGIN_FAILURE_WINDOW_SECONDS`): per email *and*
+  client address (`QUARRY_LOGIN_MAX_FAILURES`, 10) — so an attacker's guesses lock
+  out the attacker's address, not the account's owner elsewhere —; per address
+  across emails (`QUARRY_LOGIN_MAX_FAILURES_PER_ADDRESS`, credential stuffing);
+  and per email across addresses (`QUARRY_LOGIN_MAX_FAILURES_PER_EMAIL`, a
+  distributed guess; only that can lock an owner out, for one window). A
+  successful login clears its email-and-address budget; unknown emails count
+  the same, so a 429 reveals nothing.
+- Registration is budgeted per client address and per target email
+  (`QUARRY_REGISTER_MAX_PER_ADDRESS` / `_PER_EMAIL` per
+  `QUARRY_REGISTER_WINDOW_SECONDS`), checked before the Argon2 hash, so neither
+  costs the server unbounded hashing; an existing address gets at most one "someone
+  tried to register" notice per window.
 - A password reset also marks the email verified (the mail proved the inbox).
 - Re-sending the verification mail happens at most once a minute per account.
 - A wrong current password on password change is 403 `INVALID_CREDENTIALS` (the
@@ -16,6 +29,7 @@ Decisions where auth.md is silent:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -26,12 +40,14 @@ from typing import Any, NoReturn
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from app.clock import utc_now
 from app.database import Document
 from app.deps import Caller
 from app.ids import parse_object_id
 from app.settings import Settings
+from app.slots import Budget, BudgetSpent, Slots
 from auth import repository as repo
 from auth.errors import (
     ApiKeyInvalid,
@@ -58,6 +74,11 @@ API_KEY_SECRET_BYTES = 32
 _BASE62 = string.ascii_letters + string.digits
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 RESEND_INTERVAL = timedelta(minutes=1)
+
+
+def _digest(*parts: str) -> str:
+    """A short, stable id for budget scopes (no address or email stored in clear)."""
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
 
 
 def hash_api_key(key: str) -> str:
@@ -143,12 +164,24 @@ class AuthService:
 
     # ---------------------------------------------------------------- register
 
-    async def register(self, *, email: str, first_name: str, last_name: str, password: str) -> None:
+    async def register(
+        self, *, email: str, first_name: str, last_name: str, password: str, address: str
+    ) -> None:
         """Create the account and mail a link; an existing address gets a notice instead.
 
         Answers the same either way (no enumeration); the hash is computed first
-        so both paths cost the same.
+        so both paths cost the same. Raises TooManyAttempts (per address or email).
         """
+        window = self.settings.register_window_seconds
+        await self._spend(
+            [
+                Budget(f"register-address:{_digest(address)}",
+                       self.settings.register_max_per_address, window),
+                Budget(f"register-email:{_digest(email)}",
+                       self.settings.register_max_per_email, window),
+            ],
+            what="registrations",
+        )  # fmt: skip
         password_hash = await self.passwords.hash(password)
         now = utc_now()
         user = {
@@ -169,6 +202,11 @@ class AuthService:
         existing = await repo.find_user_by_email(db=self.db, email=email)
         if existing is None:
             return
+        notice = Budget(f"register-notice:{_digest(email)}", 1, window)
+        try:
+            await self.slots.take([notice], utc_now())
+        except BudgetSpent:
+            return  # one notice per window: registering must not flood an inbox
         link = None
         if not existing["is_verified"]:
             link = self._link(
@@ -213,15 +251,26 @@ class AuthService:
 
     # ---------------------------------------------------------------- login
 
-    async def _check_attempts(self, email: str, now: datetime) -> None:
-        window = timedelta(seconds=self.settings.login_failure_window_seconds)
-        limit = self.settings.login_max_failures
-        failures = await repo.failed_logins_since(
-            db=self.db, email=email, since=now - window, limit=limit
-        )
-        if len(failures) >= limit:
-            retry_after = int((failures[0] + window - now).total_seconds()) + 1
-            raise TooManyAttempts(max(1, retry_after))
+    @property
+    def slots(self) -> Slots:
+        return repo.attempt_slots(db=self.db)
+
+    async def _spend(self, budgets: list[Budget], *, what: str) -> list[str]:
+        """Take a slot of each budget; raises TooManyAttempts when one is spent."""
+        try:
+            return await self.slots.take(budgets, utc_now())
+        except BudgetSpent as exc:
+            raise TooManyAttempts(exc.retry_after, what=what) from None
+
+    def _login_budgets(self, email: str, address: str) -> list[Budget]:
+        window = self.settings.login_failure_window_seconds
+        return [
+            Budget(f"login:{_digest(email, address)}", self.settings.login_max_failures, window),
+            Budget(f"login-address:{_digest(address)}",
+                   self.settings.login_max_failures_per_address, window),
+            Budget(f"login-email:{_digest(email)}",
+                   self.settings.login_max_failures_per_email, window),
+        ]  # fmt: skip
 
     async def _issue_pair(self, user_id: ObjectId, family: str | None = None) -> dict[str, Any]:
         refresh, claims = self.codec.new_refresh(str(user_id), family)
@@ -248,29 +297,31 @@ class AuthService:
             "expires_in": int(self.codec.access_ttl.total_seconds()),
         }
 
-    async def login(self, *, email: str, password: str) -> dict[str, Any]:
+    async def login(self, *, email: str, password: str, address: str) -> dict[str, Any]:
         """Raises TooManyAttempts, InvalidCredentials, EmailNotVerified."""
-        now = utc_now()
-        await self._check_attempts(email, now)
-        user = await repo.find_user_by_email(db=self.db, email=email)
-        matches, new_hash = await self.passwords.verify(
-            password, user["password_hash"] if user else None
-        )
-        if user is None or not matches:
-            await repo.record_failed_login(
-                db=self.db,
-                email=email,
-                now=now,
-                window=timedelta(seconds=self.settings.login_failure_window_seconds),
+        budgets = self._login_budgets(email, address)
+        # Taken before the password is checked: parallel guesses cannot all pass.
+        taken = await self._spend(budgets, what="failed logins")
+        try:
+            user = await repo.find_user_by_email(db=self.db, email=email)
+            matches, new_hash = await self.passwords.verify(
+                password, user["password_hash"] if user else None
             )
-            raise InvalidCredentials()
+        except BaseException:
+            # Not a failed guess (the database failed): best effort, give them back.
+            with contextlib.suppress(PyMongoError):
+                await self.slots.give_back(taken)
+            raise
+        if user is None or not matches:
+            raise InvalidCredentials()  # the slots stay taken: a failure
+        await self.slots.give_back(taken)
         if self.settings.require_email_verification and not user["is_verified"]:
             raise EmailNotVerified()
         if new_hash is not None:
             await repo.replace_password_hash(
                 db=self.db, user_id=user["_id"], old_hash=user["password_hash"], new_hash=new_hash
             )
-        await repo.clear_failed_logins(db=self.db, email=email)
+        await self.slots.clear(budgets[0].scope)
         return await self._issue_pair(user["_id"])
 
     # ---------------------------------------------------------------- refresh
@@ -349,7 +400,7 @@ class AuthService:
                     "reset_endpoint": f"{self.settings.resolved_public_url}/core/password/reset",
                     "minutes": max(1, self.settings.reset_token_seconds // 60),
                 },
-                )
+            )
         )
 
     async def reset_password(self, *, token: str, password: str) -> None:
@@ -373,7 +424,8 @@ class AuthService:
         if not swapped:
             raise ResetTokenInvalid()
         await repo.revoke_user_tokens(db=self.db, user_id=user_id)
-        await repo.clear_failed_logins(db=self.db, email=user["email"])
+        # The mail proved the inbox: earlier guesses from anywhere stop counting.
+        await self.slots.clear(f"login-email:{_digest(user['email'])}")
 
     async def change_password(
         self, *, caller: Caller, current_password: str, new_password: str
