@@ -150,7 +150,7 @@ async def test_every_index_quarry_declares_has_a_gin_shadow(
     assert shadow_of(pg, control, "users", ["_id"])
     assert shadow_of(pg, control, "api_keys", ["key_hash"])
     assert shadow_of(pg, control, "databases", ["displayName", "user_id"])
-    assert shadow_of(pg, control, "login_attempts", ["at", "email"])
+    assert shadow_of(pg, control, "login_attempts", ["scope", "window"])
     # … and the tenant's collection: its unique and indexed schema fields.
     db_name = (await crud.physical()).database.name
     assert shadow_of(pg, db_name, "users", ["email"])
