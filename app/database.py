@@ -49,6 +49,9 @@ class Database:
     query_timeout: float = 10.0
     #: Direct read-only SQL to the embedded engine's PostgreSQL (exact fast counts).
     engine_sql: EngineSql | None = None
+    #: Features whose control-database indexes exist (`"management"`): until then,
+    #: writes whose safety rests on a unique index answer 503.
+    indexes_ready: set[str] = field(default_factory=set)
     _engine: str | None = field(default=None, init=False)
 
     @property

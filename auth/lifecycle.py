@@ -1,8 +1,10 @@
 """Start and stop the auth package with the app: signing key, hasher, mailer,
 indexes, the authenticator, and the periodic sweep of expired rows.
 
-If the database is unreachable at start, index creation is retried by the sweep
-loop until it succeeds, so a server started before its database still comes up.
+If the database is unreachable at start, index creation is retried every
+maintenance interval until it succeeds, so a server started before its database
+still comes up; until then the endpoints whose safety rests on a unique index
+(register, token refresh, API-key creation) answer 503 rather than run without it.
 """
 
 from __future__ import annotations
@@ -28,17 +30,31 @@ from auth.tokens import TokenCodec, resolve_secret_key
 logger = logging.getLogger("quarry.auth")
 
 
-def _maintenance(database: Database, state: dict[str, bool]) -> Callable[[], Awaitable[None]]:
+def _sweep(database: Database) -> Callable[[], Awaitable[None]]:
     async def work() -> None:
         try:
-            if not state["indexes_ready"]:
-                await repo.ensure_indexes(db=database.control)
-                state["indexes_ready"] = True
             removed = await repo.sweep_expired(db=database.control, now=utc_now())
             if any(removed.values()):
                 logger.info("swept expired rows: %s", removed)
         except PyMongoError as exc:
-            logger.warning("auth maintenance postponed: %s", type(exc).__name__)
+            logger.warning("auth sweep postponed: %s", type(exc).__name__)
+
+    return work
+
+
+def index_creation(database: Database, state: AuthState) -> Callable[[], Awaitable[None]]:
+    """Create the auth indexes if they are not there yet (a no-op once they are)."""
+
+    async def work() -> None:
+        if state.indexes_ready:
+            return
+        try:
+            await repo.ensure_indexes(db=database.control)
+        except PyMongoError as exc:
+            logger.warning("auth indexes not created yet (%s); retrying", type(exc).__name__)
+            return
+        state.indexes_ready = True
+        logger.info("auth indexes ready")
 
     return work
 
@@ -51,18 +67,18 @@ async def start_auth(app: FastAPI) -> None:
     state = AuthState(codec=codec, passwords=passwords, settings=settings, mailer=Mailer(settings))
     app.state.auth = state
     app.state.authenticator = HeaderAuthenticator(database=database, state=state)
-    indexes_ready = False
-    try:
-        await repo.ensure_indexes(db=database.control)
-        indexes_ready = True
-    except PyMongoError as exc:
-        logger.warning("auth indexes not created yet (%s); retrying", type(exc).__name__)
-    work = _maintenance(database, {"indexes_ready": indexes_ready})
-    await work()
+    create_indexes = index_creation(database, state)
+    await create_indexes()
+    app.state.auth_indexes = start_periodic(
+        "auth-indexes", create_indexes, settings.maintenance_interval_seconds
+    )
+    sweep = _sweep(database)
+    await sweep()
     app.state.auth_maintenance = start_periodic(
-        "auth-maintenance", work, settings.sweep_interval_seconds
+        "auth-maintenance", sweep, settings.sweep_interval_seconds
     )
 
 
 async def stop_auth(app: FastAPI) -> None:
+    await stop_periodic(getattr(app.state, "auth_indexes", None))
     await stop_periodic(getattr(app.state, "auth_maintenance", None))

@@ -45,6 +45,7 @@ from pymongo.errors import PyMongoError
 from app.clock import utc_now
 from app.database import Document
 from app.deps import Caller
+from app.errors import DatabaseUnavailable
 from app.ids import parse_object_id
 from app.settings import Settings
 from app.slots import Budget, BudgetSpent, Slots
@@ -130,6 +131,9 @@ class AuthState:
         self.settings = settings
         self.mailer = mailer
         self.key_last_touched: dict[ObjectId, datetime] = {}
+        #: Whether the unique indexes exist that one account per email and
+        #: single-use refresh tokens rest on (`auth.lifecycle` creates them).
+        self.indexes_ready = False
 
 
 class AuthService:
@@ -142,6 +146,12 @@ class AuthService:
         self.codec = state.codec
         self.passwords = state.passwords
         self.mail = mail
+
+    def _require_indexes(self) -> None:
+        """Raises DatabaseUnavailable (503) while the unique indexes that make a
+        write safe do not exist yet (the database was down when the app started)."""
+        if not self.state.indexes_ready:
+            raise DatabaseUnavailable()
 
     # ------------------------------------------------------------ links and mail
 
@@ -170,8 +180,10 @@ class AuthService:
         """Create the account and mail a link; an existing address gets a notice instead.
 
         Answers the same either way (no enumeration); the hash is computed first
-        so both paths cost the same. Raises TooManyAttempts (per address or email).
+        so both paths cost the same. Raises TooManyAttempts (per address or email),
+        DatabaseUnavailable (the unique index on email does not exist yet).
         """
+        self._require_indexes()
         window = self.settings.register_window_seconds
         await self._spend(
             [
@@ -336,8 +348,10 @@ class AuthService:
         """Rotate: consume this refresh token, issue a new pair in the same family.
 
         A used or revoked token revokes its whole family (theft detection).
-        Raises TokenExpired, TokenInvalid, TokenRevoked.
+        Raises TokenExpired, TokenInvalid, TokenRevoked, DatabaseUnavailable (the
+        unique index that makes a refresh token single-use does not exist yet).
         """
+        self._require_indexes()
         claims = self._decode_refresh(refresh_token)
         stored = await repo.find_refresh_token(db=self.db, jti=claims.jti)
         if stored is None or stored["family"] != claims.family:
@@ -471,7 +485,9 @@ class AuthService:
     async def create_api_key(
         self, *, caller: Caller, name: str, expires_in_days: int | None
     ) -> dict[str, Any]:
-        """Raises ApiKeyLimit. The clear key is returned here and stored nowhere."""
+        """Raises ApiKeyLimit, DatabaseUnavailable. The clear key is returned here and
+        stored nowhere."""
+        self._require_indexes()
         now = utc_now()
         limit = self.settings.max_api_keys
         live = await repo.count_live_api_keys(db=self.db, user_id=caller.user_id, now=now)

@@ -26,6 +26,8 @@ from management import repository as repo
 from management.journal import JournalEntry, journal_entries
 
 logger = logging.getLogger("quarry.management")
+#: The key of this package's control indexes in `Database.indexes_ready`.
+MANAGEMENT = "management"
 
 
 async def recover_imports(database: Database, settings: Settings) -> int:
@@ -85,14 +87,12 @@ async def _finish_collections(database: Database, record: Document) -> None:
         await repo.release_lock(db=database.control, name=f"database:{record['_id']}", token=token)
 
 
-def _maintenance(
-    database: Database, settings: Settings, state: dict[str, bool]
-) -> Callable[[], Awaitable[None]]:
+def maintenance_pass(database: Database, settings: Settings) -> Callable[[], Awaitable[None]]:
     async def work() -> None:
         try:
-            if not state["indexes_ready"]:
+            if MANAGEMENT not in database.indexes_ready:
                 await repo.ensure_indexes(db=database.control)
-                state["indexes_ready"] = True
+                database.indexes_ready.add(MANAGEMENT)
             await recover_imports(database, settings)
             await finish_stale_changes(database, settings)
             await repo.drop_stale_undo_scratch(database=database)
@@ -105,15 +105,14 @@ def _maintenance(
 async def start_management(app: FastAPI) -> None:
     database: Database = app.state.database
     settings: Settings = app.state.settings
-    indexes_ready = False
     try:
         await repo.ensure_indexes(db=database.control)
-        indexes_ready = True
+        database.indexes_ready.add(MANAGEMENT)
     except PyMongoError as exc:
         logger.warning("management indexes not created yet (%s); retrying", type(exc).__name__)
     app.state.management_maintenance = start_periodic(
         "management-maintenance",
-        _maintenance(database, settings, {"indexes_ready": indexes_ready}),
+        maintenance_pass(database, settings),
         settings.maintenance_interval_seconds,
     )
 

@@ -47,7 +47,7 @@ from app.database import Database, Document
 from app.deps import Caller
 from app.ejson import to_extended, to_plain
 from app.engine_postgres import UNKEEPABLE_DATABASE_PREFIXES
-from app.errors import DUPLICATE_KEY_CODES, is_duplicate_key
+from app.errors import DUPLICATE_KEY_CODES, DatabaseUnavailable, is_duplicate_key
 from app.filters import compile_filter
 from app.ids import RangedIds, id_key, parse_object_id
 from app.names import check_name
@@ -161,7 +161,10 @@ class ManagementService:
     async def create_database(
         self, *, caller: Caller, name: str, collections: list[CollectionDefinition]
     ) -> Document:
-        """Raises `InvalidName`, `SchemaInvalid`, `DatabaseExists`, `DatabaseUnavailable`."""
+        """Raises `InvalidName`, `SchemaInvalid`, `DatabaseExists`, `DatabaseUnavailable`
+        (also while the unique index on owner and name does not exist yet)."""
+        if "management" not in self.database.indexes_ready:
+            raise DatabaseUnavailable()
         check_name(name, kind="database")
         entries = self._new_entries(collections, existing=set(), state="ready")
         now = utc_now()
