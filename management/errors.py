@@ -28,8 +28,8 @@ class DatabaseBusy(QuarryError):
     error_code = ErrorCode.DATABASE_BUSY
     message = "Another change to this database's collections is in progress; retry shortly."
 
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": "1"})
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
 
 
 class CollectionNotFound(QuarryError):

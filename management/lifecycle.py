@@ -54,12 +54,28 @@ async def finish_stale_changes(database: Database, settings: Settings) -> int:
     records = await repo.stale_databases(db=database.control, older_than=older_than)
     for record in records:
         if record.get("state") in ("creating", "dropping"):
-            await repo.drop_physical_database(database=database, db_name=record["dbName"])
-            await repo.delete_database_record(db=database.control, database_id=record["_id"])
-            logger.info("finished %s database %s", record["state"], record["_id"])
+            await _finish_database(database, record)
             continue
         await _finish_collections(database, record)
     return len(records)
+
+
+async def _finish_database(database: Database, record: Document) -> None:
+    """Drop a database left `creating` or `dropping` — unless its lock is held: a
+    slow create or drop is still running, not interrupted."""
+    name = f"database:{record['_id']}"
+    token = await repo.acquire_lock(db=database.control, name=name, wait_seconds=0)
+    if token is None:
+        return
+    try:
+        current = await repo.reload_database(db=database.control, database_id=record["_id"])
+        if current is None or current.get("state") not in ("creating", "dropping"):
+            return
+        await repo.drop_physical_database(database=database, db_name=current["dbName"])
+        await repo.delete_database_record(db=database.control, database_id=current["_id"])
+        logger.info("finished %s database %s", current["state"], current["_id"])
+    finally:
+        await repo.release_lock(db=database.control, name=name, token=token)
 
 
 async def _finish_collections(database: Database, record: Document) -> None:

@@ -178,23 +178,42 @@ class ManagementService:
             "created_at": now,
             "updated_at": now,
         }
+        # Held while the database is being made, so that the maintenance task
+        # does not take a slow create for an interrupted one.
+        lock = f"database:{record['_id']}"
+        token = await repo.acquire_lock(db=self.control, name=lock, wait_seconds=0)
+        if token is None:
+            raise DatabaseBusy()
+        try:
+            await self._insert_record(record, caller=caller, name=name)
+            try:
+                for entry in entries:
+                    await self._create_physical(record["dbName"], entry)
+                await repo.set_database_state(
+                    db=self.control, database_id=record["_id"], state="ready"
+                )
+            except PyMongoError:
+                await self._undo_database(record)
+                raise
+        finally:
+            await repo.release_lock(db=self.control, name=lock, token=token)
+        record["state"] = "ready"
+        return record
+
+    async def _insert_record(self, record: Document, *, caller: Caller, name: str) -> None:
+        """Insert the record under a fresh physical name; raises `DatabaseExists`, or
+        `DatabaseBusy` when ten random names in a row were taken (never goes on with
+        a name another database holds)."""
         for _ in range(10):
             record["dbName"] = physical_name(name)
             try:
                 await repo.insert_database(db=self.control, record=record)
-                break
+                return
             except DuplicateKeyError:
                 if await repo.name_taken(db=self.control, user_id=caller.user_id, name=name):
                     raise DatabaseExists(name) from None
-        try:
-            for entry in entries:
-                await self._create_physical(record["dbName"], entry)
-            await repo.set_database_state(db=self.control, database_id=record["_id"], state="ready")
-        except PyMongoError:
-            await self._undo_database(record)
-            raise
-        record["state"] = "ready"
-        return record
+        logger.error("no free physical name for %r after 10 tries", name)
+        raise DatabaseBusy("No free physical name was found for this database; retry.")
 
     async def _undo_database(self, record: Document) -> None:
         try:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from bson import ObjectId
 from pymongo import MongoClient
 
 from app.errors import ErrorCode
+from management import repository as management_repository
+from management import service as management_service
+from management.lifecycle import finish_stale_changes
 from tests.accounts import Account
 from tests.app.test_errors import assert_envelope
 from tests.databases import USERS_SCHEMA, metadata, unique_name
@@ -340,3 +345,48 @@ async def test_physical_names_are_ones_every_engine_keeps(
     assert data["displayName"] == name
     assert re.fullmatch(rf"db_{name.lower()}_\d{{6}}", data["dbName"])
     assert sync_client[data["dbName"]].list_collection_names() == ["users"]
+
+
+async def test_a_physical_name_that_stays_taken_is_refused_not_reused(
+    client: httpx.AsyncClient,
+    owner: Account,
+    create_database: CreateDatabase,
+    monkeypatch: pytest.MonkeyPatch,
+    sync_client: MongoClient[dict[str, Any]],
+) -> None:
+    """Ten random names in a row taken used to fall through with the last one,
+    creating collections in another owner's physical database."""
+    taken = await create_database(owner, unique_name("first"))
+    physical = (await metadata(client, owner, taken["database"]["id"]))["dbName"]
+    monkeypatch.setattr(management_service, "physical_name", lambda display: physical)
+    refused = await client.post(
+        "/api/create_database",
+        json={"db_name": "second", "collections": [{"name": "intruder", "fields": []}]},
+        headers=owner.bearer,
+    )
+    assert_envelope(refused, 409, ErrorCode.DATABASE_BUSY)
+    assert "intruder" not in sync_client[physical].list_collection_names()
+
+
+async def test_maintenance_leaves_a_database_whose_create_is_still_running(
+    client: httpx.AsyncClient, owner: Account, create_database: CreateDatabase, app: Any
+) -> None:
+    """A create that takes longer than QUARRY_STALE_AFTER_SECONDS holds its lock;
+    the maintenance task must not drop it as if it had been interrupted."""
+    created = await create_database(owner, unique_name("slow"))
+    database_id = ObjectId(created["database"]["id"])
+    control = app.state.database.control
+    await control["databases"].update_one(
+        {"_id": database_id},
+        {"$set": {"state": "creating", "updated_at": datetime(2020, 1, 1, tzinfo=UTC)}},
+    )
+    lock = f"database:{database_id}"
+    token = await management_repository.acquire_lock(db=control, name=lock, wait_seconds=0)
+    try:
+        await finish_stale_changes(app.state.database, app.state.settings)
+        assert await control["databases"].find_one({"_id": database_id}) is not None
+    finally:
+        await management_repository.release_lock(db=control, name=lock, token=token)
+    # Without the lock it was interrupted: then the maintenance task finishes it.
+    await finish_stale_changes(app.state.database, app.state.settings)
+    assert await control["databases"].find_one({"_id": database_id}) is None
