@@ -106,6 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
         openapi_tags=[
             {"name": "health", "description": "Liveness of the API and its database."},
             {"name": "auth", "description": "Accounts, email verification, tokens."},

@@ -7,8 +7,11 @@ every request, so they must not buffer bodies or add a task per request.
 request id (the client's `X-Request-ID` when sane, else a UUID4), binds it for
 log records and error bodies, adds the header to every answer, writes one access
 line per request (path without its query string: verification links carry
-tokens there), and turns any exception that escaped every handler into the 500
-envelope — no traceback or driver message ever reaches the client.
+tokens there), adds the security headers every answer carries (`SECURITY_HEADERS`,
+and HSTS when the request came over HTTPS — behind a proxy, uvicorn's
+`proxy_headers` sets the scheme), and turns any exception that escaped every
+handler into the 500 envelope — no traceback or driver message ever reaches the
+client.
 
 `BodySizeLimitMiddleware` refuses a body above the limit with 413: at once when
 `Content-Length` says so, and otherwise by counting the bytes actually received,
@@ -27,6 +30,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ErrorCode, PayloadTooLarge, error_response
 from app.request_context import bind_request_id, choose_request_id, reset_request_id
+
+#: On every answer: no MIME sniffing, no framing (clickjacking), no referrer leak.
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 
 access_logger = logging.getLogger("quarry.access")
 error_logger = logging.getLogger("quarry.errors")
@@ -54,11 +65,16 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status: dict[str, Any] = {"code": None}
 
+        secure = scope.get("scheme") == "https"
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
+                headers.extend(SECURITY_HEADERS)
+                if secure:
+                    headers.append(HSTS)
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     stale_after_seconds: Annotated[float, Field(ge=0)] = 60.0
 
     # Operation.
+    #: Serve /docs, /redoc and /openapi.json (turn off to publish no API description).
+    docs_enabled: bool = True
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.text
     retry_after_seconds: Annotated[int, Field(ge=1, le=3600)] = 5

@@ -26,3 +26,28 @@ async def test_insane_request_id_is_replaced(client: httpx.AsyncClient) -> None:
     generated = response.headers["x-request-id"]
     assert uuid.UUID(generated).version == 4
     assert response.json()["request_id"] == generated
+
+
+async def test_every_answer_carries_the_security_headers(client) -> None:
+    for response in (await client.get("/health"), await client.get("/no/such/path")):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        # Plain HTTP here: HSTS only over HTTPS.
+        assert "strict-transport-security" not in response.headers
+
+
+async def test_hsts_is_sent_over_https(app) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as http:
+        response = await http.get("/health")
+    assert response.headers["strict-transport-security"].startswith("max-age=31536000")
+
+
+async def test_docs_can_be_turned_off(make_client) -> None:
+    async with make_client(docs_enabled=False) as (_, http):
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert (await http.get(path)).status_code == 404
+        assert (await http.get("/health")).status_code == 200
+    async with make_client() as (_, http):
+        assert (await http.get("/openapi.json")).status_code == 200
