@@ -72,6 +72,7 @@ class ErrorCode(StrEnum):
     API_KEY_LIMIT = "API_KEY_LIMIT"
     API_KEY_NOT_FOUND = "API_KEY_NOT_FOUND"
     TOO_MANY_ATTEMPTS = "TOO_MANY_ATTEMPTS"
+    TOO_MANY_IMPORTS = "TOO_MANY_IMPORTS"
     FORBIDDEN = "FORBIDDEN"
 
     # Databases, collections, import (management.md).

@@ -32,6 +32,7 @@ from auth.lifecycle import start_auth, stop_auth
 from auth.router import keys_router as api_keys_router
 from auth.router import router as auth_router
 from data_api.router import router as data_api_router
+from management.import_quota import ImportQuotaMiddleware
 from management.lifecycle import start_management, stop_management
 from management.router import router as management_router
 
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         path_limits={"/api/import_data": settings.max_import_bytes},
     )
+    app.add_middleware(ImportQuotaMiddleware, limit=settings.max_concurrent_imports_per_user)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health_router)
     app.include_router(auth_router)

@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     # Limits.
     max_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     max_import_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024 * 1024
+    max_concurrent_imports_per_user: Annotated[int, Field(ge=1)] = 2
     #: Documents in one `POST /api/crud`, operations in one bulk, results of one aggregate.
     max_insert_documents: Annotated[int, Field(ge=1)] = 10_000
     max_bulk_operations: Annotated[int, Field(ge=1)] = 10_000

@@ -180,6 +180,44 @@ async def release_lock(*, db: AsyncDatabase[Document], name: str, token: str) ->
     await db[LOCKS].delete_one({"_id": name, "token": token})
 
 
+# ---------------------------------------------------------------- import leases
+
+IMPORT_LEASES = "import_leases"
+
+
+async def take_import_lease(
+    *, db: AsyncDatabase[Document], user_id: ObjectId, limit: int, seconds: float
+) -> str | None:
+    """One of the user's `limit` import leases (`<user>:<n>`), or None if all are
+    held; an expired lease is taken over (management/import_quota.py)."""
+    now = utc_now()
+    for number in range(limit):
+        lease = f"{user_id}:{number}"
+        for _ in range(2):
+            try:
+                await db[IMPORT_LEASES].insert_one(
+                    {"_id": lease, "expires_at": now + timedelta(seconds=seconds)}
+                )
+                return lease
+            except DuplicateKeyError:
+                result = await db[IMPORT_LEASES].delete_one(
+                    {"_id": lease, "expires_at": {"$lt": now}}
+                )
+                if result.deleted_count == 0:
+                    break
+    return None
+
+
+async def renew_import_lease(*, db: AsyncDatabase[Document], lease: str, seconds: float) -> None:
+    await db[IMPORT_LEASES].update_one(
+        {"_id": lease}, {"$set": {"expires_at": utc_now() + timedelta(seconds=seconds)}}
+    )
+
+
+async def release_import_lease(*, db: AsyncDatabase[Document], lease: str) -> None:
+    await db[IMPORT_LEASES].delete_one({"_id": lease})
+
+
 # ------------------------------------------------------------------- data plane
 
 

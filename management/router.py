@@ -230,7 +230,7 @@ async def drop_collections(
 @router.post(
     "/api/import_data",
     response_model=ImportAnswer,
-    responses=error_responses(400, 401, 404, 409, 413, 422),
+    responses=error_responses(400, 401, 404, 409, 413, 422, 429),
 )
 async def import_data(
     caller: CallerDep,

@@ -380,3 +380,63 @@ async def test_engine_stopped_mid_import_rolls_back_once_it_returns(
                 break
             await asyncio.sleep(0.1)
         assert list((Path(app.state.settings.data_dir) / "import-journal").iterdir()) == []
+
+
+async def test_one_import_too_many_at_once_is_429_before_its_body_is_read(
+    make_client: Callable[..., Any], register_in: Callable[..., Any], sync_client: Sync
+) -> None:
+    """The quota is checked before the upload is spooled: the first import's body
+    is held open here while a second one is refused, then both finish cleanly."""
+    async with make_client(max_concurrent_imports_per_user=1) as (app, http):
+        account = await register_in(http)
+        created = await http.post(
+            "/api/create_database",
+            json={"db_name": "quota", "collections": [{"name": "users", "fields": []}]},
+            headers=account.bearer,
+        )
+        database_id = created.json()["database"]["id"]
+        boundary = "quarryboundary"
+        head = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="database_id"\r\n\r\n'
+                f"{database_id}\r\n--{boundary}\r\nContent-Disposition: form-data; "
+                'name="collection_name"\r\n\r\nusers\r\n--{boundary}\r\nContent-Disposition: '
+                'form-data; name="json_file"; filename="a.json"\r\n'
+                'Content-Type: application/json\r\n\r\n[{"n": 1},'
+            )
+            .replace("{boundary}", boundary)
+            .encode()
+        )
+        tail = f' {{"n": 2}}]\r\n--{boundary}--\r\n'.encode()
+        release = asyncio.Event()
+
+        async def slow_body() -> Any:
+            yield head
+            await release.wait()
+            yield tail
+
+        first = asyncio.create_task(
+            http.post(
+                "/api/import_data",
+                content=slow_body(),
+                headers={
+                    **account.bearer,
+                    "Content-Type": f"multipart/form-data; boundary={boundary}",
+                },
+            )
+        )
+        leases = app.state.database.control["import_leases"]
+        for _ in range(100):
+            if await leases.count_documents({}) == 1:
+                break
+            await asyncio.sleep(0.02)
+        second = await upload(http, account, database_id, b'[{"n": 3}]')
+        assert_envelope(second, 429, ErrorCode.TOO_MANY_IMPORTS)
+        assert second.headers["retry-after"] == "5"
+        release.set()
+        done = await first
+        assert done.status_code == 200, done.text
+        assert done.json()["inserted_count"] == 2
+        assert await leases.count_documents({}) == 0
+        third = await upload(http, account, database_id, b'[{"n": 3}]')
+        assert third.status_code == 200, third.text
