@@ -43,13 +43,22 @@ async def test_key_is_shown_once_and_stored_only_hashed(client, register, app) -
 
 @pytest.mark.parametrize("style", ["authorization", "x-api-key"])
 async def test_key_authenticates_both_header_styles(client, register, style) -> None:
-    """Bearer-only endpoints refuse keys (403); caller resolution accepts them (see below)."""
+    """A valid key works in either header on an endpoint that takes keys; a garbage
+    key in the same header is 401; Bearer-only endpoints refuse even a valid key."""
     account = await register()
     key = (await create_key(client, account))["key"]
-    headers = (
-        {"Authorization": f"Api-Key {key}"} if style == "authorization" else {"X-API-Key": key}
-    )
-    response = await client.get("/api/api_keys", headers=headers)
+
+    def headers(value: str) -> dict[str, str]:
+        if style == "authorization":
+            return {"Authorization": f"Api-Key {value}"}
+        return {"X-API-Key": value}
+
+    listed = await client.get("/api/list_databases", headers=headers(key))
+    assert listed.status_code == 200, listed.text
+    garbage = f"qk_{key[3:11]}_{'x' * 43}"
+    refused = await client.get("/api/list_databases", headers=headers(garbage))
+    assert_envelope(refused, 401, ErrorCode.API_KEY_INVALID)
+    response = await client.get("/api/api_keys", headers=headers(key))
     assert_envelope(response, 403, ErrorCode.FORBIDDEN)
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from app.errors import ErrorCode
 from app.main import create_app
-from tests.accounts import PASSWORD, new_email
+from auth.tokens import ACCESS
+from tests.accounts import PASSWORD
 from tests.app.test_errors import assert_envelope
 
 
@@ -200,12 +201,17 @@ async def test_malformed_or_missing_credentials_are_401_with_challenge(
 
 async def test_secret_key_is_generated_once_and_kept(make_settings, tmp_path) -> None:
     settings = make_settings(data_dir=tmp_path / "keys")
+    keys, tokens = [], []
     for _ in range(2):
         app = create_app(settings)
         async with app.router.lifespan_context(app):
-            key = app.state.auth.codec._key
+            codec = app.state.auth.codec
+            keys.append(codec._key)
+            # A token signed before the restart still verifies after it.
+            for token in tokens:
+                assert codec.decode(token, ACCESS)["sub"] == "60c72b2f9b1d8b1a2d3e4567"
+            tokens.append(codec.access_token("60c72b2f9b1d8b1a2d3e4567", "family"))
     path = tmp_path / "keys" / "secret_key"
-    assert path.read_text().strip() == key and len(key) >= 32
+    assert keys[0] == keys[1] == path.read_text().strip()
+    assert len(keys[0]) >= 32
     assert path.stat().st_mode & 0o777 == 0o600
-    email = new_email()
-    assert email  # keys survive restarts: the same file was read the second time

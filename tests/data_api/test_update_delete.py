@@ -126,6 +126,7 @@ async def test_multi_false_updates_one_document(crud: Crud) -> None:
     response = await crud.update(filters={"age": 1}, update_data={"age": 2}, multi=False)
     assert response.json()["modified_count"] == 1
     assert len(await crud.stored({"age": 2})) == 1
+    assert len(await crud.stored({"age": 1})) == 2
 
 
 async def test_update_without_filter_needs_all(crud: Crud) -> None:
@@ -134,7 +135,10 @@ async def test_update_without_filter_needs_all(crud: Crud) -> None:
     assert_envelope(refused, 400, "FILTER_REQUIRED")
     assert await crud.stored({"age": 5}) == []
     accepted = await crud.update(update_data={"age": 5}, all=True)
+    assert accepted.status_code == 200, accepted.text
     assert accepted.json()["modified_count"] == 2
+    stored = await crud.stored()
+    assert len(stored) == 2 and all(document["age"] == 5 for document in stored)
 
 
 @pytest.mark.smoke

@@ -317,12 +317,16 @@ async def test_file_over_the_limit_is_413_and_nothing_is_written(
 async def test_temporary_files_and_journal_are_removed(
     client: httpx.AsyncClient, owner: Account, target: tuple[str, Any], settings: Any
 ) -> None:
-    database_id, _ = target
-    await upload(client, owner, database_id, json.dumps(_users(3)).encode())
-    await upload(client, owner, database_id, b"[{]")
-    records = _users(3)
+    database_id, users = target
+    ok = await upload(client, owner, database_id, json.dumps(_users(3)).encode())
+    assert ok.status_code == 200 and ok.json()["inserted_count"] == 3, ok.text
+    broken = await upload(client, owner, database_id, b"[{]")
+    assert_envelope(broken, 400, ErrorCode.INVALID_IMPORT_FILE)
+    records = _users(3, start=10)
     records[1]["_id"] = records[2]["_id"] = 1
-    await upload(client, owner, database_id, json.dumps(records).encode())
+    duplicate = await upload(client, owner, database_id, json.dumps(records).encode())
+    assert_envelope(duplicate, 409, ErrorCode.DUPLICATE_KEY)
+    assert users.count_documents({}) == 3  # the rolled-back import left nothing
     data_dir = Path(settings.data_dir)
     assert list((data_dir / "tmp").iterdir()) == []
     assert list((data_dir / "import-journal").iterdir()) == []
