@@ -9,12 +9,21 @@ from typing import Any
 
 import httpx
 import jwt
+import pytest
 
 from app.errors import ErrorCode
+from app.settings import Settings
 from tests.app.test_errors import assert_envelope
 from tests.databases import metadata
 from tests.documents import Crud
 from tests.management.test_import import upload
+
+
+@pytest.fixture
+def settings(make_settings: Any) -> Settings:
+    """Fifty imports by one owner at once: the per-user import quota (tested in
+    tests/management/test_import.py) is raised so the race itself is tested."""
+    return make_settings(max_concurrent_imports_per_user=50)
 
 
 async def test_200_concurrent_inserts_of_one_unique_value_let_exactly_one_in(
