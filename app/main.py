@@ -31,7 +31,7 @@ from app.settings import Settings
 from auth.lifecycle import start_auth, stop_auth
 from auth.router import keys_router as api_keys_router
 from auth.router import router as auth_router
-from data_api.router import router as data_api_router
+from data_api.documents.router import router as data_api_router
 from management.import_quota import ImportQuotaMiddleware
 from management.lifecycle import start_management, stop_management
 from management.router import router as management_router

@@ -35,7 +35,7 @@ from pymongo import AsyncMongoClient
 
 from app.schema import compile_schema
 from bench.harness import HttpConnection, LoadResult, Row, closed_loop, control_db, served_api
-from data_api.query import CursorCodec
+from data_api.documents.query import CursorCodec
 
 CONCURRENCY = 32
 READ_DOCS = int(os.environ.get("QUARRY_BENCH_READ_DOCS", "10000"))

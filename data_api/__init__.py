@@ -1,5 +1,7 @@
-"""Document CRUD over HTTP (later: datasets, entries, rows).
+"""The Data API (seed 000): one sub-package per resource.
 
-Implements `spec/crud.md` (issue #5) with the usual router / service / repository
-/ schemas / errors split. Nothing here yet but the mounted router.
+`documents/` is document CRUD over a logical database's collections
+(`spec/crud.md`); `datasets/` holds datasets, their tags, shares and items
+(`spec/datasets.md`). Each sub-package has its own router / service / repository
+/ schemas / errors; what two of them share lives in `app/`.
 """

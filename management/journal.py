@@ -1,5 +1,5 @@
 """Write-ahead journal of imports (and of multi-document CRUD inserts and
-updates, `data_api.service`), so that a failed one can always be undone.
+updates, `data_api.documents.service`), so that a failed one can always be undone.
 
 Before an import writes its first document, its journal entry — a directory
 under `QUARRY_DATA_DIR/import-journal/` — names the physical database and

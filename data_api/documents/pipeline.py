@@ -28,7 +28,7 @@ from app.filters import InvalidFilter, compile_filter
 from app.names import field_name_problem
 from app.regex_limits import regex_problem
 from app.schema import CompiledSchema
-from data_api.errors import InvalidPipeline
+from data_api.documents.errors import InvalidPipeline
 
 STAGES = (
     "$match", "$group", "$sort", "$limit", "$skip", "$project", "$unwind", "$count",

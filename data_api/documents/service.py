@@ -3,8 +3,8 @@
 Every call finds the logical database by id *and owner* (through the management
 service, so another owner's database is a 404 like a missing one) and the
 collection among its ready collections, then compiles what the client sent —
-filter (`app.filters`), update (`data_api.updates`), sort/projection/cursor
-(`data_api.query`), pipeline (`data_api.pipeline`) — before touching data.
+filter (`app.filters`), update (`data_api.documents.updates`), sort/projection/cursor
+(`data_api.documents.query`), pipeline (`data_api.documents.pipeline`) — before touching data.
 
 All-or-nothing without transactions (the embedded engine has none):
 - insert: every document is validated first (422 lists every bad one). Ids the
@@ -90,8 +90,8 @@ from app.ids import RangedIds, id_key
 from app.names import check_name
 from app.schema import CompiledSchema, convert_id
 from app.settings import Settings
-from data_api import repository as repo
-from data_api.errors import (
+from data_api.documents import repository as repo
+from data_api.documents.errors import (
     DocumentNotFound,
     DocumentsInvalid,
     DuplicateKey,
@@ -102,8 +102,8 @@ from data_api.errors import (
     TooManyDocuments,
     WriteRefused,
 )
-from data_api.pipeline import compile_pipeline
-from data_api.query import (
+from data_api.documents.pipeline import compile_pipeline
+from data_api.documents.query import (
     CursorCodec,
     Sort,
     keyset_filter,
@@ -112,9 +112,9 @@ from data_api.query import (
     possible_ranks,
     value_at,
 )
-from data_api.repository import Target
-from data_api.schemas import BulkInsert, BulkOperation, BulkUpdate
-from data_api.updates import CompiledUpdate, compile_update, pin_current_date
+from data_api.documents.repository import Target
+from data_api.documents.schemas import BulkInsert, BulkOperation, BulkUpdate
+from data_api.documents.updates import CompiledUpdate, compile_update, pin_current_date
 from management.journal import JournalEntry
 from management.service import ManagementService, collection_schema
 

@@ -16,7 +16,7 @@ from pymongo import AsyncMongoClient
 from app.database import Database, open_client
 from app.errors import ErrorCode
 from app.undo import delete_if_written
-from data_api import repository
+from data_api.documents import repository
 from management.lifecycle import recover_imports
 from tests.app.test_errors import assert_envelope
 from tests.conftest import DatabaseServer

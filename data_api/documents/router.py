@@ -14,8 +14,8 @@ from app.ejson import to_plain
 from app.filters import parse_filter_json
 from app.openapi import error_responses
 from auth.tokens import resolve_secret_key
-from data_api.query import CursorCodec
-from data_api.schemas import (
+from data_api.documents.query import CursorCodec
+from data_api.documents.schemas import (
     AggregateAnswer,
     AggregateRequest,
     BulkAnswer,
@@ -32,7 +32,7 @@ from data_api.schemas import (
     UpdateAnswer,
     UpdateRequest,
 )
-from data_api.service import Collection, DocumentService
+from data_api.documents.service import Collection, DocumentService
 from management.service import ManagementService
 
 router = APIRouter(tags=["documents"])

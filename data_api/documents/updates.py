@@ -37,7 +37,7 @@ from app.errors import EngineUnsupported
 from app.filters import InvalidFilter, compile_condition, compile_filter
 from app.names import field_name_problem
 from app.schema import CompiledSchema, convert_untyped_value
-from data_api.errors import DocumentsInvalid, InvalidUpdate
+from data_api.documents.errors import DocumentsInvalid, InvalidUpdate
 
 UPDATE_OPERATORS = (
     "$set", "$unset", "$inc", "$mul", "$min", "$max", "$push", "$pull",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.app.test_errors import assert_envelope
-from tests.data_api.test_insert import SEED_DATA
+from tests.data_api.documents.test_insert import SEED_DATA
 from tests.documents import Crud, api_key
 
 CALLS = [

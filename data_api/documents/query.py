@@ -42,7 +42,7 @@ from bson.max_key import MaxKey
 from bson.min_key import MinKey
 
 from app.names import field_name_problem
-from data_api.errors import InvalidCursor, InvalidProjection, InvalidSort
+from data_api.documents.errors import InvalidCursor, InvalidProjection, InvalidSort
 
 MAX_SORT_KEYS = 8
 MAX_PROJECTION_FIELDS = 200

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.app.test_errors import assert_envelope
-from tests.data_api.test_insert import SEED_DATA
+from tests.data_api.documents.test_insert import SEED_DATA
 from tests.documents import Crud
 
 TAGGED = [

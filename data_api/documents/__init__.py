@@ -1,0 +1,1 @@
+"""Document CRUD over a logical database's collections (`spec/crud.md`)."""
