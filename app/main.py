@@ -31,6 +31,7 @@ from app.settings import Settings
 from auth.lifecycle import start_auth, stop_auth
 from auth.router import keys_router as api_keys_router
 from auth.router import router as auth_router
+from data_api.datasets.router import router as datasets_router
 from data_api.documents.router import router as data_api_router
 from management.import_quota import ImportQuotaMiddleware
 from management.lifecycle import start_management, stop_management
@@ -116,6 +117,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "API keys", "description": "Long-lived keys for backends (Bearer only)."},
             {"name": "databases", "description": "Logical databases, collections, import."},
             {"name": "documents", "description": "Document CRUD."},
+            {"name": "datasets", "description": "Datasets: catalogue, metadata, items, subsets."},
+            {"name": "tags", "description": "Tags: catalogue, acquiring, dataset tags, access."},
+            {"name": "shares", "description": "Sharing a dataset with other users."},
+            {"name": "audit", "description": "The tamper-evident audit log."},
         ],
     )
     app.state.settings = settings
@@ -132,5 +137,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_keys_router)
     app.include_router(management_router)
     app.include_router(data_api_router)
+    app.include_router(datasets_router)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app

@@ -109,6 +109,24 @@ class Settings(BaseSettings):
     maintenance_interval_seconds: Annotated[float, Field(gt=0)] = 5.0
     stale_after_seconds: Annotated[float, Field(ge=0)] = 60.0
 
+    # Datasets (spec/datasets.md).
+    dataset_default_expiration_days: Annotated[int, Field(ge=1)] = 90
+    dataset_max_expiration_days: Annotated[int, Field(ge=1)] = 3650
+    dataset_sweep_seconds: Annotated[float, Field(gt=0)] = 60.0
+    #: Comma-separated emails that are platform administrators at registration and login.
+    admin_emails: str = ""
+
+    # Rate limits per user (0 disables one): a budget of `rate_limit_per_minute`
+    # with bursts up to `rate_limit_burst`, and per-operation limits on top.
+    rate_limit_per_minute: Annotated[int, Field(ge=0)] = 600
+    rate_limit_burst: Annotated[int, Field(ge=0)] = 100
+    rate_limit_dataset_create: Annotated[int, Field(ge=0)] = 10
+    rate_limit_search: Annotated[int, Field(ge=0)] = 20
+    rate_limit_items: Annotated[int, Field(ge=0)] = 30
+
+    # Audit log.
+    audit_retention_days: Annotated[int, Field(ge=1)] = 365
+
     # Operation.
     #: Serve /docs, /redoc and /openapi.json (turn off to publish no API description).
     docs_enabled: bool = True
@@ -130,6 +148,11 @@ class Settings(BaseSettings):
             # Else verification and reset mails would land in files on the server.
             raise ValueError("QUARRY_SMTP_HOST must be set when QUARRY_ENV=production")
         return self
+
+    @property
+    def admin_email_set(self) -> frozenset[str]:
+        """`admin_emails` normalized (trimmed, lower-case) like account emails."""
+        return frozenset(e.strip().lower() for e in self.admin_emails.split(",") if e.strip())
 
     @property
     def embedded_engine(self) -> bool:
