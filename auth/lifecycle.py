@@ -19,10 +19,10 @@ from pymongo.errors import PyMongoError
 from app.background import start_periodic, stop_periodic
 from app.clock import utc_now
 from app.database import Database
+from app.mail import Mailer
 from app.settings import Settings
 from auth import repository as repo
 from auth.authenticator import HeaderAuthenticator
-from auth.mail import Mailer
 from auth.passwords import Passwords
 from auth.service import AuthState
 from auth.tokens import TokenCodec, resolve_secret_key

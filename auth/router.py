@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 
 from app.deps import BearerCallerDep, ControlDbDep
+from app.mail import MailQueue
 from app.openapi import error_responses
-from auth.mail import MailQueue
 from auth.schemas import (
     ApiKeyCreatedAnswer,
     ApiKeyListAnswer,

@@ -47,6 +47,7 @@ from app.database import Document
 from app.deps import Caller
 from app.errors import DatabaseUnavailable
 from app.ids import parse_object_id
+from app.mail import Mail, Mailer, MailQueue
 from app.settings import Settings
 from app.slots import Budget, BudgetSpent, Slots
 from auth import repository as repo
@@ -64,7 +65,6 @@ from auth.errors import (
     VerifyTokenInvalid,
     WrongCurrentPassword,
 )
-from auth.mail import Mail, Mailer, MailQueue
 from auth.passwords import Passwords
 from auth.tokens import ACCESS, RESET, VERIFY, TokenCodec, TokenError, password_fingerprint
 
