@@ -7,17 +7,23 @@ engine, and it stops (and is unrecorded) with them.
 `quarry engine start` runs a detached engine for the data directory (recorded in
 `QUARRY_DATA_DIR/engine.json`) that servers on that directory then use.
 `quarry engine migrate` copies a data directory's SQLite data into PostgreSQL
-(see app/engine_migrate.py).
+(see app/engine_migrate.py). `quarry users promote|demote EMAIL` grants or takes
+back the platform admin role (`QUARRY_ADMIN_EMAILS` grants it at login too).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 from pydantic import ValidationError
+from pymongo import MongoClient
+from pymongo.database import Database
 
 from app import __version__
 from app.engine import (
@@ -30,6 +36,7 @@ from app.engine import (
     refuse_unmigrated,
     register,
     start_engine,
+    start_for_server,
     unregister,
 )
 from app.settings import Settings
@@ -177,6 +184,38 @@ def _describe(engine: EmbeddedEngine) -> str:
     return f"{engine.name}, pid {engine.pid}{postgres}, {engine.url}"
 
 
+@contextlib.contextmanager
+def control_database(settings: Settings) -> Iterator[Database[dict[str, Any]]]:
+    """The control database of `settings`, for commands that read or change it: on
+    `QUARRY_MONGODB_URL`, or on this data directory's embedded engine (the running
+    one, else one started for the command and stopped after it)."""
+    engine = None if settings.mongodb_url else start_for_server(settings)
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        engine.url if engine is not None else settings.mongodb_url,
+        serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
+    )
+    try:
+        yield client[settings.control_db]
+    finally:
+        client.close()
+        if engine is not None and engine.owned:
+            engine.stop()
+
+
+def _users(args: argparse.Namespace) -> int:
+    """`quarry users promote|demote EMAIL`: grant or take back the platform admin role."""
+    settings = _load_settings()
+    email = args.email.strip().lower()
+    role = "admin" if args.action == "promote" else "user"
+    with control_database(settings) as control:
+        result = control["users"].update_one({"email": email}, {"$set": {"role": role}})
+    if result.matched_count != 1:
+        print(f"quarry: no account with the email {email}", file=sys.stderr)
+        return 1
+    print(f"{email} is now {'a platform admin' if role == 'admin' else 'a regular user'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quarry",
@@ -200,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     engine.add_argument("--force", action="store_true", help="rebuild even if up to date")
     engine.set_defaults(handler=_engine)
+
+    users = commands.add_parser("users", help="manage platform administrators")
+    users.add_argument("action", choices=["promote", "demote"], help="make admin / take it back")
+    users.add_argument("email", help="the account's email")
+    users.set_defaults(handler=_users)
     return parser
 
 

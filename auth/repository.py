@@ -202,3 +202,11 @@ async def touch_api_key(
 def attempt_slots(*, db: AsyncDatabase[Document]) -> Slots:
     """Login and registration budgets (app.slots), kept in `login_attempts`."""
     return Slots(db[LOGIN_ATTEMPTS])
+
+
+async def set_role(*, db: AsyncDatabase[Document], email: str, role: str) -> bool:
+    """Make the account of `email` a platform `admin` or a plain `user`; False if none."""
+    result = await db[USERS].update_one(
+        {"email": email}, {"$set": {"role": role, "updated_at": utc_now()}}
+    )
+    return result.matched_count == 1

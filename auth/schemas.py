@@ -147,6 +147,8 @@ class UserOut(BaseModel):
     firstName: str
     lastName: str
     is_verified: bool
+    #: `admin`: a platform administrator (sees and administers every dataset).
+    role: Literal["user", "admin"] = "user"
     created_at: UtcDatetime
 
 
@@ -164,6 +166,7 @@ class UserAnswer(BaseModel):
                     "firstName": "Alex",
                     "lastName": "Dev",
                     "is_verified": True,
+                    "role": "user",
                     "created_at": "2026-11-24T10:00:00Z",
                 },
             }
