@@ -27,10 +27,12 @@ from app.health import router as health_router
 from app.logs import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.openapi import DESCRIPTION, build_openapi
+from app.rate_limit import start_rate_limiter, stop_rate_limiter
 from app.settings import Settings
 from auth.lifecycle import start_auth, stop_auth
 from auth.router import keys_router as api_keys_router
 from auth.router import router as auth_router
+from data_api.datasets.lifecycle import start_datasets, stop_datasets
 from data_api.datasets.router import router as datasets_router
 from data_api.documents.router import router as data_api_router
 from management.import_quota import ImportQuotaMiddleware
@@ -82,11 +84,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     try:
         await start_auth(app)
+        await start_rate_limiter(app)
         await start_management(app)
+        await start_datasets(app)
         logger.info("Quarry %s ready (%s)", __version__, "embedded engine" if engine else "MongoDB")
         yield
     finally:
+        await stop_datasets(app)
         await stop_management(app)
+        await stop_rate_limiter(app)
         await stop_auth(app)
         if watcher is not None:
             watcher.cancel()

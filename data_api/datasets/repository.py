@@ -1,0 +1,265 @@
+"""The only place datasets talk to MongoDB: the catalogue and the tenant databases.
+
+Catalogue (control database), where every access decision is made:
+- `datasets`: `{_id, name, description, metadata, owner_id, is_public,
+  acl_override_enabled, tags: [tag ids], source_query, created_at, updated_at,
+  expires_at, state: live|deleting, deleting_since?, warned: {...}}`;
+- `tags` (unique `name`; a private tag keeps only a salted scrypt hash of its
+  secret) and `user_tags` (`_id` = `<user>:<tag>`: holding a tag twice is one row);
+- `shares` (unique `key` = `<dataset>:<user>`: one share per user and dataset);
+- `entry_homes` (`_id` = entry id → owner, home dataset, the owners whose
+  datasets link it), so an entry id names its tenant database in one lookup;
+- `leases` (`_id` = a job's name: one worker at a time runs it).
+
+Data (one database per owner, `qt_<owner id>`): `entries` (the minimal entry
+record the entries feature fills in) and `items` (`_id` = `<dataset>:<entry>`:
+linking twice is one row). The embedded engine finds documents fast only by
+`_id` or equality on an indexed field, so every lookup here is one of those;
+lists are gathered from such lookups and sorted in the service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from app.database import Database, Document
+
+DATASETS = "datasets"
+TAGS = "tags"
+USER_TAGS = "user_tags"
+SHARES = "shares"
+ENTRY_HOMES = "entry_homes"
+LEASES = "leases"
+ENTRIES = "entries"
+ITEMS = "items"
+
+CATALOGUE_INDEXES: dict[str, list[IndexModel]] = {
+    DATASETS: [
+        IndexModel([("owner_id", ASCENDING)], name="owner"),
+        IndexModel([("is_public", ASCENDING)], name="public"),
+        IndexModel([("tags", ASCENDING)], name="tags"),
+        IndexModel([("state", ASCENDING)], name="state"),
+        IndexModel([("expires_at", ASCENDING)], name="expires"),
+    ],
+    TAGS: [IndexModel([("name", ASCENDING)], unique=True, name="name_unique")],
+    USER_TAGS: [IndexModel([("user_id", ASCENDING)], name="user")],
+    SHARES: [
+        IndexModel([("key", ASCENDING)], unique=True, name="key_unique"),
+        IndexModel([("user_id", ASCENDING)], name="user"),
+        IndexModel([("dataset_id", ASCENDING)], name="dataset"),
+    ],
+}
+TENANT_INDEXES: dict[str, list[IndexModel]] = {
+    ITEMS: [
+        IndexModel([("dataset_id", ASCENDING)], name="dataset"),
+        IndexModel([("entry_id", ASCENDING)], name="entry"),
+    ],
+    ENTRIES: [IndexModel([("dataset_id", ASCENDING)], name="dataset")],
+}
+
+
+def tenant_db_name(owner_id: ObjectId) -> str:
+    return f"qt_{owner_id}"
+
+
+class Catalogue:
+    """Catalogue and tenant access for one app (`database` is the shared client)."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._tenants_indexed: set[ObjectId] = set()
+        #: The catalogue's indexes (unique share keys and tag names) exist.
+        self.ready = False
+
+    @property
+    def control(self) -> AsyncDatabase[Document]:
+        return self.database.control
+
+    def tenant(self, owner_id: ObjectId) -> AsyncDatabase[Document]:
+        return self.database.client[tenant_db_name(owner_id)]
+
+    async def ensure_catalogue_indexes(self) -> None:
+        for collection, indexes in CATALOGUE_INDEXES.items():
+            await self.control[collection].create_indexes(indexes)
+
+    async def ensure_tenant(self, owner_id: ObjectId) -> AsyncDatabase[Document]:
+        """The owner's tenant database, created with its indexes on first use."""
+        db = self.tenant(owner_id)
+        if owner_id not in self._tenants_indexed:
+            for collection, indexes in TENANT_INDEXES.items():
+                await db[collection].create_indexes(indexes)
+            self._tenants_indexed.add(owner_id)
+        return db
+
+    # ---------------------------------------------------------------- datasets
+
+    async def insert_dataset(self, *, dataset: Document) -> None:
+        await self.control[DATASETS].insert_one(dataset)
+
+    async def find_dataset(self, *, dataset_id: ObjectId) -> Document | None:
+        return await self.control[DATASETS].find_one({"_id": dataset_id})
+
+    async def datasets_where(self, *, query: Document) -> list[Document]:
+        """Datasets by an indexed equality (`owner_id`, `is_public`, `tags`, `state`)."""
+        return await self.control[DATASETS].find(query).to_list(None)
+
+    async def all_datasets(self) -> list[Document]:
+        return await self.control[DATASETS].find({}).to_list(None)
+
+    async def update_dataset(
+        self, *, dataset_id: ObjectId, update: Document, live_only: bool = True
+    ) -> bool:
+        query: Document = {"_id": dataset_id}
+        if live_only:
+            query["state"] = "live"
+        result = await self.control[DATASETS].update_one(query, update)
+        return result.matched_count == 1
+
+    async def delete_dataset(self, *, dataset_id: ObjectId) -> None:
+        await self.control[DATASETS].delete_one({"_id": dataset_id})
+
+    # ---------------------------------------------------------------- tags
+
+    async def insert_tag(self, *, tag: Document) -> bool:
+        try:
+            await self.control[TAGS].insert_one(tag)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def find_tag(self, *, query: Document) -> Document | None:
+        return await self.control[TAGS].find_one(query)
+
+    async def all_tags(self) -> list[Document]:
+        return await self.control[TAGS].find({}).to_list(None)
+
+    async def hold_tag(self, *, user_id: ObjectId, tag_id: ObjectId, at: datetime) -> None:
+        with contextlib.suppress(DuplicateKeyError):  # held already: acquiring is idempotent
+            await self.control[USER_TAGS].insert_one(
+                {"_id": f"{user_id}:{tag_id}", "user_id": user_id, "tag_id": tag_id, "at": at}
+            )
+
+    async def release_tag(self, *, user_id: ObjectId, tag_id: ObjectId) -> bool:
+        result = await self.control[USER_TAGS].delete_one({"_id": f"{user_id}:{tag_id}"})
+        return result.deleted_count == 1
+
+    async def tags_held(self, *, user_id: ObjectId) -> list[ObjectId]:
+        rows = await self.control[USER_TAGS].find({"user_id": user_id}).to_list(None)
+        return [row["tag_id"] for row in rows]
+
+    # ---------------------------------------------------------------- shares
+
+    async def insert_share(self, *, share: Document) -> bool:
+        try:
+            await self.control[SHARES].insert_one(share)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def find_share(self, *, query: Document) -> Document | None:
+        return await self.control[SHARES].find_one(query)
+
+    async def shares_where(self, *, query: Document) -> list[Document]:
+        return await self.control[SHARES].find(query).to_list(None)
+
+    async def update_share(self, *, share_id: ObjectId, update: Document) -> None:
+        await self.control[SHARES].update_one({"_id": share_id}, update)
+
+    async def delete_share(self, *, query: Document) -> int:
+        return (await self.control[SHARES].delete_one(query)).deleted_count
+
+    async def delete_shares_of(self, *, dataset_id: ObjectId) -> None:
+        await self.control[SHARES].delete_many({"dataset_id": dataset_id})
+
+    async def delete_expired_shares(self, *, now: datetime) -> int:
+        result = await self.control[SHARES].delete_many({"expires_at": {"$lte": now}})
+        return result.deleted_count
+
+    # ---------------------------------------------------------------- entries and items
+
+    async def insert_entry(self, *, owner_id: ObjectId, entry: Document) -> None:
+        """The entry's catalogue row first: an entry is never in a tenant unlocatable."""
+        await self.control[ENTRY_HOMES].insert_one(
+            {"_id": entry["_id"], "owner_id": owner_id, "home_dataset_id": entry["dataset_id"]}
+        )
+        db = await self.ensure_tenant(owner_id)
+        await db[ENTRIES].insert_one(entry)
+
+    async def entry_home(self, *, entry_id: ObjectId) -> Document | None:
+        return await self.control[ENTRY_HOMES].find_one({"_id": entry_id})
+
+    async def find_entry(self, *, owner_id: ObjectId, entry_id: ObjectId) -> Document | None:
+        return await self.tenant(owner_id)[ENTRIES].find_one({"_id": entry_id})
+
+    async def entries_homed_in(self, *, owner_id: ObjectId, dataset_id: ObjectId) -> list[Any]:
+        rows = (
+            await self.tenant(owner_id)[ENTRIES]
+            .find({"dataset_id": dataset_id}, {"_id": 1})
+            .to_list(None)
+        )
+        return [row["_id"] for row in rows]
+
+    async def link_item(self, *, owner_id: ObjectId, item: Document, entry_owner: ObjectId) -> None:
+        """Link an entry into a dataset of `owner_id` (idempotent); the entry's home
+        row learns which tenants link it, so deleting the entry can unlink it."""
+        await self.control[ENTRY_HOMES].update_one(
+            {"_id": item["entry_id"]}, {"$addToSet": {"linked_owner_ids": owner_id}}
+        )
+        db = await self.ensure_tenant(owner_id)
+        with contextlib.suppress(DuplicateKeyError):  # linked already: idempotent
+            await db[ITEMS].insert_one(item)
+
+    async def items_of(self, *, owner_id: ObjectId, dataset_id: ObjectId) -> list[Document]:
+        return await self.tenant(owner_id)[ITEMS].find({"dataset_id": dataset_id}).to_list(None)
+
+    async def unlink_items(
+        self, *, owner_id: ObjectId, dataset_id: ObjectId, entry_ids: list[ObjectId]
+    ) -> int:
+        removed = 0
+        for entry_id in entry_ids:
+            result = await self.tenant(owner_id)[ITEMS].delete_one(
+                {"_id": f"{dataset_id}:{entry_id}"}
+            )
+            removed += result.deleted_count
+        return removed
+
+    async def delete_items_of(self, *, owner_id: ObjectId, dataset_id: ObjectId) -> None:
+        await self.tenant(owner_id)[ITEMS].delete_many({"dataset_id": dataset_id})
+
+    async def delete_entry(self, *, entry_id: ObjectId) -> None:
+        """An entry, its links in every tenant that links it, then its catalogue row."""
+        home = await self.entry_home(entry_id=entry_id)
+        if home is None:
+            return
+        for linker in {home["owner_id"], *home.get("linked_owner_ids", [])}:
+            await self.tenant(linker)[ITEMS].delete_many({"entry_id": entry_id})
+        await self.tenant(home["owner_id"])[ENTRIES].delete_one({"_id": entry_id})
+        await self.control[ENTRY_HOMES].delete_one({"_id": entry_id})
+
+    # ---------------------------------------------------------------- leases
+
+    async def take_lease(self, *, name: str, holder: str, now: datetime, until: datetime) -> bool:
+        """Hold the job `name` until `until`; False if another holder's lease is live.
+
+        Taking over a lapsed lease is delete-if-still-lapsed, then insert: the
+        `_id`'s uniqueness makes one of several racing workers the holder."""
+        leases = self.control[LEASES]
+        mine = await leases.update_one({"_id": name, "holder": holder}, {"$set": {"until": until}})
+        if mine.matched_count == 1:
+            return True
+        await leases.delete_one({"_id": name, "until": {"$lte": now}})
+        try:
+            await leases.insert_one({"_id": name, "holder": holder, "until": until})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def drop_lease(self, *, name: str, holder: str) -> None:
+        await self.control[LEASES].delete_one({"_id": name, "holder": holder})
