@@ -7,6 +7,11 @@ accepts an access token only (API-key management: a leaked key must not mint
 keys). The resolving itself is the auth package's (`app.state.authenticator`),
 so `app/` does not import a feature package; the security schemes declared here
 make every endpoint that uses them show its lock in the OpenAPI document.
+
+Both caller dependencies are also the rate limiter's door (`app.rate_limit`): once
+the caller is known, the request is charged against the user's budgets, so every
+authenticated endpoint is limited and none can forget it; a request that is not
+authenticated (401) is never charged.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.database import Database, Document
+from app.rate_limit import charge_request
 from app.settings import Settings
 
 
@@ -79,20 +85,24 @@ async def get_caller(
     _api_key: Annotated[str | None, Depends(_api_key_scheme)],
     _api_key_header: Annotated[str | None, Depends(_api_key_header_scheme)],
 ) -> Caller:
-    return await _authenticator(request).authenticate(
+    caller = await _authenticator(request).authenticate(
         authorization=request.headers.get("authorization"),
         x_api_key=request.headers.get("x-api-key"),
     )
+    await charge_request(request, caller.user_id)
+    return caller
 
 
 async def get_bearer_caller(
     request: Request,
     _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
 ) -> Caller:
-    return await _authenticator(request).authenticate_bearer(
+    caller = await _authenticator(request).authenticate_bearer(
         authorization=request.headers.get("authorization"),
         x_api_key=request.headers.get("x-api-key"),
     )
+    await charge_request(request, caller.user_id)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -11,7 +11,10 @@ tokens there), adds the security headers every answer carries (`SECURITY_HEADERS
 and HSTS when the request came over HTTPS — behind a proxy, uvicorn's
 `proxy_headers` sets the scheme), and turns any exception that escaped every
 handler into the 500 envelope — no traceback or driver message ever reaches the
-client.
+client. It also adds the `X-RateLimit-*` headers of an authenticated request from
+the status the rate limiter left in `scope["state"]` (`app.rate_limit`): added
+here, at the start of the answer, they are on error answers (the 429 included)
+as well as on successes.
 
 `BodySizeLimitMiddleware` refuses a body above the limit with 413: at once when
 `Content-Length` says so, and otherwise by counting the bytes actually received,
@@ -29,6 +32,8 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ErrorCode, PayloadTooLarge, error_response
+from app.rate_limit import HEADER_NAMES as RATE_LIMIT_HEADERS
+from app.rate_limit import STATE_KEY as RATE_LIMIT_STATE
 from app.request_context import bind_request_id, choose_request_id, reset_request_id
 
 #: On every answer: no MIME sniffing, no framing (clickjacking), no referrer leak.
@@ -60,7 +65,8 @@ class RequestContextMiddleware:
             return
 
         request_id = choose_request_id(_header(scope, b"x-request-id"))
-        scope.setdefault("state", {})["request_id"] = request_id
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
         token = bind_request_id(request_id)
         started = time.perf_counter()
         status: dict[str, Any] = {"code": None}
@@ -75,6 +81,10 @@ class RequestContextMiddleware:
                 headers.extend(SECURITY_HEADERS)
                 if secure:
                     headers.append(HSTS)
+                rate_limit = state.get(RATE_LIMIT_STATE)
+                if rate_limit is not None:
+                    headers = [(k, v) for k, v in headers if k not in RATE_LIMIT_HEADERS]
+                    headers.extend(rate_limit.header_items())
                 message = {**message, "headers": headers}
             await send(message)
 

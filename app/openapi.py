@@ -9,6 +9,7 @@ document says so.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
@@ -49,6 +50,13 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
 }
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorEnvelope"}
+_RATE_LIMITED = {
+    "description": "Over the caller's rate limit (RATE_LIMITED); nothing was done",
+    "headers": {
+        "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}},
+    },
+    "content": {"application/json": {"schema": _ERROR_REF}},
+}
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
@@ -75,6 +83,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             if response is not None:
                 response["description"] = "Validation error"
                 response["content"] = {"application/json": {"schema": _ERROR_REF}}
+            if operation.get("security"):
+                # Any authenticated request can be over its rate limit (app/rate_limit.py).
+                responses.setdefault("429", copy.deepcopy(_RATE_LIMITED))
             if "requestBody" in operation:
                 # Any body can be unreadable (400) or over the size limit (413).
                 for status in (400, 413):
