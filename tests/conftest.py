@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -81,20 +83,22 @@ def engine_binary() -> Path:
 
 
 @pytest.fixture(scope="session")
-def database_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DatabaseServer]:
+def database_server(request: pytest.FixtureRequest) -> Iterator[DatabaseServer]:
     external = os.environ.get("QUARRY_TEST_MONGODB_URL")
     if external:
         yield DatabaseServer(url=external, engine=None)
         return
     binary: Path = request.getfixturevalue("engine_binary")
-    data_dir = tmp_path_factory.mktemp("engine") / ("pg" if TEST_BACKEND == "postgresql" else "db")
+    # Not under pytest's basetemp: a second pytest session resets that tree's
+    # root to 0700, which would lock PostgreSQL's own user out of its data.
+    root = Path(tempfile.mkdtemp(prefix="quarry-test-engine-"))
+    data_dir = root / ("pg" if TEST_BACKEND == "postgresql" else "db")
     engine = EmbeddedEngine.start(binary=binary, data_dir=data_dir, backend=TEST_BACKEND)
     try:
         yield DatabaseServer(url=engine.url, engine=engine)
     finally:
         engine.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
