@@ -49,6 +49,7 @@ CATALOGUE_INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("expires_at", ASCENDING)], name="expires"),
     ],
     TAGS: [IndexModel([("name", ASCENDING)], unique=True, name="name_unique")],
+    ENTRY_HOMES: [IndexModel([("home_dataset_id", ASCENDING)], name="home")],
     USER_TAGS: [IndexModel([("user_id", ASCENDING)], name="user")],
     SHARES: [
         IndexModel([("key", ASCENDING)], unique=True, name="key_unique"),
@@ -199,9 +200,11 @@ class Catalogue:
         return await self.tenant(owner_id)[ENTRIES].find_one({"_id": entry_id})
 
     async def entries_homed_in(self, *, owner_id: ObjectId, dataset_id: ObjectId) -> list[Any]:
+        """The entries whose home is the dataset, by their catalogue rows — which are
+        written first and removed last, so a deletion cut short still finds them."""
         rows = (
-            await self.tenant(owner_id)[ENTRIES]
-            .find({"dataset_id": dataset_id}, {"_id": 1})
+            await self.control[ENTRY_HOMES]
+            .find({"home_dataset_id": dataset_id}, {"_id": 1})
             .to_list(None)
         )
         return [row["_id"] for row in rows]
