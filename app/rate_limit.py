@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
@@ -280,12 +280,14 @@ class RateLimiter:
             hint.in_flight.discard(slot)
         return True
 
-    async def _free_slots(self, bucket: str, first: int, end: int) -> list[int]:
+    async def _free_slots(self, bucket: str, first: int, end: int) -> Iterator[int]:
+        """The slots of [first, end) no one had taken at the time of the read, lowest
+        first (lazily: a burst may be large, the slots actually taken are few)."""
         cursor = self.slots.find(
             {"bucket": bucket, "slot": {"$gte": first, "$lt": end}}, {"_id": 0, "slot": 1}
         )
         taken = {document["slot"] async for document in cursor}
-        return [slot for slot in range(first, end) if slot not in taken]
+        return (slot for slot in range(first, end) if slot not in taken)
 
     def _taken(self, budget: Budget, bucket: str, hint: _Hint, slot: int, end: int) -> _Taken:
         taken_until = max(hint.next_slot, slot + 1)

@@ -41,6 +41,7 @@ from schemathesis.specs.openapi.checks import (
 from app.main import create_app
 from app.settings import Settings
 from bench.harness import served_api
+from bench.rate_limit import LIMITS_OUT_OF_REACH
 from tests.databases import USERS_SCHEMA
 
 pytestmark = pytest.mark.fuzz
@@ -77,6 +78,9 @@ def live_api(database_server: Any, tmp_path_factory: pytest.TempPathFactory) -> 
         "QUARRY_LOG_LEVEL": "INFO",
         # Generated logins must not lock the fixture's account out.
         "QUARRY_LOGIN_MAX_FAILURES": "1000000",
+        # Nor may the rate limits refuse the generated cases (the limiter stays in
+        # the path; tests/app/test_rate_limit.py tests its refusals).
+        **LIMITS_OUT_OF_REACH,
     }
     with served_api(database_server.url, extra_env=env, log=log) as base:
         email = f"fuzz-{uuid.uuid4().hex[:10]}@example.com"

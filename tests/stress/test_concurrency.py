@@ -22,8 +22,10 @@ from tests.management.test_import import upload
 @pytest.fixture
 def settings(make_settings: Any) -> Settings:
     """Fifty imports by one owner at once: the per-user import quota (tested in
-    tests/management/test_import.py) is raised so the race itself is tested."""
-    return make_settings(max_concurrent_imports_per_user=50)
+    tests/management/test_import.py) is raised so the race itself is tested; so is
+    the burst of the per-user rate limit (tests/app/test_rate_limit.py), which
+    200 inserts at once would exceed."""
+    return make_settings(max_concurrent_imports_per_user=50, rate_limit_burst=1_000)
 
 
 async def test_200_concurrent_inserts_of_one_unique_value_let_exactly_one_in(
