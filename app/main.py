@@ -19,6 +19,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.audit import AuditMiddleware, start_audit, stop_audit
+from app.audit_router import router as audit_router
 from app.database import Database, open_client
 from app.engine import EmbeddedEngine, EngineError, start_for_server
 from app.engine_sql import EngineSql
@@ -84,6 +86,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     try:
         await start_auth(app)
+        await start_audit(app)  # after auth (it wraps the authenticator), before features
         await start_rate_limiter(app)
         await start_management(app)
         await start_datasets(app)
@@ -93,6 +96,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await stop_datasets(app)
         await stop_management(app)
         await stop_rate_limiter(app)
+        await stop_audit(app)
         await stop_auth(app)
         if watcher is not None:
             watcher.cancel()
@@ -137,6 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         path_limits={"/api/import_data": settings.max_import_bytes},
     )
     app.add_middleware(ImportQuotaMiddleware, limit=settings.max_concurrent_imports_per_user)
+    # Inside the request context (request id), outside the refusals it records.
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health_router)
     app.include_router(auth_router)
@@ -144,5 +150,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(management_router)
     app.include_router(data_api_router)
     app.include_router(datasets_router)
+    app.include_router(audit_router)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app
