@@ -9,6 +9,8 @@ engine, and it stops (and is unrecorded) with them.
 `quarry engine migrate` copies a data directory's SQLite data into PostgreSQL
 (see app/engine_migrate.py). `quarry users promote|demote EMAIL` grants or takes
 back the platform admin role (`QUARRY_ADMIN_EMAILS` grants it at login too).
+`quarry audit verify` checks the audit log's hash chain (app/audit.py): exit 0
+with the number of records checked, 1 naming the first broken record.
 """
 
 from __future__ import annotations
@@ -216,6 +218,20 @@ def _users(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    """`quarry audit verify`: walk the audit chain from its anchor."""
+    from app.audit import verify_chain_sync
+
+    settings = _load_settings()
+    with control_database(settings) as control:
+        report = verify_chain_sync(control)
+    if not report.ok:
+        print(f"quarry: audit chain broken ({report.problem}): {report.message}", file=sys.stderr)
+        return 1
+    print(report.message)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quarry",
@@ -244,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     users.add_argument("action", choices=["promote", "demote"], help="make admin / take it back")
     users.add_argument("email", help="the account's email")
     users.set_defaults(handler=_users)
+
+    audit = commands.add_parser("audit", help="check the tamper-evident audit log")
+    audit.add_argument("action", choices=["verify"], help="verify: check the hash chain")
+    audit.set_defaults(handler=_audit)
     return parser
 
 
