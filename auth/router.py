@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 
+from app.audit import annotate, email_fingerprint
 from app.deps import BearerCallerDep, ControlDbDep
 from app.mail import MailQueue
 from app.openapi import error_responses
@@ -60,6 +61,7 @@ ACCEPTED = "If the address belongs to an account that needs it, a mail is on its
 )
 async def register(body: RegisterRequest, request: Request, service: ServiceDep) -> MessageAnswer:
     """Create an account; a verification link is mailed."""
+    annotate(request, resource_type="user", details={"email_sha256": email_fingerprint(body.email)})
     await service.register(
         email=body.email,
         first_name=body.firstName,
@@ -72,9 +74,12 @@ async def register(body: RegisterRequest, request: Request, service: ServiceDep)
 
 @router.get("/core/verify", response_model=MessageAnswer, responses=error_responses(400, 422))
 async def verify_by_link(
-    token: Annotated[str, Query(min_length=1, max_length=4096)], service: ServiceDep
+    token: Annotated[str, Query(min_length=1, max_length=4096)],
+    request: Request,
+    service: ServiceDep,
 ) -> MessageAnswer:
     """Verify an email address (the link in the mail)."""
+    annotate(request, resource_type="user")  # a state change behind a GET: audited too
     await service.verify_email(token=token)
     return MessageAnswer(message=VERIFIED)
 
@@ -103,11 +108,13 @@ async def resend_verification(body: EmailRequest, service: ServiceDep) -> Messag
 )
 async def login(body: LoginRequest, request: Request, service: ServiceDep) -> TokenPair:
     """Exchange email and password for an access and a refresh token."""
-    return TokenPair(
-        **await service.login(
-            email=body.email, password=body.password, address=client_address(request)
-        )
+    annotate(request, resource_type="user", details={"email_sha256": email_fingerprint(body.email)})
+    tokens = await service.login(
+        email=body.email, password=body.password, address=client_address(request)
     )
+    user_id = service.caller_from_access_token(tokens["access"]).user_id
+    annotate(request, actor_user_id=user_id, resource_id=user_id)
+    return TokenPair(**tokens)
 
 
 def client_address(request: Request) -> str:
@@ -157,8 +164,11 @@ async def forgot_password(body: EmailRequest, service: ServiceDep) -> MessageAns
 @router.post(
     "/core/password/reset", response_model=MessageAnswer, responses=error_responses(400, 422)
 )
-async def reset_password(body: ResetPasswordRequest, service: ServiceDep) -> MessageAnswer:
+async def reset_password(
+    body: ResetPasswordRequest, request: Request, service: ServiceDep
+) -> MessageAnswer:
     """Set a new password with a reset token; every session ends."""
+    annotate(request, resource_type="user")
     await service.reset_password(token=body.token, password=body.password)
     return MessageAnswer(message="Password changed; log in with the new password.")
 
@@ -169,9 +179,10 @@ async def reset_password(body: ResetPasswordRequest, service: ServiceDep) -> Mes
     responses=error_responses(400, 401, 403, 422),
 )
 async def change_password(
-    body: ChangePasswordRequest, caller: BearerCallerDep, service: ServiceDep
+    body: ChangePasswordRequest, request: Request, caller: BearerCallerDep, service: ServiceDep
 ) -> MessageAnswer:
     """Change the password; other sessions end, this one stays."""
+    annotate(request, resource_type="user", resource_id=caller.user_id)
     await service.change_password(
         caller=caller, current_password=body.current_password, new_password=body.new_password
     )
@@ -210,12 +221,14 @@ async def update_me(
     responses=error_responses(400, 401, 403, 409, 422),
 )
 async def create_api_key(
-    body: CreateApiKeyRequest, caller: BearerCallerDep, service: ServiceDep
+    body: CreateApiKeyRequest, request: Request, caller: BearerCallerDep, service: ServiceDep
 ) -> ApiKeyCreatedAnswer:
     """Create an API key; the key is in this answer and never shown again."""
+    annotate(request, resource_type="api_key")
     data = await service.create_api_key(
         caller=caller, name=body.name, expires_in_days=body.expires_in_days
     )
+    annotate(request, resource_id=data["id"], details={"key_prefix": data["prefix"]})
     return ApiKeyCreatedAnswer(data=data)  # type: ignore[arg-type]
 
 
@@ -235,8 +248,9 @@ async def list_api_keys(caller: BearerCallerDep, service: ServiceDep) -> ApiKeyL
     responses=error_responses(401, 403, 404, 422),
 )
 async def delete_api_key(
-    key_id: str, caller: BearerCallerDep, service: ServiceDep
+    key_id: str, request: Request, caller: BearerCallerDep, service: ServiceDep
 ) -> MessageAnswer:
     """Revoke an API key; it stops working at once."""
+    annotate(request, resource_type="api_key")
     await service.delete_api_key(caller=caller, key_id=key_id)
     return MessageAnswer(message="API key revoked.")
