@@ -48,8 +48,12 @@ takes its record back (and goes on from the anchor) if a sweep passed it.
 the answer, so a client that has seen an answer can find its record. When that
 write fails (the database is unreachable, say), the mutation has already
 happened: the answer is not turned into an error, a warning is logged instead
-(the access log still has the request). `AuditLog.append`, called by features
-for non-request events, raises and lets its caller decide.
+(the access log still has the request). Once an append has lost the
+connection, the next ones fail at once until the driver finds the server again,
+so requests queued behind the lock do not each wait out a timeout: an outage
+delays only its first mutating answer, by one server-selection timeout.
+`AuditLog.append`, called by features for non-request events, raises and lets
+its caller decide.
 
 **Who the actor is.** `start_audit` wraps `app.state.authenticator` so that every
 caller it resolves during a request lands in `scope["state"]["caller"]` (through a
@@ -87,7 +91,7 @@ from fastapi.routing import iter_route_contexts
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database as SyncDatabase
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -256,6 +260,9 @@ class AuditLog:
         self._settings = settings
         self._lock = asyncio.Lock()
         self._head: Link | None = None
+        #: The last append lost the connection: until the driver finds the server
+        #: again, appends fail at once instead of each waiting out a timeout in turn.
+        self._unreachable = False
 
     @property
     def _control(self) -> AsyncDatabase[Document]:
@@ -310,43 +317,54 @@ class AuditLog:
 
     async def _chain(self, content: Document) -> Document:
         async with self._lock:
-            if not self.indexes_ready:
-                # Never append without the unique index: it is what keeps the chain linear.
-                await self.ensure_indexes()
-            head = self._head or await self._discover_head()
-            careful = self._at_risk(head)
-            if careful:
-                head = max(head, await self.anchor(), key=lambda link: link.seq)
-            for _ in range(MAX_APPEND_ATTEMPTS):
-                record: Document = {
-                    "_id": ObjectId(),
-                    "seq": head.seq + 1,
-                    "at": utc_now(),
-                    **content,
-                    "prev_hash": head.hash,
-                }
-                record["hash"] = record_hash(record)
-                try:
-                    await self._control[RECORDS].insert_one(record)
-                except OperationFailure as exc:
-                    if not is_duplicate_key(exc):
-                        raise
-                    head = await self._after_collision(head)
-                    continue
-                if careful:
-                    anchor = await self.anchor()
-                    if anchor.seq >= record["seq"]:
-                        # A sweep freed this position after we read the anchor:
-                        # this record would fork the chain, so it goes.
-                        await self._control[RECORDS].delete_one({"_id": record["_id"]})
-                        head = anchor
-                        continue
-                self._head = Link(seq=record["seq"], hash=record["hash"], at=record["at"])
-                break
-            else:
-                raise AuditUnavailable("no free position in the audit chain")
-        await self._save_head(self._head)
+            client = self._database.client
+            if self._unreachable and not client.topology_description.has_writable_server():
+                raise AuditUnavailable("the database is unreachable")
+            try:
+                record = await self._claim_next(content)
+            except ConnectionFailure:
+                self._unreachable = True
+                raise
+            self._unreachable = False
+        await self._save_head(Link(seq=record["seq"], hash=record["hash"], at=record["at"]))
         return record
+
+    async def _claim_next(self, content: Document) -> Document:
+        """Insert `content` at the next free position (the lock is held)."""
+        if not self.indexes_ready:
+            # Never append without the unique index: it is what keeps the chain linear.
+            await self.ensure_indexes()
+        head = self._head or await self._discover_head()
+        careful = self._at_risk(head)
+        if careful:
+            head = max(head, await self.anchor(), key=lambda link: link.seq)
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            record: Document = {
+                "_id": ObjectId(),
+                "seq": head.seq + 1,
+                "at": utc_now(),
+                **content,
+                "prev_hash": head.hash,
+            }
+            record["hash"] = record_hash(record)
+            try:
+                await self._control[RECORDS].insert_one(record)
+            except OperationFailure as exc:
+                if not is_duplicate_key(exc):
+                    raise
+                head = await self._after_collision(head)
+                continue
+            if careful:
+                anchor = await self.anchor()
+                if anchor.seq >= record["seq"]:
+                    # A sweep freed this position after we read the anchor:
+                    # this record would fork the chain, so it goes.
+                    await self._control[RECORDS].delete_one({"_id": record["_id"]})
+                    head = anchor
+                    continue
+            self._head = Link(seq=record["seq"], hash=record["hash"], at=record["at"])
+            return record
+        raise AuditUnavailable("no free position in the audit chain")
 
     def _at_risk(self, head: Link) -> bool:
         """Whether a sweep may have freed positions after `head` (see the docstring)."""
