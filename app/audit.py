@@ -123,6 +123,8 @@ SWEEP_BATCH = 1000
 #: Beyond this many administered datasets a listing asks one `$in` query (which
 #: reads the whole collection on the embedded engine) instead of one per dataset.
 MAX_VISIBILITY_QUERIES = 50
+#: Lookups by seq an unfiltered listing runs at once.
+WALK_BATCH = 100
 USER_AGENT_MAX = 512
 
 _STATE_AUDIT = "audit"
@@ -541,8 +543,8 @@ class AuditLog:
             positions = range(bottom, head + 1)
         found: list[Document] = []
         collection = self._control[RECORDS]
-        for start in range(0, len(positions), limit):
-            batch = positions[start : start + limit]
+        for start in range(0, len(positions), WALK_BATCH):
+            batch = positions[start : start + WALK_BATCH]
             records = await asyncio.gather(*(collection.find_one({"seq": s}) for s in batch))
             found.extend(record for record in records if record is not None)
             if len(found) >= limit:
