@@ -9,21 +9,39 @@ process recovers without a restart.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from app.ejson import DECIMAL_SUPPORTED
 from app.engine_sql import EngineSql
+from app.page_query import PageQuery, find_page_mongo
 from app.settings import Settings
 
 Document = dict[str, Any]
 #: Below this many rows PostgreSQL's ANALYZE reads the whole table, so
 #: FerretDB's `collStats` count is exact (300 x default_statistics_target).
 EXACT_STATS_ROWS = 30_000
+
+
+async def create_indexes(collection: AsyncCollection[Document], indexes: list[IndexModel]) -> None:
+    """Create `indexes` (those that exist already are left as they are), one per call.
+
+    FerretDB 1.24 drops the connection when one `createIndexes` names two or more
+    indexes that all exist already — which is every start of a server on existing
+    data — so the indexes would never be confirmed; one at a time, an existing
+    index is a no-op on every engine."""
+    for index in indexes:
+        await collection.create_indexes([index])
+
+
+async def _as_is(document: Document) -> Document:
+    return document
 
 
 def open_client(url: str, settings: Settings) -> AsyncMongoClient[Document]:
@@ -133,6 +151,29 @@ class Database:
         if engine == "ferretdb-postgresql" and count >= EXACT_STATS_ROWS:
             return await self.client[db_name][collection].count_documents({})
         return count
+
+    async def find_page(
+        self, db_name: str, collection: str, query: PageQuery
+    ) -> tuple[list[Document], int]:
+        """One sorted page of `collection` and the number of matches (`app.page_query`):
+        on the embedded engine's PostgreSQL from one SQL statement (a document whose
+        stored form it cannot read is read by `_id` through FerretDB); anywhere
+        else, and whenever that SQL cannot answer, with the driver."""
+        db = self.client[db_name]
+        if await self.engine_name() == "ferretdb-postgresql" and self.engine_sql is not None:
+            found = await self.engine_sql.page(db_name, collection, query)
+            if found is not None:
+                rows, total = found
+                documents = await asyncio.gather(
+                    *(
+                        _as_is(row)
+                        if isinstance(row, dict)
+                        else db[collection].find_one({"_id": row})
+                        for row in rows
+                    )
+                )
+                return [d for d in documents if d is not None], total
+        return await find_page_mongo(db, collection, query, max_time_ms=self.query_time_ms)
 
     async def engine_name(self) -> str:
         """`ferretdb-postgresql` / `ferretdb-sqlite` for our embedded engine, `mongodb`

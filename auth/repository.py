@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from app.clock import utc_now
-from app.database import Document
+from app.database import Document, create_indexes
 from app.slots import Slots
 
 logger = logging.getLogger("quarry.auth")
@@ -55,7 +55,7 @@ _TTL_COLLECTIONS = (REFRESH_TOKENS, API_KEYS, LOGIN_ATTEMPTS)
 
 async def ensure_indexes(*, db: AsyncDatabase[Document]) -> None:
     for collection, indexes in _INDEXES.items():
-        await db[collection].create_indexes(indexes)
+        await create_indexes(db[collection], indexes)
     for collection in _TTL_COLLECTIONS:
         # Where the server has TTL indexes they expire rows within a minute; the
         # embedded engine has none, and the periodic sweep covers it.

@@ -33,7 +33,7 @@ from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailur
 from pymongo.results import InsertManyResult
 
 from app.clock import utc_now
-from app.database import Database, Document
+from app.database import Database, Document, create_indexes
 from app.undo import (
     UndoReport,
     delete_if_written,
@@ -49,7 +49,8 @@ LOCK_WAIT_SECONDS = 10.0
 
 
 async def ensure_indexes(*, db: AsyncDatabase[Document]) -> None:
-    await db[DATABASES].create_indexes(
+    await create_indexes(
+        db[DATABASES],
         [
             IndexModel(
                 [("user_id", ASCENDING), ("displayName", ASCENDING)],
@@ -58,7 +59,7 @@ async def ensure_indexes(*, db: AsyncDatabase[Document]) -> None:
             ),
             IndexModel([("dbName", ASCENDING)], unique=True, name="db_name_unique"),
             IndexModel([("state", ASCENDING)], name="state"),
-        ]
+        ],
     )
 
 

@@ -136,7 +136,7 @@ async def test_change_password_with_wrong_current_password_is_refused(
 async def test_me_reads_and_updates_the_profile(client, register) -> None:
     account = await register()
     me = (await client.get("/core/me", headers=account.bearer)).json()["data"]
-    assert set(me) == {"id", "email", "firstName", "lastName", "is_verified", "created_at"}
+    assert set(me) == {"id", "email", "firstName", "lastName", "is_verified", "role", "created_at"}
     assert me["is_verified"] is True and me["created_at"].endswith("Z")
     updated = await client.patch("/core/me", headers=account.bearer, json={"firstName": "  Grace "})
     assert updated.status_code == 200
