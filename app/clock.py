@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, PlainSerializer, WithJsonSchema
 
 
 def utc_now() -> datetime:
@@ -21,9 +21,17 @@ def iso_z(moment: datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
-#: A datetime field that leaves the server as `iso_z` says (conventions.md).
+def as_utc(moment: datetime) -> datetime:
+    """An aware UTC datetime in milliseconds; a time without a zone is read as UTC."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+#: A datetime field that leaves the server as `iso_z` says (conventions.md); one
+#: that comes in without a time zone is UTC, so it compares with stored times.
 UtcDatetime = Annotated[
     datetime,
+    AfterValidator(as_utc),
     PlainSerializer(iso_z, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "format": "date-time", "example": "2023-10-27T10:00:00Z"}),
 ]

@@ -13,6 +13,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import bson
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -38,6 +39,12 @@ async def create_indexes(collection: AsyncCollection[Document], indexes: list[In
     index is a no-op on every engine."""
     for index in indexes:
         await collection.create_indexes([index])
+
+
+def _driver_form(document: Document, db: AsyncDatabase[Document]) -> Document:
+    """`document` exactly as the driver would have returned it (through BSON with the
+    client's codec options: binary data as bytes, UUIDs, aware datetimes)."""
+    return bson.decode(bson.encode(document), codec_options=db.codec_options)
 
 
 async def _as_is(document: Document) -> Document:
@@ -166,7 +173,7 @@ class Database:
                 rows, total = found
                 documents = await asyncio.gather(
                     *(
-                        _as_is(row)
+                        _as_is(_driver_form(row, db))
                         if isinstance(row, dict)
                         else db[collection].find_one({"_id": row})
                         for row in rows

@@ -6,9 +6,14 @@ estimate above 30,000 rows. An unfiltered count is what every first page of an
 unfiltered listing needs, so the engine layer answers it with `SELECT count(*)`
 on FerretDB's table for the collection instead (found through the database's
 `_ferretdb_database_metadata`; the layout is described and tested with the
-shadow indexes, `engine_shadow_indexes.sql`). It reads committed rows only and
-never writes. Anything unexpected — the table gone, PostgreSQL restarting —
-answers None and the caller asks FerretDB as before.
+shadow indexes, `engine_shadow_indexes.sql`). Likewise a sorted page out of many
+candidates (`app.page_query`): FerretDB pushes neither `$or`, ranges, sorts nor
+limits down and decodes every candidate; here the page's `_id`s and the total
+come from one SQL statement, its equalities served by the GIN shadow indexes.
+
+It reads committed rows only and never writes (the sessions are read-only).
+Anything unexpected — a table gone, PostgreSQL restarting — answers None and the
+caller asks FerretDB as before.
 """
 
 from __future__ import annotations
@@ -16,71 +21,228 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
 
 import psycopg
+from bson import ObjectId
 from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from app.engine_sjson import SjsonError, decode_document
+from app.page_query import After, Condition, Contains, Eq, PageQuery
 
 logger = logging.getLogger("quarry.engine")
 
-_TABLE_OF = sql.SQL(
-    "SELECT _jsonb ->> 'table' FROM {}._ferretdb_database_metadata WHERE _jsonb -> '_id' = %s"
+_TABLES_OF = sql.SQL(
+    "SELECT _jsonb ->> '_id', _jsonb ->> 'table' FROM {}._ferretdb_database_metadata "
+    "WHERE _jsonb -> '_id' = ANY(%s)"
 )
+#: Connections kept open: a page query takes a few milliseconds; four let
+#: concurrent requests overlap without holding many backends.
+POOL_SIZE = 4
+
+
+def _stored(value: Any) -> Any:
+    """`value` as FerretDB keeps it in its JSON (ObjectIds as hex, dates as ms)."""
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return value
+
+
+def _path(alias: str, path: str, *, text: bool = False) -> sql.Composable:
+    """`alias._jsonb -> 'a' -> 'b'` (`->>` last for text): for a top-level field the
+    exact expression the shadow GIN index is built on, so the planner uses it."""
+    keys = path.split(".")
+    parts: list[sql.Composable] = [sql.SQL("{}._jsonb").format(sql.Identifier(alias))]
+    for number, key in enumerate(keys):
+        arrow = "->>" if text and number == len(keys) - 1 else "->"
+        parts.append(sql.SQL(f" {arrow} ") + sql.Literal(key))
+    return sql.Composed([sql.SQL("("), *parts, sql.SQL(")")])
+
+
+def _read(stored: dict[str, Any]) -> dict[str, Any] | Any:
+    try:
+        return decode_document(stored)
+    except (SjsonError, TypeError, ValueError, KeyError):
+        schema = ((stored.get("$s") or {}).get("p") or {}).get("_id") or {}
+        _id = stored.get("_id")
+        return ObjectId(_id) if schema.get("t") == "objectId" else _id
+
+
+class _Compiler:
+    def __init__(self, db_name: str, tables: dict[str, str]) -> None:
+        self.db_name = db_name
+        self.tables = tables
+        self.params: list[Any] = []
+        self.aliases = 0
+
+    def table(self, collection: str) -> sql.Composable:
+        return sql.Identifier(self.db_name, self.tables[collection])
+
+    def where(self, alias: str, clauses: tuple[tuple[Condition, ...], ...]) -> sql.Composable:
+        if not clauses:
+            return sql.SQL("TRUE")
+        ands = [
+            sql.SQL("({})").format(sql.SQL(" OR ").join(self.condition(alias, c) for c in clause))
+            for clause in clauses
+        ]
+        return sql.SQL(" AND ").join(ands)
+
+    def condition(self, alias: str, condition: Condition) -> sql.Composable:
+        if isinstance(condition, Eq):
+            self.params.append(Jsonb(_stored(condition.value)))
+            return sql.SQL("{} @> %s").format(_path(alias, condition.path))
+        if isinstance(condition, After):
+            value = _path(alias, condition.path)
+            self.params.append(_stored(condition.moment))
+            later = sql.SQL("(jsonb_typeof({v}) = 'number' AND ({v})::numeric > %s)").format(
+                v=value
+            )
+            if not condition.or_missing:
+                return later
+            return sql.SQL("({v} IS NULL OR jsonb_typeof({v}) = 'null' OR {later})").format(
+                v=value, later=later
+            )
+        if isinstance(condition, Contains):
+            escaped = condition.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            alternatives = []
+            for path in condition.paths:
+                self.params.append(f"%{escaped}%")
+                # The database's collation is C (ASCII case only); the builtin
+                # pg_c_utf8 collation lower-cases every Unicode letter.
+                alternatives.append(
+                    sql.SQL(
+                        "lower({} COLLATE pg_c_utf8) LIKE lower(%s COLLATE pg_c_utf8) ESCAPE '\\'"
+                    ).format(_path(alias, path, text=True))
+                )
+            return sql.SQL("({})").format(sql.SQL(" OR ").join(alternatives))
+        if condition.collection not in self.tables:
+            return sql.SQL("FALSE")  # the collection does not exist (yet): nothing is in it
+        self.aliases += 1
+        inner = f"s{self.aliases}"
+        # `= ANY(ARRAY(...))`: the subquery runs once, and the `_id` index serves the
+        # comparison, also as one branch of an OR (a hashed `IN` subplan cannot).
+        return sql.SQL(
+            "{id} = ANY(ARRAY(SELECT {sel} FROM {table} AS {alias} WHERE {where}))"
+        ).format(
+            id=_path(alias, "_id"),
+            sel=_path(inner, condition.path),
+            table=self.table(condition.collection),
+            alias=sql.Identifier(inner),
+            where=self.where(inner, condition.clauses),
+        )
 
 
 class EngineSql:
-    """One autocommit connection, opened on first use and again after a failure;
-    counts take a few milliseconds, so one connection behind a lock serves them."""
+    """A few autocommit, read-only connections, opened on first use and again after
+    a failure."""
 
     def __init__(self, conninfo: str, *, statement_timeout_ms: int = 10_000) -> None:
         self._conninfo = conninfo
         self._statement_timeout_ms = statement_timeout_ms
-        self._connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
-        self._lock = asyncio.Lock()
+        self._idle: list[psycopg.AsyncConnection[tuple[Any, ...]]] = []
+        self._slots = asyncio.Semaphore(POOL_SIZE)
 
     async def count(self, db_name: str, collection: str) -> int | None:
         """The exact number of documents in `db_name.collection`, or None."""
-        async with self._lock:
-            try:
-                connection = await self._connect()
-                cursor = await connection.execute(
-                    _TABLE_OF.format(sql.Identifier(db_name)),
-                    (psycopg.types.json.Jsonb(collection),),
-                )
-                row = await cursor.fetchone()
-                if row is None or not isinstance(row[0], str):
-                    return None
-                cursor = await connection.execute(
-                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(db_name, row[0]))
-                )
-                counted = await cursor.fetchone()
-                return int(counted[0]) if counted else None  # type: ignore[call-overload]
-            except psycopg.Error as exc:
-                logger.info("engine SQL count fell back to FerretDB: %s", type(exc).__name__)
-                if isinstance(exc, psycopg.OperationalError):
-                    await self._discard()
+        async with self._connection("count") as connection:
+            tables = await self._tables(connection, db_name, {collection})
+            if collection not in tables:
                 return None
-
-    async def _connect(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
-        if self._connection is None or self._connection.closed:
-            # Read-only and time-limited at the session level: this connection has
-            # the superuser's rights, and must never use them to write.
-            self._connection = await psycopg.AsyncConnection.connect(
-                self._conninfo,
-                autocommit=True,
-                connect_timeout=2,
-                options=(
-                    "-c default_transaction_read_only=on "
-                    f"-c statement_timeout={self._statement_timeout_ms}"
-                ),
+            cursor = await connection.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(
+                    sql.Identifier(db_name, tables[collection])
+                )
             )
-        return self._connection
+            counted = await cursor.fetchone()
+            return int(counted[0]) if counted else None
+        return None
 
-    async def _discard(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(psycopg.Error):
-                await self._connection.close()
-        self._connection = None
+    async def page(
+        self, db_name: str, collection: str, query: PageQuery
+    ) -> tuple[list[dict[str, Any] | Any], int] | None:
+        """`query`'s page, in order, and the total — or None (ask FerretDB).
+
+        Each row of the page is the document, read from its stored JSON
+        (`app.engine_sjson`), or, where that reader does not know a value, the
+        document's `_id` for the caller to read through FerretDB."""
+        async with self._connection("page") as connection:
+            tables = await self._tables(
+                connection, db_name, {collection, *query.subquery_collections()}
+            )
+            if collection not in tables:
+                return None
+            compiler = _Compiler(db_name, tables)
+            where = compiler.where("d", query.clauses)
+            statement = sql.SQL(
+                "WITH m AS (SELECT d._jsonb AS doc, {key} AS k, {id} AS id FROM {table} AS d "
+                "WHERE {where}) "
+                "SELECT (SELECT count(*) FROM m), (SELECT coalesce(jsonb_agg("
+                "p.doc ORDER BY p.k DESC NULLS LAST, p.id DESC), '[]') "
+                "FROM (SELECT doc, k, id FROM m ORDER BY k DESC NULLS LAST, id DESC "
+                "LIMIT %s OFFSET %s) AS p)"
+            ).format(
+                id=_path("d", "_id"),
+                key=_path("d", query.sort_desc),
+                table=compiler.table(collection),
+                where=where,
+            )
+            params = [*compiler.params, query.limit, query.offset]
+            cursor = await connection.execute(statement, params)
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            return [_read(stored) for stored in row[1]], int(row[0])
+        return None
+
+    async def _tables(
+        self, connection: psycopg.AsyncConnection[tuple[Any, ...]], db_name: str, names: set[str]
+    ) -> dict[str, str]:
+        """FerretDB's table of each of these collections that exists."""
+        cursor = await connection.execute(
+            _TABLES_OF.format(sql.Identifier(db_name)), ([Jsonb(name) for name in names],)
+        )
+        return {str(name): str(table) for name, table in await cursor.fetchall()}
+
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, purpose: str
+    ) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
+        """A pooled connection; a psycopg error ends the block (the caller falls back),
+        and a broken connection is not returned to the pool."""
+        async with self._slots:
+            connection = self._idle.pop() if self._idle else None
+            try:
+                if connection is None or connection.closed:
+                    connection = await self._connect()
+                yield connection
+            except psycopg.Error as exc:
+                logger.info("engine SQL %s fell back to FerretDB: %s", purpose, type(exc).__name__)
+                if isinstance(exc, psycopg.OperationalError) and connection is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await connection.close()
+                    connection = None
+            if connection is not None and not connection.closed:
+                self._idle.append(connection)
+
+    async def _connect(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        # Read-only and time-limited at the session level: these connections have
+        # the superuser's rights, and must never use them to write.
+        return await psycopg.AsyncConnection.connect(
+            self._conninfo,
+            autocommit=True,
+            connect_timeout=2,
+            options=(
+                "-c default_transaction_read_only=on "
+                f"-c statement_timeout={self._statement_timeout_ms}"
+            ),
+        )
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._discard()
+        while self._idle:
+            with contextlib.suppress(psycopg.Error):
+                await self._idle.pop().close()

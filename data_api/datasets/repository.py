@@ -29,7 +29,8 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from app.database import Database, Document
+from app.database import Database, Document, create_indexes
+from app.page_query import Eq, PageQuery
 
 DATASETS = "datasets"
 TAGS = "tags"
@@ -88,14 +89,14 @@ class Catalogue:
 
     async def ensure_catalogue_indexes(self) -> None:
         for collection, indexes in CATALOGUE_INDEXES.items():
-            await self.control[collection].create_indexes(indexes)
+            await create_indexes(self.control[collection], indexes)
 
     async def ensure_tenant(self, owner_id: ObjectId) -> AsyncDatabase[Document]:
         """The owner's tenant database, created with its indexes on first use."""
         db = self.tenant(owner_id)
         if owner_id not in self._tenants_indexed:
             for collection, indexes in TENANT_INDEXES.items():
-                await db[collection].create_indexes(indexes)
+                await create_indexes(db[collection], indexes)
             self._tenants_indexed.add(owner_id)
         return db
 
@@ -110,6 +111,10 @@ class Catalogue:
     async def datasets_where(self, *, query: Document) -> list[Document]:
         """Datasets by an indexed equality (`owner_id`, `is_public`, `tags`, `state`)."""
         return await self.control[DATASETS].find(query).to_list(None)
+
+    async def page(self, query: PageQuery) -> tuple[list[Document], int]:
+        """One sorted page of datasets and the number matching (`app.page_query`)."""
+        return await self.database.find_page(self.database.control_db_name, DATASETS, query)
 
     async def all_datasets(self) -> list[Document]:
         return await self.control[DATASETS].find({}).to_list(None)
@@ -169,6 +174,26 @@ class Catalogue:
 
     async def shares_where(self, *, query: Document) -> list[Document]:
         return await self.control[SHARES].find(query).to_list(None)
+
+    async def shares_of_user_on(
+        self, *, user_id: ObjectId, dataset_ids: list[ObjectId]
+    ) -> dict[ObjectId, Document]:
+        """The user's shares to these datasets (one page query, not one lookup each)."""
+        if not dataset_ids:
+            return {}
+        shares, _ = await self.database.find_page(
+            self.database.control_db_name,
+            SHARES,
+            PageQuery(
+                clauses=(
+                    (Eq("user_id", user_id),),
+                    tuple(Eq("dataset_id", d) for d in dataset_ids),
+                ),
+                sort_desc="created_at",
+                limit=len(dataset_ids),
+            ),
+        )
+        return {share["dataset_id"]: share for share in shares}
 
     async def update_share(self, *, share_id: ObjectId, update: Document) -> None:
         await self.control[SHARES].update_one({"_id": share_id}, update)

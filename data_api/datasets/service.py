@@ -27,8 +27,10 @@ Decisions where the spec is silent:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,9 +44,17 @@ from app.clock import utc_now
 from app.database import Document
 from app.ids import parse_object_id
 from app.names import field_name_problem
+from app.page_query import After, Condition, Contains, Eq, IdIn, PageQuery
 from app.settings import Settings
 from app.users import emails_of, find_user, find_user_by_email, is_platform_admin
-from data_api.datasets.access import Access, AccessResolver, Level, share_is_live
+from data_api.datasets.access import (
+    Access,
+    AccessResolver,
+    Level,
+    Standing,
+    dataset_is_live,
+    share_is_live,
+)
 from data_api.datasets.errors import (
     DatasetNotFound,
     DatasetValidationError,
@@ -59,7 +69,7 @@ from data_api.datasets.errors import (
     TagNotFound,
     UserNotFound,
 )
-from data_api.datasets.repository import Catalogue
+from data_api.datasets.repository import SHARES, Catalogue
 
 #: Tags every installation has from its first start.
 BUILTIN_TAGS = ("public", "test")
@@ -280,31 +290,69 @@ class DatasetService:
         is_public: bool | None = None,
         metadata: dict[str, str] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """The datasets the caller can read, newest change first, filtered and paged."""
+        """The datasets the caller can read, newest change first, filtered and paged.
+
+        One page query (`app.page_query`): live and unexpired, and readable — owned,
+        public, shared by a live share, or carrying a tag the caller holds (a
+        platform admin reads all) — plus the filters; the levels of the page's
+        datasets are then resolved as for a single read."""
         now = self.clock()
-        readable = await self.access.readable(user_id, now)
-        tag_names = await self._tag_names()
-        wanted = search.casefold() if search else None
-        tag_id = next((i for i, n in tag_names.items() if n == tag), None) if tag else None
-        chosen = []
-        for access in readable:
-            d = access.dataset
-            if owned_only and not access.is_owner:
-                continue
-            if is_public is not None and bool(d.get("is_public")) is not is_public:
-                continue
-            if tag is not None and tag_id not in (d.get("tags") or []):
-                continue
-            if wanted and not (
-                wanted in d["name"].casefold() or wanted in d.get("description", "").casefold()
-            ):
-                continue
-            if metadata and not _metadata_matches(d.get("metadata") or {}, metadata):
-                continue
-            chosen.append(access)
-        chosen.sort(key=lambda a: (a.dataset["updated_at"], a.dataset["_id"]), reverse=True)
-        window = chosen[page.offset : page.offset + page.limit]
-        return [self.view(a, now, tag_names) for a in window], len(chosen)
+        control = self.catalogue.control
+        admin, held, tag_names = await asyncio.gather(
+            is_platform_admin(control=control, user_id=user_id),
+            self.catalogue.tags_held(user_id=user_id),
+            self._tag_names(),
+        )
+        clauses: list[tuple[Condition, ...]] = [
+            (Eq("state", "live"),),
+            (After("expires_at", now),),
+        ]
+        if not admin:
+            live_share = IdIn(
+                SHARES,
+                "dataset_id",
+                ((Eq("user_id", user_id),), (After("expires_at", now, or_missing=True),)),
+            )
+            clauses.append(
+                (
+                    Eq("owner_id", user_id),
+                    Eq("is_public", True),
+                    live_share,
+                    *(Eq("tags", held_tag) for held_tag in held),
+                )
+            )
+        if owned_only:
+            clauses.append((Eq("owner_id", user_id),))
+        if is_public is not None:
+            clauses.append((Eq("is_public", is_public),))
+        if tag is not None:
+            tag_id = next((i for i, n in tag_names.items() if n == tag), None)
+            if tag_id is None:
+                return [], 0
+            clauses.append((Eq("tags", tag_id),))
+        if search:
+            clauses.append((Contains(("name", "description"), search),))
+        for key, written in (metadata or {}).items():
+            clauses.append(tuple(Eq(f"metadata.{key}", v) for v in _interpretations(written)))
+        datasets, total = await self.catalogue.page(
+            PageQuery(
+                clauses=tuple(clauses),
+                sort_desc="updated_at",
+                offset=page.offset,
+                limit=page.limit,
+            )
+        )
+        shares = await self.catalogue.shares_of_user_on(
+            user_id=user_id, dataset_ids=[d["_id"] for d in datasets if d["owner_id"] != user_id]
+        )
+        held_set = set(held)
+        views = []
+        for dataset in datasets:
+            standing = Standing(share=shares.get(dataset["_id"]), admin=admin, held=held_set)
+            access = await self.access.level_on(dataset, user_id, now, standing)
+            if access.level is not Level.none:
+                views.append(self.view(access, now, tag_names))
+        return views, total
 
     async def search_metadata(
         self, *, user_id: ObjectId, filters: dict[str, str], page: Page
@@ -312,6 +360,10 @@ class DatasetService:
         """Raises FilterRequired."""
         if not filters:
             raise FilterRequired()
+        for key in filters:
+            problem = field_name_problem(key)
+            if problem:
+                raise DatasetValidationError(["query", key], f"metadata keys: {problem}")
         return await self.list(user_id=user_id, page=page, metadata=filters)
 
     async def expiring(self, *, user_id: ObjectId, within_hours: int) -> list[dict[str, Any]]:
@@ -320,8 +372,13 @@ class DatasetService:
             raise PlatformAdminOnly()
         now = self.clock()
         horizon = now + timedelta(hours=within_hours)
-        readable = await self.access.readable(user_id, now)
-        soon = [a for a in readable if a.dataset["expires_at"] <= horizon]
+        soon = [
+            Access(d, Level.owner if d["owner_id"] == user_id else Level.admin)
+            for d in await self.catalogue.datasets_where(
+                query={"state": "live", "expires_at": {"$lte": horizon}}
+            )
+            if dataset_is_live(d, now)
+        ]
         soon.sort(key=lambda a: a.dataset["expires_at"])
         tag_names = await self._tag_names()
         return [self.view(a, now, tag_names) for a in soon]
@@ -764,23 +821,19 @@ class DatasetService:
         return await self.full_view(Access(dataset, Level.owner), now)
 
 
-def _metadata_matches(metadata: dict[str, Any], filters: dict[str, str]) -> bool:
-    """Seed 002's metadata search: each filter is an exact match, the written value
-    comparing equal to a string, a number or a boolean (`2024` matches 2024 and "2024")."""
-    for key, written in filters.items():
-        if key not in metadata:
-            return False
-        if not _value_matches(metadata[key], written):
-            return False
-    return True
-
-
-def _value_matches(value: Any, written: str) -> bool:
-    if isinstance(value, bool):
-        return written.lower() == ("true" if value else "false")
-    if isinstance(value, int | float):
-        try:
-            return float(written) == float(value)
-        except ValueError:
-            return False
-    return isinstance(value, str) and value == written
+def _interpretations(written: str) -> list[Any]:
+    """Seed 002's metadata search: a written value matches as the string it is, and
+    as the number or boolean it spells (`2024` matches 2024 and "2024")."""
+    values: list[Any] = [written]
+    lowered = written.strip().lower()
+    if lowered in ("true", "false"):
+        values.append(lowered == "true")
+        return values
+    try:
+        number = float(written)
+    except ValueError:
+        return values
+    if math.isfinite(number):
+        integral = number.is_integer() and abs(number) < 2**63
+        values.append(int(number) if integral else number)
+    return values

@@ -1,0 +1,77 @@
+"""FerretDB 1.24's storage format on PostgreSQL ("sjson"), read back into BSON values.
+
+Each document is one `jsonb` value: the fields as plain JSON plus `$s`, a schema
+that gives every field's BSON type (`{"p": {field: elem}, "$k": [field order]}`;
+an elem is `{"t": type}`, with `$s` for an object, `i` (one elem per item) for
+an array, `s` (subtype) for binary data, `o` (options) for a regex). ObjectIds
+are stored as hex strings, dates as milliseconds, binary data as base64. This
+reader follows FerretDB's own (`internal/handler/sjson` in the 1.24.2 module) so
+that `app.engine_sql` can return the documents of a page query from the SQL it
+ran instead of asking FerretDB for each again; anything it does not recognise
+raises `SjsonError` and the caller reads those documents through FerretDB.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bson import Int64, ObjectId, Regex, Timestamp
+from bson.binary import Binary
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class SjsonError(ValueError):
+    """A value or schema this reader does not know."""
+
+
+def decode_document(stored: dict[str, Any]) -> dict[str, Any]:
+    """The document of one FerretDB row (`_jsonb`)."""
+    return _document(stored, stored.get("$s"))
+
+
+def _document(value: Any, schema: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not isinstance(schema, dict):
+        raise SjsonError("object without a schema")
+    properties = schema.get("p") or {}
+    keys = schema.get("$k") or []
+    return {key: _value(value.get(key), properties.get(key)) for key in keys}
+
+
+def _value(value: Any, elem: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(elem, dict):
+        raise SjsonError("value without a type")
+    kind = elem.get("t")
+    if kind == "object":
+        return _document(value, elem.get("$s"))
+    if kind == "array":
+        items = elem.get("i") or []
+        if not isinstance(value, list) or len(items) != len(value):
+            raise SjsonError("array does not match its schema")
+        return [_value(v, e) for v, e in zip(value, items, strict=True)]
+    if kind in ("string", "bool"):
+        return value
+    if kind == "double":
+        return float(value)
+    if kind == "int":
+        return int(value)
+    if kind == "long":
+        return Int64(value)
+    if kind == "objectId":
+        return ObjectId(value)
+    if kind == "date":
+        return _EPOCH + timedelta(milliseconds=int(value))
+    if kind == "binData":
+        return Binary(base64.b64decode(value), int(elem.get("s", 0)))
+    if kind == "timestamp":
+        number = int(value)
+        return Timestamp(number >> 32, number & 0xFFFFFFFF)
+    if kind == "regex":
+        return Regex(value, elem.get("o", ""))
+    if kind == "null":
+        return None
+    raise SjsonError(f"unknown type {kind!r}")

@@ -1,0 +1,141 @@
+"""Page queries (app/page_query.py): the embedded engine's SQL answers exactly what the
+driver's find + count answer, and documents read from FerretDB's stored form equal
+what FerretDB itself returns."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from bson import Int64, ObjectId, Regex, Timestamp
+from bson.binary import Binary
+from fastapi import FastAPI
+
+from app.database import Database
+from app.page_query import After, Contains, Eq, IdIn, PageQuery, find_page_mongo
+
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+OWNERS = [ObjectId() for _ in range(3)]
+TAGS = [ObjectId() for _ in range(2)]
+
+
+def rows() -> list[dict[str, Any]]:
+    docs = []
+    for n in range(60):
+        doc: dict[str, Any] = {
+            "_id": ObjectId(),
+            "owner_id": OWNERS[n % 3],
+            "is_public": n % 4 == 0,
+            "name": ["Alpha 50% off", "beta_release", "Gamma\\path", "Äpfel"][n % 4] + f" {n}",
+            "tags": [TAGS[n % 2]] if n % 5 == 0 else [],
+            # Ties on purpose: the order falls back to _id.
+            "updated_at": BASE + timedelta(minutes=n // 3),
+            "metadata": {"year": [2024, "2024", 2025][n % 3], "flag": n % 2 == 0},
+        }
+        if n % 6 == 1:
+            doc["expires_at"] = None
+        elif n % 6 != 2:
+            doc["expires_at"] = BASE + timedelta(days=n - 30)
+        docs.append(doc)
+    return docs
+
+
+@pytest.fixture
+async def seeded(app: FastAPI) -> AsyncIterator[tuple[Database, str, list[dict[str, Any]]]]:
+    database: Database = app.state.database
+    db_name = f"quarry_test_pages_{uuid.uuid4().hex[:8]}"
+    docs = rows()
+    await database.client[db_name]["items"].insert_many(docs)
+    await database.client[db_name]["items"].create_index("owner_id")
+    await database.client[db_name]["links"].insert_many(
+        [{"item_id": d["_id"], "user": "u1"} for d in docs[:10]]
+    )
+    try:
+        yield database, db_name, docs
+    finally:
+        await database.client.drop_database(db_name)
+
+
+QUERIES = {
+    "owner": ((Eq("owner_id", OWNERS[0]),),),
+    "public or tag": ((Eq("is_public", True), Eq("tags", TAGS[1])),),
+    "not public": ((Eq("is_public", False),),),
+    "nested number or string": ((Eq("metadata.year", 2024), Eq("metadata.year", "2024")),),
+    "nested bool": ((Eq("metadata.flag", True),),),
+    "after": ((After("expires_at", BASE),),),
+    "after or missing": ((After("expires_at", BASE, or_missing=True),),),
+    "contains percent": ((Contains(("name",), "50%"),),),
+    "contains underscore": ((Contains(("name",), "A_R"),),),
+    "contains case": ((Contains(("name",), "GAMMA\\P"),),),
+    "contains non-ascii case": ((Contains(("name",), "äPFEL"),),),
+    "semi-join": ((IdIn("links", "item_id", ((Eq("user", "u1"),),)),),),
+    "semi-join on a missing collection": ((IdIn("nothing", "item_id", ()),),),
+    "and of ors": (
+        (Eq("owner_id", OWNERS[1]), Eq("is_public", True)),
+        (After("expires_at", BASE - timedelta(days=10), or_missing=True),),
+    ),
+    "everything": (),
+}
+
+
+@pytest.mark.parametrize("name", QUERIES)
+@pytest.mark.parametrize("window", [(0, 7), (5, 7), (55, 10)])
+async def test_a_page_is_the_same_through_sql_and_through_the_driver(
+    seeded: Any, name: str, window: tuple[int, int]
+) -> None:
+    database, db_name, _ = seeded
+    offset, limit = window
+    query = PageQuery(clauses=QUERIES[name], sort_desc="updated_at", offset=offset, limit=limit)
+    if database.engine_sql is not None:  # the SQL itself answers, no quiet fallback
+        assert await database.engine_sql.page(db_name, "items", query) is not None
+    through_engine = await database.find_page(db_name, "items", query)
+    through_driver = await find_page_mongo(
+        database.client[db_name], "items", query, max_time_ms=10_000
+    )
+    assert through_engine[1] == through_driver[1]
+    assert through_engine[0] == through_driver[0]
+    if name != "semi-join on a missing collection":
+        assert through_driver[1] > 0, "a query that matches nothing proves little"
+
+
+async def test_documents_read_from_the_stored_form_equal_what_ferretdb_returns(
+    app: FastAPI,
+) -> None:
+    database: Database = app.state.database
+    if database.engine_sql is None:
+        pytest.skip("the stored form is read only on the embedded engine's PostgreSQL")
+    db_name = f"quarry_test_sjson_{uuid.uuid4().hex[:8]}"
+    document = {
+        "_id": ObjectId(),
+        "string": "text ünïcode",
+        "int": 7,
+        "long": Int64(2**40),
+        "double": 2.5,
+        "whole_double": 3.0,
+        "bool": True,
+        "null": None,
+        "date": datetime(2026, 3, 4, 5, 6, 7, 891000, tzinfo=UTC),
+        "binary": Binary(b"\x00\x01\xff", 0),
+        "uuid": Binary(uuid.uuid4().bytes, 4),
+        "regex": Regex("^a.*z$", "im"),
+        "timestamp": Timestamp(1_700_000_000, 3),
+        "nested": {"list": [1, "two", {"three": [None, False]}], "empty": {}},
+        "empty_list": [],
+        "updated_at": BASE,
+    }
+    await database.client[db_name]["kinds"].insert_one(document)
+    try:
+        query = PageQuery(clauses=(), sort_desc="updated_at")
+        page = await database.engine_sql.page(db_name, "kinds", query)
+        assert page is not None
+        assert all(isinstance(row, dict) for row in page[0]), "read from the stored form"
+        rows, total = await database.find_page(db_name, "kinds", query)
+        stored = await database.client[db_name]["kinds"].find_one({"_id": document["_id"]})
+        assert total == 1 and stored is not None
+        assert rows == [stored]
+        assert list(rows[0]) == list(stored)  # field order kept
+    finally:
+        await database.client.drop_database(db_name)
