@@ -20,6 +20,7 @@ from enum import IntEnum
 
 from bson import ObjectId
 
+from app.clock import utc_now
 from app.database import Document
 from app.users import is_platform_admin
 from data_api.datasets.errors import DatasetNotFound, InsufficientPermission
@@ -133,3 +134,25 @@ class AccessResolver:
         access = await self.resolve(dataset_id, user_id, now)
         access.require(needed)
         return access
+
+
+class DatasetAuditVisibility:
+    """What the audit log shows a user beyond their own actions: the records of the
+    datasets they own or administer (`app.audit.AuditVisibility`)."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+
+    async def dataset_ids_administered(self, user_id: ObjectId) -> list[ObjectId]:
+        owned, shares = await asyncio.gather(
+            self.catalogue.datasets_where(query={"owner_id": user_id}),
+            self.catalogue.shares_where(query={"user_id": user_id}),
+        )
+        now = utc_now()
+        administered = [
+            s["dataset_id"] for s in shares if s["permission"] == "admin" and share_is_live(s, now)
+        ]
+        return [d["_id"] for d in owned] + administered
+
+    async def is_platform_admin(self, user_id: ObjectId) -> bool:
+        return await is_platform_admin(control=self.catalogue.control, user_id=user_id)

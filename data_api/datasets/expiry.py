@@ -79,18 +79,9 @@ class ExpirySweeper:
         return done
 
     async def _expire(self, dataset: Document, now: datetime) -> None:
-        if not await self.catalogue.update_dataset(
-            dataset_id=dataset["_id"],
-            update={"$set": {"state": "deleting", "deleting_since": now}},
-        ):
-            return
-        await self.service.finish_deletion(dataset)
-        logger.warning(
-            "dataset %s of owner %s expired at %s and was deleted",
-            dataset["_id"],
-            dataset["owner_id"],
-            iso_z(dataset["expires_at"]),
-        )
+        """Audit, mark `deleting` (invisible from then on), delete. The record comes
+        first: a sweep cut short after it finishes the deletion without a second
+        one, and one cut short before it audits on the next round."""
         await self.service.audit_event(
             action="datasets.expire",
             resource_type="dataset",
@@ -102,6 +93,18 @@ class ExpirySweeper:
                 "expired_at": iso_z(dataset["expires_at"]),
                 "owner_id": str(dataset["owner_id"]),
             },
+        )
+        if not await self.catalogue.update_dataset(
+            dataset_id=dataset["_id"],
+            update={"$set": {"state": "deleting", "deleting_since": now}},
+        ):
+            return
+        await self.service.finish_deletion(dataset)
+        logger.warning(
+            "dataset %s of owner %s expired at %s and was deleted",
+            dataset["_id"],
+            dataset["owner_id"],
+            iso_z(dataset["expires_at"]),
         )
 
     async def _warn(self, dataset: Document, now: datetime) -> bool:

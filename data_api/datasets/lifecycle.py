@@ -15,6 +15,7 @@ from app.background import start_periodic, stop_periodic
 from app.database import Database
 from app.mail import Mailer
 from app.settings import Settings
+from data_api.datasets.access import DatasetAuditVisibility
 from data_api.datasets.expiry import ExpirySweeper
 from data_api.datasets.repository import Catalogue
 from data_api.datasets.service import DatasetService
@@ -42,6 +43,7 @@ async def start_datasets(app: FastAPI) -> None:
     database: Database = app.state.database
     catalogue = Catalogue(database)
     app.state.datasets_catalogue = catalogue
+    app.state.audit_visibility = DatasetAuditVisibility(catalogue)
     service = DatasetService(
         catalogue=catalogue, settings=settings, audit=getattr(app.state, "audit_log", None)
     )

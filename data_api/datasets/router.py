@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from app.audit import annotate
 from app.deps import CallerDep, SettingsDep
 from app.errors import DatabaseUnavailable
 from app.openapi import error_responses
@@ -134,12 +135,13 @@ OffsetQ = Annotated[int | None, Query(ge=0, le=100_000_000)]
     openapi_extra=_limit("dataset_create"),
 )
 async def create_dataset(
-    body: CreateDatasetRequest, caller: CallerDep, service: ServiceDep
+    request: Request, body: CreateDatasetRequest, caller: CallerDep, service: ServiceDep
 ) -> DatasetAnswer:
     """Create a dataset; `entry_ids` link existing entries you can read as its items."""
     data, skipped = await service.create(
         user_id=caller.user_id, body=body, fields_set=body.model_fields_set
     )
+    annotate(request, resource_type="dataset", resource_id=data["id"], dataset_id=data["id"])
     return DatasetAnswer(data=DatasetOut(**data), skipped_ids=skipped)
 
 
@@ -324,9 +326,13 @@ async def list_tags(caller: CallerDep, service: ServiceDep) -> TagListAnswer:
     response_model=TagAnswer,
     responses=error_responses(401, 403, 409, 422, 429),
 )
-async def create_tag(body: CreateTagRequest, caller: CallerDep, service: ServiceDep) -> TagAnswer:
+async def create_tag(
+    request: Request, body: CreateTagRequest, caller: CallerDep, service: ServiceDep
+) -> TagAnswer:
     """Platform admins: create a tag; a private one (`is_public: false`) has a secret."""
-    return TagAnswer(data=_tag_out(await service.create_tag(user_id=caller.user_id, body=body)))
+    tag = await service.create_tag(user_id=caller.user_id, body=body)
+    annotate(request, resource_type="tag", resource_id=tag["_id"], details={"name": tag["name"]})
+    return TagAnswer(data=_tag_out(tag))
 
 
 @router.post(
@@ -335,9 +341,13 @@ async def create_tag(body: CreateTagRequest, caller: CallerDep, service: Service
     response_model=TagAnswer,
     responses=error_responses(401, 403, 422, 429),
 )
-async def acquire_tag(body: AcquireTagRequest, caller: CallerDep, service: ServiceDep) -> TagAnswer:
+async def acquire_tag(
+    request: Request, body: AcquireTagRequest, caller: CallerDep, service: ServiceDep
+) -> TagAnswer:
     """Hold a tag (idempotent): you then read every dataset that carries it."""
+    annotate(request, resource_type="tag", details={"tag_name": body.tag_name})
     tag = await service.acquire_tag(user_id=caller.user_id, name=body.tag_name, secret=body.secret)
+    annotate(request, resource_id=tag["_id"])
     return TagAnswer(data=_tag_out(tag))
 
 
@@ -367,9 +377,14 @@ async def dataset_tags(dataset_id: str, caller: CallerDep, service: ServiceDep) 
     "/datasets/{dataset_id}/tags", tags=["tags"], response_model=TagListAnswer, responses=CHANGE
 )
 async def tag_dataset(
-    dataset_id: str, body: DatasetTagRequest, caller: CallerDep, service: ServiceDep
+    request: Request,
+    dataset_id: str,
+    body: DatasetTagRequest,
+    caller: CallerDep,
+    service: ServiceDep,
 ) -> TagListAnswer:
     """Put a tag on the dataset (by `tag_name` or `tag_id`): its holders can read it."""
+    annotate(request, details={"tag_name": body.tag_name, "tag_id": body.tag_id})
     tags = await service.tag_dataset(
         user_id=caller.user_id, dataset_id=dataset_id, tag_name=body.tag_name, tag_id=body.tag_id
     )
@@ -414,10 +429,21 @@ async def check_access(
     responses=error_responses(401, 403, 404, 409, 422, 429),
 )
 async def create_share(
-    dataset_id: str, body: CreateShareRequest, caller: CallerDep, service: ServiceDep
+    request: Request,
+    dataset_id: str,
+    body: CreateShareRequest,
+    caller: CallerDep,
+    service: ServiceDep,
 ) -> ShareAnswer:
     """Share the dataset with a user (by `user_id` or `email`) at a level up to your own."""
+    annotate(request, details={"permission": body.permission})
     share = await service.create_share(user_id=caller.user_id, dataset_id=dataset_id, body=body)
+    annotate(
+        request,
+        resource_type="share",
+        resource_id=share["id"],
+        details={"user_id": share["user_id"], "expires_at": share["expires_at"]},
+    )
     return ShareAnswer(data=ShareOut(**share))
 
 
@@ -440,6 +466,7 @@ async def list_shares(dataset_id: str, caller: CallerDep, service: ServiceDep) -
     responses=CHANGE,
 )
 async def update_share(
+    request: Request,
     dataset_id: str,
     share_id: str,
     body: UpdateShareRequest,
@@ -448,6 +475,7 @@ async def update_share(
 ) -> ShareAnswer:
     """Change a share's permission or expiry."""
     changes = {k: getattr(body, k) for k in body.model_fields_set}
+    annotate(request, details=changes)
     share = await service.update_share(
         user_id=caller.user_id, dataset_id=dataset_id, share_id=share_id, changes=changes
     )
@@ -479,12 +507,13 @@ async def delete_share(
     openapi_extra=_limit("items"),
 )
 async def add_items(
-    dataset_id: str, body: AddItemsRequest, caller: CallerDep, service: ServiceDep
+    request: Request, dataset_id: str, body: AddItemsRequest, caller: CallerDep, service: ServiceDep
 ) -> AddItemsAnswer:
     """Link entries you can read into the dataset (idempotent); others are `skipped_ids`."""
     result = await service.add_items(
         user_id=caller.user_id, dataset_id=dataset_id, entry_ids=body.entry_ids, notes=body.notes
     )
+    annotate(request, details={"added": result["added"], "skipped": len(result["skipped_ids"])})
     return AddItemsAnswer(**result)
 
 
@@ -538,10 +567,13 @@ async def remove_items(
     openapi_extra=_limit("dataset_create"),
 )
 async def create_subset(
-    dataset_id: str, body: SubsetRequest, caller: CallerDep, service: ServiceDep
+    request: Request, dataset_id: str, body: SubsetRequest, caller: CallerDep, service: ServiceDep
 ) -> DatasetAnswer:
     """A new dataset of yours whose items are some of this dataset's items."""
     data = await service.subset(
         user_id=caller.user_id, dataset_id=dataset_id, body=body, fields_set=body.model_fields_set
+    )
+    annotate(
+        request, resource_type="dataset", resource_id=data["id"], details={"source": dataset_id}
     )
     return DatasetAnswer(data=DatasetOut(**data))

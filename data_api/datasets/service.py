@@ -39,9 +39,12 @@ from typing import Any, Protocol
 
 from bson import ObjectId
 from bson.errors import InvalidId as BsonInvalidId
+from pymongo.errors import PyMongoError
 
+from app.audit import AuditUnavailable
 from app.clock import utc_now
 from app.database import Document
+from app.errors import DatabaseUnavailable
 from app.ids import parse_object_id
 from app.names import field_name_problem
 from app.page_query import After, Condition, Contains, Eq, IdIn, PageQuery
@@ -184,6 +187,13 @@ class DatasetService:
     async def audit_event(self, **record: Any) -> None:
         if self.audit is not None:
             await self.audit.append(**record)
+
+    async def _audit_or_refuse(self, **record: Any) -> None:
+        """A read that must be audited is refused (503) when its record cannot be written."""
+        try:
+            await self.audit_event(**record)
+        except (PyMongoError, AuditUnavailable):
+            raise DatabaseUnavailable("This read could not be audited; retry shortly.") from None
 
     # ---------------------------------------------------------------- datasets
 
@@ -548,8 +558,8 @@ class DatasetService:
         self, *, user_id: ObjectId, dataset_id: str, require_write: bool
     ) -> dict[str, Any]:
         now = self.clock()
-        target = _oid(dataset_id)
-        dataset = await self.catalogue.find_dataset(dataset_id=target) if target else None
+        target = parse_object_id(dataset_id, what="dataset_id")
+        dataset = await self.catalogue.find_dataset(dataset_id=target)
         access = await self.access.level_on(dataset, user_id, now) if dataset else None
         if access is None or access.level is Level.none:
             return {"has_access": False}
@@ -596,8 +606,8 @@ class DatasetService:
         expires_at = self._share_expiry(body.expires_at, now)
         control = self.catalogue.control
         if body.user_id is not None:
-            target_id = _oid(body.user_id)
-            target = await find_user(control=control, user_id=target_id) if target_id else None
+            target_id = parse_object_id(body.user_id, what="user_id")
+            target = await find_user(control=control, user_id=target_id)
         else:
             target = await find_user_by_email(control=control, email=body.email)
         if target is None:
@@ -746,7 +756,7 @@ class DatasetService:
         override_ids = {i["_id"] for i in through_override}
         read_through_override = [str(i["entry_id"]) for i in window if i["_id"] in override_ids]
         if read_through_override:
-            await self.audit_event(
+            await self._audit_or_refuse(
                 action="datasets.items.read_through_acl_override",
                 resource_type="dataset",
                 resource_id=dataset_id,
