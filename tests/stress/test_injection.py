@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from bson import ObjectId
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
 
 from app.errors import ErrorCode
 from tests.accounts import Account
@@ -561,3 +563,152 @@ async def test_another_tenant_gets_404_everywhere_and_changes_nothing(
             assert response.status_code == 404, (method, path, response.text)
             assert_envelope(response, 404, code)
     assert await snapshot(client, victim, sync_client) == before
+
+
+# ----------------------------------------------------------------- datasets
+
+
+async def dataset_snapshot(sync_client: Any, control_db: str, dataset_id: str) -> dict[str, Any]:
+    control = sync_client[control_db]
+    oid = ObjectId(dataset_id)
+    dataset = control["datasets"].find_one({"_id": oid})
+    assert dataset is not None
+    tenant = sync_client[f"qt_{dataset['owner_id']}"]
+    return {
+        "dataset": dataset,
+        "shares": list(control["shares"].find({"dataset_id": oid}).sort("_id", 1)),
+        "items": list(tenant["items"].find({"dataset_id": oid}).sort("_id", 1)),
+        "entries": list(tenant["entries"].find({"dataset_id": oid}).sort("_id", 1)),
+    }
+
+
+async def test_another_tenant_gets_404_on_every_dataset_endpoint_and_changes_nothing(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    owner: Account,
+    other_owner: Account,
+    sync_client: Any,
+) -> None:
+    created = await client.post(
+        "/api/v1/datasets", json={"name": "private", "metadata": {"k": 1}}, headers=owner.bearer
+    )
+    assert created.status_code == 201, created.text
+    ds = created.json()["data"]["id"]
+    me = (await client.get("/core/me", headers=owner.bearer)).json()["data"]["id"]
+    entry = await app.state.datasets_sweeper.service.create_entry_record(
+        owner_id=ObjectId(me),
+        dataset_id=ObjectId(ds),
+        name="e.txt",
+        size=1,
+        content_type="text/plain",
+    )
+    third = (await client.get("/core/me", headers=other_owner.bearer)).json()["data"]
+    tag = (await client.get("/api/v1/tags", headers=owner.bearer)).json()["data"][0]["id"]
+    tagged = await client.post(
+        f"/api/v1/datasets/{ds}/tags", json={"tag_id": tag}, headers=owner.bearer
+    )
+    assert tagged.status_code == 200
+    control_db = app.state.settings.control_db
+    share_id = str(ObjectId())
+    before = await dataset_snapshot(sync_client, control_db, ds)
+    attacker_key = await api_key(client, other_owner)
+    base = f"/api/v1/datasets/{ds}"
+    calls: dict[tuple[str, str], dict[str, Any]] = {
+        ("GET", "/api/v1/datasets/{dataset_id}"): {},
+        ("PATCH", "/api/v1/datasets/{dataset_id}"): {"json": {"name": "pwned"}},
+        ("PUT", "/api/v1/datasets/{dataset_id}"): {"json": {"name": "pwned"}},
+        ("DELETE", "/api/v1/datasets/{dataset_id}"): {},
+        ("PATCH", "/api/v1/datasets/{dataset_id}/metadata"): {"json": {"k": None}},
+        ("PUT", "/api/v1/datasets/{dataset_id}/metadata"): {"json": {}},
+        ("GET", "/api/v1/datasets/{dataset_id}/tags"): {},
+        ("POST", "/api/v1/datasets/{dataset_id}/tags"): {"json": {"tag_name": "test"}},
+        ("DELETE", "/api/v1/datasets/{dataset_id}/tags/{tag_id}"): {"path": f"{base}/tags/{tag}"},
+        ("POST", "/api/v1/datasets/{dataset_id}/shares"): {"json": {"user_id": third["id"]}},
+        ("GET", "/api/v1/datasets/{dataset_id}/shares"): {},
+        ("PATCH", "/api/v1/datasets/{dataset_id}/shares/{share_id}"): {
+            "path": f"{base}/shares/{share_id}",
+            "json": {"permission": "admin"},
+        },
+        ("DELETE", "/api/v1/datasets/{dataset_id}/shares/{share_id}"): {
+            "path": f"{base}/shares/{share_id}"
+        },
+        ("POST", "/api/v1/datasets/{dataset_id}/items"): {"json": {"entry_ids": [str(entry)]}},
+        ("GET", "/api/v1/datasets/{dataset_id}/items"): {},
+        ("DELETE", "/api/v1/datasets/{dataset_id}/items"): {"json": {"entry_ids": [str(entry)]}},
+        ("POST", "/api/v1/datasets/{dataset_id}/subset"): {
+            "json": {"name": "stolen", "entry_ids": [str(entry)]}
+        },
+    }
+    # Every route on one dataset is in the table: a new one cannot skip isolation.
+    routes = {
+        (method, route.path)
+        for route in iter_route_contexts(app.routes)
+        if (route.path or "").startswith("/api/v1/datasets/{dataset_id}")
+        for method in route.methods or ()
+    }
+    assert routes == set(calls), routes ^ set(calls)
+    for (method, template), options in calls.items():
+        path = options.get("path", template.replace("{dataset_id}", ds))
+        body = {k: v for k, v in options.items() if k != "path"}
+        for headers in (other_owner.bearer, {"X-API-Key": attacker_key}):
+            response = await client.request(method, path, headers=headers, **body)
+            assert_envelope(response, 404, ErrorCode.DATASET_NOT_FOUND)
+    check = await client.post(
+        "/api/v1/access/check", json={"dataset_id": ds}, headers=other_owner.bearer
+    )
+    assert (
+        check.json()["data"]["has_access"] is False and check.json()["data"]["permission"] is None
+    )
+    listed = await client.get("/api/v1/datasets", headers=other_owner.bearer)
+    assert ds not in [d["id"] for d in listed.json()["data"]]
+    subset_target = sync_client[control_db]["datasets"].count_documents({"name": "stolen"})
+    assert subset_target == 0
+    assert await dataset_snapshot(sync_client, control_db, ds) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "x", "metadata": {"$where": "1"}},
+        {"name": "x", "metadata": {"a.b": 1}},
+        {"name": "x", "metadata": {"nested": {"$gt": 1}}},
+        {"name": "x", "metadata": {"": 1}},
+        {"name": "x", "unknown": True},
+        {"name": "", "metadata": {}},
+        {"name": "x", "is_public": {"$ne": False}},
+    ],
+)
+async def test_hostile_dataset_bodies_are_422_and_write_nothing(
+    app: FastAPI, client: httpx.AsyncClient, owner: Account, body: dict[str, Any], sync_client: Any
+) -> None:
+    response = await client.post("/api/v1/datasets", json=body, headers=owner.bearer)
+    assert response.status_code == 422, response.text
+    assert response.json()["success"] is False
+    control = sync_client[app.state.settings.control_db]
+    assert control["datasets"].count_documents({}) == 0
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"$where": "1"}, {"a.b": "1"}, {"": "x"}],
+)
+async def test_hostile_metadata_search_keys_are_refused(
+    client: httpx.AsyncClient, owner: Account, params: dict[str, str]
+) -> None:
+    response = await client.get("/api/v1/datasets/search", params=params, headers=owner.bearer)
+    assert response.status_code in (400, 422), response.text
+    assert response.json()["success"] is False
+
+
+async def test_search_text_is_literal_not_a_pattern(
+    client: httpx.AsyncClient, owner: Account
+) -> None:
+    for name in ("50% off", "a_b", "back\\slash", "(.*)"):
+        created = await client.post("/api/v1/datasets", json={"name": name}, headers=owner.bearer)
+        assert created.status_code == 201
+    for text, expected in (("%", ["50% off"]), ("_", ["a_b"]), ("\\", ["back\\slash"]),
+                           (".*", ["(.*)"]), ("(", ["(.*)"])):  # fmt: skip
+        response = await client.get(
+            "/api/v1/datasets", params={"search": text}, headers=owner.bearer
+        )
+        assert [d["name"] for d in response.json()["data"]] == expected, text

@@ -192,12 +192,6 @@ async def test_access_check_on_a_dataset_you_cannot_see_answers_as_for_no_datase
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: conventions.md says a malformed resource id is a 422 INVALID_ID; "
-    "POST /api/v1/access/check with dataset_id 'nope' answers 200 has_access false "
-    "(data_api/datasets/service.py check_access uses _oid, not parse_object_id)",
-)
 async def test_access_check_with_a_malformed_dataset_id_is_422_invalid_id(
     client: httpx.AsyncClient, register: Register
 ) -> None:

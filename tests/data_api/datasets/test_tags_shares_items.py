@@ -374,12 +374,6 @@ async def test_a_share_to_an_unknown_user_is_404_user_not_found(
     assert await share_rows(app, shared.dataset_id) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: conventions.md says a malformed resource id is a 422 INVALID_ID; "
-    "POST …/shares with user_id 'nope' answers 404 USER_NOT_FOUND "
-    "(data_api/datasets/service.py create_share uses _oid, not parse_object_id)",
-)
 async def test_a_share_to_a_malformed_user_id_is_422_invalid_id(
     app: FastAPI, client: httpx.AsyncClient, shared: Shared
 ) -> None:
