@@ -6,7 +6,8 @@ PostgreSQL and SQLite backends side by side, on engines of its own), print one
 table (figure, Quarry, raw driver, ratio, goal) and write it with the raw figures
 to `bench/results/latest.json`. `python -m bench engine` (or any of the suite
 names below) runs only the suites named; `rate_limit` measures what the per-user
-rate limiter adds to a request. One benchmark user sends far more than the
+rate limiter adds to a request; `datasets` lists readable datasets out of a
+10,000-dataset catalogue and times the access check. One benchmark user sends far more than the
 default limits allow, so every served API runs with the limits out of reach
 (`bench.rate_limit.LIMITS_OUT_OF_REACH`: paid for, never refusing) unless the
 environment sets them."""
@@ -20,13 +21,19 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import auth, crud, engine, health, load, management, rate_limit
+from bench import auth, crud, datasets, engine, health, load, management, rate_limit
 from bench.harness import Row, database_url, print_table, served_api, write_results
 
 #: Suites that take the shared API and engine (`run(api, mongodb_url)`, async).
 ON_API = {"health": health, "auth": auth}
 #: Suites that take the shared engine and serve the API themselves.
-ON_ENGINE = {"management": management, "crud": crud, "load": load, "rate_limit": rate_limit}
+ON_ENGINE = {
+    "management": management,
+    "crud": crud,
+    "load": load,
+    "rate_limit": rate_limit,
+    "datasets": datasets,
+}
 SUITES = (*ON_API, *ON_ENGINE, "engine")
 
 
