@@ -39,6 +39,8 @@ _TABLES_OF = sql.SQL(
     "SELECT _jsonb ->> '_id', _jsonb ->> 'table' FROM {}._ferretdb_database_metadata "
     "WHERE _jsonb -> '_id' = ANY(%s)"
 )
+#: What a statement on a remembered table raises once its collection is dropped.
+_DROPPED = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
 #: Connections kept open: a page query takes a few milliseconds; four let
 #: concurrent requests overlap without holding many backends.
 POOL_SIZE = 4
@@ -145,6 +147,7 @@ class EngineSql:
         self._conninfo = conninfo
         self._statement_timeout_ms = statement_timeout_ms
         self._idle: list[psycopg.AsyncConnection[tuple[Any, ...]]] = []
+        self._table_names: dict[tuple[str, str], str] = {}
         self._slots = asyncio.Semaphore(POOL_SIZE)
 
     async def count(self, db_name: str, collection: str) -> int | None:
@@ -202,11 +205,21 @@ class EngineSql:
     async def _tables(
         self, connection: psycopg.AsyncConnection[tuple[Any, ...]], db_name: str, names: set[str]
     ) -> dict[str, str]:
-        """FerretDB's table of each of these collections that exists."""
-        cursor = await connection.execute(
-            _TABLES_OF.format(sql.Identifier(db_name)), ([Jsonb(name) for name in names],)
-        )
-        return {str(name): str(table) for name, table in await cursor.fetchall()}
+        """FerretDB's table of each of these collections that exists. Remembered: a
+        table is named once per collection; a dropped collection's statement fails
+        (UndefinedTable), which forgets the names (`_forget`) and falls back."""
+        missing = {name for name in names if (db_name, name) not in self._table_names}
+        if missing:
+            cursor = await connection.execute(
+                _TABLES_OF.format(sql.Identifier(db_name)), ([Jsonb(n) for n in missing],)
+            )
+            for name, table in await cursor.fetchall():
+                self._table_names[(db_name, str(name))] = str(table)
+        return {
+            name: self._table_names[(db_name, name)]
+            for name in names
+            if (db_name, name) in self._table_names
+        }
 
     @contextlib.asynccontextmanager
     async def _connection(
@@ -222,6 +235,10 @@ class EngineSql:
                 yield connection
             except psycopg.Error as exc:
                 logger.info("engine SQL %s fell back to FerretDB: %s", purpose, type(exc).__name__)
+                if isinstance(
+                    exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName
+                ):
+                    self._table_names.clear()  # a collection or database was dropped
                 if isinstance(exc, psycopg.OperationalError) and connection is not None:
                     with contextlib.suppress(psycopg.Error):
                         await connection.close()

@@ -139,3 +139,25 @@ async def test_documents_read_from_the_stored_form_equal_what_ferretdb_returns(
         assert list(rows[0]) == list(stored)  # field order kept
     finally:
         await database.client.drop_database(db_name)
+
+
+async def test_a_dropped_and_recreated_collection_is_read_afresh(app: FastAPI) -> None:
+    """Table names are remembered; a dropped database or collection must not leave
+    a page query reading a table that is gone (or answering from it)."""
+    database: Database = app.state.database
+    db_name = f"quarry_test_pages_{uuid.uuid4().hex[:8]}"
+    query = PageQuery(clauses=(), sort_desc="updated_at")
+    items = database.client[db_name]["items"]
+    try:
+        await items.insert_one({"_id": 1, "updated_at": BASE})
+        assert (await database.find_page(db_name, "items", query))[1] == 1
+        await database.client.drop_database(db_name)
+        assert await database.find_page(db_name, "items", query) == ([], 0)
+        await items.insert_many([{"_id": n, "updated_at": BASE} for n in (2, 3)])
+        documents, total = await database.find_page(db_name, "items", query)
+        assert total == 2 and [d["_id"] for d in documents] == [3, 2]
+        await items.drop()
+        await database.client[db_name]["other"].insert_one({"_id": 9})
+        assert await database.find_page(db_name, "items", query) == ([], 0)
+    finally:
+        await database.client.drop_database(db_name)
