@@ -182,6 +182,23 @@ class Database:
                 return [d for d in documents if d is not None], total
         return await find_page_mongo(db, collection, query, max_time_ms=self.query_time_ms)
 
+    async def lookups(
+        self, db_name: str, wanted: list[tuple[str, str, Any]]
+    ) -> list[list[Document]]:
+        """For each `(collection, field, value)`, the documents whose top-level `field`
+        equals `value` — several indexed lookups for the price of one round trip on the
+        embedded engine's PostgreSQL (`app.engine_sql`), concurrent finds elsewhere."""
+        db = self.client[db_name]
+        if await self.engine_name() == "ferretdb-postgresql" and self.engine_sql is not None:
+            found = await self.engine_sql.lookups(db_name, wanted)
+            if found is not None and all(isinstance(d, dict) for rows in found for d in rows):
+                return [[_driver_form(d, db) for d in rows] for rows in found]
+        return list(
+            await asyncio.gather(
+                *(db[c].find({field: value}).to_list(None) for c, field, value in wanted)
+            )
+        )
+
     async def engine_name(self) -> str:
         """`ferretdb-postgresql` / `ferretdb-sqlite` for our embedded engine, `mongodb`
         for MongoDB (cached)."""

@@ -41,6 +41,8 @@ _TABLES_OF = sql.SQL(
 )
 #: What a statement on a remembered table raises once its collection is dropped.
 _DROPPED = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
+#: Documents one lookup returns at most (lookups are for a handful of rows).
+LOOKUP_LIMIT = 1000
 #: Connections kept open: a page query takes a few milliseconds; four let
 #: concurrent requests overlap without holding many backends.
 POOL_SIZE = 4
@@ -200,6 +202,39 @@ class EngineSql:
             if row is None:
                 return None
             return [_read(stored) for stored in row[1]], int(row[0])
+        return None
+
+    async def lookups(
+        self, db_name: str, wanted: list[tuple[str, str, Any]]
+    ) -> list[list[dict[str, Any] | Any]] | None:
+        """For each `(collection, field, value)`, the documents whose top-level `field`
+        equals `value` (at most `LOOKUP_LIMIT`), all in one statement — or None."""
+        async with self._connection("lookups") as connection:
+            tables = await self._tables(connection, db_name, {c for c, _, _ in wanted})
+            parts: list[sql.Composable] = []
+            params: list[Any] = []
+            for collection, field, value in wanted:
+                if collection not in tables:
+                    parts.append(sql.SQL("'[]'::jsonb"))
+                    continue
+                params.append(Jsonb(_stored(value)))
+                parts.append(
+                    sql.SQL(
+                        "(SELECT coalesce(jsonb_agg(x._jsonb), '[]') FROM "
+                        "(SELECT d._jsonb FROM {table} AS d WHERE {path} @> %s LIMIT {limit}) AS x)"
+                    ).format(
+                        table=sql.Identifier(db_name, tables[collection]),
+                        path=_path("d", field),
+                        limit=sql.Literal(LOOKUP_LIMIT),
+                    )
+                )
+            cursor = await connection.execute(
+                sql.SQL("SELECT {}").format(sql.SQL(", ").join(parts)), params
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            return [[_read(stored) for stored in found] for found in row]
         return None
 
     async def _tables(

@@ -32,6 +32,7 @@ from pymongo import AsyncMongoClient
 
 from app.clock import utc_now
 from app.database import Database
+from app.engine_sql import EngineSql
 from bench.harness import (
     BACKEND,
     HttpConnection,
@@ -164,13 +165,21 @@ async def _listing(api: str, headers: dict[str, str], clients: int) -> LoadResul
 
 
 async def _access_check(
-    client: AsyncMongoClient[dict[str, Any]], control: str, user_id: ObjectId, hot: ObjectId
+    client: AsyncMongoClient[dict[str, Any]],
+    control: str,
+    user_id: ObjectId,
+    hot: ObjectId,
+    conninfo: str | None,
 ) -> tuple[float, float]:
-    """Median ms of (dataset by `_id` alone, the full access check)."""
-    catalogue = Catalogue(
-        Database(client=client, control_db_name=control, embedded=False, embedded_name="",
-                 query_timeout=10.0)
+    """Median ms of (dataset by `_id` alone, the full access check), with the engine's
+    SQL as a server on its own data directory has it."""
+    database = Database(
+        client=client, control_db_name=control, embedded=False, embedded_name="",
+        query_timeout=10.0,
     )  # fmt: skip
+    if conninfo:
+        database.engine_sql = EngineSql(conninfo)
+    catalogue = Catalogue(database)
     resolver = AccessResolver(catalogue)
     plain: list[float] = []
     checked: list[float] = []
@@ -184,10 +193,14 @@ async def _access_check(
                 else:
                     await catalogue.find_dataset(dataset_id=hot)
                 latencies.append(time.perf_counter() - started)
+    if database.engine_sql is not None:
+        await database.engine_sql.close()
     return statistics.median(plain) * 1000, statistics.median(checked) * 1000
 
 
-async def _run(api: str, mongodb_url: str, control: str) -> tuple[list[Row], dict[str, Any]]:
+async def _run(
+    api: str, mongodb_url: str, control: str, conninfo: str | None = None
+) -> tuple[list[Row], dict[str, Any]]:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url, tz_aware=True)
     try:
         async with httpx.AsyncClient(base_url=api, timeout=600) as http:
@@ -214,7 +227,7 @@ async def _run(api: str, mongodb_url: str, control: str) -> tuple[list[Row], dic
                     "p50 < 20 ms",
                 )
             )
-        plain, checked = await _access_check(client, control, user_id, hot)
+        plain, checked = await _access_check(client, control, user_id, hot, conninfo)
         figures["access_check_ms"] = {"dataset_by_id": plain, "with_access_check": checked}
         rows.append(
             Row(
@@ -248,4 +261,4 @@ def run_all(mongodb_url: str) -> tuple[list[Row], dict[str, Any]]:
         embedded_engine(BACKEND) as engine,
         served_api(engine.url, extra_env=engine_env(engine)) as api,
     ):
-        return asyncio.run(_run(api, engine.url, control_db(api)))
+        return asyncio.run(_run(api, engine.url, control_db(api), engine.postgres_conninfo()))

@@ -104,24 +104,23 @@ class AccessResolver:
 
     async def standing(self, dataset_id: ObjectId, user_id: ObjectId) -> Standing:
         """What the caller holds that may reach this dataset: their share to it, their
-        role, their tags — three indexed lookups, run concurrently."""
-        share, admin, held = await asyncio.gather(
-            self.catalogue.find_share(query={"key": f"{dataset_id}:{user_id}"}),
-            is_platform_admin(control=self.catalogue.control, user_id=user_id),
-            self.catalogue.tags_held(user_id=user_id),
+        role, their tags."""
+        _, share, user, held = await self.catalogue.dataset_and_standing(
+            dataset_id=dataset_id, user_id=user_id
         )
-        return Standing(share=share, admin=admin, held=set(held))
+        return Standing(share=share, admin=_is_admin(user), held=set(held))
 
     async def resolve(self, dataset_id: ObjectId, user_id: ObjectId, now: datetime) -> Access:
         """The caller's access to a dataset they can see; raises DatasetNotFound otherwise.
 
-        The dataset and the caller's standing are read concurrently: the check
-        costs about one round trip, the same as reading the dataset alone."""
-        dataset, standing = await asyncio.gather(
-            self.catalogue.find_dataset(dataset_id=dataset_id), self.standing(dataset_id, user_id)
+        The dataset and the caller's standing are read together (one round trip on
+        the embedded engine's PostgreSQL, concurrent lookups elsewhere)."""
+        dataset, share, user, held = await self.catalogue.dataset_and_standing(
+            dataset_id=dataset_id, user_id=user_id
         )
         if dataset is None:
             raise DatasetNotFound()
+        standing = Standing(share=share, admin=_is_admin(user), held=set(held))
         access = await self.level_on(dataset, user_id, now, standing)
         if access.level is Level.none:
             raise DatasetNotFound()
@@ -134,6 +133,10 @@ class AccessResolver:
         access = await self.resolve(dataset_id, user_id, now)
         access.require(needed)
         return access
+
+
+def _is_admin(user: Document | None) -> bool:
+    return user is not None and user.get("role") == "admin"
 
 
 class DatasetAuditVisibility:

@@ -31,6 +31,7 @@ from pymongo.errors import DuplicateKeyError
 
 from app.database import Database, Document, create_indexes
 from app.page_query import Eq, PageQuery
+from app.users import USERS
 
 DATASETS = "datasets"
 TAGS = "tags"
@@ -111,6 +112,24 @@ class Catalogue:
     async def datasets_where(self, *, query: Document) -> list[Document]:
         """Datasets by an indexed equality (`owner_id`, `is_public`, `tags`, `state`)."""
         return await self.control[DATASETS].find(query).to_list(None)
+
+    async def dataset_and_standing(
+        self, *, dataset_id: ObjectId | None, user_id: ObjectId
+    ) -> tuple[Document | None, Document | None, Document | None, list[ObjectId]]:
+        """(the dataset, the user's share to it, the user's account row, the tags they
+        hold): four indexed lookups, one round trip where the engine allows
+        (`Database.lookups`). Without `dataset_id`, only the user's standing."""
+        wanted: list[tuple[str, str, Any]] = [
+            (USERS, "_id", user_id),
+            (USER_TAGS, "user_id", user_id),
+        ]
+        if dataset_id is not None:
+            wanted += [(DATASETS, "_id", dataset_id), (SHARES, "key", f"{dataset_id}:{user_id}")]
+        found = await self.database.lookups(self.database.control_db_name, wanted)
+        user, held = (found[0] or [None])[0], [row["tag_id"] for row in found[1]]
+        if dataset_id is None:
+            return None, None, user, held
+        return (found[2] or [None])[0], (found[3] or [None])[0], user, held
 
     async def page(self, query: PageQuery) -> tuple[list[Document], int]:
         """One sorted page of datasets and the number matching (`app.page_query`)."""

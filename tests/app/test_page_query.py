@@ -161,3 +161,24 @@ async def test_a_dropped_and_recreated_collection_is_read_afresh(app: FastAPI) -
         assert await database.find_page(db_name, "items", query) == ([], 0)
     finally:
         await database.client.drop_database(db_name)
+
+
+async def test_lookups_find_what_the_driver_finds(seeded: Any) -> None:
+    database, db_name, docs = seeded
+    wanted = [
+        ("items", "owner_id", OWNERS[0]),
+        ("items", "_id", docs[7]["_id"]),
+        ("items", "is_public", True),
+        ("items", "tags", TAGS[0]),
+        ("links", "user", "u1"),
+        ("links", "user", "nobody"),
+        ("no_such_collection", "x", 1),
+    ]
+    found = await database.lookups(db_name, wanted)
+    db = database.client[db_name]
+    for (collection, field, value), rows in zip(wanted, found, strict=True):
+        expected = await db[collection].find({field: value}).to_list(None)
+        key = lambda d: str(d["_id"])  # noqa: E731
+        assert sorted(rows, key=key) == sorted(expected, key=key), (collection, field)
+    if database.engine_sql is not None:
+        assert await database.engine_sql.lookups(db_name, wanted) is not None
