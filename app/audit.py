@@ -1007,6 +1007,16 @@ class AuditMiddleware:
         audit_log: AuditLog | None = getattr(scope["app"].state, "audit_log", None)
         if matched is None or audit_log is None:
             return
+        if status == 503:
+            # The database has just failed this request (which changed nothing, or is
+            # undone by the maintenance task): a record could not be written either,
+            # and trying would hold the answer for a server-selection timeout.
+            logger.warning(
+                "audit record of %s %s (status 503) not written: database unavailable",
+                scope["method"],
+                scope["path"],
+            )
+            return
         route, params = matched
         fields = {**_resource(route, params, scope), **notes}
         details = {"method": scope["method"], "path": scope["path"], **fields.get("details", {})}

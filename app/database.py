@@ -56,6 +56,10 @@ def open_client(url: str, settings: Settings) -> AsyncMongoClient[Document]:
         url,
         serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
         connectTimeoutMS=settings.mongodb_timeout_ms,
+        # The monitor checks the server this often: an operation stuck on a server
+        # that stopped answering (paused, partitioned) fails within about this plus
+        # the connect timeout, not the driver's default 10 s.
+        heartbeatFrequencyMS=max(500, settings.mongodb_timeout_ms),
         socketTimeoutMS=settings.mongodb_socket_timeout_ms or None,
         tz_aware=True,
         uuidRepresentation="standard",
