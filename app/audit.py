@@ -818,7 +818,41 @@ def annotate(
     """Add what only the handler knows to this request's audit record (later calls
     override earlier ones; `details` are merged). Never pass a secret. On a GET,
     calling this is what makes the request recorded."""
-    notes: dict[str, Any] = request.scope.setdefault("state", {}).setdefault(_STATE_AUDIT, {})
+    _annotate_state(
+        request.scope.setdefault("state", {}),
+        resource_type=resource_type,
+        resource_id=resource_id,
+        dataset_id=dataset_id,
+        details=details,
+        actor_user_id=actor_user_id,
+    )
+
+
+def annotate_current(
+    *,
+    resource_type: str | None = None,
+    resource_id: ObjectId | str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """`annotate` for code below the router that has no `Request` (e.g. a shared
+    helper that opens the database a request names); a no-op outside a request."""
+    state = _request_state.get()
+    if state is not None:
+        _annotate_state(
+            state, resource_type=resource_type, resource_id=resource_id, details=details
+        )
+
+
+def _annotate_state(
+    state: dict[str, Any],
+    *,
+    resource_type: str | None = None,
+    resource_id: ObjectId | str | None = None,
+    dataset_id: ObjectId | str | None = None,
+    details: Mapping[str, Any] | None = None,
+    actor_user_id: ObjectId | str | None = None,
+) -> None:
+    notes: dict[str, Any] = state.setdefault(_STATE_AUDIT, {})
     given = {
         "resource_type": resource_type,
         "resource_id": resource_id,

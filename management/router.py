@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
+from app.audit import annotate_current
 from app.deps import CallerDep, DatabaseDep, SettingsDep
 from app.ejson import to_plain
 from app.filters import parse_filter_json
@@ -53,6 +54,11 @@ DatabaseId = Annotated[
 ]
 
 
+def _audit_database(database_id: str, **details: Any) -> None:
+    """Name the database in this request's audit record (its id is in the body)."""
+    annotate_current(resource_type="database", resource_id=database_id, details=details)
+
+
 def _collection_out(entry: dict[str, Any]) -> CollectionOut:
     return CollectionOut(
         name=entry["name"], fields=to_plain(entry["fields"]), strict=entry["strict"]
@@ -81,6 +87,7 @@ async def create_database(
     record = await service.create_database(
         caller=caller, name=body.db_name, collections=body.collections
     )
+    _audit_database(str(record["_id"]), name=body.db_name)
     return CreateDatabaseAnswer(
         database=DatabaseRef(id=str(record["_id"]), name=record["displayName"]),
         collections=[_collection_out(entry) for entry in record["collections"]],
@@ -162,6 +169,7 @@ async def create_collections(
     body: CreateCollectionsRequest, caller: CallerDep, service: ServiceDep
 ) -> CollectionsAnswer:
     """Add collections (with their schemas and indexes) to a database."""
+    _audit_database(body.database_id)
     entries = await service.create_collections(
         caller=caller, database_id=body.database_id, collections=body.collections
     )
@@ -177,6 +185,7 @@ async def update_schema(
     body: UpdateSchemaRequest, caller: CallerDep, service: ServiceDep
 ) -> CollectionAnswer:
     """Replace a collection's field schema; indexes follow, documents are not rewritten."""
+    _audit_database(body.database_id, collection=body.collection_name)
     entry = await service.update_schema(
         caller=caller,
         database_id=body.database_id,
@@ -201,6 +210,7 @@ async def drop_database(
     body: DropDatabaseRequest, caller: CallerDep, service: ServiceDep
 ) -> MessageAnswer:
     """Drop a database and everything in it; `confirmation` must equal its name."""
+    _audit_database(body.database_id)
     name = await service.drop_database(
         caller=caller, database_id=body.database_id, confirmation=body.confirmation
     )
@@ -221,6 +231,7 @@ async def drop_collections(
     body: DropCollectionsRequest, caller: CallerDep, service: ServiceDep
 ) -> DroppedCollectionsAnswer:
     """Drop collections; if any name is unknown, nothing is dropped."""
+    _audit_database(body.database_id, collections=body.collection_names)
     dropped = await service.drop_collections(
         caller=caller, database_id=body.database_id, names=body.collection_names
     )
@@ -241,6 +252,7 @@ async def import_data(
     on_error: Annotated[OnError, Form()] = "abort",
 ) -> ImportAnswer:
     """Bulk-import a JSON, JSON Lines or Extended JSON file into a collection."""
+    _audit_database(database_id, collection=collection_name, file=json_file.filename)
     result = await service.import_documents(
         caller=caller,
         database_id=database_id,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 
+from app.audit import annotate_current
 from app.deps import Caller, CallerDep, DatabaseDep, SettingsDep
 from app.ejson import to_plain
 from app.filters import parse_filter_json
@@ -76,6 +77,9 @@ WRITE_ERRORS = error_responses(400, 401, 404, 409, 413, 422, 501)
 async def _open(
     service: DocumentService, caller: Caller, database_id: str, collection_name: str
 ) -> Collection:
+    annotate_current(
+        resource_type="database", resource_id=database_id, details={"collection": collection_name}
+    )
     return await service.open(
         caller=caller, database_id=database_id, collection_name=collection_name
     )

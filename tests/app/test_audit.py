@@ -519,3 +519,28 @@ async def test_deleting_old_records_without_the_sweep_fails_verify(app: FastAPI)
     await app.state.database.control[RECORDS].delete_one({"seq": 1})
     report = await audit_log(app).verify()
     assert (report.problem, report.broken_seq) == ("missing", 1)
+
+
+async def test_management_and_document_writes_name_their_database(
+    app: Any, client: Any, register: Any
+) -> None:
+    account = await register()
+    created = await client.post(
+        "/api/create_database",
+        json={"db_name": "audited", "collections": [{"name": "users", "fields": []}]},
+        headers=account.bearer,
+    )
+    assert created.status_code == 201, created.text
+    database_id = created.json()["database"]["id"]
+    inserted = await client.post(
+        "/api/crud",
+        json={"database_id": database_id, "collection_name": "users", "data": {"a": 1}},
+        headers=account.bearer,
+    )
+    assert inserted.status_code == 201, inserted.text
+    records = app.state.database.control["audit_log"]
+    for action in ("management.create_database", "documents.insert_documents"):
+        record = await records.find_one({"action": action})
+        assert record is not None, action
+        assert record["resource_type"] == "database"
+        assert record["resource_id"] == database_id
