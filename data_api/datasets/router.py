@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from app.audit import annotate
 from app.deps import CallerDep, SettingsDep
@@ -117,6 +117,10 @@ def _paging(
     return Page(offset=((page or 1) - 1) * size, limit=size), True
 
 
+MergeBody = Annotated[
+    dict[str, Any], Body(examples=[{"site": None, "revision": 2}], description="null removes")
+]
+ReplaceBody = Annotated[dict[str, Any], Body(examples=[{"year": 2024, "site": "north"}])]
 PageQ = Annotated[int | None, Query(ge=1, le=1_000_000)]
 PageSizeQ = Annotated[int | None, Query(ge=1, le=100)]
 LimitQ = Annotated[int | None, Query(ge=1, le=1000, description="seed 002 style; default 250")]
@@ -278,7 +282,7 @@ async def replace_dataset(
     responses=CHANGE,
 )
 async def merge_metadata(
-    dataset_id: str, body: dict[str, Any], caller: CallerDep, service: ServiceDep
+    dataset_id: str, body: MergeBody, caller: CallerDep, service: ServiceDep
 ) -> DatasetAnswer:
     """Merge keys into the metadata; a `null` value removes that key."""
     data = await service.change_metadata(
@@ -294,7 +298,7 @@ async def merge_metadata(
     responses=CHANGE,
 )
 async def replace_metadata(
-    dataset_id: str, body: dict[str, Any], caller: CallerDep, service: ServiceDep
+    dataset_id: str, body: ReplaceBody, caller: CallerDep, service: ServiceDep
 ) -> DatasetAnswer:
     """Replace the metadata whole."""
     data = await service.change_metadata(

@@ -70,6 +70,13 @@ class ReplaceDatasetRequest(Strict):
     description: str = Field(default="", max_length=10_000)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {"name": "Sensor exports", "description": "", "metadata": {"year": 2024}}
+        },
+    )
+
 
 class DatasetOut(BaseModel):
     id: str

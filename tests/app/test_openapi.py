@@ -94,3 +94,49 @@ async def test_key_management_declares_bearer_only(client: httpx.AsyncClient) ->
     for method in ("get", "post"):
         assert paths["/api/api_keys"][method]["security"] == [{"BearerAuth": []}]
     assert paths["/core/login"]["post"].get("security") is None
+
+
+def _resolve(document: dict, schema: dict) -> dict:  # type: ignore[type-arg]
+    ref = schema.get("$ref")
+    if ref:
+        return document["components"]["schemas"][ref.rsplit("/", 1)[1]]  # type: ignore[no-any-return]
+    return schema
+
+
+async def test_every_dataset_tag_share_and_audit_endpoint_is_documented(
+    client: httpx.AsyncClient,
+) -> None:
+    document = (await client.get("/openapi.json")).json()
+    prefixes = ("/api/v1/datasets", "/api/v1/tags", "/api/v1/access", "/api/v1/audit")
+    checked = 0
+    for path, operations in document["paths"].items():
+        if not path.startswith(prefixes):
+            continue
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            checked += 1
+            assert operation.get("summary"), where
+            assert set(operation["tags"]) <= {"datasets", "tags", "shares", "audit"}, where
+            assert {"401", "429", "503"} <= set(operation["responses"]), where
+            if "{dataset_id}" in path:
+                assert "404" in operation["responses"], where
+            success = next(code for code in operation["responses"] if code.startswith("2"))
+            if success != "204":
+                content = operation["responses"][success]["content"]
+                media = content.get("application/json") or content.get("application/x-ndjson")
+                assert media is not None, where
+                schema = _resolve(document, media.get("schema", {}))
+                assert "example" in schema or "examples" in schema or "example" in media, where
+            body = operation.get("requestBody")
+            if body is not None:
+                media = body["content"]["application/json"]
+                schema = _resolve(document, media["schema"])
+                examples = (
+                    "example" in media
+                    or "examples" in media
+                    or "example" in schema
+                    or "examples" in schema
+                    or any("examples" in p for p in schema.get("properties", {}).values())
+                )
+                assert examples, f"{where}: request body without an example"
+    assert checked >= 29
