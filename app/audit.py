@@ -88,7 +88,7 @@ from urllib.parse import parse_qsl
 from bson import ObjectId
 from fastapi import Depends, FastAPI, Request
 from fastapi.routing import iter_route_contexts
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database as SyncDatabase
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
@@ -96,10 +96,11 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.background import start_periodic, stop_periodic
-from app.clock import utc_now
+from app.clock import as_utc, utc_now
 from app.database import Database, Document
 from app.deps import Authenticator, Caller
 from app.errors import ErrorCode, QuarryError, is_duplicate_key
+from app.page_query import After, Before, Condition, Eq, PageQuery
 from app.settings import Settings
 
 logger = logging.getLogger("quarry.audit")
@@ -122,7 +123,6 @@ MAX_APPEND_ATTEMPTS = 10_000
 SWEEP_BATCH = 1000
 #: Beyond this many administered datasets a listing asks one `$in` query (which
 #: reads the whole collection on the embedded engine) instead of one per dataset.
-MAX_VISIBILITY_QUERIES = 50
 #: Lookups by seq an unfiltered listing runs at once.
 WALK_BATCH = 100
 USER_AGENT_MAX = 512
@@ -519,18 +519,32 @@ class AuditLog:
         limit: int,
         newest_first: bool,
     ) -> list[Document]:
-        base = filters.query()
+        """One page query (`app.page_query`): the filters, the caller's grants (their
+        own actions, or one of their datasets) and the cursor, sorted by `seq` — on
+        the embedded engine one SQL statement, so a page costs the same however many
+        records the caller may see (FerretDB alone decodes all of them per page)."""
+        clauses = filters.clauses()
         if after is not None:
-            base["seq"] = {"$lt": after} if newest_first else {"$gt": after}
-        queries = [base] if visible.everything else visible.queries(base)
-        direction = DESCENDING if newest_first else ASCENDING
-        found: dict[int, Document] = {}
-        for query in queries:
-            cursor = self._control[RECORDS].find(query).sort("seq", direction).limit(limit)
-            async for record in cursor:
-                found[record["seq"]] = record
-        ordered = sorted(found.values(), key=lambda r: r["seq"], reverse=newest_first)
-        return ordered[:limit]
+            clauses.append((Before("seq", after),) if newest_first else (After("seq", after),))
+        if not visible.everything:
+            grants: list[Condition] = []
+            if visible.user_id is not None:
+                grants.append(Eq("actor_user_id", visible.user_id))
+            grants += [Eq("dataset_id", dataset_id) for dataset_id in visible.dataset_ids]
+            if not grants:
+                return []
+            clauses.append(tuple(grants))
+        found, _ = await self._database.find_page(
+            self._database.control_db_name,
+            RECORDS,
+            PageQuery(
+                clauses=tuple(clauses),
+                sort_desc="seq",
+                limit=limit,
+                ascending=not newest_first,
+            ),
+        )
+        return found
 
     async def _walk(self, *, after: int | None, limit: int, newest_first: bool) -> list[Document]:
         anchor = (await self.anchor()).seq
@@ -741,19 +755,22 @@ class AuditFilter:
         """No filter at all: the chain itself is the index."""
         return self == AuditFilter()
 
-    def query(self) -> Document:
-        query: Document = {}
-        for key in ("action", "dataset_id", "actor_user_id"):
-            if getattr(self, key) is not None:
-                query[key] = getattr(self, key)
-        moment: Document = {}
+    def clauses(self) -> list[tuple[Condition, ...]]:
+        """The filters as page-query clauses (`at` is kept in milliseconds)."""
+        clauses: list[tuple[Condition, ...]] = [
+            (Eq(key, getattr(self, key)),)
+            for key in ("action", "dataset_id", "actor_user_id")
+            if getattr(self, key) is not None
+        ]
         if self.since is not None:
-            moment["$gte"] = self.since
+            # `at` is kept in whole milliseconds: at >= since <=> at > (since, rounded up) - 1 ms.
+            since = as_utc(self.since)
+            if since < self.since:
+                since += timedelta(milliseconds=1)
+            clauses.append((After("at", since - timedelta(milliseconds=1)),))
         if self.until is not None:
-            moment["$lt"] = self.until
-        if moment:
-            query["at"] = moment
-        return query
+            clauses.append((Before("at", self.until),))
+        return clauses
 
 
 @dataclass(frozen=True)
@@ -763,29 +780,6 @@ class Visibility:
     everything: bool
     user_id: ObjectId | None = None
     dataset_ids: tuple[ObjectId, ...] = ()
-
-    def queries(self, base: Document) -> list[Document]:
-        """`base` narrowed by each grant; grants that contradict `base` drop out."""
-        grants: list[tuple[str, ObjectId]] = (
-            [("actor_user_id", self.user_id)] if self.user_id else []
-        )
-        grants += [("dataset_id", dataset_id) for dataset_id in self.dataset_ids]
-        if len(grants) > MAX_VISIBILITY_QUERIES:
-            return [
-                {
-                    **base,
-                    "$or": [
-                        {"actor_user_id": self.user_id},
-                        {"dataset_id": {"$in": list(self.dataset_ids)}},
-                    ],
-                }
-            ]
-        queries = []
-        for key, value in grants:
-            if key in base and base[key] != value:
-                continue
-            queries.append({**base, key: value})
-        return queries
 
 
 async def visibility_of(app: FastAPI, user_id: ObjectId) -> Visibility:

@@ -31,7 +31,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from app.engine_sjson import SjsonError, decode_document
-from app.page_query import After, Condition, Contains, Eq, PageQuery
+from app.page_query import After, Before, Condition, Contains, Eq, PageQuery
 
 logger = logging.getLogger("quarry.engine")
 
@@ -103,14 +103,21 @@ class _Compiler:
         if isinstance(condition, After):
             value = _path(alias, condition.path)
             self.params.append(_stored(condition.moment))
-            later = sql.SQL("(jsonb_typeof({v}) = 'number' AND ({v})::numeric > %s)").format(
-                v=value
-            )
+            # CASE, not AND: SQL may evaluate the cast first, and a string cannot be cast.
+            later = sql.SQL(
+                "(CASE WHEN jsonb_typeof({v}) = 'number' THEN ({v})::numeric > %s ELSE false END)"
+            ).format(v=value)
             if not condition.or_missing:
                 return later
             return sql.SQL("({v} IS NULL OR jsonb_typeof({v}) = 'null' OR {later})").format(
                 v=value, later=later
             )
+        if isinstance(condition, Before):
+            value = _path(alias, condition.path)
+            self.params.append(_stored(condition.moment))
+            return sql.SQL(
+                "(CASE WHEN jsonb_typeof({v}) = 'number' THEN ({v})::numeric < %s ELSE false END)"
+            ).format(v=value)
         if isinstance(condition, Contains):
             escaped = condition.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             alternatives = []
@@ -183,14 +190,18 @@ class EngineSql:
                 return None
             compiler = _Compiler(db_name, tables)
             where = compiler.where("d", query.clauses)
+            order = "ASC NULLS FIRST" if query.ascending else "DESC NULLS LAST"
+            direction = "ASC" if query.ascending else "DESC"
             statement = sql.SQL(
                 "WITH m AS (SELECT d._jsonb AS doc, {key} AS k, {id} AS id FROM {table} AS d "
                 "WHERE {where}) "
                 "SELECT (SELECT count(*) FROM m), (SELECT coalesce(jsonb_agg("
-                "p.doc ORDER BY p.k DESC NULLS LAST, p.id DESC), '[]') "
-                "FROM (SELECT doc, k, id FROM m ORDER BY k DESC NULLS LAST, id DESC "
+                "p.doc ORDER BY p.k {order}, p.id {direction}), '[]') "
+                "FROM (SELECT doc, k, id FROM m ORDER BY k {order}, id {direction} "
                 "LIMIT %s OFFSET %s) AS p)"
             ).format(
+                order=sql.SQL(order),
+                direction=sql.SQL(direction),
                 id=_path("d", "_id"),
                 key=_path("d", query.sort_desc),
                 table=compiler.table(collection),

@@ -2,11 +2,12 @@
 
 A `PageQuery` is an AND of clauses, each an OR of simple conditions:
 `Eq(path, value)` (equality, on arrays: contains — MongoDB's meaning),
-`After(path, moment)` (a date later than, optionally also missing or null),
-`Contains(paths, text)` (case-insensitive substring of one of the string fields)
-and `IdIn(collection, path, clauses)` (`_id` among the `path` values of another
-collection's documents matching `clauses` — a semi-join), sorted by a date field
-descending, ties by `_id` descending, then `offset` / `limit`.
+`After(path, moment)` (later than, optionally also missing or null),
+`Before(path, moment)`, `Contains(paths, text)` (case-insensitive substring of
+one of the string fields) and `IdIn(collection, path, clauses)` (`_id` among the
+`path` values of another collection's documents matching `clauses` — a
+semi-join), sorted by one field (a date or a number) descending — or ascending —
+ties by `_id`, then `offset` / `limit`.
 
 On MongoDB this is one `find` with that filter, sort, skip and limit plus a
 `count_documents` (the semi-join's ids are read first): indexes serve them. The
@@ -41,9 +42,19 @@ class Eq:
 
 @dataclass(frozen=True)
 class After:
+    """Later than `moment` (a date, or a number for a numeric field)."""
+
     path: str
-    moment: datetime
+    moment: datetime | int | float
     or_missing: bool = False
+
+
+@dataclass(frozen=True)
+class Before:
+    """Earlier than `moment` (a date, or a number for a numeric field)."""
+
+    path: str
+    moment: datetime | int | float
 
 
 @dataclass(frozen=True)
@@ -59,7 +70,7 @@ class IdIn:
     clauses: tuple[tuple[Condition, ...], ...]
 
 
-Condition = Eq | After | Contains | IdIn
+Condition = Eq | After | Before | Contains | IdIn
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,8 @@ class PageQuery:
     sort_desc: str
     offset: int = 0
     limit: int = 20
+    #: Sort `sort_desc` (and `_id`) ascending instead: missing values first.
+    ascending: bool = False
 
     def subquery_collections(self) -> set[str]:
         return {c.collection for clause in self.clauses for c in clause if isinstance(c, IdIn)}
@@ -90,6 +103,8 @@ async def _mongo_condition(db: AsyncDatabase[Document], condition: Condition) ->
     if isinstance(condition, After):
         later = {condition.path: {"$gt": condition.moment}}
         return {"$or": [later, {condition.path: None}]} if condition.or_missing else later
+    if isinstance(condition, Before):
+        return {condition.path: {"$lt": condition.moment}}
     if isinstance(condition, Contains):
         pattern = re.escape(condition.text)
         return {"$or": [{p: {"$regex": pattern, "$options": "i"}} for p in condition.paths]}
@@ -103,10 +118,11 @@ async def find_page_mongo(
 ) -> tuple[list[Document], int]:
     """The page's documents and the total, with the driver (any engine)."""
     condition = await mongo_filter(db, query.clauses)
+    direction = 1 if query.ascending else -1
     cursor = (
         db[collection]
         .find(condition)
-        .sort([(query.sort_desc, -1), ("_id", -1)])
+        .sort([(query.sort_desc, direction), ("_id", direction)])
         .skip(query.offset)
         .limit(query.limit)
         .max_time_ms(max_time_ms)

@@ -15,7 +15,7 @@ from bson.binary import Binary
 from fastapi import FastAPI
 
 from app.database import Database
-from app.page_query import After, Contains, Eq, IdIn, PageQuery, find_page_mongo
+from app.page_query import After, Before, Contains, Eq, IdIn, PageQuery, find_page_mongo
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 OWNERS = [ObjectId() for _ in range(3)]
@@ -67,6 +67,8 @@ QUERIES = {
     "nested bool": ((Eq("metadata.flag", True),),),
     "after": ((After("expires_at", BASE),),),
     "after or missing": ((After("expires_at", BASE, or_missing=True),),),
+    "before": ((Before("expires_at", BASE),),),
+    "between numbers": ((After("metadata.year", 2024),), (Before("metadata.year", 2026),)),
     "contains percent": ((Contains(("name",), "50%"),),),
     "contains underscore": ((Contains(("name",), "A_R"),),),
     "contains case": ((Contains(("name",), "GAMMA\\P"),),),
@@ -83,12 +85,19 @@ QUERIES = {
 
 @pytest.mark.parametrize("name", QUERIES)
 @pytest.mark.parametrize("window", [(0, 7), (5, 7), (55, 10)])
+@pytest.mark.parametrize("ascending", [False, True], ids=["desc", "asc"])
 async def test_a_page_is_the_same_through_sql_and_through_the_driver(
-    seeded: Any, name: str, window: tuple[int, int]
+    seeded: Any, name: str, window: tuple[int, int], ascending: bool
 ) -> None:
     database, db_name, _ = seeded
     offset, limit = window
-    query = PageQuery(clauses=QUERIES[name], sort_desc="updated_at", offset=offset, limit=limit)
+    query = PageQuery(
+        clauses=QUERIES[name],
+        sort_desc="updated_at",
+        offset=offset,
+        limit=limit,
+        ascending=ascending,
+    )
     if database.engine_sql is not None:  # the SQL itself answers, no quiet fallback
         assert await database.engine_sql.page(db_name, "items", query) is not None
     through_engine = await database.find_page(db_name, "items", query)
