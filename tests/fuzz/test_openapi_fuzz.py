@@ -22,6 +22,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,7 @@ pytestmark = pytest.mark.fuzz
 EXAMPLES = int(os.environ.get("QUARRY_FUZZ_EXAMPLES", "15"))
 RANDOM = os.environ.get("QUARRY_FUZZ_RANDOM") == "1"
 PASSWORD = "fuzzing horse battery staple"
+TOKEN_SECONDS = 60
 ENVELOPE_KEYS = {"success", "error_code", "message", "details", "request_id"}
 # Operations that would destroy the fixture's database or collection keep the
 # generated (random) ids; the injection and isolation suite covers them on purpose.
@@ -58,14 +60,19 @@ DESTRUCTIVE = {"/api/drop_database", "/api/drop_collections"}
 class LiveApi:
     def __init__(self, base: str, database_id: str, email: str) -> None:
         self.base, self.database_id, self.email = base, database_id, email
+        self._token: tuple[float, str] | None = None
 
     def bearer(self) -> dict[str, str]:
-        """A fresh access token per call: a generated logout-all may revoke older ones."""
-        response = httpx.post(
-            f"{self.base}/core/login", json={"email": self.email, "password": PASSWORD}
-        )
-        assert response.status_code == 200, response.text
-        return {"Authorization": f"Bearer {response.json()['access']}"}
+        """An access token, renewed every minute. Access tokens are stateless for their
+        15 minutes (a generated logout-all revokes refresh tokens only), so one serves
+        many cases; a login per case made logins most of the run's time."""
+        if self._token is None or time.monotonic() - self._token[0] > TOKEN_SECONDS:
+            response = httpx.post(
+                f"{self.base}/core/login", json={"email": self.email, "password": PASSWORD}
+            )
+            assert response.status_code == 200, response.text
+            self._token = (time.monotonic(), response.json()["access"])
+        return {"Authorization": f"Bearer {self._token[1]}"}
 
 
 @pytest.fixture(scope="module")
