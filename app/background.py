@@ -19,7 +19,12 @@ STOP_TIMEOUT_SECONDS = 5.0
 async def _run(work: Callable[[], Awaitable[None]], interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
-        await work()
+        try:
+            await work()
+        except Exception:
+            # A round that fails in a way its work did not expect is logged; the
+            # task lives on for the next round instead of ending silently.
+            logger.exception("background task %s failed; next round in %s s", work, interval)
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             raise asyncio.CancelledError

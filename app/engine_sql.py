@@ -64,7 +64,8 @@ def _path(alias: str, path: str, *, text: bool = False) -> sql.Composable:
     parts: list[sql.Composable] = [sql.SQL("{}._jsonb").format(sql.Identifier(alias))]
     for number, key in enumerate(keys):
         arrow = "->>" if text and number == len(keys) - 1 else "->"
-        parts.append(sql.SQL(f" {arrow} ") + sql.Literal(key))
+        # `%` doubled: statements with parameters read `%` as a placeholder's start.
+        parts.append(sql.SQL(f" {arrow} ") + sql.Literal(key.replace("%", "%%")))
     return sql.Composed([sql.SQL("("), *parts, sql.SQL(")")])
 
 
@@ -162,6 +163,8 @@ class EngineSql:
     async def count(self, db_name: str, collection: str) -> int | None:
         """The exact number of documents in `db_name.collection`, or None."""
         async with self._connection("count") as connection:
+            if connection is None:
+                return None
             tables = await self._tables(connection, db_name, {collection})
             if collection not in tables:
                 return None
@@ -183,6 +186,8 @@ class EngineSql:
         (`app.engine_sjson`), or, where that reader does not know a value, the
         document's `_id` for the caller to read through FerretDB."""
         async with self._connection("page") as connection:
+            if connection is None:
+                return None
             tables = await self._tables(
                 connection, db_name, {collection, *query.subquery_collections()}
             )
@@ -221,6 +226,8 @@ class EngineSql:
         """For each `(collection, field, value)`, the documents whose top-level `field`
         equals `value` (at most `LOOKUP_LIMIT`), all in one statement — or None."""
         async with self._connection("lookups") as connection:
+            if connection is None:
+                return None
             tables = await self._tables(connection, db_name, {c for c, _, _ in wanted})
             parts: list[sql.Composable] = []
             params: list[Any] = []
@@ -270,26 +277,31 @@ class EngineSql:
     @contextlib.asynccontextmanager
     async def _connection(
         self, purpose: str
-    ) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
-        """A pooled connection; a psycopg error ends the block (the caller falls back),
-        and a broken connection is not returned to the pool."""
+    ) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]] | None]:
+        """A pooled connection, or None when none can be opened (the caller falls
+        back); a psycopg error ends the block (the caller falls back too), and a
+        broken connection is not returned to the pool."""
         async with self._slots:
             connection = self._idle.pop() if self._idle else None
-            try:
-                if connection is None or connection.closed:
+            if connection is None or connection.closed:
+                try:
                     connection = await self._connect()
+                except psycopg.Error as exc:
+                    logger.info("engine SQL %s fell back: no connection (%s)", purpose, exc)
+                    connection = None
+            if connection is None:
+                yield None
+                return
+            try:
                 yield connection
             except psycopg.Error as exc:
                 logger.info("engine SQL %s fell back to FerretDB: %s", purpose, type(exc).__name__)
-                if isinstance(
-                    exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName
-                ):
+                if isinstance(exc, _DROPPED):
                     self._table_names.clear()  # a collection or database was dropped
-                if isinstance(exc, psycopg.OperationalError) and connection is not None:
+                if isinstance(exc, psycopg.OperationalError):
                     with contextlib.suppress(psycopg.Error):
                         await connection.close()
-                    connection = None
-            if connection is not None and not connection.closed:
+            if not connection.closed:
                 self._idle.append(connection)
 
     async def _connect(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
+from app.audit import AuditUnavailable
 from app.clock import iso_z, utc_now
 from app.database import Document
 from app.mail import Mail, Mailer
@@ -49,7 +50,7 @@ class ExpirySweeper:
     async def __call__(self) -> None:
         try:
             await self.sweep()
-        except PyMongoError as exc:
+        except (PyMongoError, AuditUnavailable) as exc:
             logger.warning("dataset sweep postponed: %s", type(exc).__name__)
 
     async def sweep(self, now: datetime | None = None) -> dict[str, int]:

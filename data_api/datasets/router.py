@@ -98,6 +98,9 @@ def _list_pagination(
             params.update(offset=str(new_offset), limit=str(limit))
         return str(request.url.replace_query_params(**params))
 
+    # From offset and limit, so they agree with the links whatever the offset.
+    base.has_next = offset + limit < total
+    base.has_previous = offset > 0
     return ListPagination(
         **base.model_dump(),
         limit=limit,

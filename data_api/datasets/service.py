@@ -410,7 +410,10 @@ class DatasetService:
         for key in ("name", "is_public", "acl_override_enabled", "description"):
             if key in changes and changes[key] is None:
                 raise DatasetValidationError(["body", key], f"{key} must not be null")
-        await self._write(access, {"$set": {**changes, "updated_at": now}})
+        update: Document = {"$set": {**changes, "updated_at": now}}
+        if "expires_at" in changes:
+            update["$unset"] = {"warned": ""}  # a new expiry gets its own warnings
+        await self._write(access, update)
         return await self._fresh(access.dataset["_id"], user_id)
 
     async def change_metadata(
@@ -689,7 +692,7 @@ class DatasetService:
         the entries feature fills it in. Its home dataset gets it as an item."""
         now = self.clock()
         dataset = await self.catalogue.find_dataset(dataset_id=dataset_id)
-        if dataset is None or dataset["owner_id"] != owner_id:
+        if dataset is None or dataset["owner_id"] != owner_id or not dataset_is_live(dataset, now):
             raise DatasetNotFound()
         entry = {
             "_id": ObjectId(),
@@ -791,8 +794,11 @@ class DatasetService:
         """Raises DatasetNotFound, NotInSource, DatasetValidationError."""
         now = self.clock()
         access = await self.access.require(parse_object_id(dataset_id), user_id, Level.read, now)
-        visible, _ = await self.visible_items(access, user_id, now)
-        by_id = {str(i["entry_id"]): i for i in visible}
+        visible, through_override = await self.visible_items(access, user_id, now)
+        # Items seen only through the source's ACL override stay there: linking them
+        # into a dataset of the caller's would publish them without that dataset's audit.
+        override_only = {i["_id"] for i in through_override}
+        by_id = {str(i["entry_id"]): i for i in visible if i["_id"] not in override_only}
         wanted = list(dict.fromkeys(body.entry_ids))
         missing = [raw for raw in wanted if raw not in by_id]
         if missing:
