@@ -168,9 +168,11 @@ class DatasetService:
             **extra,
         }
 
-    async def full_view(self, access: Access, now: datetime) -> dict[str, Any]:
+    async def full_view(self, access: Access, now: datetime, user_id: ObjectId) -> dict[str, Any]:
+        """One dataset with its counts; `item_count` counts the items the caller may
+        see (items under another dataset's ACL are neither listed nor counted)."""
         d = access.dataset
-        items = await self.catalogue.items_of(owner_id=d["owner_id"], dataset_id=d["_id"])
+        items, _ = await self.visible_items(access, user_id, now)
         entries = await self.catalogue.entries_homed_in(owner_id=d["owner_id"], dataset_id=d["_id"])
         owner = await find_user(control=self.catalogue.control, user_id=d["owner_id"])
         return self.view(
@@ -229,7 +231,7 @@ class DatasetService:
         await self.catalogue.insert_dataset(dataset=dataset)
         await self._link(dataset, readable, user_id, None, now)
         access = Access(dataset, Level.owner)
-        return await self.full_view(access, now), skipped
+        return await self.full_view(access, now, user_id), skipped
 
     async def _readable_entries(
         self, user_id: ObjectId, ids: list[str], now: datetime
@@ -287,7 +289,7 @@ class DatasetService:
     async def get(self, *, user_id: ObjectId, dataset_id: str) -> dict[str, Any]:
         now = self.clock()
         access = await self.access.resolve(parse_object_id(dataset_id), user_id, now)
-        return await self.full_view(access, now)
+        return await self.full_view(access, now, user_id)
 
     async def list(
         self,
@@ -435,7 +437,8 @@ class DatasetService:
 
     async def _fresh(self, dataset_id: ObjectId, user_id: ObjectId) -> dict[str, Any]:
         now = self.clock()
-        return await self.full_view(await self.access.resolve(dataset_id, user_id, now), now)
+        access = await self.access.resolve(dataset_id, user_id, now)
+        return await self.full_view(access, now, user_id)
 
     async def delete(self, *, user_id: ObjectId, dataset_id: str) -> None:
         """Raises DatasetNotFound, InsufficientPermission (not the owner)."""
@@ -833,7 +836,7 @@ class DatasetService:
             for raw in wanted
         ]
         await self._link(dataset, entries, user_id, None, now)
-        return await self.full_view(Access(dataset, Level.owner), now)
+        return await self.full_view(Access(dataset, Level.owner), now, user_id)
 
 
 def _interpretations(written: str) -> list[Any]:

@@ -132,3 +132,31 @@ async def test_engine_sql_without_a_reachable_postgresql_falls_back() -> None:
     assert await unreachable.page("db", "c", query) is None
     assert await unreachable.lookups("db", [("c", "a", 1)]) is None
     await unreachable.close()
+
+
+async def test_item_count_counts_only_the_items_the_caller_may_see(
+    app: FastAPI, client: httpx.AsyncClient, register: Any
+) -> None:
+    home_owner, curator, reader = await register(), await register(), await register()
+    home = await new_dataset(client, home_owner, name="private home")
+    entry = await service_of(app).create_entry_record(
+        owner_id=await user_id(client, home_owner),
+        dataset_id=ObjectId(home),
+        name="secret.txt",
+        size=1,
+        content_type="text/plain",
+    )
+    await client.post(
+        f"/api/v1/datasets/{home}/shares", json={"email": curator.email}, headers=home_owner.bearer
+    )
+    curated = await new_dataset(client, curator, name="curated", is_public=True)
+    await client.post(
+        f"/api/v1/datasets/{curated}/items", json={"entry_ids": [str(entry)]},
+        headers=curator.bearer,
+    )  # fmt: skip
+    as_curator = await client.get(f"/api/v1/datasets/{curated}", headers=curator.bearer)
+    as_reader = await client.get(f"/api/v1/datasets/{curated}", headers=reader.bearer)
+    assert as_curator.json()["data"]["item_count"] == 1
+    assert as_reader.json()["data"]["item_count"] == 0
+    listed = await client.get(f"/api/v1/datasets/{curated}/items", headers=reader.bearer)
+    assert listed.json()["data"] == []
