@@ -29,9 +29,11 @@ def settings(make_settings: Any) -> Any:
     return make_settings(dataset_sweep_seconds=3600, rate_limit_dataset_create=0)
 
 
-async def test_a_subset_cannot_take_items_seen_only_through_the_acl_override(
+async def entry_shared_with_a_curator(
     app: FastAPI, client: httpx.AsyncClient, register: Any
-) -> None:
+) -> tuple[Any, Any, ObjectId]:
+    """An entry in a private dataset shared (read) with a curator, and a reader who
+    has no level on that dataset: (curator, reader, entry id)."""
     home_owner, curator, reader = await register(), await register(), await register()
     home = await new_dataset(client, home_owner, name="private home")
     entry = await service_of(app).create_entry_record(
@@ -45,6 +47,13 @@ async def test_a_subset_cannot_take_items_seen_only_through_the_acl_override(
         f"/api/v1/datasets/{home}/shares", json={"email": curator.email}, headers=home_owner.bearer
     )
     assert shared.status_code == 201
+    return curator, reader, entry
+
+
+async def test_a_subset_cannot_take_items_seen_only_through_the_acl_override(
+    app: FastAPI, client: httpx.AsyncClient, register: Any
+) -> None:
+    curator, reader, entry = await entry_shared_with_a_curator(app, client, register)
     curated = await new_dataset(client, curator, name="curated")
     await client.patch(
         f"/api/v1/datasets/{curated}",
@@ -137,18 +146,7 @@ async def test_engine_sql_without_a_reachable_postgresql_falls_back() -> None:
 async def test_item_count_counts_only_the_items_the_caller_may_see(
     app: FastAPI, client: httpx.AsyncClient, register: Any
 ) -> None:
-    home_owner, curator, reader = await register(), await register(), await register()
-    home = await new_dataset(client, home_owner, name="private home")
-    entry = await service_of(app).create_entry_record(
-        owner_id=await user_id(client, home_owner),
-        dataset_id=ObjectId(home),
-        name="secret.txt",
-        size=1,
-        content_type="text/plain",
-    )
-    await client.post(
-        f"/api/v1/datasets/{home}/shares", json={"email": curator.email}, headers=home_owner.bearer
-    )
+    curator, reader, entry = await entry_shared_with_a_curator(app, client, register)
     curated = await new_dataset(client, curator, name="curated", is_public=True)
     await client.post(
         f"/api/v1/datasets/{curated}/items", json={"entry_ids": [str(entry)]},
