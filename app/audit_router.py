@@ -14,7 +14,7 @@ import base64
 import binascii
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -112,7 +112,8 @@ def decode_cursor(token: str) -> int:
         seq = json.loads(raw)["seq"]
     except (binascii.Error, ValueError, TypeError, KeyError):
         raise InvalidAuditCursor() from None
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+    # Positions are 64-bit: anything larger is no cursor this server made.
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq < 2**63:
         raise InvalidAuditCursor()
     return seq
 
@@ -120,6 +121,13 @@ def decode_cursor(token: str) -> int:
 def record_out(record: Document) -> AuditRecordOut:
     plain = to_plain({key: value for key, value in record.items() if key != "_id"})
     return AuditRecordOut(id=str(record["_id"]), **{**plain, "at": record["at"]})
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A time given without a zone is UTC (it is compared with stored UTC times)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def get_filters(
@@ -134,8 +142,8 @@ def get_filters(
     actor_user_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> AuditFilter:
     return AuditFilter(
-        since=since,
-        until=until,
+        since=_aware(since),
+        until=_aware(until),
         action=action,
         dataset_id=parse_object_id(dataset_id, what="dataset id") if dataset_id else None,
         actor_user_id=(parse_object_id(actor_user_id, what="user id") if actor_user_id else None),

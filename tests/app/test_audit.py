@@ -544,3 +544,21 @@ async def test_management_and_document_writes_name_their_database(
         assert record is not None, action
         assert record["resource_type"] == "database"
         assert record["resource_id"] == database_id
+
+
+async def test_a_time_without_a_zone_is_utc_and_an_oversized_cursor_is_refused(
+    client: Any, register: Any
+) -> None:
+    account = await register()
+    for path in ("/api/v1/audit", "/api/v1/audit/export"):
+        response = await client.get(
+            path, params={"since": "2024-01-01T00:00:00", "until": "2100-01-01T00:00:00"},
+            headers=account.bearer,
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+    huge = base64.urlsafe_b64encode(json.dumps({"seq": 10**20}).encode()).decode().rstrip("=")
+    response = await client.get(
+        "/api/v1/audit", params={"after": huge, "action": "auth.login"}, headers=account.bearer
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error_code"] == "INVALID_AUDIT_CURSOR"
