@@ -8,11 +8,17 @@ Catalogue (control database), where every access decision is made:
   secret) and `user_tags` (`_id` = `<user>:<tag>`: holding a tag twice is one row);
 - `shares` (unique `key` = `<dataset>:<user>`: one share per user and dataset);
 - `entry_homes` (`_id` = entry id → owner, home dataset, the owners whose
-  datasets link it), so an entry id names its tenant database in one lookup;
+  datasets link it, `state: deleting` once its deletion began), so an entry id
+  names its tenant database in one lookup;
+- `search_queue` (`{_id, tenant, entry_id}`: "this entry changed", drained by
+  the search indexer, which reconciles the index with the entry's current state)
+  and `extraction_jobs` (`_id` = entry id: text still to extract);
 - `leases` (`_id` = a job's name: one worker at a time runs it).
 
-Data (one database per owner, `qt_<owner id>`): `entries` (the minimal entry
-record the entries feature fills in) and `items` (`_id` = `<dataset>:<entry>`:
+Data (one database per owner, `qt_<owner id>`): `entries` (the entry records
+of `data_api/entries/`), their bytes in GridFS (bucket `entries`:
+`entries.files`, `entries.chunks`), their extracted text (`entry_texts`, in
+chunks with `_id` = `<entry>:<n>`), and `items` (`_id` = `<dataset>:<entry>`:
 linking twice is one row). The embedded engine finds documents fast only by
 `_id` or equality on an indexed field, so every lookup here is one of those;
 lists are gathered from such lookups and sorted in the service.
@@ -41,6 +47,12 @@ ENTRY_HOMES = "entry_homes"
 LEASES = "leases"
 ENTRIES = "entries"
 ITEMS = "items"
+ENTRY_FILES = "entries.files"
+ENTRY_CHUNKS = "entries.chunks"
+ENTRY_TEXTS = "entry_texts"
+SEARCH_QUEUE = "search_queue"
+EXTRACTION_JOBS = "extraction_jobs"
+UPLOADS = "uploads"
 
 CATALOGUE_INDEXES: dict[str, list[IndexModel]] = {
     DATASETS: [
@@ -51,7 +63,11 @@ CATALOGUE_INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("expires_at", ASCENDING)], name="expires"),
     ],
     TAGS: [IndexModel([("name", ASCENDING)], unique=True, name="name_unique")],
-    ENTRY_HOMES: [IndexModel([("home_dataset_id", ASCENDING)], name="home")],
+    ENTRY_HOMES: [
+        IndexModel([("home_dataset_id", ASCENDING)], name="home"),
+        IndexModel([("state", ASCENDING)], name="state"),
+    ],
+    SEARCH_QUEUE: [IndexModel([("tenant", ASCENDING)], name="tenant")],
     USER_TAGS: [IndexModel([("user_id", ASCENDING)], name="user")],
     SHARES: [
         IndexModel([("key", ASCENDING)], unique=True, name="key_unique"),
@@ -65,6 +81,10 @@ TENANT_INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("entry_id", ASCENDING)], name="entry"),
     ],
     ENTRIES: [IndexModel([("dataset_id", ASCENDING)], name="dataset")],
+    ENTRY_CHUNKS: [
+        IndexModel([("files_id", ASCENDING), ("n", ASCENDING)], unique=True, name="files_id_1_n_1")
+    ],
+    ENTRY_TEXTS: [IndexModel([("entry_id", ASCENDING)], name="entry")],
 }
 
 
@@ -281,14 +301,44 @@ class Catalogue:
         await self.tenant(owner_id)[ITEMS].delete_many({"dataset_id": dataset_id})
 
     async def delete_entry(self, *, entry_id: ObjectId) -> None:
-        """An entry, its links in every tenant that links it, then its catalogue row."""
-        home = await self.entry_home(entry_id=entry_id)
+        """An entry and everything of it, its catalogue row last (idempotent).
+
+        Its catalogue row is marked `deleting` first: from then on every read
+        treats it as gone, and a deletion cut short is finished by maintenance
+        (`unfinished_entry_deletions`). Then its links in every tenant that links
+        it, its text, its bytes, its record; the search index learns of it from
+        the queue."""
+        home = await self.control[ENTRY_HOMES].find_one_and_update(
+            {"_id": entry_id}, {"$set": {"state": "deleting"}}
+        )
         if home is None:
             return
-        for linker in {home["owner_id"], *home.get("linked_owner_ids", [])}:
+        owner = home["owner_id"]
+        for linker in {owner, *home.get("linked_owner_ids", [])}:
             await self.tenant(linker)[ITEMS].delete_many({"entry_id": entry_id})
-        await self.tenant(home["owner_id"])[ENTRIES].delete_one({"_id": entry_id})
+        await self.delete_entry_content(owner_id=owner, entry_id=entry_id)
+        await self.tenant(owner)[ENTRIES].delete_one({"_id": entry_id})
+        await self.control[EXTRACTION_JOBS].delete_one({"_id": entry_id})
+        await self.queue_for_search(owner_id=owner, entry_ids=[entry_id])
         await self.control[ENTRY_HOMES].delete_one({"_id": entry_id})
+
+    async def delete_entry_content(self, *, owner_id: ObjectId, entry_id: ObjectId) -> None:
+        """An entry's text and bytes (GridFS chunks, then the files document)."""
+        db = self.tenant(owner_id)
+        await db[ENTRY_TEXTS].delete_many({"entry_id": entry_id})
+        await db[ENTRY_CHUNKS].delete_many({"files_id": entry_id})
+        await db[ENTRY_FILES].delete_one({"_id": entry_id})
+
+    async def unfinished_entry_deletions(self) -> list[ObjectId]:
+        rows = await self.control[ENTRY_HOMES].find({"state": "deleting"}, {"_id": 1}).to_list(None)
+        return [row["_id"] for row in rows]
+
+    async def queue_for_search(self, *, owner_id: ObjectId, entry_ids: list[ObjectId]) -> None:
+        """Tell the search indexer these entries changed (it reads their state)."""
+        if entry_ids:
+            await self.control[SEARCH_QUEUE].insert_many(
+                [{"_id": ObjectId(), "tenant": owner_id, "entry_id": e} for e in entry_ids]
+            )
 
     # ---------------------------------------------------------------- leases
 

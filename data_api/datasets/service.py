@@ -190,7 +190,7 @@ class DatasetService:
         if self.audit is not None:
             await self.audit.append(**record)
 
-    async def _audit_or_refuse(self, **record: Any) -> None:
+    async def audit_or_refuse(self, **record: Any) -> None:
         """A read that must be audited is refused (503) when its record cannot be written."""
         try:
             await self.audit_event(**record)
@@ -220,6 +220,7 @@ class DatasetService:
             "owner_id": user_id,
             "is_public": body.is_public,
             "acl_override_enabled": body.acl_override_enabled,
+            "linked_homes": [],
             "tags": [],
             "source_query": body.source_query,
             "created_at": now,
@@ -270,6 +271,14 @@ class DatasetService:
         notes: str | None,
         now: datetime,
     ) -> None:
+        foreign_homes = {h["home_dataset_id"] for _, h in entries} - {dataset["_id"]}
+        if foreign_homes:
+            # Which other datasets' entries it holds: a page of its items can then
+            # be read by a query instead of by reading every item (`entries` batch).
+            await self.catalogue.update_dataset(
+                dataset_id=dataset["_id"],
+                update={"$addToSet": {"linked_homes": {"$each": sorted(foreign_homes)}}},
+            )
         for entry_id, home in entries:
             await self.catalogue.link_item(
                 owner_id=dataset["owner_id"],
@@ -309,9 +318,35 @@ class DatasetService:
         platform admin reads all) — plus the filters; the levels of the page's
         datasets are then resolved as for a single read."""
         now = self.clock()
-        (_, _, user, held), tag_names = await asyncio.gather(
-            self.catalogue.dataset_and_standing(dataset_id=None, user_id=user_id),
-            self._tag_names(),
+        (clauses, admin, held), tag_names = await asyncio.gather(
+            self._readable_clauses(user_id, now), self._tag_names()
+        )
+        if owned_only:
+            clauses.append((Eq("owner_id", user_id),))
+        if is_public is not None:
+            clauses.append((Eq("is_public", is_public),))
+        if tag is not None:
+            tag_id = next((i for i, n in tag_names.items() if n == tag), None)
+            if tag_id is None:
+                return [], 0
+            clauses.append((Eq("tags", tag_id),))
+        if search:
+            clauses.append((Contains(("name", "description"), search),))
+        for key, written in (metadata or {}).items():
+            clauses.append(tuple(Eq(f"metadata.{key}", v) for v in _interpretations(written)))
+        accesses, total = await self._readable_page(
+            user_id, clauses, admin, held, now, page.offset, page.limit
+        )
+        return [self.view(access, now, tag_names) for access in accesses], total
+
+    async def _readable_clauses(
+        self, user_id: ObjectId, now: datetime
+    ) -> tuple[list[tuple[Condition, ...]], bool, list[ObjectId]]:
+        """The conditions of "a live dataset the caller can read": owned, public,
+        shared by a live share, or carrying a tag the caller holds (a platform admin
+        reads all). (clauses, is admin, held tags)."""
+        _, _, user, held = await self.catalogue.dataset_and_standing(
+            dataset_id=None, user_id=user_id
         )
         admin = user is not None and user.get("role") == "admin"
         clauses: list[tuple[Condition, ...]] = [
@@ -332,38 +367,39 @@ class DatasetService:
                     *(Eq("tags", held_tag) for held_tag in held),
                 )
             )
-        if owned_only:
-            clauses.append((Eq("owner_id", user_id),))
-        if is_public is not None:
-            clauses.append((Eq("is_public", is_public),))
-        if tag is not None:
-            tag_id = next((i for i, n in tag_names.items() if n == tag), None)
-            if tag_id is None:
-                return [], 0
-            clauses.append((Eq("tags", tag_id),))
-        if search:
-            clauses.append((Contains(("name", "description"), search),))
-        for key, written in (metadata or {}).items():
-            clauses.append(tuple(Eq(f"metadata.{key}", v) for v in _interpretations(written)))
+        return clauses, admin, held
+
+    async def _readable_page(
+        self,
+        user_id: ObjectId,
+        clauses: list[tuple[Condition, ...]],
+        admin: bool,
+        held: list[ObjectId],
+        now: datetime,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[Access], int]:
         datasets, total = await self.catalogue.page(
-            PageQuery(
-                clauses=tuple(clauses),
-                sort_desc="updated_at",
-                offset=page.offset,
-                limit=page.limit,
-            )
+            PageQuery(clauses=tuple(clauses), sort_desc="updated_at", offset=offset, limit=limit)
         )
         shares = await self.catalogue.shares_of_user_on(
             user_id=user_id, dataset_ids=[d["_id"] for d in datasets if d["owner_id"] != user_id]
         )
         held_set = set(held)
-        views = []
+        accesses = []
         for dataset in datasets:
             standing = Standing(share=shares.get(dataset["_id"]), admin=admin, held=held_set)
             access = await self.access.level_on(dataset, user_id, now, standing)
             if access.level is not Level.none:
-                views.append(self.view(access, now, tag_names))
-        return views, total
+                accesses.append(access)
+        return accesses, total
+
+    async def readable_datasets(self, *, user_id: ObjectId) -> list[Access]:
+        """Every live dataset the caller can read, with their level on it."""
+        now = self.clock()
+        clauses, admin, held = await self._readable_clauses(user_id, now)
+        accesses, _ = await self._readable_page(user_id, clauses, admin, held, now, 0, 1_000_000)
+        return accesses
 
     async def search_metadata(
         self, *, user_id: ObjectId, filters: dict[str, str], page: Page
@@ -761,7 +797,7 @@ class DatasetService:
         override_ids = {i["_id"] for i in through_override}
         read_through_override = [str(i["entry_id"]) for i in window if i["_id"] in override_ids]
         if read_through_override:
-            await self._audit_or_refuse(
+            await self.audit_or_refuse(
                 action="datasets.items.read_through_acl_override",
                 resource_type="dataset",
                 resource_id=dataset_id,
@@ -815,6 +851,7 @@ class DatasetService:
             "owner_id": user_id,
             "is_public": False,
             "acl_override_enabled": False,
+            "linked_homes": [],
             "tags": [],
             "source_query": None,
             "subset_of": access.dataset["_id"],
