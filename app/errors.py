@@ -110,6 +110,12 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "RATE_LIMITED"
     INVALID_AUDIT_CURSOR = "INVALID_AUDIT_CURSOR"
 
+    # Entries and keyword search (entries.md).
+    ENTRY_NOT_FOUND = "ENTRY_NOT_FOUND"
+    TEXT_NOT_READY = "TEXT_NOT_READY"
+    INVALID_QUERY = "INVALID_QUERY"
+    RANGE_NOT_SATISFIABLE = "RANGE_NOT_SATISFIABLE"
+
 
 class ErrorDetail(BaseModel):
     loc: list[str | int] = Field(default_factory=list)

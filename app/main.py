@@ -37,6 +37,9 @@ from auth.router import router as auth_router
 from data_api.datasets.lifecycle import start_datasets, stop_datasets
 from data_api.datasets.router import router as datasets_router
 from data_api.documents.router import router as data_api_router
+from data_api.entries.lifecycle import start_entries, stop_entries
+from data_api.entries.router import router as entries_router
+from data_api.search.router import router as search_router
 from management.import_quota import ImportQuotaMiddleware
 from management.lifecycle import start_management, stop_management
 from management.router import router as management_router
@@ -90,9 +93,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await start_rate_limiter(app)
         await start_management(app)
         await start_datasets(app)
+        await start_entries(app)
         logger.info("Quarry %s ready (%s)", __version__, "embedded engine" if engine else "MongoDB")
         yield
     finally:
+        await stop_entries(app)
         await stop_datasets(app)
         await stop_management(app)
         await stop_rate_limiter(app)
@@ -130,6 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "datasets", "description": "Datasets: catalogue, metadata, items, subsets."},
             {"name": "tags", "description": "Tags: catalogue, acquiring, dataset tags, access."},
             {"name": "shares", "description": "Sharing a dataset with other users."},
+            {"name": "entries", "description": "Files in datasets: upload, download, text."},
+            {"name": "search", "description": "Keyword search over entries' text (BM25)."},
             {"name": "audit", "description": "The tamper-evident audit log."},
         ],
     )
@@ -138,7 +145,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
-        path_limits={"/api/import_data": settings.max_import_bytes},
+        # An upload's files are limited one by one as they arrive (entries.md);
+        # the request as a whole may carry one largest file plus framing.
+        path_limits={
+            "/api/import_data": settings.max_import_bytes,
+            "/api/v1/entries": settings.max_entry_bytes + (1 << 20),
+        },
     )
     app.add_middleware(ImportQuotaMiddleware, limit=settings.max_concurrent_imports_per_user)
     # Inside the request context (request id), outside the refusals it records.
@@ -150,6 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(management_router)
     app.include_router(data_api_router)
     app.include_router(datasets_router)
+    app.include_router(entries_router)
+    app.include_router(search_router)
     app.include_router(audit_router)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app

@@ -116,6 +116,16 @@ class Settings(BaseSettings):
     #: Comma-separated emails that are platform administrators at registration and login.
     admin_emails: str = ""
 
+    # Entries and keyword search (spec/entries.md).
+    max_entry_bytes: Annotated[int, Field(ge=1)] = 1024 * 1024 * 1024
+    max_text_chars: Annotated[int, Field(ge=1)] = 10_000_000
+    #: Text-extraction worker processes, and each one's time and memory bounds.
+    extract_workers: Annotated[int, Field(ge=1, le=64)] = 2
+    extract_timeout_seconds: Annotated[float, Field(gt=0)] = 120.0
+    extract_memory_mb: Annotated[int, Field(ge=0)] = 2048
+    #: How often the search indexer looks for changed entries (the 2 s promise).
+    search_index_poll_seconds: Annotated[float, Field(gt=0, le=2)] = 0.25
+
     # Rate limits per user (0 disables one): a budget of `rate_limit_per_minute`
     # with bursts up to `rate_limit_burst`, and per-operation limits on top.
     rate_limit_per_minute: Annotated[int, Field(ge=0)] = 600
@@ -165,6 +175,11 @@ class Settings(BaseSettings):
     @property
     def engine_binary(self) -> Path:
         return self.ferretdb_bin or PROJECT_ROOT / ".quarry" / "bin" / "ferretdb"
+
+    @property
+    def search_dir(self) -> Path:
+        """The keyword-search indexes, one directory per tenant (derived data)."""
+        return self.data_dir.resolve() / "search"
 
     @property
     def engine_data_dir(self) -> Path:

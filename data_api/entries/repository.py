@@ -1,0 +1,297 @@
+"""The only place entries talk to MongoDB (layout: `data_api/datasets/repository.py`).
+
+Bytes are GridFS in the owner's tenant database, bucket `entries`: a file is
+`entries.files` `{_id, length, chunkSize, uploadDate, filename, metadata}` plus
+`entries.chunks` `{files_id, n, data}`, so any GridFS reader (the driver's
+`AsyncGridFSBucket`, `mongofiles`) reads them. Quarry writes and reads the
+chunks itself: writing, to batch the chunk inserts of many small files into a
+few `insert_many` calls; reading, because the driver's reader asks for chunks
+with a range and a sort, which the embedded engine answers by reading and
+sorting every chunk of the file, while `{files_id, n}` equality is one indexed
+lookup per chunk.
+
+An upload holds a marker in the catalogue's `uploads` (`_id` = the file id,
+written before the first chunk, its `heartbeat_at` renewed while bytes
+arrive): a marker whose heartbeat is stale names an upload that died —
+client, server or engine — and maintenance removes whatever it left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from bson.binary import Binary
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from app.database import Document
+from data_api.datasets.repository import (
+    ENTRIES,
+    ENTRY_CHUNKS,
+    ENTRY_FILES,
+    ENTRY_HOMES,
+    ENTRY_TEXTS,
+    EXTRACTION_JOBS,
+    ITEMS,
+    SEARCH_QUEUE,
+    UPLOADS,
+    Catalogue,
+    tenant_db_name,
+)
+
+#: GridFS chunk size: large enough that a 500 MB file is 500 inserts, small
+#: enough that a `Range` read fetches little it does not send.
+CHUNK_BYTES = 1 << 20
+#: Chunks are inserted in batches of about this many bytes.
+FLUSH_BYTES = 8 << 20
+#: Extracted text is stored in documents of at most this many characters
+#: (4 MB of UTF-8 at worst, well under the 16 MiB document limit).
+TEXT_CHUNK_CHARS = 1_000_000
+
+
+class ChunkSink:
+    """GridFS chunks of the files of one upload, written in batches as bytes arrive."""
+
+    def __init__(self, store: EntryStore, owner_id: ObjectId) -> None:
+        self.store = store
+        self.owner_id = owner_id
+        self.pending: list[Document] = []
+        self.pending_bytes = 0
+        self.file_id: ObjectId | None = None
+        self.buffer = bytearray()
+        self.n = 0
+        self.length = 0
+
+    def start(self, file_id: ObjectId) -> None:
+        self.file_id, self.buffer, self.n, self.length = file_id, bytearray(), 0, 0
+
+    async def write(self, data: bytes) -> None:
+        self.buffer += data
+        self.length += len(data)
+        while len(self.buffer) >= CHUNK_BYTES:
+            self._emit(bytes(self.buffer[:CHUNK_BYTES]))
+            del self.buffer[:CHUNK_BYTES]
+        if self.pending_bytes >= FLUSH_BYTES:
+            await self.flush()
+
+    async def end_file(self) -> int:
+        """Close the current file (its last, short chunk); its length in bytes."""
+        if self.buffer:
+            self._emit(bytes(self.buffer))
+            self.buffer = bytearray()
+        return self.length
+
+    def _emit(self, data: bytes) -> None:
+        self.pending.append(
+            {"_id": ObjectId(), "files_id": self.file_id, "n": self.n, "data": Binary(data)}
+        )
+        self.pending_bytes += len(data)
+        self.n += 1
+
+    async def flush(self) -> None:
+        if self.pending:
+            chunks, self.pending, self.pending_bytes = self.pending, [], 0
+            await self.store.tenant(self.owner_id)[ENTRY_CHUNKS].insert_many(chunks)
+
+
+class EntryStore:
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+
+    @property
+    def control(self) -> Any:
+        return self.catalogue.control
+
+    def tenant(self, owner_id: ObjectId) -> Any:
+        return self.catalogue.tenant(owner_id)
+
+    # ---------------------------------------------------------------- uploads
+
+    async def begin_uploads(
+        self, *, file_ids: Sequence[ObjectId], owner_id: ObjectId, now: datetime
+    ) -> None:
+        await self.control[UPLOADS].insert_many(
+            [
+                {"_id": f, "owner_id": owner_id, "started_at": now, "heartbeat_at": now}
+                for f in file_ids
+            ]
+        )
+
+    async def heartbeat(self, *, file_ids: Sequence[ObjectId], now: datetime) -> None:
+        for file_id in file_ids:
+            await self.control[UPLOADS].update_one(
+                {"_id": file_id}, {"$set": {"heartbeat_at": now}}
+            )
+
+    async def end_uploads(self, *, file_ids: Sequence[ObjectId]) -> None:
+        for file_id in file_ids:
+            await self.control[UPLOADS].delete_one({"_id": file_id})
+
+    async def stale_uploads(self, *, before: datetime) -> list[Document]:
+        return await self.control[UPLOADS].find({"heartbeat_at": {"$lt": before}}).to_list(None)
+
+    async def discard_upload(self, *, owner_id: ObjectId, file_id: ObjectId) -> None:
+        """Everything an unfinished upload wrote, its marker last (idempotent)."""
+        await self.catalogue.delete_entry(entry_id=file_id)
+        await self.catalogue.delete_entry_content(owner_id=owner_id, entry_id=file_id)
+        await self.control[UPLOADS].delete_one({"_id": file_id})
+
+    async def commit_entries(
+        self,
+        *,
+        owner_id: ObjectId,
+        files: list[Document],
+        entries: list[Document],
+        items: list[Document],
+    ) -> None:
+        """The files' GridFS documents, catalogue rows (first: an entry is never in a
+        tenant unlocatable), records, home items and extraction jobs — a handful of
+        batched inserts however many files the upload held."""
+        await self.catalogue.ensure_tenant(owner_id)
+        db = self.tenant(owner_id)
+        await self.control[ENTRY_HOMES].insert_many(
+            [
+                {
+                    "_id": e["_id"],
+                    "owner_id": owner_id,
+                    "home_dataset_id": e["dataset_id"],
+                    "linked_owner_ids": [owner_id],
+                }
+                for e in entries
+            ]
+        )
+        await db[ENTRY_FILES].insert_many(files)
+        await db[ENTRIES].insert_many(entries)
+        await db[ITEMS].insert_many(items)
+        jobs = [
+            {"_id": e["_id"], "owner_id": owner_id, "lease_until": e["created_at"], "attempts": 0}
+            for e in entries
+            if e["text_status"] == "pending"
+        ]
+        if jobs:
+            await self.control[EXTRACTION_JOBS].insert_many(jobs)
+
+    # ---------------------------------------------------------------- bytes
+
+    async def read_chunk(self, *, owner_id: ObjectId, file_id: ObjectId, n: int) -> bytes:
+        chunk = await self.tenant(owner_id)[ENTRY_CHUNKS].find_one({"files_id": file_id, "n": n})
+        if chunk is None:
+            raise LookupError(f"chunk {n} of {file_id} is missing")
+        return bytes(chunk["data"])
+
+    # ---------------------------------------------------------------- records
+
+    async def entry_home(self, *, entry_id: ObjectId) -> Document | None:
+        return await self.catalogue.entry_home(entry_id=entry_id)
+
+    async def entry_homes(self, *, entry_ids: Sequence[ObjectId]) -> dict[ObjectId, Document]:
+        found = await self.catalogue.database.lookups(
+            self.catalogue.database.control_db_name,
+            [(ENTRY_HOMES, "_id", e) for e in entry_ids],
+        )
+        return {rows[0]["_id"]: rows[0] for rows in found if rows}
+
+    async def find_entry(self, *, owner_id: ObjectId, entry_id: ObjectId) -> Document | None:
+        return await self.tenant(owner_id)[ENTRIES].find_one({"_id": entry_id})
+
+    async def entries_by_id(
+        self, *, owner_id: ObjectId, entry_ids: Sequence[ObjectId]
+    ) -> dict[ObjectId, Document]:
+        """Several entry records of one tenant in one round trip where the engine allows."""
+        if not entry_ids:
+            return {}
+        db = self.catalogue.database
+        found = await db.lookups(tenant_db_name(owner_id), [(ENTRIES, "_id", e) for e in entry_ids])
+        return {rows[0]["_id"]: rows[0] for rows in found if rows}
+
+    async def items_by_id(
+        self, *, owner_id: ObjectId, item_ids: Sequence[str]
+    ) -> dict[str, Document]:
+        if not item_ids:
+            return {}
+        db = self.catalogue.database
+        found = await db.lookups(tenant_db_name(owner_id), [(ITEMS, "_id", i) for i in item_ids])
+        return {rows[0]["_id"]: rows[0] for rows in found if rows}
+
+    async def update_entry(
+        self,
+        *,
+        owner_id: ObjectId,
+        entry_id: ObjectId,
+        update: Document,
+        only_if: Document | None = None,
+    ) -> Document | None:
+        return await self.tenant(owner_id)[ENTRIES].find_one_and_update(
+            {"_id": entry_id, **(only_if or {})}, update, return_document=ReturnDocument.AFTER
+        )
+
+    # ---------------------------------------------------------------- text
+
+    async def save_text(self, *, owner_id: ObjectId, entry_id: ObjectId, text: str) -> int:
+        """The text in `TEXT_CHUNK_CHARS` pieces (idempotent); how many pieces."""
+        db = self.tenant(owner_id)
+        pieces = max(1, math.ceil(len(text) / TEXT_CHUNK_CHARS))
+        await db[ENTRY_TEXTS].delete_many({"entry_id": entry_id})
+        for n in range(pieces):
+            piece = text[n * TEXT_CHUNK_CHARS : (n + 1) * TEXT_CHUNK_CHARS]
+            # A second extraction of the same entry may have raced us: same text.
+            with contextlib.suppress(DuplicateKeyError):
+                await db[ENTRY_TEXTS].insert_one(
+                    {"_id": f"{entry_id}:{n}", "entry_id": entry_id, "n": n, "text": piece}
+                )
+        return pieces
+
+    async def drop_text(self, *, owner_id: ObjectId, entry_id: ObjectId) -> None:
+        await self.tenant(owner_id)[ENTRY_TEXTS].delete_many({"entry_id": entry_id})
+
+    async def read_text(
+        self, *, owner_id: ObjectId, entry_id: ObjectId, pieces: int, max_chars: int | None = None
+    ) -> str:
+        wanted = (
+            pieces if max_chars is None else min(pieces, math.ceil(max_chars / TEXT_CHUNK_CHARS))
+        )
+        db = self.tenant(owner_id)
+        found = await asyncio.gather(
+            *(db[ENTRY_TEXTS].find_one({"_id": f"{entry_id}:{n}"}) for n in range(max(1, wanted)))
+        )
+        text = "".join(doc["text"] for doc in found if doc is not None)
+        return text if max_chars is None else text[:max_chars]
+
+    # ---------------------------------------------------------------- extraction jobs
+
+    async def due_jobs(self, *, now: datetime, limit: int) -> list[Document]:
+        return (
+            await self.control[EXTRACTION_JOBS]
+            .find({"lease_until": {"$lte": now}})
+            .limit(limit)
+            .to_list(None)
+        )
+
+    async def claim_job(self, *, job: Document, until: datetime) -> bool:
+        """Take a due job (compare-and-set on its lease: one worker wins)."""
+        result = await self.control[EXTRACTION_JOBS].update_one(
+            {"_id": job["_id"], "lease_until": job["lease_until"]},
+            {"$set": {"lease_until": until}, "$inc": {"attempts": 1}},
+        )
+        return result.modified_count == 1
+
+    async def finish_job(self, *, entry_id: ObjectId) -> None:
+        await self.control[EXTRACTION_JOBS].delete_one({"_id": entry_id})
+
+    # ---------------------------------------------------------------- search queue
+
+    async def queue_for_search(self, *, owner_id: ObjectId, entry_ids: list[ObjectId]) -> None:
+        await self.catalogue.queue_for_search(owner_id=owner_id, entry_ids=entry_ids)
+
+    async def search_queue(self, *, limit: int) -> list[Document]:
+        return await self.control[SEARCH_QUEUE].find({}).limit(limit).to_list(None)
+
+    async def drop_from_search_queue(self, *, ids: list[ObjectId]) -> None:
+        for queued in ids:
+            await self.control[SEARCH_QUEUE].delete_one({"_id": queued})

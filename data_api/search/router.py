@@ -1,0 +1,115 @@
+"""HTTP endpoints of keyword search (`spec/entries.md`): over every dataset the
+caller can read, or scoped to one dataset's items (seed 003). Both count against
+the search rate limit."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from app.deps import CallerDep, SettingsDep
+from app.errors import DatabaseUnavailable
+from app.openapi import error_responses
+from app.pagination import Pagination
+from data_api.datasets.service import DatasetService
+from data_api.entries.repository import EntryStore
+from data_api.entries.schemas import EntryOut
+from data_api.search.schemas import (
+    ScopedSearchRequest,
+    SearchAnswer,
+    SearchHit,
+    SearchRequest,
+)
+from data_api.search.service import SearchPage, SearchService
+
+router = APIRouter(prefix="/api/v1")
+SEARCH_LIMIT = {"x-rate-limit-operation": "search"}
+RESPONSES = error_responses(400, 401, 404, 422, 429, 503)
+
+
+def get_search_service(request: Request, settings: SettingsDep) -> SearchService:
+    """Raises DatabaseUnavailable until the catalogue's indexes exist."""
+    catalogue = request.app.state.datasets_catalogue
+    if not catalogue.ready:
+        raise DatabaseUnavailable(
+            "The dataset catalogue is being set up; retry shortly.",
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
+    datasets = DatasetService(
+        catalogue=catalogue, settings=settings, audit=getattr(request.app.state, "audit_log", None)
+    )
+    return SearchService(
+        datasets=datasets,
+        store=EntryStore(catalogue),
+        indexes=request.app.state.search_indexes,
+        request_rebuild=request.app.state.search_indexer.request_rebuild,
+    )
+
+
+ServiceDep = Annotated[SearchService, Depends(get_search_service)]
+
+
+def _answer(found: SearchPage, page: int, page_size: int) -> SearchAnswer:
+    return SearchAnswer(
+        data=[
+            SearchHit(
+                entry=EntryOut(**hit["entry"]),
+                dataset_id=hit["dataset_id"],
+                score=hit["score"],
+                snippets=hit["snippets"],
+            )
+            for hit in found.data
+        ],
+        pagination=Pagination.of(page=page, page_size=page_size, total_items=found.total),
+        took_ms=found.took_ms,
+    )
+
+
+@router.post(
+    "/search",
+    tags=["search"],
+    response_model=SearchAnswer,
+    responses=RESPONSES,
+    openapi_extra=SEARCH_LIMIT,
+)
+async def search(body: SearchRequest, caller: CallerDep, service: ServiceDep) -> SearchAnswer:
+    """Keyword search (BM25, snippets) over every dataset you can read, or the named ones."""
+    dataset_ids = body.dataset_ids
+    if body.dataset_id is not None:
+        dataset_ids = [body.dataset_id, *(dataset_ids or [])]
+    found = await service.search(
+        user_id=caller.user_id,
+        query=body.query,
+        dataset_ids=dataset_ids,
+        file_types=body.file_types,
+        sort_by=body.sort_by,
+        sort_order=body.sort_order,
+        page=body.page,
+        page_size=body.page_size,
+    )
+    return _answer(found, body.page, body.page_size)
+
+
+@router.post(
+    "/datasets/{dataset_id}/search",
+    tags=["search"],
+    response_model=SearchAnswer,
+    responses=RESPONSES,
+    openapi_extra=SEARCH_LIMIT,
+)
+async def search_dataset(
+    dataset_id: str, body: ScopedSearchRequest, caller: CallerDep, service: ServiceDep
+) -> SearchAnswer:
+    """Keyword search within one dataset's items (`read`; ACL override respected)."""
+    found = await service.search(
+        user_id=caller.user_id,
+        query=body.query,
+        dataset_ids=[dataset_id],
+        file_types=body.file_types,
+        sort_by=body.sort_by,
+        sort_order=body.sort_order,
+        page=body.page,
+        page_size=body.page_size,
+    )
+    return _answer(found, body.page, body.page_size)
