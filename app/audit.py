@@ -115,6 +115,8 @@ GENESIS_HASH = "0" * 64
 AUDIT = "audit"
 
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: `openapi_extra={READ_ONLY_KEY: True}` marks a POST route that changes nothing.
+READ_ONLY_KEY = "x-read-only"
 AUDITED_PREFIXES = ("/api/", "/core/")
 #: Positions tried by one append before it gives up (each failure means another
 #: writer took that position, so this is only reached by a runaway).
@@ -932,6 +934,9 @@ class AuditedRoute:
     methods: frozenset[str]
     action: str
     pattern: re.Pattern[str]
+    #: A POST that only reads (search, batch reads): recorded like a GET, only
+    #: when the handler annotates it (e.g. a read through an ACL override).
+    read_only: bool = False
 
 
 def action_name(name: str, module: str) -> str:
@@ -955,7 +960,8 @@ def audited_routes(app: FastAPI) -> list[AuditedRoute]:
             continue
         pattern, _, _ = compile_path(path)
         action = action_name(str(route.name), endpoint.__module__)
-        table.append(AuditedRoute(path, frozenset(methods), action, pattern))
+        read_only = (getattr(route, "openapi_extra", None) or {}).get(READ_ONLY_KEY) is True
+        table.append(AuditedRoute(path, frozenset(methods), action, pattern, read_only))
     return table
 
 
@@ -1034,6 +1040,8 @@ class AuditMiddleware:
         matched = self._match(scope)
         audit_log: AuditLog | None = getattr(scope["app"].state, "audit_log", None)
         if matched is None or audit_log is None:
+            return
+        if matched[0].read_only and not notes:
             return
         if status == 503:
             # The database has just failed this request (which changed nothing, or is

@@ -232,6 +232,38 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    """`quarry search reindex [--tenant ID]`: rebuild keyword-search indexes from
+    the text stored in MongoDB (all tenants, or one). Safe beside a running server:
+    each index is built aside and swapped in whole."""
+    from bson import ObjectId
+    from bson.errors import InvalidId
+
+    from data_api.search.index import SearchIndexes
+    from data_api.search.indexer import rebuild_sync
+
+    settings = _load_settings()
+    indexes = SearchIndexes(settings.search_dir)
+    with control_database(settings) as control:
+        client = control.client
+        if args.tenant:
+            try:
+                tenants = [ObjectId(args.tenant)]
+            except InvalidId:
+                print(f"quarry: not a tenant (user) id: {args.tenant}", file=sys.stderr)
+                return 2
+        else:
+            tenants = [
+                ObjectId(name[3:])
+                for name in client.list_database_names()
+                if name.startswith("qt_") and ObjectId.is_valid(name[3:])
+            ]
+        for tenant in tenants:
+            count = rebuild_sync(control, client, indexes, tenant)
+            print(f"tenant {tenant}: {count} entries indexed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quarry",
@@ -264,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="check the tamper-evident audit log")
     audit.add_argument("action", choices=["verify"], help="verify: check the hash chain")
     audit.set_defaults(handler=_audit)
+
+    search = commands.add_parser("search", help="maintain the keyword-search indexes")
+    search.add_argument("action", choices=["reindex"], help="reindex: rebuild from MongoDB")
+    search.add_argument("--tenant", help="only this tenant (its owner's user id)")
+    search.set_defaults(handler=_search)
     return parser
 
 

@@ -7,8 +7,9 @@ table (figure, Quarry, raw driver, ratio, goal) and write it with the raw figure
 to `bench/results/latest.json`. `python -m bench engine` (or any of the suite
 names below) runs only the suites named; `rate_limit` measures what the per-user
 rate limiter adds to a request; `datasets` lists readable datasets out of a
-10,000-dataset catalogue and times the access check. One benchmark user sends far more than the
-default limits allow, so every served API runs with the limits out of reach
+10,000-dataset catalogue and times the access check; `entries` times seed 000's
+batch call, uploads beside raw GridFS, search indexing and query latency. One
+benchmark user sends far more than the default limits allow, so every served API runs with the limits out of reach
 (`bench.rate_limit.LIMITS_OUT_OF_REACH`: paid for, never refusing) unless the
 environment sets them."""
 
@@ -21,7 +22,17 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import auth, crud, datasets, engine, health, load, management, rate_limit
+from bench import (
+    auth,
+    crud,
+    datasets,
+    engine,
+    entries,
+    health,
+    load,
+    management,
+    rate_limit,
+)
 from bench.harness import Row, database_url, print_table, served_api, write_results
 
 #: Suites that take the shared API and engine (`run(api, mongodb_url)`, async).
@@ -33,6 +44,7 @@ ON_ENGINE = {
     "load": load,
     "rate_limit": rate_limit,
     "datasets": datasets,
+    "entries": entries,
 }
 SUITES = (*ON_API, *ON_ENGINE, "engine")
 

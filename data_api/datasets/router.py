@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
-from app.audit import annotate
+from app.audit import READ_ONLY_KEY, annotate
 from app.deps import CallerDep, SettingsDep
 from app.errors import DatabaseUnavailable
 from app.openapi import error_responses
@@ -414,6 +414,7 @@ async def untag_dataset(
     tags=["tags"],
     response_model=AccessCheckAnswer,
     responses=error_responses(401, 422, 429),
+    openapi_extra={READ_ONLY_KEY: True},
 )
 async def check_access(
     body: AccessCheckRequest, caller: CallerDep, service: ServiceDep

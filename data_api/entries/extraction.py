@@ -29,7 +29,7 @@ from pymongo.errors import PyMongoError
 from app.clock import utc_now
 from app.database import Document
 from data_api.entries.extract import Extracted
-from data_api.entries.extract_pool import ExtractionPool
+from data_api.entries.extract_pool import ExtractionPool, ExtractionUnavailable
 from data_api.entries.repository import CHUNK_BYTES, EntryStore
 
 logger = logging.getLogger("quarry.entries")
@@ -105,6 +105,11 @@ class Extractor:
     async def _run(self, job: Document) -> None:
         try:
             await self.extract(job)
+        except ExtractionUnavailable as exc:
+            # The pool's trouble, not the file's: the job is handed back uncounted.
+            logger.warning("extraction of %s postponed: %s", job["_id"], exc)
+            with contextlib.suppress(PyMongoError):
+                await self.store.return_job(entry_id=job["_id"], now=self.clock())
         except PyMongoError as exc:
             # The lease lapses and the job comes due again.
             logger.warning("extraction of %s failed (%s)", job["_id"], type(exc).__name__)

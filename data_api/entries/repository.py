@@ -53,6 +53,8 @@ FLUSH_BYTES = 8 << 20
 #: Extracted text is stored in documents of at most this many characters
 #: (4 MB of UTF-8 at worst, well under the 16 MiB document limit).
 TEXT_CHUNK_CHARS = 1_000_000
+#: Lookups sent in one round trip.
+LOOKUP_BATCH = 100
 
 
 class ChunkSink:
@@ -263,6 +265,27 @@ class EntryStore:
         text = "".join(doc["text"] for doc in found if doc is not None)
         return text if max_chars is None else text[:max_chars]
 
+    async def read_texts(
+        self, *, owner_id: ObjectId, entries: Sequence[Document]
+    ) -> dict[ObjectId, str]:
+        """The whole text of several entries: those of one piece (nearly all) in
+        batched lookups, one round trip per `LOOKUP_BATCH` on the embedded engine."""
+        texts: dict[ObjectId, str] = {}
+        single = [e for e in entries if e.get("text_pieces", 1) <= 1]
+        for start in range(0, len(single), LOOKUP_BATCH):
+            batch = single[start : start + LOOKUP_BATCH]
+            found = await self.catalogue.database.lookups(
+                tenant_db_name(owner_id), [(ENTRY_TEXTS, "_id", f"{e['_id']}:0") for e in batch]
+            )
+            for entry, rows in zip(batch, found, strict=True):
+                texts[entry["_id"]] = rows[0]["text"] if rows else ""
+        for entry in entries:
+            if entry.get("text_pieces", 1) > 1:
+                texts[entry["_id"]] = await self.read_text(
+                    owner_id=owner_id, entry_id=entry["_id"], pieces=entry["text_pieces"]
+                )
+        return texts
+
     # ---------------------------------------------------------------- extraction jobs
 
     async def due_jobs(self, *, now: datetime, limit: int) -> list[Document]:
@@ -281,6 +304,11 @@ class EntryStore:
         )
         return result.modified_count == 1
 
+    async def return_job(self, *, entry_id: ObjectId, now: datetime) -> None:
+        await self.control[EXTRACTION_JOBS].update_one(
+            {"_id": entry_id}, {"$set": {"lease_until": now}, "$inc": {"attempts": -1}}
+        )
+
     async def finish_job(self, *, entry_id: ObjectId) -> None:
         await self.control[EXTRACTION_JOBS].delete_one({"_id": entry_id})
 
@@ -293,5 +321,6 @@ class EntryStore:
         return await self.control[SEARCH_QUEUE].find({}).limit(limit).to_list(None)
 
     async def drop_from_search_queue(self, *, ids: list[ObjectId]) -> None:
-        for queued in ids:
-            await self.control[SEARCH_QUEUE].delete_one({"_id": queued})
+        # One `$in` over the (short) queue beats one round trip per row.
+        if ids:
+            await self.control[SEARCH_QUEUE].delete_many({"_id": {"$in": ids}})

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
-from app.audit import annotate
+from app.audit import READ_ONLY_KEY, annotate
 from app.deps import CallerDep, SettingsDep
 from app.errors import DatabaseUnavailable
 from app.multipart_stream import MalformedMultipart, multipart_boundary, read_multipart
@@ -112,6 +112,7 @@ async def upload_entries(
     tags=["entries"],
     response_model=BatchAnswer,
     responses=READ,
+    openapi_extra={READ_ONLY_KEY: True},
 )
 async def batch_entries(body: BatchRequest, caller: CallerDep, service: ServiceDep) -> BatchAnswer:
     """Many entries of a dataset in one call: by `ids` (in order), or a page."""
@@ -142,6 +143,7 @@ async def batch_entries(body: BatchRequest, caller: CallerDep, service: ServiceD
     tags=["entries"],
     response_model=BatchContentAnswer,
     responses=error_responses(401, 422, 429),
+    openapi_extra={READ_ONLY_KEY: True},
 )
 async def batch_content(
     body: BatchContentRequest, caller: CallerDep, service: ServiceDep

@@ -130,7 +130,7 @@ class SearchIndexer:
         ids = sorted(entry_ids)
         homes = await self.store.entry_homes(entry_ids=ids)
         entries = await self.store.entries_by_id(owner_id=tenant, entry_ids=ids)
-        upserts: list[IndexedEntry] = []
+        indexed: list[Document] = []
         deletes: list[str] = []
         for entry_id in ids:
             home, entry = homes.get(entry_id), entries.get(entry_id)
@@ -141,11 +141,10 @@ class SearchIndexer:
                 or entry.get("text_status") != "done"
             ):
                 deletes.append(str(entry_id))
-                continue
-            text = await self.store.read_text(
-                owner_id=tenant, entry_id=entry_id, pieces=entry.get("text_pieces", 1)
-            )
-            upserts.append(indexed_entry(entry, text))
+            else:
+                indexed.append(entry)
+        texts = await self.store.read_texts(owner_id=tenant, entries=indexed)
+        upserts = [indexed_entry(e, texts.get(e["_id"], "")) for e in indexed]
         await asyncio.to_thread(self.indexes.write, str(tenant), upserts=upserts, deletes=deletes)
 
     async def rebuild(self, tenant: ObjectId) -> int:
@@ -158,14 +157,9 @@ class SearchIndexer:
             .find({"owner_id": tenant, "state": "deleting"}, {"_id": 1})
             .to_list(None)
         }
-        built = []
-        for entry in entries:
-            if entry["_id"] in gone:
-                continue
-            text = await self.store.read_text(
-                owner_id=tenant, entry_id=entry["_id"], pieces=entry.get("text_pieces", 1)
-            )
-            built.append(indexed_entry(entry, text))
+        entries = [e for e in entries if e["_id"] not in gone]
+        texts = await self.store.read_texts(owner_id=tenant, entries=entries)
+        built = [indexed_entry(e, texts.get(e["_id"], "")) for e in entries]
         count = await asyncio.to_thread(self.indexes.rebuild, str(tenant), built)
         logger.info("search index of tenant %s rebuilt: %d entries", tenant, count)
         return count

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from app.audit import READ_ONLY_KEY
 from app.deps import CallerDep, SettingsDep
 from app.errors import DatabaseUnavailable
 from app.openapi import error_responses
@@ -24,7 +25,7 @@ from data_api.search.schemas import (
 from data_api.search.service import SearchPage, SearchService
 
 router = APIRouter(prefix="/api/v1")
-SEARCH_LIMIT = {"x-rate-limit-operation": "search"}
+SEARCH_LIMIT = {"x-rate-limit-operation": "search", READ_ONLY_KEY: True}
 RESPONSES = error_responses(400, 401, 404, 422, 429, 503)
 
 
