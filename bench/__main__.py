@@ -9,7 +9,8 @@ names below) runs only the suites named; `rate_limit` measures what the per-user
 rate limiter adds to a request; `datasets` lists readable datasets out of a
 10,000-dataset catalogue and times the access check; `entries` times seed 000's
 batch call, uploads beside raw GridFS, search indexing and query latency. One
-benchmark user sends far more than the default limits allow, so every served API runs with the limits out of reach
+benchmark user sends far more than the default limits allow, so every served API
+runs with the limits out of reach
 (`bench.rate_limit.LIMITS_OUT_OF_REACH`: paid for, never refusing) unless the
 environment sets them."""
 

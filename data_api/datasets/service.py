@@ -761,9 +761,15 @@ class DatasetService:
         now = self.clock()
         access = await self.access.require(parse_object_id(dataset_id), user_id, Level.write, now)
         ids = [oid for oid in (_oid(raw) for raw in dict.fromkeys(entry_ids)) if oid is not None]
-        return await self.catalogue.unlink_items(
+        removed = await self.catalogue.unlink_items(
             owner_id=access.dataset["owner_id"], dataset_id=access.dataset["_id"], entry_ids=ids
         )
+        if removed and not access.dataset.get("items_removed"):
+            # Its items may no longer be exactly the entries homed in it (search).
+            await self.catalogue.update_dataset(
+                dataset_id=access.dataset["_id"], update={"$set": {"items_removed": True}}
+            )
+        return removed
 
     async def visible_items(
         self, access: Access, user_id: ObjectId, now: datetime
