@@ -1,0 +1,1 @@
+"""Entries: files stored in datasets, with the text extracted from them (`spec/entries.md`)."""
