@@ -257,6 +257,17 @@ class DatasetService:
                 skipped.append(raw)
         return readable, skipped
 
+    async def home_level(
+        self, dataset_id: ObjectId, user_id: ObjectId, now: datetime
+    ) -> Level | None:
+        """The caller's level on an entry's home dataset; None when that dataset is
+        gone (missing, expired, being deleted) — its entries are gone with it, even
+        where an ACL override would show them."""
+        dataset = await self.catalogue.find_dataset(dataset_id=dataset_id)
+        if dataset is None or not dataset_is_live(dataset, now):
+            return None
+        return (await self.access.level_on(dataset, user_id, now)).level
+
     async def _level(self, dataset_id: ObjectId, user_id: ObjectId, now: datetime) -> Level:
         dataset = await self.catalogue.find_dataset(dataset_id=dataset_id)
         if dataset is None:
@@ -777,15 +788,18 @@ class DatasetService:
         """(items the caller sees, those of them seen only through the ACL override)."""
         d = access.dataset
         items = await self.catalogue.items_of(owner_id=d["owner_id"], dataset_id=d["_id"])
-        levels: dict[ObjectId, Level] = {}
+        levels: dict[ObjectId, Level | None] = {}
         visible, through_override = [], []
         for item in items:
             home = item["home_dataset_id"]
             if home not in levels:
                 levels[home] = (
-                    access.level if home == d["_id"] else await self._level(home, user_id, now)
+                    access.level if home == d["_id"] else await self.home_level(home, user_id, now)
                 )
-            if levels[home] >= Level.read:
+            level = levels[home]
+            if level is None:
+                continue  # its home expired or is being deleted: gone for everyone
+            if level >= Level.read:
                 visible.append(item)
             elif d.get("acl_override_enabled"):
                 visible.append(item)

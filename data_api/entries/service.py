@@ -34,7 +34,7 @@ from app.names import field_name_problem
 from app.page_query import Eq, PageQuery
 from app.settings import Settings
 from data_api.datasets.access import Access, Level
-from data_api.datasets.errors import DatasetNotFound, InsufficientPermission
+from data_api.datasets.errors import InsufficientPermission
 from data_api.datasets.repository import ENTRIES, ITEMS, tenant_db_name
 from data_api.datasets.service import DatasetService
 from data_api.entries.errors import (
@@ -147,12 +147,6 @@ class EntryService:
 
     # ---------------------------------------------------------------- access
 
-    async def _level(self, dataset_id: ObjectId, user_id: ObjectId, now: datetime) -> Level:
-        try:
-            return (await self.datasets.access.resolve(dataset_id, user_id, now)).level
-        except DatasetNotFound:
-            return Level.none
-
     async def readable(self, user_id: ObjectId, raw_id: str, *, audit: bool = True) -> Readable:
         """Raises EntryNotFound (unknown, being deleted, or not readable)."""
         entry_id = parse_object_id(raw_id, what="entry id")
@@ -160,7 +154,9 @@ class EntryService:
         home = await self.store.entry_home(entry_id=entry_id)
         if home is None or home.get("state") == "deleting":
             raise EntryNotFound()
-        level = await self._level(home["home_dataset_id"], user_id, now)
+        level = await self.datasets.home_level(home["home_dataset_id"], user_id, now)
+        if level is None:  # its home dataset expired or is being deleted
+            raise EntryNotFound()
         through: ObjectId | None = None
         if level < Level.read:
             through = await self._override_path(home, entry_id, user_id, now)
@@ -504,7 +500,10 @@ class EntryService:
         d = access.dataset
         visible, override = {d["_id"]}, set()
         for home in homes - {d["_id"]}:
-            if await self._level(home, user_id, now) >= Level.read:
+            level = await self.datasets.home_level(home, user_id, now)
+            if level is None:
+                continue  # gone with its home dataset, override or not
+            if level >= Level.read:
                 visible.add(home)
             elif d.get("acl_override_enabled"):
                 visible.add(home)

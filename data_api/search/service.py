@@ -101,19 +101,45 @@ class SearchService:
             scopes = await self._datasets_items(user_id, dataset_ids)
         types = {t.lower().lstrip(".") for t in file_types} if file_types else None
         window = page * page_size
-        pages = await asyncio.gather(
-            *(
-                self._tenant_page(tenant, scope, compiled, types, sort_by, sort_order, window)
-                for tenant, scope in scopes.items()
+        fetch = window
+        while True:
+            pages = await asyncio.gather(
+                *(
+                    self._tenant_page(tenant, scope, compiled, types, sort_by, sort_order, fetch)
+                    for tenant, scope in scopes.items()
+                )
             )
-        )
-        total = sum(count for count, _ in pages)
-        merged = await self._merged(scopes, pages, sort_by, sort_order)
+            tagged = [
+                (tenant, hit)
+                for tenant, (_, hits) in zip(scopes, pages, strict=True)
+                for hit in hits
+            ]
+            alive = await self._alive(tagged)
+            dead = len(tagged) - len(alive)
+            more = any(count > fetch for count, _ in pages)
+            if len(alive) >= window or not more or dead == 0 or fetch >= 2 * MAX_RESULT_WINDOW:
+                break
+            # Entries deleted since they were indexed took places in the window: ask
+            # for that many more, so the page is as it will be once the index knows.
+            fetch = min(fetch + 2 * dead, 2 * MAX_RESULT_WINDOW)
+        total = sum(count for count, _ in pages) - dead
+        merged = await self._merged(alive, len(scopes), sort_by, sort_order)
         shown = merged[(page - 1) * page_size : window]
         data = await self._hydrated(user_id, scopes, shown)
-        # Hits dropped as deleted meanwhile are not counted either.
-        total -= len(shown) - len(data)
         return SearchPage(data, total, round((time.perf_counter() - started) * 1000, 2))
+
+    async def _alive(self, tagged: list[tuple[ObjectId, Hit]]) -> list[tuple[ObjectId, Hit]]:
+        """The hits whose entry still exists: one deleted a moment ago, before the
+        indexer caught up, is neither shown nor counted, nor does it shift a page."""
+        if not tagged:
+            return []
+        homes = await self.store.entry_homes(entry_ids=[ObjectId(h.entry_id) for _, h in tagged])
+        return [
+            (tenant, hit)
+            for tenant, hit in tagged
+            if (home := homes.get(ObjectId(hit.entry_id))) is not None
+            and home.get("state") != "deleting"
+        ]
 
     # ---------------------------------------------------------------- scopes
 
@@ -124,6 +150,8 @@ class SearchService:
         for access in accesses:
             d = access.dataset
             scopes.setdefault(d["owner_id"], _Scope()).home_dataset_ids.add(str(d["_id"]))
+        gone: dict[ObjectId, bool] = {}
+        now = self.clock()
         for access in accesses:
             d = access.dataset
             if not d.get("acl_override_enabled") or not d.get("linked_homes"):
@@ -131,7 +159,12 @@ class SearchService:
             for item in await self.datasets.catalogue.items_of(
                 owner_id=d["owner_id"], dataset_id=d["_id"]
             ):
-                if item["home_dataset_id"] in readable:
+                home = item["home_dataset_id"]
+                if home in readable:
+                    continue
+                if home not in gone:  # expired or being deleted: gone, override or not
+                    gone[home] = await self.datasets.home_level(home, user_id, now) is None
+                if gone[home]:
                     continue
                 scope = scopes.setdefault(item["entry_owner_id"], _Scope())
                 entry = str(item["entry_id"])
@@ -218,28 +251,30 @@ class SearchService:
 
     async def _merged(
         self,
-        scopes: dict[ObjectId, _Scope],
-        pages: list[tuple[int, list[Hit]]],
+        tagged: list[tuple[ObjectId, Hit]],
+        tenants: int,
         sort_by: str,
         sort_order: str,
     ) -> list[tuple[ObjectId, Hit]]:
-        tagged = [
-            (tenant, hit) for tenant, (_, hits) in zip(scopes, pages, strict=True) for hit in hits
-        ]
-        if len(scopes) <= 1:
+        """One tenant's hits come sorted; several tenants' are merged here."""
+        if tenants <= 1:
             return tagged
         reverse = sort_order == "desc"
         if sort_by == "relevance":
             return sorted(tagged, key=lambda th: th[1].score, reverse=reverse)
         keys = await self._sort_keys(tagged, sort_by)
-        return sorted(tagged, key=lambda th: keys.get(th[1].entry_id, 0), reverse=reverse)
+        # An entry that vanished meanwhile goes last, never compared with a value.
+        known = [th for th in tagged if th[1].entry_id in keys]
+        known.sort(key=lambda th: keys[th[1].entry_id], reverse=reverse)
+        return known + [th for th in tagged if th[1].entry_id not in keys]
 
     async def _sort_keys(self, tagged: list[tuple[ObjectId, Hit]], sort_by: str) -> dict[str, Any]:
         entries = await self._entries(tagged)
         keys: dict[str, Any] = {}
         for entry_id, entry in entries.items():
             value = entry.get(sort_by)
-            keys[entry_id] = value.lower() if isinstance(value, str) else value
+            if value is not None:
+                keys[entry_id] = value.lower() if isinstance(value, str) else value
         return keys
 
     async def _entries(self, tagged: list[tuple[ObjectId, Hit]]) -> dict[str, dict[str, Any]]:
