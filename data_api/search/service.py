@@ -25,6 +25,7 @@ from typing import Any
 from bson import ObjectId
 
 from app.clock import utc_now
+from app.database import Document
 from app.ids import parse_object_id
 from data_api.datasets.access import Access, Level
 from data_api.datasets.service import DatasetService
@@ -35,6 +36,8 @@ from data_api.search.index import Hit, IndexMissing, SearchIndexes
 from data_api.search.query import QuerySyntaxError, compile_query
 
 MAX_RESULT_WINDOW = 10_000
+#: Up to this many hits, their entry records are read with the deletion check.
+PREFETCH_ENTRIES = 200
 #: How long a search waits for the indexer to rebuild a missing index.
 REBUILD_WAIT_SECONDS = 30.0
 
@@ -114,7 +117,7 @@ class SearchService:
                 for tenant, (_, hits) in zip(scopes, pages, strict=True)
                 for hit in hits
             ]
-            alive = await self._alive(tagged)
+            alive, entries = await self._alive(tagged)
             dead = len(tagged) - len(alive)
             more = any(count > fetch for count, _ in pages)
             if len(alive) >= window or not more or dead == 0 or fetch >= 2 * MAX_RESULT_WINDOW:
@@ -125,23 +128,33 @@ class SearchService:
         total = sum(count for count, _ in pages) - dead
         merged = await self._merged(alive, len(scopes), sort_by, sort_order)
         shown = merged[(page - 1) * page_size : window]
-        data = await self._hydrated(user_id, scopes, shown)
+        data = await self._hydrated(user_id, scopes, shown, entries)
         return SearchPage(data, total, round((time.perf_counter() - started) * 1000, 2))
 
-    async def _alive(self, tagged: list[tuple[ObjectId, Hit]]) -> list[tuple[ObjectId, Hit]]:
+    async def _alive(
+        self, tagged: list[tuple[ObjectId, Hit]]
+    ) -> tuple[list[tuple[ObjectId, Hit]], dict[str, Document]]:
         """The hits whose entry still exists: one deleted a moment ago, before the
-        indexer caught up, is neither shown nor counted, nor does it shift a page."""
+        indexer caught up, is neither shown nor counted, nor does it shift a page.
+        A short window's entry records are read at the same time (the page needs
+        them)."""
         if not tagged:
-            return []
-        homes = await self.store.entry_homes(entry_ids=[ObjectId(h.entry_id) for _, h in tagged])
-        return [
+            return [], {}
+        ids = [ObjectId(h.entry_id) for _, h in tagged]
+        entries: dict[str, Document] = {}
+        if len(tagged) <= PREFETCH_ENTRIES:
+            homes, entries = await asyncio.gather(
+                self.store.entry_homes(entry_ids=ids), self._entries(tagged)
+            )
+        else:
+            homes = await self.store.entry_homes(entry_ids=ids)
+        alive = [
             (tenant, hit)
             for tenant, hit in tagged
             if (home := homes.get(ObjectId(hit.entry_id))) is not None
             and home.get("state") != "deleting"
         ]
-
-    # ---------------------------------------------------------------- scopes
+        return alive, entries
 
     async def _everything_readable(self, user_id: ObjectId) -> dict[ObjectId, _Scope]:
         accesses = await self.datasets.readable_datasets(user_id=user_id)
@@ -287,20 +300,24 @@ class SearchService:
         return {str(k): v for rows in found for k, v in rows.items()}
 
     async def _hydrated(
-        self, user_id: ObjectId, scopes: dict[ObjectId, _Scope], shown: list[tuple[ObjectId, Hit]]
+        self,
+        user_id: ObjectId,
+        scopes: dict[ObjectId, _Scope],
+        shown: list[tuple[ObjectId, Hit]],
+        entries: dict[str, Document],
     ) -> list[dict[str, Any]]:
-        """The page's hits with their entry records; an entry deleted (or being
-        deleted) since the index last heard of it is left out."""
+        """The page's hits with their entry records (an entry removed meanwhile is
+        left out); reads through an ACL override are audited."""
         if not shown:
             return []
-        homes = await self.store.entry_homes(entry_ids=[ObjectId(h.entry_id) for _, h in shown])
-        entries = await self._entries(shown)
+        missing = [(t, h) for t, h in shown if h.entry_id not in entries]
+        if missing:
+            entries = {**entries, **await self._entries(missing)}
         data = []
         audited: dict[ObjectId, list[ObjectId]] = {}
         for tenant, hit in shown:
-            home = homes.get(ObjectId(hit.entry_id))
             entry = entries.get(hit.entry_id)
-            if home is None or home.get("state") == "deleting" or entry is None:
+            if entry is None:
                 continue
             scope = scopes[tenant]
             through = scope.override.get(hit.entry_id)
