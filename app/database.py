@@ -203,6 +203,18 @@ class Database:
             )
         )
 
+    async def by_ids(self, db_name: str, collection: str, ids: list[Any]) -> list[Document]:
+        """The documents with these `_id`s (any order; unknown ids are absent): one
+        statement on the embedded engine's PostgreSQL, one `$in` find elsewhere."""
+        if not ids:
+            return []
+        db = self.client[db_name]
+        if await self.engine_name() == "ferretdb-postgresql" and self.engine_sql is not None:
+            found = await self.engine_sql.by_ids(db_name, collection, ids)
+            if found is not None and all(isinstance(d, dict) for d in found):
+                return [_driver_form(d, db) for d in found]
+        return await db[collection].find({"_id": {"$in": ids}}).to_list(None)
+
     async def engine_name(self) -> str:
         """`ferretdb-postgresql` / `ferretdb-sqlite` for our embedded engine, `mongodb`
         for MongoDB (cached)."""

@@ -255,6 +255,26 @@ class EngineSql:
             return [[_read(stored) for stored in found] for found in row]
         return None
 
+    async def by_ids(
+        self, db_name: str, collection: str, ids: list[Any]
+    ) -> list[dict[str, Any] | Any] | None:
+        """The documents of `collection` with these `_id`s, in one statement served by
+        FerretDB's unique `_id` index — or None (ask FerretDB)."""
+        async with self._connection("by_ids") as connection:
+            if connection is None:
+                return None
+            tables = await self._tables(connection, db_name, {collection})
+            if collection not in tables:
+                return []
+            cursor = await connection.execute(
+                sql.SQL(
+                    "SELECT d._jsonb FROM {table} AS d WHERE d._jsonb -> '_id' = ANY(%s)"
+                ).format(table=sql.Identifier(db_name, tables[collection])),
+                ([Jsonb(_stored(i)) for i in ids],),
+            )
+            return [_read(row[0]) for row in await cursor.fetchall()]
+        return None
+
     async def _tables(
         self, connection: psycopg.AsyncConnection[tuple[Any, ...]], db_name: str, names: set[str]
     ) -> dict[str, str]:

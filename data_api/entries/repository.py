@@ -53,8 +53,9 @@ FLUSH_BYTES = 8 << 20
 #: Extracted text is stored in documents of at most this many characters
 #: (4 MB of UTF-8 at worst, well under the 16 MiB document limit).
 TEXT_CHUNK_CHARS = 1_000_000
-#: Lookups sent in one round trip.
-LOOKUP_BATCH = 100
+#: `_id`s asked for in one statement, and texts (up to 4 MB each) in one.
+BY_ID_BATCH = 1000
+TEXT_BATCH = 250
 
 
 class ChunkSink:
@@ -192,12 +193,20 @@ class EntryStore:
     async def entry_home(self, *, entry_id: ObjectId) -> Document | None:
         return await self.catalogue.entry_home(entry_id=entry_id)
 
+    async def _by_id(
+        self, db_name: str, collection: str, ids: Sequence[Any]
+    ) -> dict[Any, Document]:
+        """Documents by `_id`, `BY_ID_BATCH` to a statement on the embedded engine."""
+        found: dict[Any, Document] = {}
+        for start in range(0, len(ids), BY_ID_BATCH):
+            rows = await self.catalogue.database.by_ids(
+                db_name, collection, list(ids[start : start + BY_ID_BATCH])
+            )
+            found.update((row["_id"], row) for row in rows)
+        return found
+
     async def entry_homes(self, *, entry_ids: Sequence[ObjectId]) -> dict[ObjectId, Document]:
-        found = await self.catalogue.database.lookups(
-            self.catalogue.database.control_db_name,
-            [(ENTRY_HOMES, "_id", e) for e in entry_ids],
-        )
-        return {rows[0]["_id"]: rows[0] for rows in found if rows}
+        return await self._by_id(self.catalogue.database.control_db_name, ENTRY_HOMES, entry_ids)
 
     async def find_entry(self, *, owner_id: ObjectId, entry_id: ObjectId) -> Document | None:
         return await self.tenant(owner_id)[ENTRIES].find_one({"_id": entry_id})
@@ -206,20 +215,12 @@ class EntryStore:
         self, *, owner_id: ObjectId, entry_ids: Sequence[ObjectId]
     ) -> dict[ObjectId, Document]:
         """Several entry records of one tenant in one round trip where the engine allows."""
-        if not entry_ids:
-            return {}
-        db = self.catalogue.database
-        found = await db.lookups(tenant_db_name(owner_id), [(ENTRIES, "_id", e) for e in entry_ids])
-        return {rows[0]["_id"]: rows[0] for rows in found if rows}
+        return await self._by_id(tenant_db_name(owner_id), ENTRIES, entry_ids)
 
     async def items_by_id(
         self, *, owner_id: ObjectId, item_ids: Sequence[str]
     ) -> dict[str, Document]:
-        if not item_ids:
-            return {}
-        db = self.catalogue.database
-        found = await db.lookups(tenant_db_name(owner_id), [(ITEMS, "_id", i) for i in item_ids])
-        return {rows[0]["_id"]: rows[0] for rows in found if rows}
+        return await self._by_id(tenant_db_name(owner_id), ITEMS, item_ids)
 
     async def update_entry(
         self,
@@ -268,17 +269,18 @@ class EntryStore:
     async def read_texts(
         self, *, owner_id: ObjectId, entries: Sequence[Document]
     ) -> dict[ObjectId, str]:
-        """The whole text of several entries: those of one piece (nearly all) in
-        batched lookups, one round trip per `LOOKUP_BATCH` on the embedded engine."""
+        """The whole text of several entries: those of one piece (nearly all) read
+        `TEXT_BATCH` to a statement (a few MB) on the embedded engine."""
         texts: dict[ObjectId, str] = {}
         single = [e for e in entries if e.get("text_pieces", 1) <= 1]
-        for start in range(0, len(single), LOOKUP_BATCH):
-            batch = single[start : start + LOOKUP_BATCH]
-            found = await self.catalogue.database.lookups(
-                tenant_db_name(owner_id), [(ENTRY_TEXTS, "_id", f"{e['_id']}:0") for e in batch]
+        for start in range(0, len(single), TEXT_BATCH):
+            batch = single[start : start + TEXT_BATCH]
+            found = await self._by_id(
+                tenant_db_name(owner_id), ENTRY_TEXTS, [f"{e['_id']}:0" for e in batch]
             )
-            for entry, rows in zip(batch, found, strict=True):
-                texts[entry["_id"]] = rows[0]["text"] if rows else ""
+            for entry in batch:
+                piece = found.get(f"{entry['_id']}:0")
+                texts[entry["_id"]] = piece["text"] if piece else ""
         for entry in entries:
             if entry.get("text_pieces", 1) > 1:
                 texts[entry["_id"]] = await self.read_text(

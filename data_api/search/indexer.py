@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,7 +45,9 @@ logger = logging.getLogger("quarry.search")
 
 LEASE = "search-indexer"
 LEASE_SECONDS = 10.0
-BATCH = 500
+BATCH = 5000
+#: Entries per index commit within a batch.
+COMMIT = 500
 REBUILDS = "search_rebuilds"
 
 
@@ -89,7 +92,11 @@ class SearchIndexer:
             ):
                 return
             await self._rebuild_requested()
-            await self.drain()
+            # A backlog is worked off in one round (no wait between batches), within
+            # a part of the lease so the lease is renewed in time.
+            deadline = time.monotonic() + LEASE_SECONDS / 3
+            while await self.drain() >= BATCH and time.monotonic() < deadline:
+                pass
         except PyMongoError as exc:
             logger.warning("search indexing round failed (%s); retrying", type(exc).__name__)
 
@@ -127,9 +134,35 @@ class SearchIndexer:
         return handled
 
     async def _apply(self, tenant: ObjectId, entry_ids: set[ObjectId]) -> None:
+        """Make the tenant's index agree with these entries, `COMMIT` at a time; the
+        next slice is read from MongoDB while tantivy writes the previous one."""
         ids = sorted(entry_ids)
-        homes = await self.store.entry_homes(entry_ids=ids)
-        entries = await self.store.entries_by_id(owner_id=tenant, entry_ids=ids)
+        writing: asyncio.Future[None] | None = None
+        try:
+            for start in range(0, len(ids), COMMIT):
+                upserts, deletes = await self._prepare(tenant, ids[start : start + COMMIT])
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(
+                    asyncio.to_thread(
+                        self.indexes.write, str(tenant), upserts=upserts, deletes=deletes
+                    )
+                )
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None and not writing.done():
+                await asyncio.wait({writing})
+
+    async def _prepare(
+        self, tenant: ObjectId, ids: list[ObjectId]
+    ) -> tuple[list[IndexedEntry], list[str]]:
+        """(what to index, what to remove): indexed when its text is done and it is
+        not being deleted, else removed."""
+        homes, entries = await asyncio.gather(
+            self.store.entry_homes(entry_ids=ids),
+            self.store.entries_by_id(owner_id=tenant, entry_ids=ids),
+        )
         indexed: list[Document] = []
         deletes: list[str] = []
         for entry_id in ids:
@@ -144,8 +177,7 @@ class SearchIndexer:
             else:
                 indexed.append(entry)
         texts = await self.store.read_texts(owner_id=tenant, entries=indexed)
-        upserts = [indexed_entry(e, texts.get(e["_id"], "")) for e in indexed]
-        await asyncio.to_thread(self.indexes.write, str(tenant), upserts=upserts, deletes=deletes)
+        return [indexed_entry(e, texts.get(e["_id"], "")) for e in indexed], deletes
 
     async def rebuild(self, tenant: ObjectId) -> int:
         """The tenant's index, built again from its entries' text in MongoDB."""

@@ -191,3 +191,16 @@ async def test_lookups_find_what_the_driver_finds(seeded: Any) -> None:
         assert sorted(rows, key=key) == sorted(expected, key=key), (collection, field)
     if database.engine_sql is not None:
         assert await database.engine_sql.lookups(db_name, wanted) is not None
+
+
+async def test_by_ids_finds_what_the_driver_finds(seeded: Any) -> None:
+    database, db_name, docs = seeded
+    ids = [docs[3]["_id"], docs[9]["_id"], ObjectId(), docs[3]["_id"]]
+    found = await database.by_ids(db_name, "items", ids)
+    expected = await database.client[db_name]["items"].find({"_id": {"$in": ids}}).to_list(None)
+    key = lambda d: str(d["_id"])  # noqa: E731
+    assert sorted(found, key=key) == sorted(expected, key=key)
+    assert len(found) == 2
+    assert await database.by_ids(db_name, "no_such_collection", ids) == []
+    if database.engine_sql is not None:
+        assert await database.engine_sql.by_ids(db_name, "items", ids) is not None
