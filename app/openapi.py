@@ -108,6 +108,7 @@ _STATUS_TEXT = {
     403: "Not allowed",
     404: "Not found",
     409: "Conflict",
+    408: "The upload stalled and was given up",
     413: "Body too large",
     422: "Validation error",
     429: "Too many attempts",

@@ -50,3 +50,11 @@ class EntryValidationError(QuarryError):
 
     def __init__(self, loc: list[str | int], msg: str) -> None:
         super().__init__(msg, details=[{"loc": loc, "msg": msg, "type": "value_error"}])
+
+
+class UploadAbandoned(QuarryError):
+    """The upload paused for longer than maintenance waits, which removed it."""
+
+    status_code = 408
+    error_code = ErrorCode.UPLOAD_STALLED
+    message = "The upload stalled and was given up; send it again."

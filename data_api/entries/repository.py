@@ -126,11 +126,13 @@ class EntryStore:
             ]
         )
 
-    async def heartbeat(self, *, file_ids: Sequence[ObjectId], now: datetime) -> None:
-        for file_id in file_ids:
-            await self.control[UPLOADS].update_one(
-                {"_id": file_id}, {"$set": {"heartbeat_at": now}}
-            )
+    async def heartbeat(self, *, file_ids: Sequence[ObjectId], now: datetime) -> bool:
+        """Renew the uploads' markers; False if any is gone (maintenance gave the
+        upload up as stale and removed what it wrote)."""
+        result = await self.control[UPLOADS].update_many(
+            {"_id": {"$in": list(file_ids)}}, {"$set": {"heartbeat_at": now}}
+        )
+        return result.matched_count == len(set(file_ids))
 
     async def end_uploads(self, *, file_ids: Sequence[ObjectId]) -> None:
         for file_id in file_ids:

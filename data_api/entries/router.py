@@ -72,7 +72,7 @@ CHANGE = error_responses(401, 403, 404, 422, 429)
     status_code=201,
     response_model=UploadAnswer,
     response_model_exclude_none=True,
-    responses=error_responses(400, 401, 403, 404, 413, 415, 422, 429),
+    responses=error_responses(400, 401, 403, 404, 408, 413, 415, 422, 429),
     openapi_extra={"requestBody": UPLOAD_REQUEST_BODY},
 )
 async def upload_entries(

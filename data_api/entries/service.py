@@ -42,6 +42,7 @@ from data_api.entries.errors import (
     EntryTooLarge,
     EntryValidationError,
     TextNotReady,
+    UploadAbandoned,
 )
 from data_api.entries.repository import CHUNK_BYTES, ChunkSink, EntryStore
 from data_api.entries.sniff import extractor_for, sniff
@@ -308,12 +309,27 @@ class EntryService:
         if len(current.head) < SNIFF_BYTES:
             current.head += data[: SNIFF_BYTES - len(current.head)]
         await sink.write(data)
-        if time.monotonic() - upload.last_heartbeat > HEARTBEAT_SECONDS:
-            upload.last_heartbeat = time.monotonic()
-            await self.store.heartbeat(file_ids=[current.file_id], now=self.clock())
+        if time.monotonic() - upload.last_heartbeat > self._heartbeat_seconds:
+            await self._renew(upload)
+
+    @property
+    def _heartbeat_seconds(self) -> float:
+        # Well inside the age at which maintenance gives an upload up.
+        return min(HEARTBEAT_SECONDS, self.settings.stale_after_seconds / 3)
+
+    async def _renew(self, upload: _Upload) -> None:
+        """Renew every marker of the upload. Raises UploadAbandoned when maintenance
+        already gave it up (the client paused longer than QUARRY_STALE_AFTER_SECONDS)."""
+        upload.last_heartbeat = time.monotonic()
+        started = [f.file_id for f in upload.files]
+        if upload.current is not None:
+            started.append(upload.current.file_id)
+        if not await self.store.heartbeat(file_ids=started, now=self.clock()):
+            raise UploadAbandoned()
 
     async def _commit(self, user_id: ObjectId, upload: _Upload) -> list[Document]:
         assert upload.access is not None
+        await self._renew(upload)  # still ours: maintenance will not remove it now
         dataset = upload.access.dataset
         owner_id, now = dataset["owner_id"], self.clock()
         files, entries, items = [], [], []
