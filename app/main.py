@@ -146,10 +146,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         # An upload's files are limited one by one as they arrive (entries.md);
-        # the request as a whole may carry one largest file plus framing.
+        # the request as a whole by its own limit, never below one largest file.
         path_limits={
             "/api/import_data": settings.max_import_bytes,
-            "/api/v1/entries": settings.max_entry_bytes + (1 << 20),
+            "/api/v1/entries": max(settings.max_upload_bytes, settings.max_entry_bytes + (1 << 20)),
         },
     )
     app.add_middleware(ImportQuotaMiddleware, limit=settings.max_concurrent_imports_per_user)

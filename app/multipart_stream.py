@@ -14,6 +14,7 @@ a body that is not multipart at all is the caller's 415 to raise.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -79,11 +80,18 @@ def _decode(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def _filename(options: dict[bytes, bytes]) -> str | None:
-    """`filename*` (RFC 5987, UTF-8) wins over `filename`; browsers send UTF-8 raw."""
-    extended = options.get(b"filename*")
+_EXTENDED_FILENAME = re.compile(rb"""(?:^|;)\s*filename\*\s*=\s*([^;]*)""", re.IGNORECASE)
+#: What browsers percent-encode in a multipart filename (WHATWG HTML, "multipart/
+#: form-data encoding algorithm"): only these, so only these are decoded.
+_BROWSER_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n", "%0d": "\r", "%0a": "\n"}
+
+
+def _filename(header: bytes, options: dict[bytes, bytes]) -> str | None:
+    """`filename*` (RFC 5987; the parser behind `options` drops it) wins over
+    `filename`, which browsers send as raw UTF-8 with `"`, CR, LF percent-encoded."""
+    extended = _EXTENDED_FILENAME.search(header)
     if extended:
-        text = _decode(extended)
+        text = _decode(extended.group(1).strip().strip(b'"'))
         charset, _, rest = text.partition("'")
         _, _, encoded = rest.partition("'")
         try:
@@ -91,7 +99,12 @@ def _filename(options: dict[bytes, bytes]) -> str | None:
         except (LookupError, UnicodeDecodeError):
             pass
     plain = options.get(b"filename")
-    return None if plain is None else _decode(plain)
+    if plain is None:
+        return None
+    name = _decode(plain)
+    for escaped, character in _BROWSER_ESCAPES.items():
+        name = name.replace(escaped, character)
+    return name
 
 
 @dataclass
@@ -151,11 +164,12 @@ class _Collector:
 
     def headers_finished(self) -> None:
         s = self.state
-        disposition, options = parse_options_header(s.headers.get("content-disposition", b""))
+        header = s.headers.get("content-disposition", b"")
+        disposition, options = parse_options_header(header)
         if disposition != b"form-data" or b"name" not in options:
             raise MalformedMultipart("A part has no Content-Disposition: form-data name.")
         name = _decode(options[b"name"])
-        filename = _filename(options)
+        filename = _filename(header, options)
         if filename is None:
             s.field_name = name
             return

@@ -118,6 +118,8 @@ class Settings(BaseSettings):
 
     # Entries and keyword search (spec/entries.md).
     max_entry_bytes: Annotated[int, Field(ge=1)] = 1024 * 1024 * 1024
+    #: One upload request, all its files together (each is also `max_entry_bytes`).
+    max_upload_bytes: Annotated[int, Field(ge=1)] = 4 * 1024 * 1024 * 1024
     max_text_chars: Annotated[int, Field(ge=1)] = 10_000_000
     #: Text-extraction worker processes, and each one's time and memory bounds.
     extract_workers: Annotated[int, Field(ge=1, le=64)] = 2

@@ -48,8 +48,9 @@ from data_api.datasets.repository import (
 #: GridFS chunk size: large enough that a 500 MB file is 500 inserts, small
 #: enough that a `Range` read fetches little it does not send.
 CHUNK_BYTES = 1 << 20
-#: Chunks are inserted in batches of about this many bytes.
-FLUSH_BYTES = 8 << 20
+#: Chunks are inserted in batches of about this many bytes (what an upload holds
+#: in memory at most is a small multiple of it).
+FLUSH_BYTES = 2 << 20
 #: Extracted text is stored in documents of at most this many characters
 #: (4 MB of UTF-8 at worst, well under the 16 MiB document limit).
 TEXT_CHUNK_CHARS = 1_000_000

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.pagination import Pagination
 
-_ENTRY_EXAMPLE = {
+ENTRY_EXAMPLE = {
     "id": "665f1c2e9b1e8a3d4c5b6a79",
     "dataset_id": "665f1c2e9b1e8a3d4c5b6a70",
     "name": "Q4 forecast.pdf",
@@ -47,12 +47,26 @@ class EntryOut(BaseModel):
     updated_at: datetime
     created_by: str | None = None
 
-    model_config = ConfigDict(json_schema_extra={"example": _ENTRY_EXAMPLE})
+    model_config = ConfigDict(json_schema_extra={"example": ENTRY_EXAMPLE})
+
+
+_PAGE = {
+    "page": 1,
+    "page_size": 50,
+    "total_items": 1,
+    "total_pages": 1,
+    "has_next": False,
+    "has_previous": False,
+}
 
 
 class EntryAnswer(BaseModel):
     success: Literal[True] = True
     data: EntryOut
+
+    model_config = ConfigDict(
+        json_schema_extra={"example": {"success": True, "data": ENTRY_EXAMPLE}}
+    )
 
 
 class UploadAnswer(BaseModel):
@@ -63,7 +77,7 @@ class UploadAnswer(BaseModel):
     entries: list[EntryOut] | None = None
 
     model_config = ConfigDict(
-        json_schema_extra={"example": {"success": True, "data": _ENTRY_EXAMPLE}}
+        json_schema_extra={"example": {"success": True, "data": ENTRY_EXAMPLE}}
     )
 
 
@@ -103,6 +117,17 @@ class BatchAnswer(BaseModel):
     pagination: BatchPagination
     missing_ids: list[str] = Field(default_factory=list)
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "success": True,
+                "data": [ENTRY_EXAMPLE],
+                "pagination": {**_PAGE, "limit": 50, "offset": 0},
+                "missing_ids": [],
+            }
+        }
+    )
+
 
 class BatchContentRequest(BaseModel):
     ids: Annotated[list[str], Field(min_length=1, max_length=1000)]
@@ -126,11 +151,34 @@ class BatchContentAnswer(BaseModel):
     data: list[EntryText]
     missing_ids: list[str]
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "success": True,
+                "data": [
+                    {
+                        "id": ENTRY_EXAMPLE["id"],
+                        "text": "Q4 forecast: revenue grows…",
+                        "truncated": True,
+                        "text_status": "done",
+                    }
+                ],
+                "missing_ids": [],
+            }
+        }
+    )
+
 
 class EntryListAnswer(BaseModel):
     success: Literal[True] = True
     data: list[EntryOut]
     pagination: Pagination
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"success": True, "data": [ENTRY_EXAMPLE], "pagination": _PAGE}
+        }
+    )
 
 
 #: The multipart body of `POST /api/v1/entries`, as Swagger UI needs it to offer

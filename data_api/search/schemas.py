@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.pagination import Pagination
-from data_api.entries.schemas import EntryOut
+from data_api.entries.schemas import ENTRY_EXAMPLE, EntryOut
 
 
 class SearchRequest(BaseModel):
@@ -71,3 +71,30 @@ class SearchAnswer(BaseModel):
     data: list[SearchHit]
     pagination: Pagination
     took_ms: float
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "success": True,
+                "data": [
+                    {
+                        "entry": ENTRY_EXAMPLE,
+                        "dataset_id": ENTRY_EXAMPLE["dataset_id"],
+                        "score": 7.31,
+                        "snippets": [
+                            "…the <mark>revenue</mark> <mark>forecast</mark> for Q4 &amp; Q1…"
+                        ],
+                    }
+                ],
+                "pagination": {
+                    "page": 1,
+                    "page_size": 20,
+                    "total_items": 1,
+                    "total_pages": 1,
+                    "has_next": False,
+                    "has_previous": False,
+                },
+                "took_ms": 8.4,
+            }
+        }
+    )

@@ -375,6 +375,8 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("POST", f"{DATASET}/subset"): Endpoint(
         Level.read, 201, body=lambda w, t: {"name": "matrix subset", "entry_ids": [t.keep_entry]}
     ),
+    ("GET", f"{DATASET}/entries"): Endpoint(Level.read, 200),
+    ("POST", f"{DATASET}/search"): Endpoint(Level.read, 200, body=lambda w, t: {"query": "x"}),
     ("POST", ACCESS_CHECK): Endpoint(
         Level.read, 200, body=lambda w, t: {"dataset_id": t.dataset_id}, always_answers=True
     ),
