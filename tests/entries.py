@@ -1,8 +1,9 @@
 """Entries for tests (`spec/entries.md`): multipart bodies built byte by byte (so a
 test decides the order, names and encoding of the parts), uploads through the
-API, waiting for text extraction, a module-wide app for modules that share one,
-and a reader of everything entries leave in the catalogue and in an owner's
-tenant database (with the driver, as the tests assert on stored state).
+API, waiting for text extraction (a poll with a deadline, never a fixed sleep), a
+module-wide app for modules that share one (the entries and the search tests), and
+a reader of everything entries leave in the catalogue and in an owner's tenant
+database (with the driver, as the tests assert on stored state).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 CHUNK = 1 << 20
 #: How long extraction of a small file may take, worker start-up included.
 EXTRACTION_SECONDS = 60
+#: How long a test waits between two looks at something the app does in the background.
+POLL_SECONDS = 0.05
 
 Headers = Mapping[str, str]
 Sync = MongoClient[dict[str, Any]]
@@ -131,6 +134,21 @@ async def upload(
     return await post_parts(http, headers, parts)
 
 
+def uploaded_ids(response: httpx.Response) -> list[str]:
+    """The ids of the entries an upload created (its 201 answer), in upload order."""
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return [entry["id"] for entry in body.get("entries") or [body["data"]]]
+
+
+async def upload_texts(
+    http: httpx.AsyncClient, headers: Headers, dataset_id: str, texts: Mapping[str, str]
+) -> list[str]:
+    """Upload `{filename: text}` in one request; the new entry ids, in order."""
+    files = [(filename, text.encode()) for filename, text in texts.items()]
+    return uploaded_ids(await upload(http, headers, dataset_id, files))
+
+
 async def upload_one(
     http: httpx.AsyncClient,
     headers: Headers,
@@ -154,14 +172,14 @@ async def entry_of(http: httpx.AsyncClient, headers: Headers, entry_id: str) -> 
 async def wait_for_text(
     http: httpx.AsyncClient, headers: Headers, entry_id: str, seconds: float = EXTRACTION_SECONDS
 ) -> dict[str, Any]:
-    """The entry once its text is no longer `pending`."""
+    """The entry once its text is no longer `pending` (`seconds` from now at the most)."""
     deadline = time.monotonic() + seconds
     while True:
         entry = await entry_of(http, headers, entry_id)
         if entry["text_status"] != "pending":
             return entry
         assert time.monotonic() < deadline, f"text of {entry_id} still pending after {seconds} s"
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(POLL_SECONDS)
 
 
 async def download(
@@ -191,10 +209,40 @@ def module_settings(
         "argon2_time_cost": 1,
         "argon2_memory_kib": 1024,
         "argon2_parallelism": 1,
+        # A module registers many users from one address.
+        "register_max_per_address": 1000,
         **QUIET_SETTINGS,
     }
     values.update(overrides)
     return Settings(**values)
+
+
+@contextlib.contextmanager
+def databases_dropped_after(sync_client: Sync) -> Iterator[None]:
+    """Drop every database created inside the block (a module's own; the per-test
+    autouse fixture of tests/conftest.py only drops what a single test created)."""
+    before = set(sync_client.list_database_names())
+    try:
+        yield
+    finally:
+        for name in set(sync_client.list_database_names()) - before - SYSTEM_DATABASES:
+            sync_client.drop_database(name)
+
+
+@contextlib.asynccontextmanager
+async def app_and_client(
+    server: DatabaseServer, settings: Settings
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """An app with its lifespan running, and a client for it (as `make_client`): on
+    its own, a second worker beside a module's app."""
+    application = create_app(settings)
+    install_test_routes(application)
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    async with (
+        running(application, server),
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
+    ):
+        yield application, http
 
 
 @contextlib.asynccontextmanager
@@ -202,25 +250,17 @@ async def module_app(
     server: DatabaseServer, sync_client: Sync, settings: Settings
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """An app with its lifespan running and a client for it; the databases created
-    meanwhile are dropped at the end. What a module's setup creates outlives the
-    per-test cleanup of tests/conftest.py (it exists before each test starts), so
-    a module fixture should create its owners' tenant databases itself (a first
-    upload does)."""
-    before = set(sync_client.list_database_names())
-    application = create_app(settings)
-    install_test_routes(application)
-    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
-    try:
-        async with (
-            running(application, server),
-            httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
-        ):
-            yield application, http
-    finally:
-        if server.engine is not None and not server.engine.running():
-            server.start()
-        for name in set(sync_client.list_database_names()) - before - SYSTEM_DATABASES:
-            sync_client.drop_database(name)
+    meanwhile are dropped at the end (after a stopped engine is started again).
+    What a module's setup creates outlives the per-test cleanup of
+    tests/conftest.py (it exists before each test starts), so a module fixture
+    should create its owners' tenant databases itself (a first upload does)."""
+    with databases_dropped_after(sync_client):
+        try:
+            async with app_and_client(server, settings) as served:
+                yield served
+        finally:
+            if server.engine is not None and not server.engine.running():
+                server.start()
 
 
 # ---------------------------------------------------------------- stored state

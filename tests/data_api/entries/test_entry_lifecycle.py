@@ -46,6 +46,7 @@ from tests.entries import (
     module_settings,
     upload,
     upload_one,
+    uploaded_ids,
     wait_for_text,
 )
 from tests.mailbox import Inbox
@@ -414,7 +415,7 @@ async def test_batch_pages_the_datasets_entries_in_upload_order(world: World) ->
     response = await upload(
         world.http, world.headers, dataset_id, [("g0.txt", b"a"), ("g1.txt", b"b")]
     )
-    ids += [e["id"] for e in response.json()["entries"]]
+    ids += uploaded_ids(response)
     found = await batch(world, dataset_id=dataset_id, limit=50)
     assert [e["id"] for e in found["data"]] == ids
     assert found["missing_ids"] == []

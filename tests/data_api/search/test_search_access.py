@@ -18,7 +18,6 @@ import httpx
 import pytest
 from bson import ObjectId
 from fastapi import FastAPI
-from pymongo import MongoClient
 
 from app.clock import utc_now
 from app.errors import ErrorCode
@@ -34,17 +33,14 @@ from tests.datasets import (
     tag_dataset,
     user_id_of,
 )
+from tests.entries import Sync, module_app, module_settings, upload_texts
 from tests.mailbox import Inbox
 from tests.search_helpers import (
-    app_and_client,
-    databases_dropped_after,
     delete_entry,
     found,
     ids,
     indexing_paused,
-    module_settings,
     search,
-    upload,
     upload_searchable,
     wait_until_searchable,
 )
@@ -63,13 +59,12 @@ class Served:
 async def served(
     database_server: DatabaseServer,
     smtp_server: Inbox,
-    sync_client: MongoClient[dict[str, Any]],
+    sync_client: Sync,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Served]:
     settings = module_settings(database_server, smtp_server, tmp_path_factory.mktemp("access"))
-    with databases_dropped_after(sync_client):
-        async with app_and_client(settings, database_server) as (app, http):
-            yield Served(app, http, smtp_server)
+    async with module_app(database_server, sync_client, settings) as (app, http):
+        yield Served(app, http, smtp_server)
 
 
 @pytest.fixture
@@ -232,7 +227,7 @@ async def two_tenants(served: Served) -> TwoTenants:
     ]
     entry = {}
     for account, dataset, name, text in files:
-        [entry[name]] = await upload(http, account.bearer, dataset, {name: text})
+        [entry[name]] = await upload_texts(http, account.bearer, dataset, {name: text})
     await wait_until_searchable(http, reader.bearer, entry.values())
     return TwoTenants(reader, word, entry)
 

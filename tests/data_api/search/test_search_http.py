@@ -15,22 +15,18 @@ import httpx
 import pytest
 from bson import ObjectId
 from fastapi import FastAPI
-from pymongo import MongoClient
 
 from app.errors import ErrorCode
 from tests.accounts import Account, register_account
 from tests.app.test_errors import assert_envelope
 from tests.conftest import DatabaseServer
 from tests.datasets import DATASETS, create_dataset
+from tests.entries import Sync, module_app, module_settings, upload_texts
 from tests.mailbox import Inbox
 from tests.search_helpers import (
-    app_and_client,
-    databases_dropped_after,
     found,
     ids,
-    module_settings,
     search,
-    upload,
     upload_searchable,
     wait_until_found,
     wait_until_searchable,
@@ -100,11 +96,14 @@ async def build_corpus(app: FastAPI, http: httpx.AsyncClient, smtp: Inbox) -> Co
     main = (await create_dataset(http, owner.bearer, name="main"))["id"]
     other = (await create_dataset(http, owner.bearer, name="other"))["id"]
     strangers = (await create_dataset(http, stranger.bearer, name="theirs"))["id"]
-    entry = dict(zip(MAIN_FILES, await upload(http, owner.bearer, main, MAIN_FILES), strict=True))
+    main_ids = await upload_texts(http, owner.bearer, main, MAIN_FILES)
+    entry = dict(zip(MAIN_FILES, main_ids, strict=True))
     for name, text in SORTED_FILES.items():
-        [entry[name]] = await upload(http, owner.bearer, main, {name: text})
-    [entry["o2.txt"]] = await upload(http, owner.bearer, other, {"o2.txt": "obsidian shard"})
-    [entry["x.txt"]] = await upload(http, stranger.bearer, strangers, {"x.txt": "obsidian shard"})
+        [entry[name]] = await upload_texts(http, owner.bearer, main, {name: text})
+    [entry["o2.txt"]] = await upload_texts(http, owner.bearer, other, {"o2.txt": "obsidian shard"})
+    [entry["x.txt"]] = await upload_texts(
+        http, stranger.bearer, strangers, {"x.txt": "obsidian shard"}
+    )
     await wait_until_searchable(http, owner.bearer, [i for n, i in entry.items() if n != "x.txt"])
     await wait_until_searchable(http, stranger.bearer, [entry["x.txt"]])
     return Corpus(app, http, owner, stranger, main, other, strangers, entry)
@@ -114,13 +113,12 @@ async def build_corpus(app: FastAPI, http: httpx.AsyncClient, smtp: Inbox) -> Co
 async def corpus(
     database_server: DatabaseServer,
     smtp_server: Inbox,
-    sync_client: MongoClient[dict[str, Any]],
+    sync_client: Sync,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Corpus]:
     settings = module_settings(database_server, smtp_server, tmp_path_factory.mktemp("search"))
-    with databases_dropped_after(sync_client):
-        async with app_and_client(settings, database_server) as (app, http):
-            yield await build_corpus(app, http, smtp_server)
+    async with module_app(database_server, sync_client, settings) as (app, http):
+        yield await build_corpus(app, http, smtp_server)
 
 
 async def owner_finds(corpus: Corpus, query: str, **options: Any) -> list[str]:
@@ -451,20 +449,19 @@ class Limited:
 async def limited(
     database_server: DatabaseServer,
     smtp_server: Inbox,
-    sync_client: MongoClient[dict[str, Any]],
+    sync_client: Sync,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Limited]:
     """An app whose only limit is 2 searches per minute (and user)."""
     settings = module_settings(
         database_server, smtp_server, tmp_path_factory.mktemp("limited"), rate_limit_search=2
     )
-    with databases_dropped_after(sync_client):
-        async with app_and_client(settings, database_server) as (_, http):
+    async with module_app(database_server, sync_client, settings) as (_, http):
 
-            async def register() -> Account:
-                return await register_account(http, smtp_server)
+        async def register() -> Account:
+            return await register_account(http, smtp_server)
 
-            yield Limited(http, register)
+        yield Limited(http, register)
 
 
 async def test_the_third_search_in_a_minute_is_429_rate_limited(limited: Limited) -> None:

@@ -13,13 +13,11 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from bson import ObjectId
 from fastapi import FastAPI
-from pymongo import MongoClient
 
 from app.cli import main as quarry
 from app.settings import Settings
@@ -27,17 +25,17 @@ from data_api.search.index import SearchIndexes
 from tests.accounts import Account, register_account
 from tests.conftest import DatabaseServer
 from tests.datasets import create_dataset, user_id_of
-from tests.mailbox import Inbox
-from tests.search_helpers import (
+from tests.entries import (
     POLL_SECONDS,
+    Sync,
     app_and_client,
-    databases_dropped_after,
-    found,
+    module_app,
     module_settings,
-    upload,
-    upload_searchable,
-    wait_text_done,
+    upload_texts,
+    wait_for_text,
 )
+from tests.mailbox import Inbox
+from tests.search_helpers import found, upload_searchable
 
 WORD = "heliotrope"
 #: The spec's promise: searchable from every worker within this long after `done`.
@@ -80,21 +78,20 @@ class Indexed:
 async def indexed(
     database_server: DatabaseServer,
     smtp_server: Inbox,
-    sync_client: MongoClient[dict[str, Any]],
+    sync_client: Sync,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Indexed]:
     settings = module_settings(database_server, smtp_server, tmp_path_factory.mktemp("healing"))
-    with databases_dropped_after(sync_client):
-        async with app_and_client(settings, database_server) as (app, http):
-            owner = await register_account(http, smtp_server)
-            dataset = (await create_dataset(http, owner.bearer, name="garden"))["id"]
-            entry_ids = await upload_searchable(http, owner.bearer, dataset, CORPUS)
-            entry = dict(zip(CORPUS, entry_ids, strict=True))
-            owner_id = await user_id_of(http, owner)
-            expected = [entry["two.txt"], entry["one.txt"], entry["three.md"]]
-            state = Indexed(settings, app, http, owner, owner_id, dataset, expected)
-            assert set(await state.found()) == set(expected)
-            yield state
+    async with module_app(database_server, sync_client, settings) as (app, http):
+        owner = await register_account(http, smtp_server)
+        dataset = (await create_dataset(http, owner.bearer, name="garden"))["id"]
+        entry_ids = await upload_searchable(http, owner.bearer, dataset, CORPUS)
+        entry = dict(zip(CORPUS, entry_ids, strict=True))
+        owner_id = await user_id_of(http, owner)
+        expected = [entry["two.txt"], entry["one.txt"], entry["three.md"]]
+        state = Indexed(settings, app, http, owner, owner_id, dataset, expected)
+        assert set(await state.found()) == set(expected)
+        yield state
 
 
 def generation_of(indexed: Indexed) -> str:
@@ -134,7 +131,7 @@ async def test_a_lost_segment_file_is_rebuilt_when_a_worker_opens_the_index(
     # The worker that had the index open keeps answering...
     assert set(await indexed.found()) == set(indexed.expected)
     # ...and a newly started one, which cannot open it, has it rebuilt.
-    async with app_and_client(indexed.settings, database_server) as (_, fresh):
+    async with app_and_client(database_server, indexed.settings) as (_, fresh):
         assert set(await indexed.found(fresh)) == set(indexed.expected)
     assert generation_of(indexed) != damaged.name
     assert indexed.healthy()
@@ -189,11 +186,12 @@ async def test_quarry_search_reindex_refuses_a_tenant_that_is_no_id(
 async def test_an_entry_is_searchable_from_another_worker_within_2_s_of_done(
     indexed: Indexed, database_server: DatabaseServer
 ) -> None:
-    async with app_and_client(indexed.settings, database_server) as (_, second):
-        [entry_id] = await upload(
+    async with app_and_client(database_server, indexed.settings) as (_, second):
+        [entry_id] = await upload_texts(
             indexed.http, indexed.owner.bearer, indexed.dataset, {"late.txt": "zinnia bloom"}
         )
-        await wait_text_done(indexed.http, indexed.owner.bearer, entry_id, time.monotonic() + 10)
+        entry = await wait_for_text(indexed.http, indexed.owner.bearer, entry_id, 10)
+        assert entry["text_status"] == "done", entry
         done_at = time.monotonic()
         while entry_id not in await found(second, indexed.owner.bearer, "zinnia"):
             elapsed = time.monotonic() - done_at
