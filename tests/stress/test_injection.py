@@ -638,6 +638,8 @@ async def test_another_tenant_gets_404_on_every_dataset_endpoint_and_changes_not
         ("POST", "/api/v1/datasets/{dataset_id}/subset"): {
             "json": {"name": "stolen", "entry_ids": [str(entry)]}
         },
+        ("GET", "/api/v1/datasets/{dataset_id}/entries"): {},
+        ("POST", "/api/v1/datasets/{dataset_id}/search"): {"json": {"query": "e"}},
     }
     # Every route on one dataset is in the table: a new one cannot skip isolation.
     routes = {
