@@ -156,6 +156,7 @@ async def test_an_upload_answers_201_with_the_entry(
     assert entry["created_at"] == entry["updated_at"]
 
 
+@pytest.mark.smoke
 async def test_an_upload_stores_gridfs_documents_the_record_the_item_and_the_home_row(
     uploader: Uploader, upload_file: UploadFile
 ) -> None:

@@ -214,6 +214,7 @@ async def test_an_unknown_body_field_is_422(corpus: Corpus, scoped: bool) -> Non
 # ---------------------------------------------------------------- the answer
 
 
+@pytest.mark.smoke
 async def test_a_snippet_escapes_the_documents_html_and_marks_the_match(corpus: Corpus) -> None:
     response = await search(corpus.http, corpus.owner.bearer, "revenue")
     [hit] = response.json()["data"]
