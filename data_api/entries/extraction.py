@@ -64,7 +64,17 @@ class Extractor:
 
     def start(self) -> None:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self._remove_dead_copies()
         self.task = asyncio.create_task(self._loop(), name="entries-extractor")
+
+    def _remove_dead_copies(self) -> None:
+        """Copies a crashed process left behind (its pid is in the name; workers of
+        one server share the directory, so only a dead process's copies go)."""
+        for path in self.temp_dir.glob("extract-*-*"):
+            pid = path.name.split("-")[1]
+            if pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -135,7 +145,7 @@ class Extractor:
         await self.store.finish_job(entry_id=entry_id)
 
     async def _extract_file(self, owner_id: ObjectId, entry: Document) -> Extracted:
-        fd, name = tempfile.mkstemp(prefix="extract-", dir=self.temp_dir)
+        fd, name = tempfile.mkstemp(prefix=f"extract-{os.getpid()}-", dir=self.temp_dir)
         try:
             with os.fdopen(fd, "wb") as out:
                 chunks = (entry["size"] + CHUNK_BYTES - 1) // CHUNK_BYTES
@@ -169,3 +179,13 @@ class Extractor:
             await self.store.drop_text(owner_id=owner_id, entry_id=entry["_id"])
         elif result.status == "done":
             await self.store.queue_for_search(owner_id=owner_id, entry_ids=[entry["_id"]])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -94,3 +97,24 @@ async def test_a_job_that_keeps_dying_ends_failed_with_its_reason(
         assert entry["text_status"] == "failed"
         assert "3 attempts" in entry["text_error"]
         assert jobs.find_one({"_id": ObjectId(entry_id)}) is None
+
+
+async def test_copies_left_by_a_dead_process_are_removed_at_start_and_live_ones_kept(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "restart-data"
+    temp = data_dir / "tmp"
+    temp.mkdir(parents=True)
+    gone = temp / f"extract-{_exited_pid()}-left"
+    kept = temp / f"extract-{os.getpid()}-in-flight"
+    gone.write_bytes(b"x")
+    kept.write_bytes(b"y")
+    async with make_client(**QUIET_SETTINGS, data_dir=data_dir):
+        assert not gone.exists()
+        assert kept.exists()
+
+
+def _exited_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
