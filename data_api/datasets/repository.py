@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -275,10 +275,14 @@ class Catalogue:
 
     async def link_item(self, *, owner_id: ObjectId, item: Document, entry_owner: ObjectId) -> None:
         """Link an entry into a dataset of `owner_id` (idempotent); the entry's home
-        row learns which tenants link it, so deleting the entry can unlink it."""
-        await self.control[ENTRY_HOMES].update_one(
-            {"_id": item["entry_id"]}, {"$addToSet": {"linked_owner_ids": owner_id}}
+        row learns which tenants link it, so deleting the entry can unlink it. An
+        entry whose deletion has begun is not linked (it would outlive it)."""
+        learned = await self.control[ENTRY_HOMES].update_one(
+            {"_id": item["entry_id"], "state": {"$ne": "deleting"}},
+            {"$addToSet": {"linked_owner_ids": owner_id}},
         )
+        if learned.matched_count == 0:
+            return
         db = await self.ensure_tenant(owner_id)
         with contextlib.suppress(DuplicateKeyError):  # linked already: idempotent
             await db[ITEMS].insert_one(item)
@@ -309,16 +313,19 @@ class Catalogue:
         it, its text, its bytes, its record; the search index learns of it from
         the queue."""
         home = await self.control[ENTRY_HOMES].find_one_and_update(
-            {"_id": entry_id}, {"$set": {"state": "deleting"}}
+            {"_id": entry_id}, {"$set": {"state": "deleting"}}, return_document=ReturnDocument.AFTER
         )
         if home is None:
             return
         owner = home["owner_id"]
+        # The record first: lists that page records no longer show it, and an
+        # extraction finishing meanwhile finds no `pending` record to complete (it
+        # then drops the text it wrote).
+        await self.tenant(owner)[ENTRIES].delete_one({"_id": entry_id})
         for linker in {owner, *home.get("linked_owner_ids", [])}:
             await self.tenant(linker)[ITEMS].delete_many({"entry_id": entry_id})
-        await self.delete_entry_content(owner_id=owner, entry_id=entry_id)
-        await self.tenant(owner)[ENTRIES].delete_one({"_id": entry_id})
         await self.control[EXTRACTION_JOBS].delete_one({"_id": entry_id})
+        await self.delete_entry_content(owner_id=owner, entry_id=entry_id)
         await self.queue_for_search(owner_id=owner, entry_ids=[entry_id])
         await self.control[ENTRY_HOMES].delete_one({"_id": entry_id})
 

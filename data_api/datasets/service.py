@@ -245,7 +245,7 @@ class DatasetService:
         for raw in dict.fromkeys(ids):
             entry_id = _oid(raw)
             home = await self.catalogue.entry_home(entry_id=entry_id) if entry_id else None
-            if entry_id is None or home is None:
+            if entry_id is None or home is None or home.get("state") == "deleting":
                 skipped.append(raw)
                 continue
             home_id = home["home_dataset_id"]

@@ -36,7 +36,10 @@ class EntryJanitor:
         if not self.catalogue.ready:
             return
         try:
-            for upload in await self.store.stale_uploads(before=utc_now() - self.stale):
+            before = utc_now() - self.stale
+            for upload in await self.store.stale_uploads(before=before):
+                if not await self.store.give_up_upload(file_id=upload["_id"], before=before):
+                    continue  # renewed meanwhile: still alive
                 logger.info("removing the unfinished upload %s", upload["_id"])
                 await self.store.discard_upload(owner_id=upload["owner_id"], file_id=upload["_id"])
             for entry_id in await self.catalogue.unfinished_entry_deletions():

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -45,6 +45,8 @@ from data_api.datasets.repository import (
     tenant_db_name,
 )
 
+#: The heartbeat of an abandoned upload's marker: stale for ever.
+ABANDONED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 #: GridFS chunk size: large enough that a 500 MB file is 500 inserts, small
 #: enough that a `Range` read fetches little it does not send.
 CHUNK_BYTES = 1 << 20
@@ -131,7 +133,8 @@ class EntryStore:
         """Renew the uploads' markers; False if any is gone (maintenance gave the
         upload up as stale and removed what it wrote)."""
         result = await self.control[UPLOADS].update_many(
-            {"_id": {"$in": list(file_ids)}}, {"$set": {"heartbeat_at": now}}
+            {"_id": {"$in": list(file_ids)}, "abandoned": {"$ne": True}},
+            {"$set": {"heartbeat_at": now}},
         )
         return result.matched_count == len(set(file_ids))
 
@@ -141,6 +144,17 @@ class EntryStore:
 
     async def stale_uploads(self, *, before: datetime) -> list[Document]:
         return await self.control[UPLOADS].find({"heartbeat_at": {"$lt": before}}).to_list(None)
+
+    async def give_up_upload(self, *, file_id: ObjectId, before: datetime) -> bool:
+        """Mark a stale upload abandoned — only if it is still stale: an upload that
+        renewed its marker meanwhile is left alone; one that did not can no longer
+        renew it (it answers 408). The marker stays, stale, until `discard_upload`
+        has removed everything, so a discard cut short is retried."""
+        result = await self.control[UPLOADS].update_one(
+            {"_id": file_id, "heartbeat_at": {"$lt": before}},
+            {"$set": {"abandoned": True, "heartbeat_at": ABANDONED_AT}},
+        )
+        return result.matched_count == 1
 
     async def discard_upload(self, *, owner_id: ObjectId, file_id: ObjectId) -> None:
         """Everything an unfinished upload wrote, its marker last (idempotent)."""

@@ -37,6 +37,8 @@ from data_api.entries.repository import CHUNK_BYTES, EntryStore
 from data_api.entries.upload import Uploader, check_metadata
 
 ENTRY_SORTS = ("created_at", "name", "size")
+#: Characters of text one batch-content answer holds at most, all entries together.
+BATCH_CONTENT_CHARS = 10_000_000
 
 
 def entry_view(entry: Document) -> dict[str, Any]:
@@ -118,7 +120,7 @@ class EntryService:
         self, home: Document, entry_id: ObjectId, user_id: ObjectId, now: datetime
     ) -> ObjectId | None:
         """A dataset with ACL override that links the entry and the caller can read."""
-        for linker in home.get("linked_owner_ids", []):
+        for linker in {home["owner_id"], *home.get("linked_owner_ids", [])}:
             items = (
                 await self.store.tenant(linker)[ITEMS].find({"entry_id": entry_id}).to_list(None)
             )
@@ -364,9 +366,12 @@ class EntryService:
     async def batch_content(
         self, *, user_id: ObjectId, ids: list[str], max_chars: int
     ) -> tuple[list[dict[str, Any]], list[str]]:
-        """Each readable entry's text, at most `max_chars` of it, in the order asked."""
+        """Each readable entry's text, at most `max_chars` of it, in the order asked
+        (an id asked twice is answered once). The whole answer holds at most
+        `BATCH_CONTENT_CHARS`: entries past it come back cut (`truncated`)."""
         data, missing = [], []
-        for raw in ids:
+        budget = BATCH_CONTENT_CHARS
+        for raw in dict.fromkeys(ids):
             try:
                 found = await self.readable(user_id, raw)
             except (EntryNotFound, InvalidId):
@@ -376,18 +381,20 @@ class EntryService:
             status = entry.get("text_status")
             text = ""
             chars = entry.get("text_chars") or 0
-            if status == "done":
+            allowed = min(max_chars, budget)
+            if status == "done" and allowed > 0:
                 text = await self.store.read_text(
                     owner_id=found.owner_id,
                     entry_id=entry["_id"],
                     pieces=entry.get("text_pieces", 1),
-                    max_chars=max_chars,
+                    max_chars=allowed,
                 )
+            budget -= len(text)
             data.append(
                 {
                     "id": raw,
                     "text": text,
-                    "truncated": chars > max_chars,
+                    "truncated": chars > len(text),
                     "text_status": status,
                 }
             )

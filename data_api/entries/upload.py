@@ -27,7 +27,8 @@ from app.ids import parse_object_id
 from app.multipart_stream import Event, Field, FileData, FileEnd, FileStart
 from app.names import field_name_problem
 from app.settings import Settings
-from data_api.datasets.access import Access, Level
+from data_api.datasets.access import Access, Level, dataset_is_live
+from data_api.datasets.errors import DatasetNotFound
 from data_api.datasets.service import DatasetService
 from data_api.entries.errors import EntryTooLarge, EntryValidationError, UploadAbandoned
 from data_api.entries.repository import CHUNK_BYTES, ChunkSink, EntryStore
@@ -58,6 +59,8 @@ class _Upload:
     name: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     last_heartbeat: float = field(default_factory=time.monotonic)
+    #: A file part without a filename whose first bytes have not come yet.
+    nameless: FileStart | None = None
 
 
 def clean_filename(raw: str) -> str:
@@ -67,8 +70,15 @@ def clean_filename(raw: str) -> str:
     return name[:255] or "file"
 
 
+#: Nesting of metadata objects and arrays (as for filters, conventions.md).
+MAX_METADATA_DEPTH = 20
+
+
 def check_metadata(metadata: Any, loc: list[str | int]) -> None:
-    """Metadata keys follow the field-name rules (no `.`, no leading `$`, ...)."""
+    """Metadata keys follow the field-name rules (no `.`, no leading `$`, ...) and
+    nest at most `MAX_METADATA_DEPTH` deep."""
+    if len(loc) > MAX_METADATA_DEPTH:
+        raise EntryValidationError(loc[:2], f"metadata nests deeper than {MAX_METADATA_DEPTH}.")
     if isinstance(metadata, dict):
         for key, value in metadata.items():
             problem = field_name_problem(key)
@@ -85,6 +95,10 @@ def parse_metadata(raw: str) -> dict[str, Any]:
         metadata = json.loads(raw) if raw.strip() else {}
     except json.JSONDecodeError as exc:
         raise EntryValidationError(["metadata"], f"`metadata` is not JSON: {exc.msg}.") from None
+    except RecursionError:
+        raise EntryValidationError(
+            ["metadata"], f"metadata nests deeper than {MAX_METADATA_DEPTH}."
+        ) from None
     if not isinstance(metadata, dict):
         raise EntryValidationError(["metadata"], "`metadata` must be a JSON object.")
     check_metadata(metadata, ["metadata"])
@@ -141,9 +155,23 @@ class Uploader:
     async def _apply(
         self, user_id: ObjectId, upload: _Upload, event: Event, sink: ChunkSink | None
     ) -> ChunkSink | None:
+        if upload.nameless is not None:
+            # A part without a filename: a file input left empty (a browser sends
+            # `filename=""` and no bytes) is no file; with bytes, it is one.
+            started, upload.nameless = upload.nameless, None
+            if isinstance(event, FileEnd):
+                return sink
+            if isinstance(event, FileData) and event.data:
+                sink = await self._start_file(upload, started, sink)
+            else:
+                upload.nameless = started
+                return sink
         if isinstance(event, FileData):
             await self._receive(upload, event.data, sink)
         elif isinstance(event, FileStart):
+            if not event.filename.strip():
+                upload.nameless = event
+                return sink
             return await self._start_file(upload, event, sink)
         elif isinstance(event, FileEnd):
             assert sink is not None and upload.current is not None
@@ -279,6 +307,11 @@ class Uploader:
         await self.store.commit_entries(
             owner_id=owner_id, files=files, entries=entries, items=items
         )
+        # A dataset deleted (or expired) while the bytes arrived has had its entries
+        # listed for deletion already: these would outlive it, so they go too.
+        current = await self.datasets.catalogue.find_dataset(dataset_id=dataset["_id"])
+        if current is None or not dataset_is_live(current, self.clock()):
+            raise DatasetNotFound()
         await self.store.end_uploads(file_ids=[f.file_id for f in upload.files])
         return entries
 

@@ -1,0 +1,176 @@
+"""Findings of the entries review, each with the test that shows it fixed: a batch
+of texts is bounded as a whole, metadata nesting is bounded, a stale upload is
+given up only while still stale, an entry being deleted cannot be linked, an
+upload into a dataset deleted meanwhile leaves nothing, and an empty browser
+file input is not a file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from bson import ObjectId
+from fastapi import FastAPI
+
+from app.clock import utc_now
+from app.errors import ErrorCode
+from data_api.entries import service as entry_service
+from data_api.entries.repository import EntryStore
+from tests.accounts import Account
+from tests.app.test_errors import assert_envelope
+from tests.datasets import QUIET_SETTINGS, create_dataset, user_id_of
+from tests.entries import (
+    ENTRIES,
+    MULTIPART,
+    Stored,
+    closing_boundary,
+    file,
+    form_field,
+    part_head,
+    post_parts,
+    upload,
+    upload_one,
+    wait_for_text,
+)
+
+Register = Callable[..., Any]
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Any]) -> Any:
+    return make_settings(**QUIET_SETTINGS)
+
+
+@pytest.fixture
+async def owner(register: Register) -> Account:
+    return await register()  # type: ignore[no-any-return]
+
+
+async def test_batch_content_answers_a_repeated_id_once_and_bounds_the_whole_answer(
+    client: httpx.AsyncClient, owner: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = (await create_dataset(client, owner.bearer))["id"]
+    first = await upload_one(client, owner.bearer, dataset, "a.txt", b"aaaaaaaa")
+    second = await upload_one(client, owner.bearer, dataset, "b.txt", b"bbbbbbbb")
+    for entry in (first, second):
+        assert (await wait_for_text(client, owner.bearer, entry["id"]))["text_status"] == "done"
+    monkeypatch.setattr(entry_service, "BATCH_CONTENT_CHARS", 12)
+    response = await client.post(
+        f"{ENTRIES}/batch/content",
+        json={"ids": [first["id"], first["id"], second["id"]]},
+        headers=owner.bearer,
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert [(d["id"], d["text"], d["truncated"]) for d in data] == [
+        (first["id"], "aaaaaaaa", False),
+        (second["id"], "bbbb", True),
+    ]
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("depth", [25, 5000])
+async def test_metadata_nested_too_deep_is_422_and_nothing_is_stored(
+    app: FastAPI, client: httpx.AsyncClient, owner: Account, sync_client: Any, depth: int
+) -> None:
+    dataset = (await create_dataset(client, owner.bearer))["id"]
+    stored = Stored(sync_client, app.state.settings.control_db, await user_id_of(client, owner))
+    before = stored.totals()
+    deep = '{"k": ' * depth + "1" + "}" * depth  # beyond what json.dumps would write
+    response = await upload(client, owner.bearer, dataset, [("a.txt", b"x")], metadata=deep)
+    assert_envelope(response, 422, ErrorCode.VALIDATION_ERROR)
+    assert stored.totals() == before
+
+
+async def test_patching_metadata_nested_too_deep_is_422(
+    client: httpx.AsyncClient, owner: Account
+) -> None:
+    dataset = (await create_dataset(client, owner.bearer))["id"]
+    entry = await upload_one(client, owner.bearer, dataset, "a.txt", b"x")
+    response = await client.patch(
+        f"{ENTRIES}/{entry['id']}", json={"metadata": _nested(25)}, headers=owner.bearer
+    )
+    assert_envelope(response, 422, ErrorCode.VALIDATION_ERROR)
+    got = await client.get(f"{ENTRIES}/{entry['id']}", headers=owner.bearer)
+    assert got.json()["data"]["metadata"] == {}
+
+
+async def test_a_stale_upload_is_given_up_only_while_still_stale_and_then_cannot_renew(
+    app: FastAPI,
+) -> None:
+    store = EntryStore(app.state.datasets_catalogue)
+    renewed, abandoned, owner = ObjectId(), ObjectId(), ObjectId()
+    long_ago = utc_now() - timedelta(hours=1)
+    await store.begin_uploads(file_ids=[renewed, abandoned], owner_id=owner, now=long_ago)
+    before = utc_now() - timedelta(minutes=1)
+    # The upload renewed its marker after the janitor read it as stale.
+    assert await store.heartbeat(file_ids=[renewed], now=utc_now())
+    assert not await store.give_up_upload(file_id=renewed, before=before)
+    assert await store.give_up_upload(file_id=abandoned, before=before)
+    # An abandoned upload's renewal fails (it answers 408); its marker stays stale.
+    assert not await store.heartbeat(file_ids=[abandoned], now=utc_now())
+    assert [u["_id"] for u in await store.stale_uploads(before=before)] == [abandoned]
+
+
+async def test_an_entry_whose_deletion_began_cannot_be_linked(
+    app: FastAPI, client: httpx.AsyncClient, owner: Account, sync_client: Any
+) -> None:
+    home = (await create_dataset(client, owner.bearer))["id"]
+    other = (await create_dataset(client, owner.bearer))["id"]
+    entry = await upload_one(client, owner.bearer, home, "a.txt", b"x")
+    control = sync_client[app.state.settings.control_db]
+    control["entry_homes"].update_one(
+        {"_id": ObjectId(entry["id"])}, {"$set": {"state": "deleting"}}
+    )
+    response = await client.post(
+        f"/api/v1/datasets/{other}/items", json={"entry_ids": [entry["id"]]}, headers=owner.bearer
+    )
+    assert response.status_code == 200, response.text
+    assert (response.json()["added"], response.json()["skipped_ids"]) == (0, [entry["id"]])
+    tenant = sync_client[f"qt_{await user_id_of(client, owner)}"]
+    assert tenant["items"].count_documents({"dataset_id": ObjectId(other)}) == 0
+
+
+async def test_an_upload_into_a_dataset_deleted_meanwhile_leaves_nothing(
+    app: FastAPI, client: httpx.AsyncClient, owner: Account, sync_client: Any
+) -> None:
+    dataset = (await create_dataset(client, owner.bearer))["id"]
+    stored = Stored(sync_client, app.state.settings.control_db, await user_id_of(client, owner))
+    before = stored.totals()
+    control = sync_client[app.state.settings.control_db]
+
+    async def body() -> AsyncIterator[bytes]:
+        yield part_head(form_field("dataset_id", dataset)) + dataset.encode() + b"\r\n"
+        yield part_head(file("late.txt", b"", "text/plain")) + b"first half "
+        # The dataset is deleted while the file is still arriving.
+        control["datasets"].update_one({"_id": ObjectId(dataset)}, {"$set": {"state": "deleting"}})
+        yield b"second half\r\n" + closing_boundary()
+
+    response = await client.post(
+        ENTRIES, content=body(), headers={**owner.bearer, "Content-Type": MULTIPART}
+    )
+    assert_envelope(response, 404, ErrorCode.DATASET_NOT_FOUND)
+    assert stored.totals() == before
+
+
+async def test_an_empty_browser_file_input_is_not_an_entry(
+    client: httpx.AsyncClient, owner: Account
+) -> None:
+    dataset = (await create_dataset(client, owner.bearer))["id"]
+    parts = [form_field("dataset_id", dataset), file("", b""), file("real.txt", b"content")]
+    response = await post_parts(client, owner.bearer, parts)
+    assert response.status_code == 201, response.text
+    assert response.json()["data"]["name"] == "real.txt"
+    only_empty = await post_parts(
+        client, owner.bearer, [form_field("dataset_id", dataset), file("", b"")]
+    )
+    assert_envelope(only_empty, 422, ErrorCode.VALIDATION_ERROR)
