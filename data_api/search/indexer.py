@@ -180,7 +180,29 @@ class SearchIndexer:
         return [indexed_entry(e, texts.get(e["_id"], "")) for e in indexed], deletes
 
     async def rebuild(self, tenant: ObjectId) -> int:
-        """The tenant's index, built again from its entries' text in MongoDB."""
+        """The tenant's index, built again from its entries' text in MongoDB; the
+        lease is renewed meanwhile (a big tenant takes longer than one lease)."""
+        renewing = asyncio.create_task(self._renew_lease())
+        try:
+            return await self._rebuild(tenant)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _renew_lease(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            now = self.clock()
+            with contextlib.suppress(PyMongoError):
+                await self.catalogue.take_lease(
+                    name=LEASE,
+                    holder=self.holder,
+                    now=now,
+                    until=now + timedelta(seconds=LEASE_SECONDS),
+                )
+
+    async def _rebuild(self, tenant: ObjectId) -> int:
         db = self.catalogue.tenant(tenant)
         entries = await db[ENTRIES].find({"text_status": "done"}).to_list(None)
         gone = {
