@@ -22,7 +22,6 @@ import os
 import random
 import statistics
 import time
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -38,6 +37,7 @@ from bench.harness import (
     HttpConnection,
     LoadResult,
     Row,
+    bench_user,
     closed_loop,
     control_db,
     embedded_engine,
@@ -51,19 +51,6 @@ DATASETS = int(os.environ.get("QUARRY_BENCH_DATASETS", "10000"))
 OWNERS = 100
 SECONDS = float(os.environ.get("QUARRY_BENCH_SECONDS", "10"))
 CHECKS = int(os.environ.get("QUARRY_BENCH_ACCESS_CHECKS", "2000"))
-PASSWORD = "benchmark-password-123"
-
-
-async def _user(http: httpx.AsyncClient) -> tuple[ObjectId, dict[str, str]]:
-    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-    await http.post(
-        "/core/register",
-        json={"email": email, "firstName": "B", "lastName": "D", "password": PASSWORD},
-    )
-    login = await http.post("/core/login", json={"email": email, "password": PASSWORD})
-    bearer = {"Authorization": f"Bearer {login.json()['access']}"}
-    me = await http.get("/core/me", headers=bearer)
-    return ObjectId(me.json()["data"]["id"]), bearer
 
 
 async def _catalogue(
@@ -204,7 +191,7 @@ async def _run(
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongodb_url, tz_aware=True)
     try:
         async with httpx.AsyncClient(base_url=api, timeout=600) as http:
-            user_id, headers = await _user(http)
+            user_id, headers = await bench_user(http)
             hot = await _catalogue(client, control, user_id)
         readable = await _count(api, headers)
         rows: list[Row] = []

@@ -47,6 +47,7 @@ from bench.harness import (
     BACKEND,
     HttpConnection,
     Row,
+    bench_user,
     closed_loop,
     control_db,
     embedded_engine,
@@ -63,7 +64,6 @@ WORKERS = int(os.environ.get("QUARRY_BENCH_ENTRIES_WORKERS", "1"))
 TEXT_BYTES = 10_000
 SMALL_FILES = 1000
 SMALL_BYTES = 4096
-PASSWORD = "benchmark-password-123"
 VOCABULARY = 20_000
 
 
@@ -83,18 +83,6 @@ def _text(rng: random.Random, words: list[str], weights: list[float]) -> str:
         out.extend(chunk)
         size += sum(len(w) + 1 for w in chunk)
     return " ".join(out)[:TEXT_BYTES]
-
-
-async def _user(http: httpx.AsyncClient) -> tuple[ObjectId, dict[str, str]]:
-    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-    await http.post(
-        "/core/register",
-        json={"email": email, "firstName": "B", "lastName": "E", "password": PASSWORD},
-    )
-    login = await http.post("/core/login", json={"email": email, "password": PASSWORD})
-    bearer = {"Authorization": f"Bearer {login.json()['access']}"}
-    me = await http.get("/core/me", headers=bearer)
-    return ObjectId(me.json()["data"]["id"]), bearer
 
 
 async def _dataset(http: httpx.AsyncClient, headers: dict[str, str], name: str) -> str:
@@ -396,7 +384,7 @@ async def _run(api: str, mongodb_url: str, control: str) -> tuple[list[Row], dic
     figures: dict[str, Any] = {}
     try:
         async with httpx.AsyncClient(base_url=api, timeout=3600) as http:
-            owner, headers = await _user(http)
+            owner, headers = await bench_user(http)
             for step in (
                 _batch(http, api, headers, client, owner),
                 _upload_small(http, headers, client),

@@ -13,11 +13,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+from bson import ObjectId
 
 from app.engine import (
     EmbeddedEngine,
@@ -308,3 +310,20 @@ def write_results(rows: list[Row], extra: dict[str, object]) -> None:
     RESULTS.write_text(
         json.dumps({"rows": [asdict(r) for r in rows], **extra}, indent=2, default=str) + "\n"
     )
+
+
+BENCH_PASSWORD = "benchmark-password-123"
+
+
+async def bench_user(http: httpx.AsyncClient) -> tuple[ObjectId, dict[str, str]]:
+    """A new account on the served API (email verification is off there): its id
+    and bearer header."""
+    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
+    await http.post(
+        "/core/register",
+        json={"email": email, "firstName": "B", "lastName": "D", "password": BENCH_PASSWORD},
+    )
+    login = await http.post("/core/login", json={"email": email, "password": BENCH_PASSWORD})
+    bearer = {"Authorization": f"Bearer {login.json()['access']}"}
+    me = await http.get("/core/me", headers=bearer)
+    return ObjectId(me.json()["data"]["id"]), bearer

@@ -15,11 +15,10 @@ from starlette.requests import ClientDisconnect
 
 from app.audit import READ_ONLY_KEY, annotate
 from app.deps import CallerDep, SettingsDep
-from app.errors import DatabaseUnavailable
 from app.multipart_stream import MalformedMultipart, multipart_boundary, read_multipart
 from app.openapi import error_responses
 from app.pagination import Pagination
-from data_api.datasets.service import DatasetService
+from data_api.datasets.router import get_dataset_service
 from data_api.entries.errors import RangeNotSatisfiable, UnsupportedMediaType
 from data_api.entries.repository import EntryStore
 from data_api.entries.schemas import (
@@ -43,15 +42,8 @@ router = APIRouter(prefix="/api/v1")
 
 def get_entry_service(request: Request, settings: SettingsDep) -> EntryService:
     """Raises DatabaseUnavailable until the catalogue's indexes exist."""
-    catalogue = request.app.state.datasets_catalogue
-    if not catalogue.ready:
-        raise DatabaseUnavailable(
-            "The dataset catalogue is being set up; retry shortly.",
-            headers={"Retry-After": str(settings.retry_after_seconds)},
-        )
-    datasets = DatasetService(
-        catalogue=catalogue, settings=settings, audit=getattr(request.app.state, "audit_log", None)
-    )
+    datasets = get_dataset_service(request, settings)
+    catalogue = datasets.catalogue
     extractor = getattr(request.app.state, "entries_extractor", None)
     return EntryService(
         store=EntryStore(catalogue),

@@ -10,10 +10,9 @@ from fastapi import APIRouter, Depends, Request
 
 from app.audit import READ_ONLY_KEY
 from app.deps import CallerDep, SettingsDep
-from app.errors import DatabaseUnavailable
 from app.openapi import error_responses
 from app.pagination import Pagination
-from data_api.datasets.service import DatasetService
+from data_api.datasets.router import get_dataset_service
 from data_api.entries.repository import EntryStore
 from data_api.entries.schemas import EntryOut
 from data_api.search.schemas import (
@@ -31,15 +30,8 @@ RESPONSES = error_responses(400, 401, 404, 422, 429, 503)
 
 def get_search_service(request: Request, settings: SettingsDep) -> SearchService:
     """Raises DatabaseUnavailable until the catalogue's indexes exist."""
-    catalogue = request.app.state.datasets_catalogue
-    if not catalogue.ready:
-        raise DatabaseUnavailable(
-            "The dataset catalogue is being set up; retry shortly.",
-            headers={"Retry-After": str(settings.retry_after_seconds)},
-        )
-    datasets = DatasetService(
-        catalogue=catalogue, settings=settings, audit=getattr(request.app.state, "audit_log", None)
-    )
+    datasets = get_dataset_service(request, settings)
+    catalogue = datasets.catalogue
     return SearchService(
         datasets=datasets,
         store=EntryStore(catalogue),
