@@ -117,6 +117,13 @@ class ErrorCode(StrEnum):
     RANGE_NOT_SATISFIABLE = "RANGE_NOT_SATISFIABLE"
     UPLOAD_STALLED = "UPLOAD_STALLED"
 
+    # Timeseries rows and columns (rows.md).
+    ROW_EXISTS = "ROW_EXISTS"
+    COLUMN_EXISTS = "COLUMN_EXISTS"
+    COLUMN_NOT_FOUND = "COLUMN_NOT_FOUND"
+    INVALID_TIMESTAMP = "INVALID_TIMESTAMP"
+    TOO_MANY_STREAMS = "TOO_MANY_STREAMS"
+
 
 class ErrorDetail(BaseModel):
     loc: list[str | int] = Field(default_factory=list)

@@ -39,6 +39,8 @@ from data_api.datasets.router import router as datasets_router
 from data_api.documents.router import router as data_api_router
 from data_api.entries.lifecycle import start_entries, stop_entries
 from data_api.entries.router import router as entries_router
+from data_api.rows.lifecycle import start_rows, stop_rows
+from data_api.rows.router import router as rows_router
 from data_api.search.router import router as search_router
 from management.import_quota import ImportQuotaMiddleware
 from management.lifecycle import start_management, stop_management
@@ -94,9 +96,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await start_management(app)
         await start_datasets(app)
         await start_entries(app)
+        await start_rows(app)
         logger.info("Quarry %s ready (%s)", __version__, "embedded engine" if engine else "MongoDB")
         yield
     finally:
+        await stop_rows(app)
         await stop_entries(app)
         await stop_datasets(app)
         await stop_management(app)
@@ -137,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "shares", "description": "Sharing a dataset with other users."},
             {"name": "entries", "description": "Files in datasets: upload, download, text."},
             {"name": "search", "description": "Keyword search over entries' text (BM25)."},
+            {"name": "rows", "description": "Timeseries rows and columns of datasets."},
             {"name": "audit", "description": "The tamper-evident audit log."},
         ],
     )
@@ -150,6 +155,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         path_limits={
             "/api/import_data": settings.max_import_bytes,
             "/api/v1/entries": max(settings.max_upload_bytes, settings.max_entry_bytes + (1 << 20)),
+            # JSON bodies are limited by QUARRY_MAX_BULK_BODY_BYTES in the handler;
+            # NDJSON loads are streamed and not limited.
+            "/api/v1/rows/bulk_insert": 1 << 62,
         },
     )
     app.add_middleware(ImportQuotaMiddleware, limit=settings.max_concurrent_imports_per_user)
@@ -164,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets_router)
     app.include_router(entries_router)
     app.include_router(search_router)
+    app.include_router(rows_router)
     app.include_router(audit_router)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     return app

@@ -128,6 +128,14 @@ class Settings(BaseSettings):
     #: How often the search indexer looks for changed entries (the 2 s promise).
     search_index_poll_seconds: Annotated[float, Field(gt=0, le=2)] = 0.25
 
+    # Timeseries rows (spec/rows.md).
+    #: Rows in one JSON `bulk_insert` (NDJSON loads are not limited by count).
+    max_bulk_rows: Annotated[int, Field(ge=1)] = 100_000
+    #: A JSON `bulk_insert` body (NDJSON bodies are streamed and not limited).
+    max_bulk_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
+    #: Open SSE streams (`/rows/stream`) per user, over every worker.
+    max_streams_per_user: Annotated[int, Field(ge=1)] = 10
+
     # Rate limits per user (0 disables one): a budget of `rate_limit_per_minute`
     # with bursts up to `rate_limit_burst`, and per-operation limits on top.
     rate_limit_per_minute: Annotated[int, Field(ge=0)] = 600

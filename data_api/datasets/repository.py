@@ -13,21 +13,25 @@ Catalogue (control database), where every access decision is made:
 - `search_queue` (`{_id, tenant, entry_id}`: "this entry changed", drained by
   the search indexer, which reconciles the index with the entry's current state)
   and `extraction_jobs` (`_id` = entry id: text still to extract);
-- `leases` (`_id` = a job's name: one worker at a time runs it).
+- `leases` (`_id` = a job's name: one worker at a time runs it; `rows:<dataset>`
+  is the write lock of a dataset's rows);
+- `columns` (declared row columns, unique `key` = `<dataset>:<name>`).
 
 Data (one database per owner, `qt_<owner id>`): `entries` (the entry records
 of `data_api/entries/`), their bytes in GridFS (bucket `entries`:
 `entries.files`, `entries.chunks`), their extracted text (`entry_texts`, in
-chunks with `_id` = `<entry>:<n>`), and `items` (`_id` = `<dataset>:<entry>`:
-linking twice is one row). The embedded engine finds documents fast only by
+chunks with `_id` = `<entry>:<n>`), `items` (`_id` = `<dataset>:<entry>`:
+linking twice is one row), and rows: `row_dirs` and `row_buckets`
+(`data_api/rows/store.py` describes them). The embedded engine finds documents fast only by
 `_id` or equality on an indexed field, so every lookup here is one of those;
 lists are gathered from such lookups and sorted in the service.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -35,6 +39,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from app.clock import utc_now
 from app.database import Database, Document, create_indexes
 from app.page_query import Eq, PageQuery
 from app.users import USERS
@@ -53,6 +58,9 @@ ENTRY_TEXTS = "entry_texts"
 SEARCH_QUEUE = "search_queue"
 EXTRACTION_JOBS = "extraction_jobs"
 UPLOADS = "uploads"
+COLUMNS = "columns"
+ROW_DIRS = "row_dirs"
+ROW_BUCKETS = "row_buckets"
 
 CATALOGUE_INDEXES: dict[str, list[IndexModel]] = {
     DATASETS: [
@@ -69,6 +77,10 @@ CATALOGUE_INDEXES: dict[str, list[IndexModel]] = {
     ],
     SEARCH_QUEUE: [IndexModel([("tenant", ASCENDING)], name="tenant")],
     USER_TAGS: [IndexModel([("user_id", ASCENDING)], name="user")],
+    COLUMNS: [
+        IndexModel([("key", ASCENDING)], unique=True, name="key_unique"),
+        IndexModel([("dataset_id", ASCENDING)], name="dataset"),
+    ],
     SHARES: [
         IndexModel([("key", ASCENDING)], unique=True, name="key_unique"),
         IndexModel([("user_id", ASCENDING)], name="user"),
@@ -85,6 +97,7 @@ TENANT_INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("files_id", ASCENDING), ("n", ASCENDING)], unique=True, name="files_id_1_n_1")
     ],
     ENTRY_TEXTS: [IndexModel([("entry_id", ASCENDING)], name="entry")],
+    ROW_BUCKETS: [IndexModel([("dataset_id", ASCENDING)], name="dataset")],
 }
 
 
@@ -347,7 +360,74 @@ class Catalogue:
                 [{"_id": ObjectId(), "tenant": owner_id, "entry_id": e} for e in entry_ids]
             )
 
+    # ---------------------------------------------------------------- rows
+
+    async def columns_of(self, *, dataset_id: ObjectId) -> list[Document]:
+        found = await self.control[COLUMNS].find({"dataset_id": dataset_id}).to_list(None)
+        return sorted(found, key=lambda c: (c["created_at"], c["_id"]))
+
+    async def insert_column(self, *, column: Document) -> bool:
+        """False when the dataset has a column of that name."""
+        try:
+            await self.control[COLUMNS].insert_one(column)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def find_column(self, *, column_id: ObjectId) -> Document | None:
+        return await self.control[COLUMNS].find_one({"_id": column_id})
+
+    async def delete_column(self, *, column_id: ObjectId) -> bool:
+        return (await self.control[COLUMNS].delete_one({"_id": column_id})).deleted_count == 1
+
+    async def row_summary(self, *, owner_id: ObjectId, dataset_id: ObjectId) -> Document | None:
+        """A dataset's row directory without its bucket list (count, first, last)."""
+        return await self.tenant(owner_id)[ROW_DIRS].find_one({"_id": dataset_id}, {"b": 0})
+
+    async def delete_rows_of(self, *, owner_id: ObjectId, dataset_id: ObjectId) -> None:
+        """Every row and column of a dataset being deleted, under its rows lock (so a
+        write running meanwhile finishes first, and one starting after finds the
+        dataset gone)."""
+        holder = str(ObjectId())
+        name = f"rows:{dataset_id}"
+        await self.wait_for_lease(name=name, holder=holder, seconds=60.0, wait_seconds=120.0)
+        db = self.tenant(owner_id)
+        await db[ROW_DIRS].delete_one({"_id": dataset_id})
+        await db[ROW_BUCKETS].delete_many({"dataset_id": dataset_id})
+        await self.control[COLUMNS].delete_many({"dataset_id": dataset_id})
+        await self.drop_lease(name=name, holder=holder)
+
     # ---------------------------------------------------------------- leases
+
+    async def wait_for_lease(
+        self, *, name: str, holder: str, seconds: float, wait_seconds: float
+    ) -> bool:
+        """Take the lease `name`, waiting while another holder's is live; True when it
+        took over a lapsed one (its holder died holding it). Raises TimeoutError."""
+        leases = self.control[LEASES]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        delay = 0.005
+        while True:
+            now = utc_now()
+            lapsed = await leases.delete_one({"_id": name, "until": {"$lte": now}})
+            try:
+                await leases.insert_one(
+                    {"_id": name, "holder": holder, "until": now + timedelta(seconds=seconds)}
+                )
+            except DuplicateKeyError:
+                if loop.time() > deadline:
+                    raise TimeoutError(name) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+                continue
+            return lapsed.deleted_count == 1
+
+    async def renew_lease(self, *, name: str, holder: str, until: datetime) -> bool:
+        result = await self.control[LEASES].update_one(
+            {"_id": name, "holder": holder}, {"$set": {"until": until}}
+        )
+        return result.matched_count == 1
 
     async def take_lease(self, *, name: str, holder: str, now: datetime, until: datetime) -> bool:
         """Hold the job `name` until `until`; False if another holder's lease is live.

@@ -92,6 +92,8 @@ class DatasetOut(BaseModel):
     entry_count: int | None = None
     row_count: int | None = None
     columns: list[dict[str, Any]] | None = None
+    first_timestamp: UtcDatetime | None = None
+    last_timestamp: UtcDatetime | None = None
     created_at: UtcDatetime
     updated_at: UtcDatetime
     expires_at: UtcDatetime
@@ -112,8 +114,18 @@ _DATASET_EXAMPLE = {
     "tags": ["public"],
     "item_count": 0,
     "entry_count": 0,
-    "row_count": 0,
-    "columns": [],
+    "row_count": 2,
+    "columns": [
+        {
+            "id": "60c72b2f9b1d8b1a2d3e0101",
+            "dataset": OID,
+            "name": "price",
+            "dtype": "float",
+            "created_at": "2026-11-30T10:00:00Z",
+        }
+    ],
+    "first_timestamp": "2025-12-16T10:00:00Z",
+    "last_timestamp": "2025-12-16T11:00:00Z",
     "created_at": "2026-11-30T10:00:00Z",
     "updated_at": "2026-11-30T10:00:00Z",
     "expires_at": "2027-02-28T10:00:00Z",

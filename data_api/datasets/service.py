@@ -22,7 +22,9 @@ Decisions where the spec is silent:
   then removes its entries (and their links everywhere), its items, its shares
   and finally its catalogue row; a crash part-way is finished by the expiry
   sweeper (`expiry.py`), which resumes every `deleting` dataset. Rows and
-  columns arrive with the rows feature and will be removed in the same place.
+  columns go in the same place, under the dataset's rows lock.
+- `row_count`, `first_timestamp`, `last_timestamp` come from the rows directory
+  (kept by every write), `columns` from the catalogue: no row is read.
 """
 
 from __future__ import annotations
@@ -173,8 +175,12 @@ class DatasetService:
         see (items under another dataset's ACL are neither listed nor counted)."""
         d = access.dataset
         items, _ = await self.visible_items(access, user_id, now)
-        entries = await self.catalogue.entries_homed_in(owner_id=d["owner_id"], dataset_id=d["_id"])
-        owner = await find_user(control=self.catalogue.control, user_id=d["owner_id"])
+        entries, owner, rows, columns = await asyncio.gather(
+            self.catalogue.entries_homed_in(owner_id=d["owner_id"], dataset_id=d["_id"]),
+            find_user(control=self.catalogue.control, user_id=d["owner_id"]),
+            self.catalogue.row_summary(owner_id=d["owner_id"], dataset_id=d["_id"]),
+            self.catalogue.columns_of(dataset_id=d["_id"]),
+        )
         return self.view(
             access,
             now,
@@ -182,8 +188,19 @@ class DatasetService:
             owner_email=owner["email"] if owner else None,
             item_count=len(items),
             entry_count=len(entries),
-            row_count=0,
-            columns=[],
+            row_count=rows["count"] if rows else 0,
+            columns=[
+                {
+                    "id": str(c["_id"]),
+                    "dataset": str(c["dataset_id"]),
+                    "name": c["name"],
+                    "dtype": c["dtype"],
+                    "created_at": c["created_at"],
+                }
+                for c in columns
+            ],
+            first_timestamp=rows.get("first") if rows else None,
+            last_timestamp=rows.get("last") if rows else None,
         )
 
     async def audit_event(self, **record: Any) -> None:
@@ -506,6 +523,7 @@ class DatasetService:
         ):
             await self.catalogue.delete_entry(entry_id=entry_id)
         await self.catalogue.delete_items_of(owner_id=owner_id, dataset_id=dataset_id)
+        await self.catalogue.delete_rows_of(owner_id=owner_id, dataset_id=dataset_id)
         await self.catalogue.delete_shares_of(dataset_id=dataset_id)
         await self.catalogue.delete_dataset(dataset_id=dataset_id)
 

@@ -1,0 +1,1 @@
+"""Timeseries rows and columns of datasets (`spec/rows.md`)."""

@@ -1,0 +1,180 @@
+"""Rows in and out: timestamps, values, and the bytes a storage bucket holds.
+
+A timestamp is kept as integer milliseconds since the Unix epoch (UTC) from the
+moment it is parsed until it leaves as ISO-8601 with `Z`
+(`2025-12-16T10:00:00Z`, milliseconds kept when non-zero, as everywhere in
+Quarry). Input is an ISO-8601 string with or without offset (without one it is
+UTC; an offset is normalised away) or an integer of epoch milliseconds;
+precision below a millisecond is cut off (so two inputs that differ only below
+it name the same row).
+
+`values` is a flat object: at most 1,000 keys following the field-name rules,
+not `timestamp` (so the flattened forms of `live` and `stream` are never
+ambiguous), each value a number, string, boolean or null. A declared column
+types its key: `float` takes any number (not a boolean), `int` an integer,
+`string` a string, `bool` a boolean; null is accepted for every type.
+
+A row's values are stored as their compact JSON (orjson) and sent back as those
+same bytes, so reading and downloading rows never rebuilds an object per row.
+"""
+
+from __future__ import annotations
+
+from array import array
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from app.names import field_name_problem
+
+MAX_KEYS = 1000
+DTYPES = ("float", "int", "string", "bool")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS = timedelta(milliseconds=1)
+DAY_MS = 86_400_000
+#: 0001-01-01 and the last millisecond of 9999 (the range of ISO dates).
+MIN_MS = (datetime(1, 1, 1, tzinfo=UTC) - EPOCH) // ONE_MS
+MAX_MS = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - EPOCH) // ONE_MS
+TIMESTAMP_RULE = (
+    "an ISO-8601 date-time (with or without offset) or integer epoch milliseconds "
+    "between years 1 and 9999"
+)
+
+
+class BadTimestamp(ValueError):
+    pass
+
+
+def parse_timestamp(value: Any) -> int:
+    """Epoch milliseconds of an input timestamp; raises BadTimestamp."""
+    if type(value) is int:
+        if MIN_MS <= value <= MAX_MS:
+            return value
+        raise BadTimestamp(f"timestamp must be {TIMESTAMP_RULE}")
+    if isinstance(value, str) and 10 <= len(value) <= 40:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise BadTimestamp(f"timestamp must be {TIMESTAMP_RULE}") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        try:
+            return (moment - EPOCH) // ONE_MS
+        except OverflowError:
+            raise BadTimestamp(f"timestamp must be {TIMESTAMP_RULE}") from None
+    raise BadTimestamp(f"timestamp must be {TIMESTAMP_RULE}")
+
+
+@lru_cache(maxsize=4096)
+def _day(days: int) -> str:
+    return (EPOCH + timedelta(days=days)).strftime("%Y-%m-%dT")
+
+
+def format_timestamp(ms: int) -> str:
+    days, rest = divmod(ms, DAY_MS)
+    seconds, millis = divmod(rest, 1000)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if millis:
+        return f"{_day(days)}{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
+    return f"{_day(days)}{hours:02d}:{minutes:02d}:{seconds:02d}Z"
+
+
+def to_datetime(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def from_datetime(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // ONE_MS
+
+
+# ------------------------------------------------------------------ values
+
+_SCALARS = (str, int, float, bool, type(None))
+_TYPE_OK = {
+    "float": lambda v: type(v) is float or type(v) is int,
+    "int": lambda v: type(v) is int,
+    "string": lambda v: type(v) is str,
+    "bool": lambda v: type(v) is bool,
+}
+#: Keys already found valid (the same few keys repeat in every row).
+_good_keys: set[str] = set()
+
+
+def key_problem(key: Any) -> str | None:
+    if key in _good_keys:
+        return None
+    if not isinstance(key, str):
+        return "must be a string"
+    if key == "timestamp":
+        return "'timestamp' is the row's own field and cannot be a value key"
+    problem = field_name_problem(key)
+    if problem is None and len(_good_keys) < 100_000:
+        _good_keys.add(key)
+    return problem
+
+
+def values_problems(values: Any, columns: dict[str, str]) -> list[tuple[list[str], str]]:
+    """What is wrong with one row's `values`: `(loc below values, message)` pairs."""
+    if not isinstance(values, dict):
+        return [([], "values must be an object")]
+    if len(values) > MAX_KEYS:
+        return [([], f"values may have at most {MAX_KEYS} keys")]
+    problems: list[tuple[list[str], str]] = []
+    for key, value in values.items():
+        problem = key_problem(key)
+        if problem is not None:
+            problems.append(([str(key)], problem))
+            continue
+        if not isinstance(value, _SCALARS):
+            problems.append(([key], "a value must be a number, string, boolean or null"))
+            continue
+        dtype = columns.get(key)
+        if dtype is not None and value is not None and not _TYPE_OK[dtype](value):
+            problems.append(([key], f"column {key!r} is declared {dtype}"))
+    return problems
+
+
+def encode_values(values: dict[str, Any]) -> bytes:
+    return orjson.dumps(values)
+
+
+# ------------------------------------------------------------------ buckets
+
+
+def pack_times(times: list[int]) -> bytes:
+    return array("q", times).tobytes()
+
+
+def unpack_times(blob: bytes) -> array[int]:
+    times = array("q")
+    times.frombytes(blob)
+    return times
+
+
+def pack_values(lines: list[bytes]) -> bytes:
+    # orjson never writes a raw newline (it escapes them), so lines split back exactly.
+    return b"\n".join(lines)
+
+
+def unpack_values(blob: bytes, count: int) -> list[bytes]:
+    if count == 0:
+        return []
+    return blob.split(b"\n")
+
+
+def row_json(ms: int, line: bytes) -> bytes:
+    """`{"timestamp": …, "values": …}` from the stored bytes."""
+    return b'{"timestamp":"' + format_timestamp(ms).encode() + b'","values":' + line + b"}"
+
+
+def flat_json(ms: int, line: bytes) -> bytes:
+    """`{"timestamp": …, <values>}` (seed 002's live and stream rows)."""
+    head = b'{"timestamp":"' + format_timestamp(ms).encode() + b'"'
+    if line == b"{}":
+        return head + b"}"
+    return head + b"," + line[1:]

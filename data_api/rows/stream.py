@@ -1,0 +1,212 @@
+"""`GET /rows/stream`: Server-Sent Events of new rows (seed 002), and what wakes them.
+
+Events: `connected` (`{"dataset_id", "message"}`), `data` (one flattened row,
+`id:` its timestamp), `heartbeat` (`{"timestamp"}`) after `poll_interval`
+seconds without a row, `error` (`{"error_code", "message"}`, then the stream
+ends). A stream sends the rows newer than its position: the dataset's newest
+row when it connected, or `Last-Event-ID` (a timestamp) when the client
+reconnects, so nothing is missed or sent twice across a reconnect.
+
+What wakes a stream:
+- a commit in this process (`RowHub.notify`, called by the store): at once;
+- on MongoDB replica sets, a change stream on the dataset's directory
+  document (one per open stream), for commits of other workers;
+- otherwise (the embedded engine has no change streams) it looks at the
+  directory every `poll_interval` seconds, one `_id` lookup.
+Every `poll_interval` it also checks the caller may still read the dataset (a
+revoked share, a released tag, a deleted dataset end the stream with `error`).
+
+At most `QUARRY_MAX_STREAMS_PER_USER` streams per user over every worker: each
+open stream holds one of that many leases `stream:<user>:<n>` (the catalogue's
+leases), renewed while it runs and dropped when it ends; a worker that dies
+leaves its leases to lapse within `STREAM_LEASE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import anyio
+import orjson
+from bson import ObjectId
+from pymongo.errors import PyMongoError
+
+from app.clock import utc_now
+from app.errors import QuarryError
+from data_api.datasets.access import Access, Level
+from data_api.datasets.errors import DatasetNotFound
+from data_api.datasets.repository import Catalogue
+from data_api.rows.codec import flat_json, format_timestamp, from_datetime
+from data_api.rows.errors import TooManyStreams
+from data_api.rows.service import RowService
+from data_api.rows.store import DIRS
+
+logger = logging.getLogger("quarry.rows")
+
+STREAM_LEASE_SECONDS = 30.0
+#: Rows sent per read while catching up.
+CATCH_UP_ROWS = 5_000
+
+
+class RowHub:
+    """In-process wake-ups: one event per dataset with open streams, set on commit."""
+
+    def __init__(self) -> None:
+        self._events: dict[ObjectId, asyncio.Event] = {}
+        self._users: dict[ObjectId, int] = {}
+
+    def notify(self, dataset_id: ObjectId) -> None:
+        event = self._events.get(dataset_id)
+        if event is not None:
+            event.set()
+
+    @contextlib.contextmanager
+    def subscribe(self, dataset_id: ObjectId) -> asyncio.Event:  # type: ignore[misc]
+        event = self._events.setdefault(dataset_id, asyncio.Event())
+        self._users[dataset_id] = self._users.get(dataset_id, 0) + 1
+        try:
+            yield event
+        finally:
+            self._users[dataset_id] -= 1
+            if not self._users[dataset_id]:
+                del self._users[dataset_id]
+                del self._events[dataset_id]
+
+
+class StreamSlots:
+    """The per-user stream budget (leases `stream:<user>:<n>`)."""
+
+    def __init__(self, catalogue: Catalogue, limit: int) -> None:
+        self.catalogue = catalogue
+        self.limit = limit
+
+    async def take(self, user_id: ObjectId, holder: str) -> str:
+        now = utc_now()
+        until = now + timedelta(seconds=STREAM_LEASE_SECONDS)
+        for n in range(self.limit):
+            name = f"stream:{user_id}:{n}"
+            if await self.catalogue.take_lease(name=name, holder=holder, now=now, until=until):
+                return name
+        raise TooManyStreams(self.limit)
+
+    async def renew(self, name: str, holder: str) -> None:
+        until = utc_now() + timedelta(seconds=STREAM_LEASE_SECONDS)
+        await self.catalogue.renew_lease(name=name, holder=holder, until=until)
+
+    async def give_back(self, name: str, holder: str) -> None:
+        with contextlib.suppress(PyMongoError):
+            await self.catalogue.drop_lease(name=name, holder=holder)
+
+
+def event(kind: str, data: bytes, event_id: str | None = None) -> bytes:
+    head = b"event: " + kind.encode() + b"\n"
+    if event_id is not None:
+        head += b"id: " + event_id.encode() + b"\n"
+    return head + b"data: " + data + b"\n\n"
+
+
+def _error_event(exc: Exception) -> bytes:
+    if isinstance(exc, QuarryError):
+        body = {"error_code": str(exc.error_code), "message": exc.message}
+    else:
+        body = {"error_code": "DATABASE_UNAVAILABLE", "message": "The stream lost its database."}
+    return event("error", orjson.dumps(body))
+
+
+async def _change_stream_waker(service: RowService, access: Access, wake: asyncio.Event) -> None:
+    """On a MongoDB replica set: set `wake` on every commit to the dataset's directory,
+    whichever worker made it. Elsewhere it returns at once (polling covers it)."""
+    if await service.store.database.is_embedded_engine():
+        return
+    collection = service.catalogue.tenant(access.dataset["owner_id"])[DIRS]
+    try:
+        async with await collection.watch(
+            [{"$match": {"documentKey._id": access.dataset["_id"]}}]
+        ) as changes:
+            async for _change in changes:
+                wake.set()
+    except PyMongoError as exc:
+        logger.info("row stream falls back to polling (%s)", type(exc).__name__)
+
+
+async def sse(
+    *,
+    service: RowService,
+    hub: RowHub,
+    slots: StreamSlots,
+    slot: str,
+    holder: str,
+    access: Access,
+    user_id: ObjectId,
+    position: int | None,
+    poll_interval: float,
+) -> AsyncIterator[bytes]:
+    """The event stream of one client; its slot is held until it ends."""
+    dataset_id = access.dataset["_id"]
+    owner_id = access.dataset["owner_id"]
+    store = service.store
+    watcher: asyncio.Task[None] | None = None
+    try:
+        with hub.subscribe(dataset_id) as wake:
+            watcher = asyncio.create_task(_change_stream_waker(service, access, wake))
+            yield event(
+                "connected",
+                orjson.dumps(
+                    {"dataset_id": str(dataset_id), "message": "Connected to real-time stream"}
+                ),
+            )
+            loop = asyncio.get_running_loop()
+            quiet_since = loop.time()
+            checked_at = loop.time()
+            while True:
+                wake.clear()
+                sent = False
+                async for times, lines in store.scan(
+                    owner_id,
+                    dataset_id,
+                    start=None if position is None else position + 1,
+                    end=None,
+                    batch_rows=CATCH_UP_ROWS,
+                ):
+                    yield b"".join(
+                        event("data", flat_json(ms, line), format_timestamp(ms))
+                        for ms, line in zip(times, lines, strict=True)
+                    )
+                    position = times[-1]
+                    sent = True
+                now = loop.time()
+                if sent:
+                    quiet_since = now
+                elif now - quiet_since >= poll_interval:
+                    now_ms = from_datetime(utc_now())
+                    yield event("heartbeat", orjson.dumps({"timestamp": format_timestamp(now_ms)}))
+                    quiet_since = now
+                if now - checked_at >= poll_interval:
+                    # Still allowed to read? (share revoked, tag released, dataset gone)
+                    await service.datasets.access.require(
+                        dataset_id, user_id, Level.read, service.clock()
+                    )
+                    await slots.renew(slot, holder)
+                    checked_at = now
+                timeout = min(quiet_since, checked_at) + poll_interval - loop.time()
+                if timeout > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), timeout=timeout)
+    except (QuarryError, DatasetNotFound, PyMongoError) as exc:
+        yield _error_event(exc)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        # The client going away cancels this generator; giving the slot back must
+        # still happen (else it is held until its lease lapses).
+        with anyio.CancelScope(shield=True):
+            await slots.give_back(slot, holder)
+
+
+def new_holder() -> str:
+    return uuid.uuid4().hex
