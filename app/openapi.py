@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
 from app.errors import ErrorEnvelope
 
@@ -59,6 +60,17 @@ _RATE_LIMITED = {
 }
 
 
+#: Models a route documents by hand (a request body read without FastAPI's parsing,
+#: e.g. rows' bulk_insert, which takes JSON or NDJSON): put in the components too.
+_EXTRA_MODELS: list[type[BaseModel]] = []
+
+
+def register_schema(model: type[BaseModel]) -> str:
+    """Put `model` in the document's components; returns its `$ref`."""
+    _EXTRA_MODELS.append(model)
+    return f"#/components/schemas/{model.__name__}"
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
@@ -76,6 +88,11 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         ref_template="#/components/schemas/{model}"
     )
     schemas.update(schemas["ErrorEnvelope"].pop("$defs", {}))
+    for model in _EXTRA_MODELS:
+        schemas[model.__name__] = model.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        schemas.update(schemas[model.__name__].pop("$defs", {}))
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})

@@ -31,8 +31,8 @@ QUIET_SETTINGS: dict[str, Any] = {
 }
 
 #: The control collections and the tenant collections a dataset lives in.
-CATALOGUE_COLLECTIONS = ("datasets", "shares", "tags", "user_tags", "entry_homes")
-TENANT_COLLECTIONS = ("items", "entries")
+CATALOGUE_COLLECTIONS = ("datasets", "shares", "tags", "user_tags", "entry_homes", "columns")
+TENANT_COLLECTIONS = ("items", "entries", "row_dirs", "row_buckets")
 
 Headers = Mapping[str, str]
 #: The `register` fixture (tests/accounts.py).

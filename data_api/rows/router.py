@@ -25,6 +25,7 @@ from data_api.rows.codec import format_timestamp
 from data_api.rows.errors import TooManyRows
 from data_api.rows.schemas import (
     BULK_INSERT_BODY,
+    ROW_EXAMPLE,
     AggregateAnswer,
     BulkInsertAnswer,
     ColumnAnswer,
@@ -383,7 +384,13 @@ MEDIA = {
         **READ,
         200: {
             "description": "The rows, streamed (gzip when accepted).",
-            "content": {m.split(";")[0]: {} for m in MEDIA.values()},
+            "content": {
+                "application/json": {"example": [ROW_EXAMPLE]},
+                "text/csv": {
+                    "example": "timestamp,open,close\n2025-12-16T10:00:00Z,104500,104600\n"
+                },
+                "application/x-ndjson": {"example": orjson.dumps(ROW_EXAMPLE).decode() + "\n"},
+            },
         },
     },
 )

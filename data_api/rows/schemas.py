@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.openapi import register_schema
+
 DATASET_ID = "665f1c2e9b1e8a3d4c5b6a70"
 ROW_EXAMPLE = {"timestamp": "2025-12-16T10:00:00Z", "values": {"open": 104500, "close": 104600}}
 Timestamp = str | int
@@ -128,10 +130,10 @@ BULK_INSERT_BODY: dict[str, Any] = {
     "required": True,
     "content": {
         "application/json": {
-            "schema": {"$ref": "#/components/schemas/BulkInsertIn"},
+            "schema": {"$ref": register_schema(BulkInsertIn)},
         },
         "application/x-ndjson": {
-            "schema": {"$ref": "#/components/schemas/RowIn"},
+            "schema": {"$ref": register_schema(RowIn)},
             "example": '{"timestamp": "2025-12-16T10:00:00Z", "values": {"price": 104500}}\n'
             '{"timestamp": "2025-12-16T11:00:00Z", "values": {"price": 104600}}\n',
         },

@@ -103,7 +103,7 @@ def _resolve(document: dict, schema: dict) -> dict:  # type: ignore[type-arg]
     return schema
 
 
-async def test_every_dataset_tag_share_audit_entry_and_search_endpoint_is_documented(
+async def test_every_dataset_tag_share_audit_entry_search_and_rows_endpoint_is_documented(
     client: httpx.AsyncClient,
 ) -> None:
     document = (await client.get("/openapi.json")).json()
@@ -114,8 +114,10 @@ async def test_every_dataset_tag_share_audit_entry_and_search_endpoint_is_docume
         "/api/v1/audit",
         "/api/v1/entries",
         "/api/v1/search",
+        "/api/v1/rows",
+        "/api/v1/columns",
     )
-    tags = {"datasets", "tags", "shares", "audit", "entries", "search"}
+    tags = {"datasets", "tags", "shares", "audit", "entries", "search", "rows"}
     checked = 0
     for path, operations in document["paths"].items():
         if not path.startswith(prefixes):
@@ -126,7 +128,7 @@ async def test_every_dataset_tag_share_audit_entry_and_search_endpoint_is_docume
             assert operation.get("summary"), where
             assert set(operation["tags"]) <= tags, where
             assert {"401", "429", "503"} <= set(operation["responses"]), where
-            if "{dataset_id}" in path or "{entry_id}" in path:
+            if "{dataset_id}" in path or "{entry_id}" in path or path.startswith(prefixes[-2:]):
                 assert "404" in operation["responses"], where
             success = next(code for code in operation["responses"] if code.startswith("2"))
             content = operation["responses"][success].get("content", {})
@@ -153,4 +155,4 @@ async def test_every_dataset_tag_share_audit_entry_and_search_endpoint_is_docume
                     or any("examples" in p for p in schema.get("properties", {}).values())
                 )
                 assert examples, f"{where}: request body without an example"
-    assert checked >= 40
+    assert checked >= 51

@@ -714,3 +714,119 @@ async def test_search_text_is_literal_not_a_pattern(
             "/api/v1/datasets", params={"search": text}, headers=owner.bearer
         )
         assert [d["name"] for d in response.json()["data"]] == expected, text
+
+
+# ----------------------------------------------------------------- rows
+
+
+async def rows_snapshot(sync_client: Any, control_db: str, dataset_id: str) -> dict[str, Any]:
+    control = sync_client[control_db]
+    oid = ObjectId(dataset_id)
+    dataset = control["datasets"].find_one({"_id": oid})
+    assert dataset is not None
+    tenant = sync_client[f"qt_{dataset['owner_id']}"]
+    return {
+        "dataset": dataset,
+        "columns": list(control["columns"].find({"dataset_id": oid}).sort("_id", 1)),
+        "directory": tenant["row_dirs"].find_one({"_id": oid}),
+        "buckets": list(tenant["row_buckets"].find({"dataset_id": oid}).sort("_id", 1)),
+    }
+
+
+async def test_another_tenant_gets_404_on_every_rows_endpoint_and_changes_nothing(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    owner: Account,
+    other_owner: Account,
+    sync_client: Any,
+) -> None:
+    created = await client.post("/api/v1/datasets", json={"name": "ts"}, headers=owner.bearer)
+    assert created.status_code == 201, created.text
+    ds = created.json()["data"]["id"]
+    rows = [{"timestamp": 1000 * n, "values": {"v": n}} for n in range(10)]
+    inserted = await client.post(
+        "/api/v1/rows/bulk_insert", json={"dataset": ds, "rows": rows}, headers=owner.bearer
+    )
+    assert inserted.status_code == 200, inserted.text
+    column = await client.post(
+        "/api/v1/columns", json={"dataset": ds, "name": "v", "dtype": "int"}, headers=owner.bearer
+    )
+    assert column.status_code == 201, column.text
+    column_id = column.json()["data"]["id"]
+    before = await rows_snapshot(sync_client, app.state.settings.control_db, ds)
+    attacker_key = await api_key(client, other_owner)
+    on = f"?dataset={ds}"
+    calls: dict[tuple[str, str], dict[str, Any]] = {
+        ("GET", "/api/v1/columns"): {"path": f"/api/v1/columns{on}"},
+        ("POST", "/api/v1/columns"): {"json": {"dataset": ds, "name": "w", "dtype": "int"}},
+        ("DELETE", "/api/v1/columns/{column_id}"): {"path": f"/api/v1/columns/{column_id}"},
+        ("POST", "/api/v1/rows"): {"json": {"dataset": ds, "timestamp": 5, "values": {}}},
+        ("POST", "/api/v1/rows/bulk_insert"): {
+            "json": {"dataset": ds, "rows": [{"timestamp": 5}], "on_conflict": "replace"}
+        },
+        ("GET", "/api/v1/rows"): {"path": f"/api/v1/rows{on}"},
+        ("DELETE", "/api/v1/rows"): {"json": {"dataset": ds, "all": True}},
+        ("GET", "/api/v1/rows/bulk_download"): {"path": f"/api/v1/rows/bulk_download{on}"},
+        ("GET", "/api/v1/rows/live"): {"path": f"/api/v1/rows/live{on}"},
+        ("GET", "/api/v1/rows/stream"): {"path": f"/api/v1/rows/stream{on}"},
+        ("GET", "/api/v1/rows/aggregate"): {"path": f"/api/v1/rows/aggregate{on}"},
+    }
+    # Every rows and columns route is in the table: a new one cannot skip isolation.
+    routes = {
+        (method, route.path)
+        for route in iter_route_contexts(app.routes)
+        if (route.path or "").startswith(("/api/v1/rows", "/api/v1/columns"))
+        for method in route.methods or ()
+    }
+    assert routes == set(calls), routes ^ set(calls)
+    for (method, template), options in calls.items():
+        path = options.get("path", template)
+        body = {k: v for k, v in options.items() if k != "path"}
+        expected = (
+            ErrorCode.COLUMN_NOT_FOUND if "{column_id}" in template else ErrorCode.DATASET_NOT_FOUND
+        )
+        for headers in (other_owner.bearer, {"X-API-Key": attacker_key}):
+            response = await client.request(method, path, headers=headers, **body)
+            assert_envelope(response, 404, expected)
+    # NDJSON loads name the dataset in the query.
+    loaded = await client.post(
+        f"/api/v1/rows/bulk_insert?dataset={ds}",
+        content=b'{"timestamp": 7, "values": {}}\n',
+        headers={**other_owner.bearer, "content-type": "application/x-ndjson"},
+    )
+    assert_envelope(loaded, 404, ErrorCode.DATASET_NOT_FOUND)
+    assert await rows_snapshot(sync_client, app.state.settings.control_db, ds) == before
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"price": {"$gt": 1}},
+        {"$where": 1},
+        {"a.b": 1},
+        {"price": [1, 2]},
+        {"": 1},
+        {"timestamp": 1},
+    ],
+)
+async def test_hostile_row_values_are_422_and_write_nothing(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    owner: Account,
+    sync_client: Any,
+    values: dict[str, Any],
+) -> None:
+    created = await client.post("/api/v1/datasets", json={"name": "ts"}, headers=owner.bearer)
+    ds = created.json()["data"]["id"]
+    rows = [{"timestamp": 1, "values": {"ok": 1}}, {"timestamp": 2, "values": values}]
+    response = await client.post(
+        "/api/v1/rows/bulk_insert", json={"dataset": ds, "rows": rows}, headers=owner.bearer
+    )
+    body = assert_envelope(response, 422, ErrorCode.VALIDATION_ERROR)
+    assert body["details"][0]["loc"][:3] == ["body", "rows", 1]
+    owner_id = sync_client[app.state.settings.control_db]["datasets"].find_one(
+        {"_id": ObjectId(ds)}
+    )["owner_id"]
+    tenant = sync_client[f"qt_{owner_id}"]
+    assert tenant["row_dirs"].count_documents({}) == 0
+    assert tenant["row_buckets"].count_documents({}) == 0

@@ -1,4 +1,6 @@
-"""The permission matrix: every dataset endpoint by every way of holding access.
+"""The permission matrix: every dataset endpoint (and every rows and columns
+endpoint, which name their dataset in the query or body) by every way of holding
+access.
 
 A caller's level on a dataset (`spec/datasets.md`, Permissions) is the highest of
 owner, a live share, `read` for a public dataset or a matching tag, `admin` for a
@@ -59,6 +61,10 @@ from tests.mailbox import Inbox
 
 DATASET = "/api/v1/datasets/{dataset_id}"
 ACCESS_CHECK = "/api/v1/access/check"
+#: Rows and columns name their dataset in the query or the body (`spec/rows.md`).
+ROWS = "/api/v1/rows"
+COLUMNS = "/api/v1/columns"
+ON_DATASET = "?dataset={dataset_id}"
 READER_TAG = "matrix-readers"
 EXTRA_TAG = "matrix-extra"
 
@@ -322,12 +328,35 @@ async def drop_entry_linked(world: World, target: Target) -> PathValues:
     return {}
 
 
+async def owners_column(world: World, target: Target) -> PathValues:
+    """The column DELETE /columns/{column_id} removes (declared by the owner)."""
+    made = await world.http.post(
+        COLUMNS,
+        json={"dataset": target.dataset_id, "name": f"c{uuid.uuid4().hex[:8]}", "dtype": "int"},
+        headers=world.owner,
+    )
+    assert made.status_code == 201, made.text
+    return {"column_id": made.json()["data"]["id"]}
+
+
+def a_row(world: World, target: Target) -> dict[str, Any]:
+    """A row at a timestamp no other case used."""
+    return {"timestamp": uuid.uuid4().int % 10**12, "values": {"v": 1}}
+
+
 @dataclass(frozen=True)
 class Endpoint:
     needs: Level
     served: int
     body: Body | None = None
     prepare: Prepare = nothing_to_prepare
+    #: The URL, when the dataset is not in the route's path (rows, columns).
+    url: str | None = None
+    #: What an unreadable dataset answers (a column names no dataset in its URL).
+    not_found: ErrorCode = ErrorCode.DATASET_NOT_FOUND
+    #: Server-Sent Events: only its refusals are cases here (an open stream does not
+    #: end); tests/data_api/rows/test_rows_stream.py serves it to a read share.
+    streams: bool = False
     #: DELETE of the dataset: each case gets a dataset of its own.
     destroys_dataset: bool = False
     #: Access check: answers 200 to everyone, `has_access` says the rest.
@@ -380,6 +409,39 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("POST", ACCESS_CHECK): Endpoint(
         Level.read, 200, body=lambda w, t: {"dataset_id": t.dataset_id}, always_answers=True
     ),
+    ("GET", COLUMNS): Endpoint(Level.read, 200, url=COLUMNS + ON_DATASET),
+    ("POST", COLUMNS): Endpoint(
+        Level.write,
+        201,
+        body=lambda w, t: {
+            "dataset": t.dataset_id,
+            "name": f"c{uuid.uuid4().hex[:8]}",
+            "dtype": "float",
+        },
+    ),
+    ("DELETE", f"{COLUMNS}/{{column_id}}"): Endpoint(
+        Level.write, 204, prepare=owners_column, not_found=ErrorCode.COLUMN_NOT_FOUND
+    ),
+    ("POST", ROWS): Endpoint(
+        Level.write, 201, body=lambda w, t: {"dataset": t.dataset_id, **a_row(w, t)}
+    ),
+    ("POST", f"{ROWS}/bulk_insert"): Endpoint(
+        Level.write, 200, body=lambda w, t: {"dataset": t.dataset_id, "rows": [a_row(w, t)]}
+    ),
+    ("GET", ROWS): Endpoint(Level.read, 200, url=ROWS + ON_DATASET),
+    ("DELETE", ROWS): Endpoint(
+        Level.write, 200, body=lambda w, t: {"dataset": t.dataset_id, "start": 0, "end": 1000}
+    ),
+    ("GET", f"{ROWS}/bulk_download"): Endpoint(
+        Level.read, 200, url=f"{ROWS}/bulk_download{ON_DATASET}&output=csv"
+    ),
+    ("GET", f"{ROWS}/live"): Endpoint(Level.read, 200, url=f"{ROWS}/live{ON_DATASET}"),
+    ("GET", f"{ROWS}/stream"): Endpoint(
+        Level.read, 200, url=f"{ROWS}/stream{ON_DATASET}", streams=True
+    ),
+    ("GET", f"{ROWS}/aggregate"): Endpoint(
+        Level.read, 200, url=f"{ROWS}/aggregate{ON_DATASET}&bucket=1h&agg=avg"
+    ),
 }
 
 
@@ -397,7 +459,7 @@ def cases(wanted: str) -> list[Any]:
         pytest.param(method, path, holder, id=f"{method} {path} as {holder.value}")
         for (method, path), endpoint in ENDPOINTS.items()
         for holder in Holder
-        if outcome(endpoint, holder) == wanted
+        if outcome(endpoint, holder) == wanted and not (endpoint.streams and wanted == "served")
     ]
 
 
@@ -422,7 +484,7 @@ async def call(world: World, method: str, path: str, holder: Holder) -> Sent:
         target = world.target_for(holder)
     await world.assert_still_held(holder, target)
     values = await endpoint.prepare(world, target)
-    url = path.format(dataset_id=target.dataset_id, **values)
+    url = (endpoint.url or path).format(dataset_id=target.dataset_id, **values)
     body = endpoint.body(world, target) if endpoint.body else None
     owners = list(dict.fromkeys([world.user_ids["owner"], world.caller_id(holder)]))
     before = await stored_state(world.app, owners)
@@ -438,7 +500,7 @@ def dataset_routes(app: FastAPI) -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for context in iter_route_contexts(app.routes):
         if isinstance(context.original_route, APIRoute) and (
-            context.path.startswith(DATASET) or context.path == ACCESS_CHECK
+            context.path.startswith((DATASET, ROWS, COLUMNS)) or context.path == ACCESS_CHECK
         ):
             found |= {(method, context.path) for method in context.methods or ()}
     return found
@@ -454,8 +516,10 @@ async def test_a_caller_with_the_level_needed_is_served(
 ) -> None:
     response = (await call(world, method, path, holder)).response
     assert response.status_code == ENDPOINTS[(method, path)].served, response.text
-    if response.status_code == 204:
-        return
+    if response.status_code == 204 or not response.headers["content-type"].startswith(
+        "application/json"
+    ):
+        return  # no body, or rows as a file (CSV, NDJSON)
     assert response.json()["success"] is True
     data = response.json().get("data")
     if isinstance(data, dict) and "user_permission" in data:  # an answer with a dataset
@@ -478,7 +542,7 @@ async def test_a_caller_without_any_level_is_told_not_found_and_nothing_changes(
     world: World, method: str, path: str, holder: Holder
 ) -> None:
     sent = await call(world, method, path, holder)
-    assert_envelope(sent.response, 404, ErrorCode.DATASET_NOT_FOUND)
+    assert_envelope(sent.response, 404, ENDPOINTS[(method, path)].not_found)
     await sent.assert_nothing_changed(world)
 
 
