@@ -41,6 +41,7 @@ from pymongo.errors import DuplicateKeyError
 
 from app.clock import utc_now
 from app.database import Database, Document, create_indexes
+from app.errors import DatabaseUnavailable
 from app.page_query import Eq, PageQuery
 from app.users import USERS
 
@@ -390,7 +391,13 @@ class Catalogue:
         dataset gone)."""
         holder = str(ObjectId())
         name = f"rows:{dataset_id}"
-        await self.wait_for_lease(name=name, holder=holder, seconds=60.0, wait_seconds=120.0)
+        try:
+            await self.wait_for_lease(name=name, holder=holder, seconds=60.0, wait_seconds=120.0)
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                "A write to the dataset's rows is still running; the deletion is finished "
+                "by maintenance."
+            ) from None
         db = self.tenant(owner_id)
         await db[ROW_DIRS].delete_one({"_id": dataset_id})
         await db[ROW_BUCKETS].delete_many({"dataset_id": dataset_id})

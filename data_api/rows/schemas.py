@@ -7,13 +7,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 from app.openapi import register_schema
 
 DATASET_ID = "665f1c2e9b1e8a3d4c5b6a70"
 ROW_EXAMPLE = {"timestamp": "2025-12-16T10:00:00Z", "values": {"open": 104500, "close": 104600}}
-Timestamp = str | int
+Timestamp = StrictStr | StrictInt
 OnConflictField = Field(
     "error",
     description="What an existing timestamp does: `error` refuses the whole request (409), "
@@ -68,7 +76,7 @@ class RowIn(BaseModel):
     timestamp: Timestamp = Field(
         description="ISO-8601 (an offset is normalised to UTC; none means UTC) or epoch ms."
     )
-    values: dict[str, str | int | float | bool | None] = Field(
+    values: dict[str, StrictStr | StrictInt | StrictFloat | StrictBool | None] = Field(
         default_factory=dict, description="At most 1,000 keys; no nested objects."
     )
 

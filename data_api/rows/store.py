@@ -462,6 +462,7 @@ class Writer:
         #: Buckets the new directory no longer names (removed after the commit).
         self.garbage: list[int] = []
         self.committed = False
+        self._renewed = asyncio.get_running_loop().time()
         #: The directory write was sent but its outcome is unknown (connection lost).
         self.uncertain = False
         #: Superseded buckets could not be removed after the commit.
@@ -472,6 +473,13 @@ class Writer:
     def start(self, directory: Directory) -> None:
         self.directory = directory
         self._keys = set(directory.keys)
+
+    async def _renew(self) -> None:
+        """Keep the lease (a third of it at most since the last renewal)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._renewed > self.store.lease.total_seconds() / 3:
+            await self.store.renew(self.dataset_id, self.holder)
+            self._renewed = now
 
     def _new_seq(self) -> int:
         seq = self.directory.next_seq
@@ -510,7 +518,7 @@ class Writer:
         (`on_conflict=error` and a timestamp exists) before writing anything."""
         if not times:
             return
-        await self.store.renew(self.dataset_id, self.holder)
+        await self._renew()
         d = self.directory
         # Group the rows by the bucket they fall in (or next to).
         groups: dict[int, tuple[int, int]] = {}
@@ -597,7 +605,7 @@ class Writer:
 
     async def delete(self, start: int | None, end: int | None) -> None:
         """Stage removing the rows in `[start, end)`."""
-        await self.store.renew(self.dataset_id, self.holder)
+        await self._renew()
         d = self.directory
         i, j = d.span(start, end)
         partial = [
@@ -639,7 +647,7 @@ class Writer:
     async def commit(self) -> None:
         """Make every staged change visible at once (one directory write)."""
         store = self.store
-        await store.renew(self.dataset_id, self.holder)
+        await self._renew()  # the lease cannot have lapsed since
         d = self.directory
         dirs = store._db(self.owner_id)[DIRS]
         previous = d.version
