@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect
 
 from app.audit import annotate
 from app.deps import CallerDep, SettingsDep
-from app.errors import ErrorCode, QuarryError
+from app.errors import ErrorCode, PayloadTooLarge, QuarryError
 from app.openapi import error_responses
 from data_api.datasets.access import Level
 from data_api.datasets.router import get_dataset_service
@@ -61,6 +61,11 @@ EndParam = Annotated[str | None, Query(description="Exclusive; ISO-8601 or epoch
 class MalformedBody(QuarryError):
     status_code = 400
     error_code = ErrorCode.BAD_REQUEST
+
+
+class MalformedJson(QuarryError):
+    status_code = 400
+    error_code = ErrorCode.MALFORMED_JSON
 
 
 def get_row_service(request: Request, settings: SettingsDep) -> RowService:
@@ -184,7 +189,7 @@ async def _json_body(request: Request, limit: int) -> Any:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise MalformedBody(
+            raise PayloadTooLarge(
                 f"A JSON bulk_insert body is at most {limit} bytes (QUARRY_MAX_BULK_BODY_BYTES); "
                 "send application/x-ndjson to load more."
             )
@@ -192,7 +197,7 @@ async def _json_body(request: Request, limit: int) -> Any:
     try:
         return orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as exc:
-        raise MalformedBody(f"The body is not valid JSON ({exc}).") from None
+        raise MalformedJson(f"Malformed JSON body at byte {exc.pos}: {exc.msg}.") from None
 
 
 @router.post(
