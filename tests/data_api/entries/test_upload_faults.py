@@ -25,16 +25,14 @@ import gc
 import hashlib
 import json
 import os
-import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from tests.accounts import Account, register_account
@@ -56,6 +54,7 @@ from tests.entries import (
     upload_one,
 )
 from tests.mailbox import Inbox
+from tests.served import eventually, uvicorn_serving
 
 BIG_BYTES = 50 * CHUNK
 #: Streamed, an upload holds a few chunks at a time, never the whole file.
@@ -85,32 +84,6 @@ class Live:
 
     def client(self, **options: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, **options)
-
-
-@contextlib.asynccontextmanager
-async def uvicorn_serving(app: FastAPI) -> AsyncIterator[str]:
-    """`app` served by uvicorn on a free loopback port (its lifespan is run by the
-    caller); the base URL."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    config = uvicorn.Config(
-        app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=5
-    )
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[listener]))
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert not serving.done(), "uvicorn did not start"
-            assert time.monotonic() < deadline, "uvicorn did not start in 10 s"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await serving
-        listener.close()
 
 
 @contextlib.asynccontextmanager
@@ -180,18 +153,6 @@ def upload_head(dataset_id: str, filename: str) -> bytes:
 
 def upload_tail() -> bytes:
     return b"\r\n" + closing_boundary()
-
-
-async def eventually(condition: Callable[[], bool], seconds: float = CLEANUP_SECONDS) -> None:
-    """Poll `condition` (run in a thread: it reads with the blocking driver while
-    the server runs in this loop); a read the engine refused is 'not yet'."""
-    deadline = time.monotonic() + seconds
-    while True:
-        with contextlib.suppress(Exception):
-            if await asyncio.to_thread(condition):
-                return
-        assert time.monotonic() < deadline, f"condition not met within {seconds} s"
-        await asyncio.sleep(0.1)
 
 
 def owner_markers(live: Live) -> int:
