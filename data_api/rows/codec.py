@@ -95,6 +95,8 @@ def from_datetime(moment: datetime) -> int:
 # ------------------------------------------------------------------ values
 
 _SCALARS = (str, int, float, bool, type(None))
+#: The exact types JSON parsing gives for scalars.
+SCALAR_TYPES = frozenset(_SCALARS)
 _TYPE_OK = {
     "float": lambda v: type(v) is float or type(v) is int,
     "int": lambda v: type(v) is int,
@@ -103,6 +105,19 @@ _TYPE_OK = {
 }
 #: Keys already found valid (the same few keys repeat in every row).
 _good_keys: set[str] = set()
+
+
+def known_keys() -> set[str]:
+    """Value keys already found valid (grows as rows are checked)."""
+    return _good_keys
+
+
+def declared_ok(values: dict[str, Any], columns: dict[str, str]) -> bool:
+    for key, dtype in columns.items():
+        value = values.get(key)
+        if value is not None and not _TYPE_OK[dtype](value):
+            return False
+    return True
 
 
 def key_problem(key: Any) -> str | None:

@@ -59,10 +59,14 @@ from data_api.datasets.errors import DatasetNotFound
 from data_api.datasets.service import DatasetService
 from data_api.rows.codec import (
     DTYPES,
+    MAX_KEYS,
+    SCALAR_TYPES,
     BadTimestamp,
+    declared_ok,
     encode_values,
     flat_json,
     format_timestamp,
+    known_keys,
     parse_timestamp,
     row_json,
     values_problems,
@@ -81,6 +85,7 @@ NDJSON_BATCH = 10_000
 #: One row's values, encoded (a bucket holds MAX_BYTES of them).
 MAX_ROW_BYTES = 1024 * 1024
 ROW_KEYS = frozenset({"timestamp", "values"})
+EMPTY: dict[str, Any] = {}
 _BUCKET = re.compile(r"([1-9][0-9]{0,5})(s|m|h|d)")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 MAX_BUCKET_MS = 366 * 86_400_000
@@ -142,7 +147,36 @@ def prepare(
     keys: dict[str, None] = {}
     problems: list[dict[str, Any]] = []
     only_timestamps = True
+    good_keys = known_keys()
+    #: Rows of the fast path, encoded together at the end (one orjson call).
+    waiting: list[int] = []
+    waiting_values: list[dict[str, Any]] = []
+    strings = False
     for offset, row in enumerate(rows):
+        # The common row, checked with set operations (C): known keys, scalar values.
+        if (
+            type(row) is dict
+            and row.keys() <= ROW_KEYS
+            and type(values := row.get("values", EMPTY)) is dict
+            and len(values) <= MAX_KEYS
+            and values.keys() <= good_keys
+            and (types := set(map(type, values.values()))) <= SCALAR_TYPES
+            and (not columns or declared_ok(values, columns))
+        ):
+            try:
+                ms = parse_timestamp(row.get("timestamp"))
+            except BadTimestamp:
+                pass
+            else:
+                times.append(ms)
+                lines.append(b"")
+                waiting.append(len(lines) - 1)
+                waiting_values.append(values)
+                strings = strings or str in types
+                if not values.keys() <= keys.keys():
+                    keys.update(dict.fromkeys(values))
+                continue
+        # Anything else: every problem of the row, named.
         if numbers is None:
             where = [*loc, offset]
         elif numbers:
@@ -191,10 +225,24 @@ def prepare(
                 else:
                     times.append(ms)
                     lines.append(line)
-                    for key in values:
-                        keys[key] = None
+                    keys.update(dict.fromkeys(values))
         if len(problems) >= MAX_PROBLEMS:
             break
+    if not problems and waiting:
+        for index, line in zip(waiting, _encode_all(waiting_values, strings, keys), strict=True):
+            if len(line) > MAX_ROW_BYTES:
+                at = [*loc, index] if numbers is None else [*loc, *numbers[index : index + 1]]
+                problems.append(
+                    {
+                        "loc": [*at, "values"],
+                        "msg": f"a row's values may take at most {MAX_ROW_BYTES} bytes",
+                        "type": "value_error",
+                    }
+                )
+                only_timestamps = False
+                if len(problems) >= MAX_PROBLEMS:
+                    break
+            lines[index] = line
     if problems:
         count = len({tuple(p["loc"][: len(loc) + 1]) for p in problems}) if numbers != [] else 1
         message = f"{count} row(s) cannot be stored; nothing was written."
@@ -204,6 +252,16 @@ def prepare(
     prepared = Prepared(times, lines, list(keys))
     _order(prepared, on_conflict)
     return prepared
+
+
+def _encode_all(values: list[dict[str, Any]], strings: bool, keys: dict[str, None]) -> list[bytes]:
+    """Each row's values as JSON. Without strings anywhere (numbers, booleans, nulls:
+    the usual timeseries) one orjson call encodes all of them and the result is cut
+    at `},{`, which can then only be where one object ends and the next begins."""
+    if strings or any("{" in k or "}" in k for k in keys):
+        return [encode_values(v) for v in values]
+    joined = orjson.dumps(values)[2:-2]
+    return [b"{" + part + b"}" for part in joined.split(b"},{")]
 
 
 def _order(p: Prepared, on_conflict: OnConflict) -> None:

@@ -85,6 +85,8 @@ TARGET_BYTES = 2 * 1024 * 1024
 MAX_BYTES = 4 * 1024 * 1024
 MAX_KEYS_LISTED = 10_000
 LOCK_WAIT_SECONDS = 60.0
+#: Concurrent inserts of one write's new buckets.
+WRITE_CONCURRENCY = 4
 
 OnConflict = Literal["error", "skip", "replace"]
 
@@ -506,6 +508,24 @@ class Writer:
             seqs.append(seq)
         return docs, seqs
 
+    async def _write(self, docs: list[Document]) -> None:
+        """New buckets, several inserts at a time (the engine spreads them over its
+        connections; none is visible before the commit anyway)."""
+        collection = self.store._db(self.owner_id)[BUCKETS]
+        size = max(8, -(-len(docs) // WRITE_CONCURRENCY))
+        # Every insert has ended before a failure is raised (a discard must not
+        # race an insert still running).
+        results = await asyncio.gather(
+            *(
+                collection.insert_many(docs[a : a + size], ordered=False)
+                for a in range(0, len(docs), size)
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
     def add_keys(self, keys: list[str]) -> None:
         d = self.directory
         for key in keys:
@@ -592,7 +612,7 @@ class Writer:
             all_docs += docs
         if all_docs:
             self.staged += [int(str(doc["_id"]).rsplit(":", 1)[1]) for doc in all_docs]
-            await self.store._db(self.owner_id)[BUCKETS].insert_many(all_docs, ordered=False)
+            await self._write(all_docs)
         for x, y, docs, _seqs in sorted(splices, key=lambda s: (s[0], s[1]), reverse=True):
             d.los[x:y] = [_ms(doc["lo"]) for doc in docs]
             d.his[x:y] = [_ms(doc["hi"]) for doc in docs]
@@ -636,7 +656,7 @@ class Writer:
             self.garbage.append(d.seqs[k])
         if all_docs:
             self.staged += [int(str(doc["_id"]).rsplit(":", 1)[1]) for doc in all_docs]
-            await self.store._db(self.owner_id)[BUCKETS].insert_many(all_docs, ordered=False)
+            await self._write(all_docs)
         for k, docs in reversed(replacement):
             d.los[k : k + 1] = [_ms(doc["lo"]) for doc in docs]
             d.his[k : k + 1] = [_ms(doc["hi"]) for doc in docs]
