@@ -8,7 +8,10 @@ to `bench/results/latest.json`. `python -m bench engine` (or any of the suite
 names below) runs only the suites named; `rate_limit` measures what the per-user
 rate limiter adds to a request; `datasets` lists readable datasets out of a
 10,000-dataset catalogue and times the access check; `entries` times seed 000's
-batch call, uploads beside raw GridFS, search indexing and query latency. One
+batch call, uploads beside raw GridFS, search indexing and query latency; `rows`
+times timeseries rows: bulk inserts beside raw `insert_many` of the same buckets,
+NDJSON loads (and the server's peak RSS), range reads out of 10,000 and 10,000,000
+rows, CSV downloads, aggregates and SSE fan-out. One
 benchmark user sends far more than the default limits allow, so every served API
 runs with the limits out of reach
 (`bench.rate_limit.LIMITS_OUT_OF_REACH`: paid for, never refusing) unless the
@@ -33,6 +36,7 @@ from bench import (
     load,
     management,
     rate_limit,
+    rows,
 )
 from bench.harness import Row, database_url, print_table, served_api, write_results
 
@@ -46,6 +50,7 @@ ON_ENGINE = {
     "rate_limit": rate_limit,
     "datasets": datasets,
     "entries": entries,
+    "rows": rows,
 }
 SUITES = (*ON_API, *ON_ENGINE, "engine")
 

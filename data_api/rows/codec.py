@@ -72,14 +72,18 @@ def _day(days: int) -> str:
     return (EPOCH + timedelta(days=days)).strftime("%Y-%m-%dT")
 
 
+@lru_cache(maxsize=1)
+def _clock() -> tuple[str, ...]:
+    """`HH:MM:SS` of every second of a day (built once, on first use)."""
+    return tuple(f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(86_400))
+
+
 def format_timestamp(ms: int) -> str:
     days, rest = divmod(ms, DAY_MS)
     seconds, millis = divmod(rest, 1000)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
     if millis:
-        return f"{_day(days)}{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
-    return f"{_day(days)}{hours:02d}:{minutes:02d}:{seconds:02d}Z"
+        return f"{_day(days)}{_clock()[seconds]}.{millis:03d}Z"
+    return _day(days) + _clock()[seconds] + "Z"
 
 
 def to_datetime(ms: int) -> datetime:

@@ -534,7 +534,11 @@ class RowService:
             else:
                 lo = ms + 1 if lo is None else max(lo, ms + 1)
             skip = 0
-        count_task = asyncio.ensure_future(self.store.count(owner_id, dataset_id, start, end))
+        # One directory read serves the count and the page.
+        directory = await self.store.directory(owner_id, dataset_id)
+        count_task = asyncio.ensure_future(
+            self.store.count(owner_id, dataset_id, start, end, directory)
+        )
         got_t: list[int] = []
         got_v: list[bytes] = []
         try:
@@ -546,6 +550,7 @@ class RowService:
                 descending=descending,
                 skip=skip,
                 batch_rows=limit + 1,
+                directory=directory,
             ):
                 room = limit + 1 - len(got_t)
                 got_t += times[:room]
@@ -586,14 +591,13 @@ class RowService:
             async for times, lines in scan:
                 buffer.seek(0)
                 buffer.truncate()
-                parsed = orjson.loads(b"[" + b",".join(lines) + b"]")
-                writer.writerows(
-                    [
-                        format_timestamp(ms),
-                        *(_csv_cell(values.get(k)) for k in keys),
-                    ]
-                    for ms, values in zip(times, parsed, strict=True)
-                )
+                blob = b",".join(lines)
+                parsed = orjson.loads(b"[" + blob + b"]")
+                # Column by column (None is written empty); booleans as true/false.
+                columns = [[values.get(k) for values in parsed] for k in keys]
+                if b"true" in blob or b"false" in blob:
+                    columns = [[_csv_cell(v) for v in column] for column in columns]
+                writer.writerows(zip(map(format_timestamp, times), *columns, strict=True))
                 yield buffer.getvalue().encode()
         elif output == "ndjson":
             async for times, lines in scan:

@@ -202,6 +202,22 @@ class Summary:
     version: int
 
 
+@dataclass
+class Change:
+    """A committed write, as the streams of this process learn it: the dataset's newest
+    timestamp before (`previous`) and after, and — when the write only appended rows
+    after `previous` (and not too many) — those rows, so streams need not read them."""
+
+    previous: int | None
+    last: int | None
+    times: list[int] | None
+    lines: list[bytes] | None
+
+
+#: Appended rows handed to streams with a commit (more: they read them).
+CHANGE_ROWS = 10_000
+
+
 class RowStore:
     """Rows of every dataset, for one app."""
 
@@ -213,7 +229,7 @@ class RowStore:
             weakref.WeakValueDictionary()
         )
         #: Called with a dataset id after each committed change (stream wake-ups).
-        self.on_commit: Callable[[ObjectId], None] | None = None
+        self.on_commit: Callable[[ObjectId, Change | None], None] | None = None
 
     def _db(self, owner_id: ObjectId) -> AsyncDatabase[Document]:
         return self.catalogue.tenant(owner_id)
@@ -267,6 +283,7 @@ class RowStore:
         descending: bool = False,
         skip: int = 0,
         batch_rows: int = 20_000,
+        directory: Directory | None = None,
     ) -> AsyncIterator[tuple[list[int] | array[int], list[bytes]]]:
         """The rows in `[start, end)` in timestamp order (or reverse), after skipping
         `skip`, as `(times, lines)` runs, one per bucket; reads the directory once and
@@ -275,7 +292,8 @@ class RowStore:
         nothing is repeated or left out of what existed throughout."""
         lo, hi = start, end
         for _attempt in range(20):
-            directory = await self.directory(owner_id, dataset_id)
+            if directory is None:
+                directory = await self.directory(owner_id, dataset_id)
             i, j = directory.span(lo, hi)
             order = list(range(j - 1, i - 1, -1)) if descending else list(range(i, j))
             # Whole buckets inside the range are skipped by their counts, unread.
@@ -317,16 +335,23 @@ class RowStore:
                             lo = times[-1] + 1
                 return
             except Moved:
+                directory = None
                 continue
         raise DatabaseUnavailable("The dataset's rows kept changing while being read; retry.")
 
     async def count(
-        self, owner_id: ObjectId, dataset_id: ObjectId, start: int | None, end: int | None
+        self,
+        owner_id: ObjectId,
+        dataset_id: ObjectId,
+        start: int | None,
+        end: int | None,
+        directory: Directory | None = None,
     ) -> int:
         """Rows in `[start, end)`: whole buckets by their counts, at most the two
         edge buckets read."""
         for _attempt in range(20):
-            directory = await self.directory(owner_id, dataset_id)
+            if directory is None:
+                directory = await self.directory(owner_id, dataset_id)
             if start is None and end is None:
                 return directory.count
             i, j = directory.span(start, end)
@@ -342,6 +367,7 @@ class RowStore:
             try:
                 loaded = await self.buckets(owner_id, dataset_id, edges)
             except Moved:
+                directory = None
                 continue
             for bucket in loaded.values():
                 a, b = bucket.slice(start, end)
@@ -475,6 +501,10 @@ class Writer:
     def start(self, directory: Directory) -> None:
         self.directory = directory
         self._keys = set(directory.keys)
+        self._previous_last = directory.last
+        #: The rows this write appended after `_previous_last` (one insert call).
+        self._appended: tuple[list[int], list[bytes]] | None = None
+        self._calls = 0
 
     async def _renew(self) -> None:
         """Keep the lease (a third of it at most since the last renewal)."""
@@ -538,6 +568,17 @@ class Writer:
         (`on_conflict=error` and a timestamp exists) before writing anything."""
         if not times:
             return
+        self._calls += 1
+        if self._calls == 1:
+            k = (
+                0
+                if self._previous_last is None
+                else bisect.bisect_right(times, self._previous_last)
+            )
+            if len(times) - k <= CHANGE_ROWS:
+                self._appended = (list(times[k:]), list(lines[k:]))
+        else:
+            self._appended = None  # several batches: streams read what they need
         await self._renew()
         d = self.directory
         # Group the rows by the bucket they fall in (or next to).
@@ -688,7 +729,16 @@ class Writer:
         self.uncertain = False
         self.committed = True
         if store.on_commit is not None:
-            store.on_commit(self.dataset_id)
+            appended = self._appended if self.deleted == 0 else None
+            store.on_commit(
+                self.dataset_id,
+                Change(
+                    previous=self._previous_last,
+                    last=d.last,
+                    times=appended[0] if appended else None,
+                    lines=appended[1] if appended else None,
+                ),
+            )
         try:
             await store._delete_buckets(
                 self.owner_id, [_bucket_id(self.dataset_id, s) for s in self.garbage]

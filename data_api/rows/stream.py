@@ -28,7 +28,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import anyio
@@ -44,38 +45,74 @@ from data_api.datasets.repository import Catalogue
 from data_api.rows.codec import flat_json, format_timestamp, from_datetime
 from data_api.rows.errors import TooManyStreams
 from data_api.rows.service import RowService
-from data_api.rows.store import DIRS
+from data_api.rows.store import DIRS, Change
 
 logger = logging.getLogger("quarry.rows")
 
 STREAM_LEASE_SECONDS = 30.0
 #: Rows sent per read while catching up.
 CATCH_UP_ROWS = 5_000
+#: Recent commits a dataset's streams remember (see Channel).
+HISTORY = 64
+
+
+class Channel:
+    """What the streams of one dataset in this process share: the recent commits (with
+    the rows they appended), and one wake-up event per stream."""
+
+    def __init__(self) -> None:
+        self.changes: deque[Change] = deque(maxlen=HISTORY)
+        self.wakes: set[asyncio.Event] = set()
+
+    def rows_after(self, position: int | None) -> list[tuple[list[int], list[bytes]]] | None:
+        """The rows committed after `position`, from the recent commits alone — or None
+        when they cannot say (a commit without its rows, one of another worker, a
+        position older than they reach): read the storage then."""
+        changes = list(self.changes)
+        start = next((k for k, c in enumerate(changes) if c.previous == position), None)
+        if start is None:
+            return [] if changes and changes[-1].last == position else None
+        runs = []
+        expected = position
+        for change in changes[start:]:
+            if change.previous != expected or change.times is None or change.lines is None:
+                return None
+            if change.times:
+                runs.append((change.times, change.lines))
+            expected = change.last
+        return runs
 
 
 class RowHub:
-    """In-process wake-ups: one event per dataset with open streams, set on commit."""
+    """In-process wake-ups of streams: each commit of this process reaches the streams
+    of its dataset at once, with the rows it appended (so a hundred streams do not
+    read the same rows a hundred times)."""
 
     def __init__(self) -> None:
-        self._events: dict[ObjectId, asyncio.Event] = {}
-        self._users: dict[ObjectId, int] = {}
+        self._channels: dict[ObjectId, Channel] = {}
 
-    def notify(self, dataset_id: ObjectId) -> None:
-        event = self._events.get(dataset_id)
-        if event is not None:
-            event.set()
+    def notify(self, dataset_id: ObjectId, change: Change | None) -> None:
+        channel = self._channels.get(dataset_id)
+        if channel is None:
+            return
+        if change is None:
+            channel.changes.clear()
+        else:
+            channel.changes.append(change)
+        for wake in channel.wakes:
+            wake.set()
 
     @contextlib.contextmanager
-    def subscribe(self, dataset_id: ObjectId) -> asyncio.Event:  # type: ignore[misc]
-        event = self._events.setdefault(dataset_id, asyncio.Event())
-        self._users[dataset_id] = self._users.get(dataset_id, 0) + 1
+    def subscribe(self, dataset_id: ObjectId) -> Iterator[tuple[Channel, asyncio.Event]]:
+        channel = self._channels.setdefault(dataset_id, Channel())
+        wake = asyncio.Event()
+        channel.wakes.add(wake)
         try:
-            yield event
+            yield channel, wake
         finally:
-            self._users[dataset_id] -= 1
-            if not self._users[dataset_id]:
-                del self._users[dataset_id]
-                del self._events[dataset_id]
+            channel.wakes.discard(wake)
+            if not channel.wakes:
+                self._channels.pop(dataset_id, None)
 
 
 class StreamSlots:
@@ -152,7 +189,7 @@ async def sse(
     store = service.store
     watcher: asyncio.Task[None] | None = None
     try:
-        with hub.subscribe(dataset_id) as wake:
+        with hub.subscribe(dataset_id) as (channel, wake):
             watcher = asyncio.create_task(_change_stream_waker(service, access, wake))
             yield event(
                 "connected",
@@ -161,18 +198,28 @@ async def sse(
                 ),
             )
             loop = asyncio.get_running_loop()
-            quiet_since = loop.time()
-            checked_at = loop.time()
+            quiet_since = checked_at = loop.time()
+            look = True  # at the storage: at the start, and every poll_interval
             while True:
                 wake.clear()
                 sent = False
-                async for times, lines in store.scan(
-                    owner_id,
-                    dataset_id,
-                    start=None if position is None else position + 1,
-                    end=None,
-                    batch_rows=CATCH_UP_ROWS,
-                ):
+                runs = None if look else channel.rows_after(position)
+                if runs is None:
+                    # Storage: one light look at the newest timestamp, rows only if newer.
+                    newest = (await store.summary(owner_id, dataset_id)).last
+                    if newest is not None and (position is None or newest > position):
+                        runs = [
+                            run
+                            async for run in store.scan(
+                                owner_id,
+                                dataset_id,
+                                start=None if position is None else position + 1,
+                                end=None,
+                                batch_rows=CATCH_UP_ROWS,
+                            )
+                        ]
+                    look = False
+                for times, lines in runs or ():
                     yield b"".join(
                         event("data", flat_json(ms, line), format_timestamp(ms))
                         for ms, line in zip(times, lines, strict=True)
@@ -193,6 +240,8 @@ async def sse(
                     )
                     await slots.renew(slot, holder)
                     checked_at = now
+                    look = True  # another worker's commits are only seen there
+                    continue
                 timeout = min(quiet_since, checked_at) + poll_interval - loop.time()
                 if timeout > 0:
                     with contextlib.suppress(TimeoutError):
