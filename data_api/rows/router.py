@@ -473,7 +473,7 @@ async def stream_rows(
     if position is None:
         position = (await service.summary(access)).last
     hub: RowHub = request.app.state.row_hub
-    slots = StreamSlots(service.catalogue, settings.max_streams_per_user)
+    slots = StreamSlots(service.catalogue, settings.max_streams_per_user, float(poll_interval))
     holder = new_holder()
     slot = await slots.take(caller.user_id, holder)
     return StreamingResponse(

@@ -19,7 +19,8 @@ revoked share, a released tag, a deleted dataset end the stream with `error`).
 At most `QUARRY_MAX_STREAMS_PER_USER` streams per user over every worker: each
 open stream holds one of that many leases `stream:<user>:<n>` (the catalogue's
 leases), renewed while it runs and dropped when it ends; a worker that dies
-leaves its leases to lapse within `STREAM_LEASE_SECONDS`.
+leaves its leases to lapse within `STREAM_LEASE_SECONDS` (or three poll intervals,
+when longer: a stream renews its lease at every poll).
 """
 
 from __future__ import annotations
@@ -118,13 +119,15 @@ class RowHub:
 class StreamSlots:
     """The per-user stream budget (leases `stream:<user>:<n>`)."""
 
-    def __init__(self, catalogue: Catalogue, limit: int) -> None:
+    def __init__(self, catalogue: Catalogue, limit: int, poll_interval: float) -> None:
         self.catalogue = catalogue
         self.limit = limit
+        # Renewed every poll_interval: the lease outlives two missed renewals.
+        self.lease = timedelta(seconds=max(STREAM_LEASE_SECONDS, 3 * poll_interval))
 
     async def take(self, user_id: ObjectId, holder: str) -> str:
         now = utc_now()
-        until = now + timedelta(seconds=STREAM_LEASE_SECONDS)
+        until = now + self.lease
         for n in range(self.limit):
             name = f"stream:{user_id}:{n}"
             if await self.catalogue.take_lease(name=name, holder=holder, now=now, until=until):
@@ -132,7 +135,7 @@ class StreamSlots:
         raise TooManyStreams(self.limit)
 
     async def renew(self, name: str, holder: str) -> None:
-        until = utc_now() + timedelta(seconds=STREAM_LEASE_SECONDS)
+        until = utc_now() + self.lease
         await self.catalogue.renew_lease(name=name, holder=holder, until=until)
 
     async def give_back(self, name: str, holder: str) -> None:
