@@ -407,10 +407,20 @@ class Catalogue:
     # ---------------------------------------------------------------- leases
 
     async def wait_for_lease(
-        self, *, name: str, holder: str, seconds: float, wait_seconds: float
+        self,
+        *,
+        name: str,
+        holder: str,
+        seconds: float,
+        wait_seconds: float,
+        mark_lost_takeover: bool = False,
     ) -> bool:
         """Take the lease `name`, waiting while another holder's is live; True when it
-        took over a lapsed one (its holder died holding it). Raises TimeoutError."""
+        took over a lapsed one (its holder died holding it). Raises TimeoutError.
+
+        Two waiters may both see the lapsed lease: one removes it, the other inserts
+        its own first, and neither knows a holder died. With `mark_lost_takeover` the
+        one that removed it leaves `<name>:clean` (already lapsed) for maintenance."""
         leases = self.control[LEASES]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds
@@ -423,6 +433,11 @@ class Catalogue:
                     {"_id": name, "holder": holder, "until": now + timedelta(seconds=seconds)}
                 )
             except DuplicateKeyError:
+                if mark_lost_takeover and lapsed.deleted_count == 1:
+                    with contextlib.suppress(DuplicateKeyError):
+                        await leases.insert_one(
+                            {"_id": f"{name}:clean", "holder": "", "until": now}
+                        )
                 if loop.time() > deadline:
                     raise TimeoutError(name) from None
                 await asyncio.sleep(delay)

@@ -47,6 +47,7 @@ import bisect
 import contextlib
 import logging
 import math
+import secrets
 import uuid
 import weakref
 from array import array
@@ -306,6 +307,11 @@ class RowStore:
                     break
                 skip -= directory.ns[k]
                 order.pop(0)
+                # Skipped rows count as sent: a re-read goes on after them.
+                if descending:
+                    hi = directory.los[k]
+                else:
+                    lo = directory.his[k] + 1
             try:
                 while order:
                     batch, size = [], 0
@@ -324,6 +330,10 @@ class RowStore:
                             times, lines = times[::-1], lines[::-1]
                         if skip:
                             cut = min(skip, len(times))
+                            if descending:
+                                hi = times[cut - 1]
+                            else:
+                                lo = times[cut - 1] + 1
                             times, lines, skip = times[cut:], lines[cut:], skip - cut
                             if not len(times):
                                 continue
@@ -386,8 +396,15 @@ class RowStore:
         if local is None:
             local = asyncio.Lock()
             self._local[dataset_id] = local
-        async with local:
+        try:
+            await asyncio.wait_for(local.acquire(), LOCK_WAIT_SECONDS)
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                "Another write to this dataset's rows is still running; retry shortly."
+            ) from None
+        try:
             holder = uuid.uuid4().hex
+            acquired_at = asyncio.get_running_loop().time()
             took_over = await self._acquire(dataset_id, holder)
             # Whether dropping the lease is safe: nothing of this write may remain
             # unnamed. When unsure, the lease is left to lapse and whoever takes it
@@ -395,9 +412,11 @@ class RowStore:
             safe = not took_over
             try:
                 if took_over:
-                    await self.clean(owner_id, dataset_id)
+                    await self.clean(owner_id, dataset_id, holder=holder)
+                    acquired_at = asyncio.get_running_loop().time()
                     safe = True
                 writer = Writer(self, owner_id, dataset_id, holder)
+                writer.renewed_at = acquired_at
                 writer.start(await self.directory(owner_id, dataset_id))
                 try:
                     yield writer
@@ -410,6 +429,8 @@ class RowStore:
                 if safe:
                     with contextlib.suppress(PyMongoError):
                         await self.catalogue.drop_lease(name=_lock_name(dataset_id), holder=holder)
+        finally:
+            local.release()
 
     async def _acquire(self, dataset_id: ObjectId, holder: str) -> bool:
         """Take the dataset's write lease, waiting for another holder; True when it took
@@ -420,6 +441,7 @@ class RowStore:
                 holder=holder,
                 seconds=self.lease.total_seconds(),
                 wait_seconds=LOCK_WAIT_SECONDS,
+                mark_lost_takeover=True,
             )
         except TimeoutError:
             raise DatabaseUnavailable(
@@ -432,28 +454,44 @@ class RowStore:
         ):
             raise LostLock()
 
-    async def clean(self, owner_id: ObjectId, dataset_id: ObjectId) -> int:
-        """Remove the buckets no directory names (a write cut short). Under the lock."""
+    async def clean(
+        self, owner_id: ObjectId, dataset_id: ObjectId, *, holder: str | None = None
+    ) -> int:
+        """Remove the buckets no directory names (a write cut short). Under the lock
+        (`holder`'s lease, renewed while it deletes).
+
+        First it fences: the directory's version moves on (an empty directory is
+        written if there was none), so a writer whose lease lapsed unnoticed — the one
+        whose buckets these are — fails its commit instead of naming deleted buckets."""
         db = self._db(owner_id)
         directory = await self.directory(owner_id, dataset_id)
         named = {_bucket_id(dataset_id, s) for s in directory.seqs}
         stored = await db[BUCKETS].find({"dataset_id": dataset_id}, {"_id": 1}).to_list(None)
         orphans = [d["_id"] for d in stored if d["_id"] not in named]
-        await self._delete_buckets(owner_id, orphans)
-        if orphans:
-            logger.info("removed %d row buckets of an unfinished write", len(orphans))
+        if not orphans:
+            return 0
+        if directory.exists:
+            await db[DIRS].update_one({"_id": dataset_id}, {"$inc": {"version": 1}})
+        else:
+            fence = Directory(dataset_id, version=1).document(utc_now())
+            with contextlib.suppress(DuplicateKeyError):
+                await db[DIRS].insert_one(fence)
+        await self._delete_buckets(owner_id, orphans, dataset_id=dataset_id, holder=holder)
+        logger.info("removed %d row buckets of an unfinished write", len(orphans))
         return len(orphans)
 
     async def clean_lapsed(self) -> None:
-        """The maintenance sweep: every dataset whose write lease lapsed is cleaned."""
+        """The maintenance sweep: every dataset whose write lease lapsed (its holder
+        died mid-write), or that a racing writer marked `rows:<dataset>:clean` (it saw
+        the lapsed lease but another took it), is cleaned."""
         now = utc_now()
-        lapsed = (
-            await self.catalogue.control[LEASES]
-            .find({"until": {"$lte": now}, "_id": {"$regex": "^rows:"}})
-            .to_list(None)
+        leases = self.catalogue.control[LEASES]
+        lapsed = await leases.find({"until": {"$lte": now}, "_id": {"$regex": "^rows:"}}).to_list(
+            None
         )
         for lease in lapsed:
-            dataset_id = ObjectId(lease["_id"].split(":", 1)[1])
+            dataset_id = ObjectId(lease["_id"].split(":")[1])
+            marker = lease["_id"].endswith(":clean")
             dataset = await self.catalogue.find_dataset(dataset_id=dataset_id)
             holder = uuid.uuid4().hex
             name = _lock_name(dataset_id)
@@ -461,15 +499,25 @@ class RowStore:
                 name=name, holder=holder, now=now, until=now + self.lease
             ):
                 continue
-            try:
-                if dataset is not None:
-                    await self.clean(dataset["owner_id"], dataset_id)
-            finally:
-                await self.catalogue.drop_lease(name=name, holder=holder)
+            if dataset is not None:
+                # Left to lapse again when this fails: the trigger is kept.
+                await self.clean(dataset["owner_id"], dataset_id, holder=holder)
+            if marker:
+                await leases.delete_one({"_id": lease["_id"]})
+            await self.catalogue.drop_lease(name=name, holder=holder)
 
-    async def _delete_buckets(self, owner_id: ObjectId, ids: list[str]) -> None:
+    async def _delete_buckets(
+        self,
+        owner_id: ObjectId,
+        ids: list[str],
+        *,
+        dataset_id: ObjectId | None = None,
+        holder: str | None = None,
+    ) -> None:
         collection = self._db(owner_id)[BUCKETS]
         for start in range(0, len(ids), 64):
+            if holder is not None and dataset_id is not None and start and start % 4096 == 0:
+                await self.renew(dataset_id, holder)
             await asyncio.gather(
                 *(collection.delete_one({"_id": i}) for i in ids[start : start + 64])
             )
@@ -490,7 +538,8 @@ class Writer:
         #: Buckets the new directory no longer names (removed after the commit).
         self.garbage: list[int] = []
         self.committed = False
-        self._renewed = asyncio.get_running_loop().time()
+        #: When the lease was last taken or renewed (loop time).
+        self.renewed_at = asyncio.get_running_loop().time()
         #: The directory write was sent but its outcome is unknown (connection lost).
         self.uncertain = False
         #: Superseded buckets could not be removed after the commit.
@@ -502,21 +551,24 @@ class Writer:
         self.directory = directory
         self._keys = set(directory.keys)
         self._previous_last = directory.last
+        self._epoch = secrets.randbits(40) << 22
+        self._count = 0
         #: The rows this write appended after `_previous_last` (one insert call).
         self._appended: tuple[list[int], list[bytes]] | None = None
         self._calls = 0
 
-    async def _renew(self) -> None:
-        """Keep the lease (a third of it at most since the last renewal)."""
+    async def keep_alive(self) -> None:
+        """Keep the lease (renewed when a third of it has passed since the last time)."""
         now = asyncio.get_running_loop().time()
-        if now - self._renewed > self.store.lease.total_seconds() / 3:
+        if now - self.renewed_at > self.store.lease.total_seconds() / 3:
             await self.store.renew(self.dataset_id, self.holder)
-            self._renewed = now
+            self.renewed_at = now
 
     def _new_seq(self) -> int:
-        seq = self.directory.next_seq
-        self.directory.next_seq += 1
-        return seq
+        # Random per write (40 bits) and counted within it: never the number of a
+        # bucket a dead writer left behind, whatever was or was not cleaned yet.
+        self._count += 1
+        return self._epoch + self._count
 
     def _docs(self, times: list[int], lines: list[bytes]) -> tuple[list[Document], list[int]]:
         """New buckets for a sorted run of rows (split into pieces as needed)."""
@@ -579,7 +631,7 @@ class Writer:
                 self._appended = (list(times[k:]), list(lines[k:]))
         else:
             self._appended = None  # several batches: streams read what they need
-        await self._renew()
+        await self.keep_alive()
         d = self.directory
         # Group the rows by the bucket they fall in (or next to).
         groups: dict[int, tuple[int, int]] = {}
@@ -591,6 +643,24 @@ class Writer:
                 m = len(times) if limit is None else bisect.bisect_left(times, limit, k)
                 groups[i] = (k, m)
                 k = m
+        # Rows in the gap after a bucket too full to take them go to the next bucket
+        # when it has room (a newest-first backfill would otherwise leave a small
+        # bucket per request).
+        for i in sorted(groups):
+            a, b = groups[i]
+            after = bisect.bisect_right(times, d.his[i], a, b)
+            if i + 1 >= len(d.los) or after == b or d.ns[i] + (b - a) <= MAX_ROWS:
+                continue
+            if after > bisect.bisect_left(times, d.los[i], a, b):
+                continue  # bucket i is rewritten (and split) anyway
+            following = groups.get(i + 1)
+            taken = following[1] - following[0] if following else 0
+            if d.ns[i + 1] + (b - after) + taken <= MAX_ROWS:
+                if after > a:
+                    groups[i] = (a, after)
+                else:
+                    del groups[i]
+                groups[i + 1] = (after, following[1] if following else b)
         merge: list[int] = []
         for i, (a, b) in groups.items():
             inside_from = bisect.bisect_left(times, d.los[i], a, b)
@@ -666,7 +736,7 @@ class Writer:
 
     async def delete(self, start: int | None, end: int | None) -> None:
         """Stage removing the rows in `[start, end)`."""
-        await self._renew()
+        await self.keep_alive()
         d = self.directory
         i, j = d.span(start, end)
         partial = [
@@ -708,7 +778,7 @@ class Writer:
     async def commit(self) -> None:
         """Make every staged change visible at once (one directory write)."""
         store = self.store
-        await self._renew()  # the lease cannot have lapsed since
+        await self.keep_alive()  # the lease cannot have lapsed since
         d = self.directory
         dirs = store._db(self.owner_id)[DIRS]
         previous = d.version
