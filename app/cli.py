@@ -107,6 +107,9 @@ def _serve(args: argparse.Namespace) -> int:
             proxy_headers=True,
             server_header=False,
             http=PROTOCOL,
+            # Open row streams (SSE) never end by themselves: shutting down waits
+            # this long for requests, then closes the rest.
+            timeout_graceful_shutdown=10,
         )
     except EngineError as exc:
         print(f"quarry: {exc}", file=sys.stderr)

@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     #: Rows in one JSON `bulk_insert` (NDJSON loads are not limited by count).
     max_bulk_rows: Annotated[int, Field(ge=1)] = 100_000
     #: A JSON `bulk_insert` body (NDJSON bodies are streamed and not limited).
-    max_bulk_body_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
+    max_bulk_body_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
     #: Open SSE streams (`/rows/stream`) per user, over every worker.
     max_streams_per_user: Annotated[int, Field(ge=1)] = 10
 

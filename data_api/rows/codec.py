@@ -20,6 +20,7 @@ same bytes, so reading and downloading rows never rebuilds an object per row.
 
 from __future__ import annotations
 
+import math
 from array import array
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -30,6 +31,9 @@ import orjson
 from app.names import field_name_problem
 
 MAX_KEYS = 1000
+#: Integers JSON encoding keeps exact (int64 and uint64).
+INT_MIN = -(2**63)
+INT_MAX = 2**64 - 1
 DTYPES = ("float", "int", "string", "bool")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
@@ -61,9 +65,11 @@ def parse_timestamp(value: Any) -> int:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         try:
-            return (moment - EPOCH) // ONE_MS
+            ms = (moment - EPOCH) // ONE_MS
         except OverflowError:
             raise BadTimestamp(f"timestamp must be {TIMESTAMP_RULE}") from None
+        if MIN_MS <= ms <= MAX_MS:  # an offset can move a date out of years 1..9999
+            return ms
     raise BadTimestamp(f"timestamp must be {TIMESTAMP_RULE}")
 
 
@@ -151,6 +157,12 @@ def values_problems(values: Any, columns: dict[str, str]) -> list[tuple[list[str
             continue
         if not isinstance(value, _SCALARS):
             problems.append(([key], "a value must be a number, string, boolean or null"))
+            continue
+        if type(value) is int and not INT_MIN <= value <= INT_MAX:
+            problems.append(([key], "an integer must fit in 64 bits"))
+            continue
+        if type(value) is float and not math.isfinite(value):
+            problems.append(([key], "a number must be finite"))
             continue
         dtype = columns.get(key)
         if dtype is not None and value is not None and not _TYPE_OK[dtype](value):

@@ -22,7 +22,7 @@ from data_api.datasets.access import Level
 from data_api.datasets.router import get_dataset_service
 from data_api.entries.router import content_disposition
 from data_api.rows.codec import format_timestamp
-from data_api.rows.errors import TooManyRows
+from data_api.rows.errors import RowValidationError, TooManyRows
 from data_api.rows.schemas import (
     BULK_INSERT_BODY,
     ROW_EXAMPLE,
@@ -41,6 +41,7 @@ from data_api.rows.schemas import (
 from data_api.rows.service import (
     AGGREGATES,
     MAX_AGG_COLUMNS,
+    MAX_ROW_BYTES,
     RowRequestError,
     RowService,
     bucket_width,
@@ -172,16 +173,42 @@ async def insert_row(
     return _json(data, 201)
 
 
+#: Longest NDJSON line: one row's values at most, and room for its timestamp.
+MAX_LINE_BYTES = MAX_ROW_BYTES + 64 * 1024
+
+
 async def _lines(request: Request) -> AsyncIterator[bytes]:
-    """The body's lines as they arrive (NDJSON), any line ending."""
-    rest = b""
+    """The body's lines as they arrive (NDJSON), any line ending; a line longer than
+    any row can be is refused before it is held whole."""
+    pending: list[bytes] = []
+    held = 0
+    number = 0
+
+    def too_long() -> RowValidationError:
+        where = number + 1
+        return RowValidationError(
+            f"Line {where} is longer than {MAX_LINE_BYTES} bytes; nothing was written.",
+            details=[{"loc": ["line", where], "msg": "line too long", "type": "value_error"}],
+        )
+
     async for chunk in request.stream():
-        rest += chunk
-        *lines, rest = rest.split(b"\n")
-        for line in lines:
+        if b"\n" not in chunk:
+            pending.append(chunk)
+            held += len(chunk)
+            if held > MAX_LINE_BYTES:
+                raise too_long()
+            continue
+        parts = chunk.split(b"\n")
+        parts[0] = b"".join([*pending, parts[0]])
+        for line in parts[:-1]:
+            if len(line) > MAX_LINE_BYTES:
+                raise too_long()
+            number += 1
             yield line
-    if rest:
-        yield rest
+        tail = parts[-1]
+        pending, held = ([tail], len(tail)) if tail else ([], 0)
+    if pending:
+        yield b"".join(pending)
 
 
 async def _json_body(request: Request, limit: int) -> Any:
@@ -411,8 +438,8 @@ async def bulk_download(
     """Every row in `[start, end)` as JSON, CSV or NDJSON, streamed."""
     lo, hi = timestamp_param(start, "start"), timestamp_param(end, "end")
     access = await service.access(caller.user_id, dataset, Level.read)
-    header = await service.csv_header(access) if output == "csv" else []
-    body = service.download(access, output=output, start=lo, end=hi, header=header)
+    plan = await service.download_plan(access, output)
+    body = service.download(access, output=output, start=lo, end=hi, plan=plan)
     headers = {
         "Content-Disposition": content_disposition(f"{access.dataset['name']}.{output}"),
         "Cache-Control": "no-store",

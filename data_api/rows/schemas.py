@@ -5,7 +5,7 @@ read and write JSON with orjson directly; these models describe the same shapes.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -18,10 +18,19 @@ from pydantic import (
 )
 
 from app.openapi import register_schema
+from data_api.rows.codec import INT_MAX, INT_MIN
 
 DATASET_ID = "665f1c2e9b1e8a3d4c5b6a70"
 ROW_EXAMPLE = {"timestamp": "2025-12-16T10:00:00Z", "values": {"open": 104500, "close": 104600}}
 Timestamp = StrictStr | StrictInt
+#: A value: what JSON carries exactly (64-bit integers, finite numbers).
+Scalar = (
+    StrictStr
+    | Annotated[StrictInt, Field(ge=INT_MIN, le=INT_MAX)]
+    | Annotated[StrictFloat, Field(allow_inf_nan=False)]
+    | StrictBool
+    | None
+)
 OnConflictField = Field(
     "error",
     description="What an existing timestamp does: `error` refuses the whole request (409), "
@@ -76,7 +85,7 @@ class RowIn(BaseModel):
     timestamp: Timestamp = Field(
         description="ISO-8601 (an offset is normalised to UTC; none means UTC) or epoch ms."
     )
-    values: dict[str, StrictStr | StrictInt | StrictFloat | StrictBool | None] = Field(
+    values: dict[str, Scalar] = Field(
         default_factory=dict, description="At most 1,000 keys; no nested objects."
     )
 

@@ -60,6 +60,8 @@ from data_api.datasets.errors import DatasetNotFound
 from data_api.datasets.service import DatasetService
 from data_api.rows.codec import (
     DTYPES,
+    INT_MAX,
+    INT_MIN,
     MAX_KEYS,
     SCALAR_TYPES,
     BadTimestamp,
@@ -79,7 +81,7 @@ from data_api.rows.errors import (
     RowExists,
     RowValidationError,
 )
-from data_api.rows.store import OnConflict, RowConflict, RowStore, Summary
+from data_api.rows.store import Directory, OnConflict, RowConflict, RowStore, Summary
 
 MAX_PROBLEMS = 100
 NDJSON_BATCH = 10_000
@@ -87,6 +89,7 @@ NDJSON_BATCH = 10_000
 MAX_ROW_BYTES = 1024 * 1024
 ROW_KEYS = frozenset({"timestamp", "values"})
 EMPTY: dict[str, Any] = {}
+_EPOCH_MS = re.compile(r"-?[0-9]{1,16}")
 _BUCKET = re.compile(r"([1-9][0-9]{0,5})(s|m|h|d)")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 MAX_BUCKET_MS = 366 * 86_400_000
@@ -112,7 +115,7 @@ def timestamp_param(value: str | None, name: str) -> int | None:
     """A query parameter's timestamp (ISO-8601 or epoch milliseconds)."""
     if value is None or value == "":
         return None
-    raw: Any = int(value) if value.lstrip("-").isdigit() else value
+    raw: Any = int(value) if _EPOCH_MS.fullmatch(value) else value
     try:
         return parse_timestamp(raw)
     except BadTimestamp as exc:
@@ -490,9 +493,12 @@ class RowService:
                 total += 1
                 if len(batch) >= NDJSON_BATCH:
                     await flush()
+                elif total % 1000 == 0:
+                    await writer.keep_alive()  # a slow sender keeps the lock
             if batch:
                 await flush()
             if writer.inserted or writer.replaced:
+                await self._still_live(dataset_id)  # not deleted while it loaded
                 await writer.commit()
         return dataset_id, {
             "inserted": writer.inserted,
@@ -570,18 +576,34 @@ class RowService:
     async def summary(self, access: Access) -> Summary:
         return await self.store.summary(access.dataset["owner_id"], access.dataset["_id"])
 
-    async def csv_header(self, access: Access) -> list[str]:
+    async def download_plan(self, access: Access, output: str) -> tuple[Directory, list[str]]:
+        """The directory a download reads, and its CSV header from that same directory
+        (a key first written after it is not in the rows read either)."""
+        directory = await self.store.directory(access.dataset["owner_id"], access.dataset["_id"])
+        if output != "csv":
+            return directory, []
         declared = [
             c["name"] for c in await self.catalogue.columns_of(dataset_id=access.dataset["_id"])
         ]
-        summary = await self.summary(access)
-        return ["timestamp", *declared, *(k for k in summary.keys if k not in set(declared))]
+        seen = set(declared)
+        return directory, ["timestamp", *declared, *(k for k in directory.keys if k not in seen)]
 
     async def download(
-        self, access: Access, *, output: str, start: int | None, end: int | None, header: list[str]
+        self,
+        access: Access,
+        *,
+        output: str,
+        start: int | None,
+        end: int | None,
+        plan: tuple[Directory, list[str]],
     ) -> AsyncIterator[bytes]:
+        directory, header = plan
         scan = self.store.scan(
-            access.dataset["owner_id"], access.dataset["_id"], start=start, end=end
+            access.dataset["owner_id"],
+            access.dataset["_id"],
+            start=start,
+            end=end,
+            directory=directory,
         )
         if output == "csv":
             buffer = io.StringIO()
@@ -738,7 +760,10 @@ class _Bucket:
             if agg == "avg":
                 values[column] = s[2] / s[1] if s[1] else None
             elif agg == "sum":
-                values[column] = s[2] if s[1] else None
+                total = s[2]
+                if type(total) is int and not INT_MIN <= total <= INT_MAX:
+                    total = float(total)  # JSON cannot carry it exactly
+                values[column] = total if s[1] else None
             elif agg == "min":
                 values[column] = s[3]
             elif agg == "max":

@@ -217,6 +217,7 @@ class Change:
 
 #: Appended rows handed to streams with a commit (more: they read them).
 CHANGE_ROWS = 10_000
+CHANGE_BYTES = 1024 * 1024
 
 
 class RowStore:
@@ -627,7 +628,7 @@ class Writer:
                 if self._previous_last is None
                 else bisect.bisect_right(times, self._previous_last)
             )
-            if len(times) - k <= CHANGE_ROWS:
+            if len(times) - k <= CHANGE_ROWS and sum(map(len, lines[k:])) <= CHANGE_BYTES:
                 self._appended = (list(times[k:]), list(lines[k:]))
         else:
             self._appended = None  # several batches: streams read what they need

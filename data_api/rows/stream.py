@@ -32,6 +32,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import orjson
@@ -51,8 +52,9 @@ from data_api.rows.store import DIRS, Change
 logger = logging.getLogger("quarry.rows")
 
 STREAM_LEASE_SECONDS = 30.0
-#: Rows sent per read while catching up.
+#: Rows read at a time while catching up, and sent in one round at most.
 CATCH_UP_ROWS = 5_000
+CATCH_UP_LIMIT = 100_000
 #: Recent commits a dataset's streams remember (see Channel).
 HISTORY = 64
 
@@ -134,9 +136,9 @@ class StreamSlots:
                 return name
         raise TooManyStreams(self.limit)
 
-    async def renew(self, name: str, holder: str) -> None:
+    async def renew(self, name: str, holder: str) -> bool:
         until = utc_now() + self.lease
-        await self.catalogue.renew_lease(name=name, holder=holder, until=until)
+        return await self.catalogue.renew_lease(name=name, holder=holder, until=until)
 
     async def give_back(self, name: str, holder: str) -> None:
         with contextlib.suppress(PyMongoError):
@@ -150,6 +152,13 @@ def event(kind: str, data: bytes, event_id: str | None = None) -> bytes:
     return head + b"data: " + data + b"\n\n"
 
 
+def _data_events(times: Any, lines: list[bytes]) -> bytes:
+    return b"".join(
+        event("data", flat_json(ms, line), format_timestamp(ms))
+        for ms, line in zip(times, lines, strict=True)
+    )
+
+
 def _error_event(exc: Exception) -> bytes:
     if isinstance(exc, QuarryError):
         body = {"error_code": str(exc.error_code), "message": exc.message}
@@ -158,9 +167,13 @@ def _error_event(exc: Exception) -> bytes:
     return event("error", orjson.dumps(body))
 
 
-async def _change_stream_waker(service: RowService, access: Access, wake: asyncio.Event) -> None:
-    """On a MongoDB replica set: set `wake` on every commit to the dataset's directory,
-    whichever worker made it. Elsewhere it returns at once (polling covers it)."""
+async def _change_stream_waker(
+    service: RowService, access: Access, wake: asyncio.Event, outside: asyncio.Event
+) -> None:
+    """On a MongoDB replica set: on every commit to the dataset's directory, whichever
+    worker made it, set `outside` (look at storage: this process's commits alone do
+    not say what another worker wrote) and `wake`. Elsewhere it returns at once
+    (polling covers it)."""
     if await service.store.database.is_embedded_engine():
         return
     collection = service.catalogue.tenant(access.dataset["owner_id"])[DIRS]
@@ -169,6 +182,7 @@ async def _change_stream_waker(service: RowService, access: Access, wake: asynci
             [{"$match": {"documentKey._id": access.dataset["_id"]}}]
         ) as changes:
             async for _change in changes:
+                outside.set()
                 wake.set()
     except PyMongoError as exc:
         logger.info("row stream falls back to polling (%s)", type(exc).__name__)
@@ -193,7 +207,8 @@ async def sse(
     watcher: asyncio.Task[None] | None = None
     try:
         with hub.subscribe(dataset_id) as (channel, wake):
-            watcher = asyncio.create_task(_change_stream_waker(service, access, wake))
+            outside = asyncio.Event()
+            watcher = asyncio.create_task(_change_stream_waker(service, access, wake, outside))
             yield event(
                 "connected",
                 orjson.dumps(
@@ -205,28 +220,38 @@ async def sse(
             look = True  # at the storage: at the start, and every poll_interval
             while True:
                 wake.clear()
+                if outside.is_set():
+                    outside.clear()
+                    look = True
                 sent = False
                 runs = None if look else channel.rows_after(position)
+                look = False
                 if runs is None:
-                    # Storage: one light look at the newest timestamp, rows only if newer.
+                    # Storage: one light look at the newest timestamp, rows only if
+                    # newer, sent as they are read (at most CATCH_UP_LIMIT a round).
+                    runs = ()
                     newest = (await store.summary(owner_id, dataset_id)).last
                     if newest is not None and (position is None or newest > position):
-                        runs = [
-                            run
-                            async for run in store.scan(
+                        budget = CATCH_UP_LIMIT
+                        async with contextlib.aclosing(
+                            store.scan(
                                 owner_id,
                                 dataset_id,
                                 start=None if position is None else position + 1,
                                 end=None,
                                 batch_rows=CATCH_UP_ROWS,
                             )
-                        ]
-                    look = False
-                for times, lines in runs or ():
-                    yield b"".join(
-                        event("data", flat_json(ms, line), format_timestamp(ms))
-                        for ms, line in zip(times, lines, strict=True)
-                    )
+                        ) as scan:
+                            async for times, lines in scan:
+                                yield _data_events(times, lines)
+                                position = times[-1]
+                                sent = True
+                                budget -= len(times)
+                                if budget <= 0:
+                                    look = True  # more to send: the next round goes on
+                                    break
+                for times, lines in runs:
+                    yield _data_events(times, lines)
                     position = times[-1]
                     sent = True
                 now = loop.time()
@@ -241,7 +266,8 @@ async def sse(
                     await service.datasets.access.require(
                         dataset_id, user_id, Level.read, service.clock()
                     )
-                    await slots.renew(slot, holder)
+                    if not await slots.renew(slot, holder):
+                        raise TooManyStreams(slots.limit)  # its slot lapsed and was taken
                     checked_at = now
                     look = True  # another worker's commits are only seen there
                     continue
