@@ -73,6 +73,9 @@ GO_MISSING_MESSAGE = (
 #: A fresh start takes about a second; after a crash PostgreSQL first replays
 #: its WAL (bounded by max_wal_size), which may take a while on a slow disk.
 START_TIMEOUT_SECONDS = 300.0
+#: How long a restart waits for a crashed engine's processes to let go of the data
+#: directory's lock.
+RESTART_LOCK_WAIT_SECONDS = 15.0
 #: PostgreSQL's fast shutdown writes a checkpoint; give it time before SIGKILL
 #: (after which postgres still gets its parent-death signal and shuts down).
 STOP_TIMEOUT_SECONDS = 30.0
@@ -294,6 +297,7 @@ class EmbeddedEngine:
         postgres_port: int = 0,
         lock_held: bool = False,
         timeout: float = START_TIMEOUT_SECONDS,
+        lock_wait: float = 0.0,
     ) -> EmbeddedEngine:
         """Start the engine and wait until it answers ping; raise EngineError if it cannot.
 
@@ -306,7 +310,7 @@ class EmbeddedEngine:
             raise EngineError(f"Unknown embedded backend {backend!r}: use postgresql or sqlite.")
         data_dir = data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
-        lock = None if lock_held else _lock_data_dir(data_dir)
+        lock = None if lock_held else _lock_data_dir(data_dir, wait=lock_wait)
         port = port or free_port()
         log_path = data_dir.parent / "engine.log"
         args = [str(binary), f"-listen=127.0.0.1:{port}", f"-backend={backend}", "-log-level=warn"]
@@ -395,6 +399,8 @@ class EmbeddedEngine:
             postgres_bin=self.postgres_bin,
             postgres_port=self.postgres_port or 0,
             lock_held=self.lock_held,
+            # A crashed engine's processes may hold the lock a moment longer.
+            lock_wait=RESTART_LOCK_WAIT_SECONDS,
         )
         self.pid, self.process, self._stdin = fresh.pid, fresh.process, fresh._stdin
         self.postgres_port = fresh.postgres_port
@@ -433,18 +439,25 @@ class EmbeddedEngine:
                 os.kill(self.pid, signal.SIGKILL)
 
 
-def _lock_data_dir(data_dir: Path) -> IO[str]:
-    """Lock the data directory so that two engines never share its files."""
+def _lock_data_dir(data_dir: Path, wait: float = 0.0) -> IO[str]:
+    """Lock the data directory so that two engines never share its files; `wait`
+    seconds for a holder that is going away (a restart after a crash, whose
+    processes are still exiting)."""
     lock = open(data_dir.parent / "engine.lock", "w")  # noqa: SIM115 (handed to the child)
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
         lock.close()
         raise EngineError(
             f"Another engine is already using {data_dir.parent}: stop the other Quarry server, "
             "or run `quarry engine start` once so that servers on this data directory share it."
-        ) from None
-    return lock
+        )
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -173,8 +173,9 @@ async def insert_row(
     return _json(data, 201)
 
 
-#: Longest NDJSON line: one row's values at most, and room for its timestamp.
-MAX_LINE_BYTES = MAX_ROW_BYTES + 64 * 1024
+#: Longest NDJSON line: one row's values at most, every byte of them written as a
+#: JSON escape (`\u00e9`), and room for its timestamp.
+MAX_LINE_BYTES = 6 * MAX_ROW_BYTES + 64 * 1024
 
 
 async def _lines(request: Request) -> AsyncIterator[bytes]:

@@ -493,8 +493,8 @@ class RowService:
                 total += 1
                 if len(batch) >= NDJSON_BATCH:
                     await flush()
-                elif total % 1000 == 0:
-                    await writer.keep_alive()  # a slow sender keeps the lock
+                else:
+                    await writer.keep_alive()  # a slow sender keeps the lock (time-based)
             if batch:
                 await flush()
             if writer.inserted or writer.replaced:

@@ -414,6 +414,7 @@ class RowStore:
             try:
                 if took_over:
                     await self.clean(owner_id, dataset_id, holder=holder)
+                    await self.renew(dataset_id, holder)
                     acquired_at = asyncio.get_running_loop().time()
                     safe = True
                 writer = Writer(self, owner_id, dataset_id, holder)
@@ -465,44 +466,62 @@ class RowStore:
         written if there was none), so a writer whose lease lapsed unnoticed — the one
         whose buckets these are — fails its commit instead of naming deleted buckets."""
         db = self._db(owner_id)
-        directory = await self.directory(owner_id, dataset_id)
-        named = {_bucket_id(dataset_id, s) for s in directory.seqs}
-        stored = await db[BUCKETS].find({"dataset_id": dataset_id}, {"_id": 1}).to_list(None)
-        orphans = [d["_id"] for d in stored if d["_id"] not in named]
-        if not orphans:
-            return 0
-        if directory.exists:
-            await db[DIRS].update_one({"_id": dataset_id}, {"$inc": {"version": 1}})
-        else:
-            fence = Directory(dataset_id, version=1).document(utc_now())
-            with contextlib.suppress(DuplicateKeyError):
-                await db[DIRS].insert_one(fence)
-        await self._delete_buckets(owner_id, orphans, dataset_id=dataset_id, holder=holder)
-        logger.info("removed %d row buckets of an unfinished write", len(orphans))
-        return len(orphans)
+        for _attempt in range(5):
+            directory = await self.directory(owner_id, dataset_id)
+            named = {_bucket_id(dataset_id, s) for s in directory.seqs}
+            stored = await db[BUCKETS].find({"dataset_id": dataset_id}, {"_id": 1}).to_list(None)
+            orphans = [d["_id"] for d in stored if d["_id"] not in named]
+            if not orphans:
+                return 0
+            # The fence holds only if nothing committed since the directory was read.
+            if directory.exists:
+                fenced = await db[DIRS].update_one(
+                    {"_id": dataset_id, "version": directory.version}, {"$inc": {"version": 1}}
+                )
+                if fenced.matched_count != 1:
+                    continue
+            else:
+                try:
+                    await db[DIRS].insert_one(Directory(dataset_id, version=1).document(utc_now()))
+                except DuplicateKeyError:
+                    continue
+            await self._delete_buckets(owner_id, orphans, dataset_id=dataset_id, holder=holder)
+            logger.info("removed %d row buckets of an unfinished write", len(orphans))
+            return len(orphans)
+        raise DatabaseUnavailable("The dataset's rows kept changing during a clean-up; retry.")
 
     async def clean_lapsed(self) -> None:
         """The maintenance sweep: every dataset whose write lease lapsed (its holder
         died mid-write), or that a racing writer marked `rows:<dataset>:clean` (it saw
         the lapsed lease but another took it), is cleaned."""
-        now = utc_now()
         leases = self.catalogue.control[LEASES]
-        lapsed = await leases.find({"until": {"$lte": now}, "_id": {"$regex": "^rows:"}}).to_list(
-            None
-        )
+        lapsed = await leases.find(
+            {"until": {"$lte": utc_now()}, "_id": {"$regex": "^rows:"}}
+        ).to_list(None)
         for lease in lapsed:
             dataset_id = ObjectId(lease["_id"].split(":")[1])
             marker = lease["_id"].endswith(":clean")
-            dataset = await self.catalogue.find_dataset(dataset_id=dataset_id)
-            holder = uuid.uuid4().hex
             name = _lock_name(dataset_id)
+            holder = uuid.uuid4().hex
+            now = utc_now()
             if not await self.catalogue.take_lease(
                 name=name, holder=holder, now=now, until=now + self.lease
             ):
+                if not marker:
+                    # Another writer took it first and does not know a holder died.
+                    with contextlib.suppress(DuplicateKeyError):
+                        await leases.insert_one(
+                            {"_id": f"{name}:clean", "holder": "", "until": now}
+                        )
                 continue
-            if dataset is not None:
-                # Left to lapse again when this fails: the trigger is kept.
-                await self.clean(dataset["owner_id"], dataset_id, holder=holder)
+            try:
+                dataset = await self.catalogue.find_dataset(dataset_id=dataset_id)
+                if dataset is not None:
+                    await self.clean(dataset["owner_id"], dataset_id, holder=holder)
+            except (PyMongoError, DatabaseUnavailable) as exc:
+                # Left to lapse: the trigger is kept for the next round.
+                logger.warning("row clean-up of %s failed (%s)", dataset_id, type(exc).__name__)
+                continue
             if marker:
                 await leases.delete_one({"_id": lease["_id"]})
             await self.catalogue.drop_lease(name=name, holder=holder)
@@ -514,13 +533,21 @@ class RowStore:
         *,
         dataset_id: ObjectId | None = None,
         holder: str | None = None,
+        writer: str | None = None,
     ) -> None:
+        """Delete these buckets (only those `writer` made, when given), renewing
+        `holder`'s lease as time passes."""
         collection = self._db(owner_id)[BUCKETS]
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
         for start in range(0, len(ids), 64):
-            if holder is not None and dataset_id is not None and start and start % 4096 == 0:
+            due = loop.time() - renewed > self.lease.total_seconds() / 3
+            if holder is not None and dataset_id is not None and due:
                 await self.renew(dataset_id, holder)
+                renewed = loop.time()
+            mine = {} if writer is None else {"w": writer}
             await asyncio.gather(
-                *(collection.delete_one({"_id": i}) for i in ids[start : start + 64])
+                *(collection.delete_one({"_id": i, **mine}) for i in ids[start : start + 64])
             )
 
 
@@ -586,6 +613,8 @@ class Writer:
                     "n": len(t),
                     "t": Binary(pack_times(list(t))),
                     "v": Binary(pack_values(list(v))),
+                    # Which write made it: a failed write removes only its own.
+                    "w": self.holder,
                 }
             )
             seqs.append(seq)
@@ -826,7 +855,9 @@ class Writer:
             return False
         try:
             await self.store._delete_buckets(
-                self.owner_id, [_bucket_id(self.dataset_id, s) for s in self.staged]
+                self.owner_id,
+                [_bucket_id(self.dataset_id, s) for s in self.staged],
+                writer=self.holder,
             )
         except PyMongoError:
             logger.warning("an unfinished row write stays until its lease lapses")

@@ -271,6 +271,8 @@ async def sse(
                     checked_at = now
                     look = True  # another worker's commits are only seen there
                     continue
+                if look:
+                    continue  # catching up: the next round goes on at once
                 timeout = min(quiet_since, checked_at) + poll_interval - loop.time()
                 if timeout > 0:
                     with contextlib.suppress(TimeoutError):

@@ -135,6 +135,14 @@ def load_schema() -> Any:
     return loaded
 
 
+@schemathesis.serializer("application/x-ndjson")
+def ndjson_lines(ctx: Any, value: Any) -> bytes:
+    """A rows NDJSON load (`POST /api/v1/rows/bulk_insert`): the generated row (or
+    list of rows) as JSON lines."""
+    rows = value if isinstance(value, list) else [value]
+    return b"".join(json.dumps(row).encode() + b"\n" for row in rows)
+
+
 schema = load_schema()
 
 
