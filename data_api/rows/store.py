@@ -54,7 +54,7 @@ from array import array
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from bson import ObjectId
 from bson.binary import Binary
@@ -551,6 +551,17 @@ class RowStore:
             )
 
 
+@dataclass
+class Piece:
+    """A new bucket document and its directory entry."""
+
+    doc: Document
+    lo: int
+    hi: int
+    seq: int
+    n: int
+
+
 class Writer:
     """One write to one dataset's rows, under its lock: stage changes (each stage
     writes the new buckets, still invisible), then `commit` swaps the directory."""
@@ -598,27 +609,40 @@ class Writer:
         self._count += 1
         return self._epoch + self._count
 
-    def _docs(self, times: list[int], lines: list[bytes]) -> tuple[list[Document], list[int]]:
-        """New buckets for a sorted run of rows (split into pieces as needed)."""
-        docs, seqs = [], []
+    def _pieces(self, times: list[int], lines: list[bytes]) -> list[Piece]:
+        """New buckets for a sorted run of rows (split as needed), each with its
+        directory entry."""
+        made = []
         for a, b in _pieces(lines):
             seq = self._new_seq()
             t, v = times[a:b], lines[a:b]
-            docs.append(
-                {
-                    "_id": _bucket_id(self.dataset_id, seq),
-                    "dataset_id": self.dataset_id,
-                    "lo": to_datetime(t[0]),
-                    "hi": to_datetime(t[-1]),
-                    "n": len(t),
-                    "t": Binary(pack_times(list(t))),
-                    "v": Binary(pack_values(list(v))),
-                    # Which write made it: a failed write removes only its own.
-                    "w": self.holder,
-                }
-            )
-            seqs.append(seq)
-        return docs, seqs
+            doc = {
+                "_id": _bucket_id(self.dataset_id, seq),
+                "dataset_id": self.dataset_id,
+                "lo": to_datetime(t[0]),
+                "hi": to_datetime(t[-1]),
+                "n": len(t),
+                "t": Binary(pack_times(list(t))),
+                "v": Binary(pack_values(list(v))),
+                # Which write made it: a failed write removes only its own.
+                "w": self.holder,
+            }
+            made.append(Piece(doc, t[0], t[-1], seq, len(t)))
+        return made
+
+    async def _stage(self, pieces: list[Piece]) -> None:
+        """Write new buckets (invisible until the commit; removed if it never comes)."""
+        if pieces:
+            self.staged += [p.seq for p in pieces]
+            await self._write([p.doc for p in pieces])
+
+    def _splice(self, x: int, y: int, pieces: list[Piece]) -> None:
+        """The directory's buckets `[x, y)` become `pieces`."""
+        d = self.directory
+        d.los[x:y] = [p.lo for p in pieces]
+        d.his[x:y] = [p.hi for p in pieces]
+        d.seqs[x:y] = [p.seq for p in pieces]
+        d.ns[x:y] = [p.n for p in pieces]
 
     async def _write(self, docs: list[Document]) -> None:
         """New buckets, several inserts at a time (the engine spreads them over its
@@ -720,45 +744,35 @@ class Writer:
             raise RowConflict(sorted(conflicts)[:10])
         # Write, then splice the directory from the last bucket to the first (so the
         # indexes of the ones not yet spliced stay right).
-        all_docs: list[Document] = []
-        splices: list[tuple[int, int, list[Document], list[int]]] = []
+        new: list[Piece] = []
+        splices: list[tuple[int, int, list[Piece]]] = []
         if not d.los:
-            docs, seqs = self._docs(times, lines)
-            all_docs += docs
-            splices.append((0, 0, docs, seqs))
+            made = self._pieces(times, lines)
+            new += made
+            splices.append((0, 0, made))
             counts[0] += len(times)
         for i in sorted(groups, reverse=True):
             a, b = groups[i]
             if i in plans:
-                merged_t, merged_v = plans[i]
-                docs, seqs = self._docs(merged_t, merged_v)
-                splices.append((i, i + 1, docs, seqs))
+                made = self._pieces(*plans[i])
+                splices.append((i, i + 1, made))
                 self.garbage.append(d.seqs[i])
-            else:
-                before = bisect.bisect_left(times, d.los[i], a, b)
-                after_docs, after_seqs = (
-                    self._docs(times[before:b], lines[before:b]) if before < b else ([], [])
-                )
-                before_docs, before_seqs = (
-                    self._docs(times[a:before], lines[a:before]) if before > a else ([], [])
-                )
-                docs, seqs = before_docs + after_docs, before_seqs + after_seqs
-                # Before the bucket (only the first can have rows before it), or after.
-                if before_docs:
-                    splices.append((i, i, before_docs, before_seqs))
-                if after_docs:
-                    splices.append((i + 1, i + 1, after_docs, after_seqs))
-                counts[0] += b - a
-                docs = before_docs + after_docs
-            all_docs += docs
-        if all_docs:
-            self.staged += [int(str(doc["_id"]).rsplit(":", 1)[1]) for doc in all_docs]
-            await self._write(all_docs)
-        for x, y, docs, _seqs in sorted(splices, key=lambda s: (s[0], s[1]), reverse=True):
-            d.los[x:y] = [_ms(doc["lo"]) for doc in docs]
-            d.his[x:y] = [_ms(doc["hi"]) for doc in docs]
-            d.seqs[x:y] = [int(str(doc["_id"]).rsplit(":", 1)[1]) for doc in docs]
-            d.ns[x:y] = [doc["n"] for doc in docs]
+                new += made
+                continue
+            # Before the bucket (only the first can have rows before it), or after.
+            before = bisect.bisect_left(times, d.los[i], a, b)
+            if before > a:
+                made = self._pieces(times[a:before], lines[a:before])
+                splices.append((i, i, made))
+                new += made
+            if before < b:
+                made = self._pieces(times[before:b], lines[before:b])
+                splices.append((i + 1, i + 1, made))
+                new += made
+            counts[0] += b - a
+        await self._stage(new)
+        for x, y, made in sorted(splices, key=lambda s: (s[0], s[1]), reverse=True):
+            self._splice(x, y, made)
         d.count += counts[0]
         self.inserted += counts[0]
         self.skipped += counts[1]
@@ -777,8 +791,7 @@ class Writer:
         loaded = await self.store.buckets(
             self.owner_id, self.dataset_id, [d.seqs[k] for k in partial]
         )
-        replacement: list[tuple[int, list[Document]]] = []
-        all_docs: list[Document] = []
+        replacement: list[tuple[int, list[Piece]]] = []
         for k in range(i, j):
             if k in partial:
                 bucket = loaded[d.seqs[k]]
@@ -788,21 +801,14 @@ class Writer:
                     continue
                 kept_t = list(bucket.times[:a]) + list(bucket.times[b:])
                 kept_v = bucket.lines[:a] + bucket.lines[b:]
-                docs, _ = self._docs(kept_t, kept_v) if kept_t else ([], [])
-                replacement.append((k, docs))
-                all_docs += docs
+                replacement.append((k, self._pieces(kept_t, kept_v) if kept_t else []))
             else:
                 self.deleted += d.ns[k]
                 replacement.append((k, []))
             self.garbage.append(d.seqs[k])
-        if all_docs:
-            self.staged += [int(str(doc["_id"]).rsplit(":", 1)[1]) for doc in all_docs]
-            await self._write(all_docs)
-        for k, docs in reversed(replacement):
-            d.los[k : k + 1] = [_ms(doc["lo"]) for doc in docs]
-            d.his[k : k + 1] = [_ms(doc["hi"]) for doc in docs]
-            d.seqs[k : k + 1] = [int(str(doc["_id"]).rsplit(":", 1)[1]) for doc in docs]
-            d.ns[k : k + 1] = [doc["n"] for doc in docs]
+        await self._stage([p for _, made in replacement for p in made])
+        for k, made in reversed(replacement):
+            self._splice(k, k + 1, made)
         d.count -= self.deleted
 
     async def commit(self) -> None:
@@ -864,10 +870,6 @@ class Writer:
             return False
         self.staged = []
         return True
-
-
-def _ms(value: Any) -> int:
-    return from_datetime(value)
 
 
 def _pieces(lines: list[bytes]) -> list[tuple[int, int]]:
