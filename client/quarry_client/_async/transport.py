@@ -1,0 +1,231 @@
+"""The one door every request goes through: credentials, automatic refresh of an
+expired access token, retries on 429/503 honouring `Retry-After`, and turning
+error answers into `QuarryError`s.
+
+Bodies that are streamed (an import file, an NDJSON load) are given as factories
+— a callable that returns a fresh iterable — so a retried request sends the body
+again from its start."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from pydantic import BaseModel
+
+from quarry_client._concurrency import AsyncLock, async_sleep
+from quarry_client.endpoints import Endpoint
+from quarry_client.errors import QuarryConnectionError, error_from_response
+from quarry_client.models import TokenPair
+from quarry_client.retry import RetryPolicy
+from quarry_client.tokens import Credentials
+
+#: A request body: bytes, or a factory of a fresh iterable of chunks (replayable).
+Content = bytes | str | Callable[[], AsyncIterable[bytes]] | None
+#: Multipart files, or a factory of them (so a retry can reopen/rewind the files).
+Files = Any
+
+USER_AGENT = "quarry-client/0.1"
+
+
+class AsyncTransport:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        credentials: Credentials,
+        retry: RetryPolicy,
+        timeout: float | httpx.Timeout,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.credentials = credentials
+        self.retry = retry
+        self.http = http or httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, headers={"User-Agent": USER_AGENT}
+        )
+        self._owns_http = http is None
+        self._refresh_lock = AsyncLock()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self.http.aclose()
+
+    async def call(
+        self,
+        endpoint: Endpoint,
+        *,
+        path: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        body: BaseModel | Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Send one declared operation with a JSON body; its parsed answer (or None)."""
+        payload: Any = None
+        if isinstance(body, BaseModel):
+            payload = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        elif body is not None:
+            payload = dict(body)
+        response = await self.request(
+            endpoint.method,
+            endpoint.url(**(path or {})),
+            params=params,
+            json=payload,
+            auth=endpoint.auth,
+        )
+        if endpoint.answer is None:
+            return None
+        return endpoint.answer.model_validate_json(response.content)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: Content = None,
+        files: Files = None,
+        data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: bool = True,
+        retry: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        """Send and read the whole answer; raise `QuarryError` for an error answer."""
+        async with self.stream(
+            method,
+            url,
+            params=params,
+            json=json,
+            content=content,
+            files=files,
+            data=data,
+            headers=headers,
+            auth=auth,
+            retry=retry,
+        ) as response:
+            await response.aread()
+            return response
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: Content = None,
+        files: Files = None,
+        data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: bool = True,
+        retry: RetryPolicy | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """A successful answer whose body is still to be read; the error answers
+        are read, retried or raised before this yields."""
+        policy = retry or self.retry
+        attempt = 0
+        refreshed = False
+        while True:
+            sent_with = self.credentials.access
+            try:
+                response = await self._send(
+                    method, url, params, json, content, files, data, headers, auth
+                )
+            except httpx.ConnectError as exc:
+                wait = policy.delay(attempt, None)
+                if wait is None:
+                    raise QuarryConnectionError(f"Cannot reach {self.base_url}: {exc}") from exc
+                attempt += 1
+                await async_sleep(wait)
+                continue
+            except httpx.TimeoutException as exc:
+                raise QuarryConnectionError(
+                    f"{self.base_url} did not answer in time ({type(exc).__name__})."
+                ) from exc
+            except httpx.TransportError as exc:
+                raise QuarryConnectionError(f"Talking to {self.base_url} failed: {exc}") from exc
+            if response.status_code < 400:
+                try:
+                    yield response
+                finally:
+                    await response.aclose()
+                return
+            await response.aread()
+            await response.aclose()
+            error = error_from_response(response)
+            if (
+                auth
+                and not refreshed
+                and error.error_code == "TOKEN_EXPIRED"
+                and self.credentials.refresh
+            ):
+                refreshed = True
+                await self.refresh(stale=sent_with)
+                continue
+            wait = (
+                policy.delay(attempt, error.retry_after)
+                if response.status_code in policy.statuses
+                else None
+            )
+            if wait is None:
+                raise error
+            attempt += 1
+            await async_sleep(wait)
+
+    async def refresh(self, *, stale: str | None = None) -> None:
+        """Trade the refresh token for a new pair (once, however many requests
+        found the access token expired at the same time)."""
+        async with self._refresh_lock:
+            if stale is not None and self.credentials.access != stale:
+                return
+            response = await self.request(
+                "POST",
+                "/core/token/refresh",
+                json={"refresh": self.credentials.refresh},
+                auth=False,
+            )
+            self.credentials.store(TokenPair.model_validate_json(response.content))
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        content: Content,
+        files: Files,
+        data: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+        auth: bool,
+    ) -> httpx.Response:
+        merged = dict(headers or {})
+        if auth:
+            if self.credentials.expiring():
+                await self.refresh(stale=self.credentials.access)
+            merged.update(self.credentials.headers())
+        request = self.http.build_request(
+            method,
+            url,
+            params=_query(params),
+            json=json,
+            content=content() if callable(content) else content,
+            files=files() if callable(files) else files,
+            data=data,
+            headers=merged,
+        )
+        return await self.http.send(request, stream=True)
+
+
+def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Query parameters without the unset ones; booleans as the server reads them."""
+    if not params:
+        return None
+    clean: dict[str, Any] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        clean[name] = ("true" if value else "false") if isinstance(value, bool) else value
+    return clean
