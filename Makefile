@@ -9,10 +9,11 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: run test bench lint engine install clean
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Quarry needs Python 3.11 or newer (found " + sys.version.split()[0] + ")")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e './client[cli]'
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 

@@ -22,7 +22,9 @@ LOGIN = endpoint("POST", "/core/login", body=m.LoginRequest, answer=m.TokenPair,
 REFRESH = endpoint(
     "POST", "/core/token/refresh", body=m.RefreshRequest, answer=m.TokenPair, auth=False
 )
-LOGOUT = endpoint("POST", "/core/logout", body=m.RefreshRequest, answer=m.AuthMessageAnswer)
+LOGOUT = endpoint(
+    "POST", "/core/logout", body=m.RefreshRequest, answer=m.AuthMessageAnswer, auth=False
+)
 LOGOUT_ALL = endpoint("POST", "/core/logout-all", answer=m.AuthMessageAnswer)
 FORGOT_PASSWORD = endpoint(
     "POST", "/core/password/forgot", body=m.EmailRequest, answer=m.AuthMessageAnswer, auth=False
