@@ -11,7 +11,9 @@ rate limiter adds to a request; `datasets` lists readable datasets out of a
 batch call, uploads beside raw GridFS, search indexing and query latency; `rows`
 times timeseries rows: bulk inserts beside raw `insert_many` of the same buckets,
 NDJSON loads (and the server's peak RSS), range reads out of 10,000 and 10,000,000
-rows, CSV downloads, aggregates and SSE fan-out. One
+rows, CSV downloads, aggregates and SSE fan-out; `client` times the `quarry import`
+command beside curl and the Python client's document iteration beside the raw
+driver. One
 benchmark user sends far more than the default limits allow, so every served API
 runs with the limits out of reach
 (`bench.rate_limit.LIMITS_OUT_OF_REACH`: paid for, never refusing) unless the
@@ -28,6 +30,7 @@ from typing import Any
 
 from bench import (
     auth,
+    client,
     crud,
     datasets,
     engine,
@@ -51,6 +54,7 @@ ON_ENGINE = {
     "datasets": datasets,
     "entries": entries,
     "rows": rows,
+    "client": client,
 }
 SUITES = (*ON_API, *ON_ENGINE, "engine")
 
