@@ -22,6 +22,7 @@ from app import __version__
 from app.audit import AuditMiddleware, start_audit, stop_audit
 from app.audit_router import router as audit_router
 from app.database import Database, open_client
+from app.docs import install_docs
 from app.engine import EmbeddedEngine, EngineError, start_for_server
 from app.engine_sql import EngineSql
 from app.errors import install_error_handlers
@@ -127,8 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs" if settings.docs_enabled else None,
-        redoc_url="/redoc" if settings.docs_enabled else None,
+        docs_url=None,  # served by app.docs, from local assets
+        redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
         openapi_tags=[
             {"name": "health", "description": "Liveness of the API and its database."},
@@ -175,4 +176,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rows_router)
     app.include_router(audit_router)
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
+    install_docs(app, settings)
     return app
