@@ -53,6 +53,9 @@ def server_environment(
             "QUARRY_ARGON2_MEMORY_KIB": "1024",
             "QUARRY_ARGON2_PARALLELISM": "1",
             "QUARRY_LOG_LEVEL": "WARNING",
+            # Every test registers new accounts, all from 127.0.0.1.
+            "QUARRY_REGISTER_MAX_PER_ADDRESS": "100000",
+            "QUARRY_LOGIN_MAX_FAILURES_PER_ADDRESS": "100000",
         }
     )
     environment.update(overrides)
