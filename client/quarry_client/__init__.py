@@ -7,6 +7,7 @@ from quarry_client._sync.client import Quarry
 from quarry_client.errors import (
     AuthenticationError,
     BadRequest,
+    ChecksumMismatch,
     Conflict,
     GatewayTimeout,
     NotFound,
@@ -28,6 +29,7 @@ __all__ = [
     "AsyncQuarry",
     "AuthenticationError",
     "BadRequest",
+    "ChecksumMismatch",
     "Conflict",
     "GatewayTimeout",
     "NotFound",

@@ -96,6 +96,10 @@ class GatewayTimeout(QuarryError):
     """504: the database did not finish in time."""
 
 
+class ChecksumMismatch(QuarryError):
+    """A downloaded file's SHA-256 is not the entry's (the bad file is removed)."""
+
+
 BY_STATUS: dict[int, type[QuarryError]] = {
     400: BadRequest,
     401: AuthenticationError,
