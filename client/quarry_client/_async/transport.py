@@ -91,6 +91,7 @@ class AsyncTransport:
         headers: Mapping[str, str] | None = None,
         auth: bool = True,
         retry: RetryPolicy | None = None,
+        http_timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         """Send and read the whole answer; raise `QuarryError` for an error answer."""
         async with self.stream(
@@ -104,6 +105,7 @@ class AsyncTransport:
             headers=headers,
             auth=auth,
             retry=retry,
+            http_timeout=http_timeout,
         ) as response:
             await response.aread()
             return response
@@ -122,9 +124,11 @@ class AsyncTransport:
         headers: Mapping[str, str] | None = None,
         auth: bool = True,
         retry: RetryPolicy | None = None,
+        http_timeout: httpx.Timeout | None = None,
     ) -> AsyncIterator[httpx.Response]:
         """A successful answer whose body is still to be read; the error answers
-        are read, retried or raised before this yields."""
+        are read, retried or raised before this yields. `http_timeout` replaces the
+        client's for this request (e.g. a stream quiet for longer than a read)."""
         policy = retry or self.retry
         attempt = 0
         refreshed = False
@@ -132,7 +136,7 @@ class AsyncTransport:
             sent_with = self.credentials.access
             try:
                 response = await self._send(
-                    method, url, params, json, content, files, data, headers, auth
+                    method, url, params, json, content, files, data, headers, auth, http_timeout
                 )
             except httpx.ConnectError as exc:
                 wait = policy.delay(attempt, None)
@@ -200,6 +204,7 @@ class AsyncTransport:
         data: Mapping[str, Any] | None,
         headers: Mapping[str, str] | None,
         auth: bool,
+        http_timeout: httpx.Timeout | None,
     ) -> httpx.Response:
         merged = dict(headers or {})
         if auth:
@@ -215,6 +220,7 @@ class AsyncTransport:
             files=files() if callable(files) else files,
             data=data,
             headers=merged,
+            timeout=http_timeout or self.http.timeout,
         )
         return await self.http.send(request, stream=True)
 

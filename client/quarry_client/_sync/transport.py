@@ -92,6 +92,7 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         auth: bool = True,
         retry: RetryPolicy | None = None,
+        http_timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         """Send and read the whole answer; raise `QuarryError` for an error answer."""
         with self.stream(
@@ -105,6 +106,7 @@ class Transport:
             headers=headers,
             auth=auth,
             retry=retry,
+            http_timeout=http_timeout,
         ) as response:
             response.read()
             return response
@@ -123,9 +125,11 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         auth: bool = True,
         retry: RetryPolicy | None = None,
+        http_timeout: httpx.Timeout | None = None,
     ) -> Iterator[httpx.Response]:
         """A successful answer whose body is still to be read; the error answers
-        are read, retried or raised before this yields."""
+        are read, retried or raised before this yields. `http_timeout` replaces the
+        client's for this request (e.g. a stream quiet for longer than a read)."""
         policy = retry or self.retry
         attempt = 0
         refreshed = False
@@ -133,7 +137,7 @@ class Transport:
             sent_with = self.credentials.access
             try:
                 response = self._send(
-                    method, url, params, json, content, files, data, headers, auth
+                    method, url, params, json, content, files, data, headers, auth, http_timeout
                 )
             except httpx.ConnectError as exc:
                 wait = policy.delay(attempt, None)
@@ -201,6 +205,7 @@ class Transport:
         data: Mapping[str, Any] | None,
         headers: Mapping[str, str] | None,
         auth: bool,
+        http_timeout: httpx.Timeout | None,
     ) -> httpx.Response:
         merged = dict(headers or {})
         if auth:
@@ -216,6 +221,7 @@ class Transport:
             files=files() if callable(files) else files,
             data=data,
             headers=merged,
+            timeout=http_timeout or self.http.timeout,
         )
         return self.http.send(request, stream=True)
 

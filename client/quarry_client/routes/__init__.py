@@ -1,3 +1,4 @@
 """The declared operations, one module per area (see `quarry_client.endpoints`)."""
 
-from quarry_client.routes import auth  # noqa: F401 - each import registers its routes
+# Each import registers its module's routes.
+from quarry_client.routes import auth, datasets, documents, entries, management, rows  # noqa: F401
