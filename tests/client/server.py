@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from quarry_client import AsyncQuarry, Quarry
 
 from app.engine import free_port
-from quarry_client import AsyncQuarry, Quarry
 from tests.accounts import PASSWORD, new_email
 from tests.mailbox import Inbox
 
@@ -34,9 +34,7 @@ def server_environment(
 ) -> dict[str, str]:
     """What a test server runs with: cheap hashing, short database timeouts, mail
     to the test inbox, nothing from the developer's own environment."""
-    environment = {
-        key: value for key, value in os.environ.items() if not key.startswith("QUARRY_")
-    }
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("QUARRY_")}
     environment.update(
         {
             "QUARRY_ENV": "test",
@@ -76,7 +74,7 @@ def serve_quarry(
         **overrides,
     )
     log = (data_dir.parent / f"quarry-serve-{port}.log").open("wb")
-    process = subprocess.Popen(  # noqa: S603 - our own entry point
+    process = subprocess.Popen(
         [str(QUARRY), "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=environment,
         stdout=log,

@@ -15,15 +15,17 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from quarry_client.endpoints import UNCOVERED, Endpoint, all_endpoints
 
 from app.main import create_app
-from quarry_client.endpoints import UNCOVERED, Endpoint, all_endpoints
 
 CLIENT = Path(__file__).resolve().parents[2] / "client"
 
 
 def script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"client_{name}", CLIENT / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"client_{name}", CLIENT / "scripts" / f"{name}.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module

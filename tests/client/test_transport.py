@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-
 from quarry_client import (
     NO_RETRY,
     AsyncQuarry,
@@ -25,6 +24,7 @@ from quarry_client import (
     RateLimited,
     RetryPolicy,
 )
+
 from tests.client.server import SECRET_KEY, logged_in, serve_quarry
 from tests.conftest import DatabaseServer
 from tests.mailbox import Inbox
@@ -86,10 +86,12 @@ def test_rate_limited_calls_are_retried_after_retry_after(
 def test_without_retries_a_rate_limited_call_raises_with_its_retry_after(
     limited_url: str, smtp_server: Inbox
 ) -> None:
-    with logged_in(limited_url, smtp_server, retry=NO_RETRY) as client:
-        with pytest.raises(RateLimited) as raised:
-            for _ in range(10):
-                client.auth.me()
+    with (
+        logged_in(limited_url, smtp_server, retry=NO_RETRY) as client,
+        pytest.raises(RateLimited) as raised,
+    ):
+        for _ in range(10):
+            client.auth.me()
     assert raised.value.status_code == 429
     assert raised.value.error_code == "RATE_LIMITED"
     assert raised.value.retry_after is not None and raised.value.retry_after >= 1
@@ -152,7 +154,9 @@ def test_an_expired_access_token_is_refreshed_and_the_call_goes_through(
 def test_a_token_the_server_calls_expired_is_refreshed_once_and_resent(quarry: Quarry) -> None:
     # A token the client believes fresh (no exp it can read) but the server
     # refuses as expired: the 401 TOKEN_EXPIRED path.
-    claims = jwt.decode(quarry.transport.credentials.access or "", options={"verify_signature": False})
+    claims = jwt.decode(
+        quarry.transport.credentials.access or "", options={"verify_signature": False}
+    )
     claims["exp"] = int(time.time() - 5)
     header_only = jwt.encode(claims, SECRET_KEY, algorithm="HS256")
     quarry.transport.credentials.access = header_only
