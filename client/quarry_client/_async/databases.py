@@ -65,7 +65,7 @@ class AsyncDatabases:
         number = 1
         while True:
             answer = await self.page(page=number, page_size=page_size, search=search)
-            for summary in answer.data:  # noqa: UP028, RUF100 - sync twin
+            for summary in answer.data:
                 yield summary
             if not answer.pagination.has_next:
                 return
@@ -222,7 +222,7 @@ class AsyncDatabases:
         async with self._t.stream(
             r.EXPORT_DATA.method, r.EXPORT_DATA.path, params=params
         ) as response:
-            async for chunk in response.aiter_bytes():  # noqa: UP028, RUF100 - sync twin
+            async for chunk in response.aiter_bytes():
                 yield chunk
 
     async def export(

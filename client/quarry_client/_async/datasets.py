@@ -141,7 +141,7 @@ class AsyncDatasets:
         while True:
             params = {**filters, "page": page, "page_size": page_size}
             answer = await self._t.call(route, path=path, params=params)
-            for row in answer.data:  # noqa: UP028, RUF100 - `yield from` has no async twin
+            for row in answer.data:
                 yield row
             if not answer.pagination.has_next or not answer.data:
                 return
@@ -447,7 +447,7 @@ class AsyncAudit:
                 after=after,
                 limit=page_size,
             )
-            for record in answer.data:  # noqa: UP028, RUF100 - `yield from` has no async twin
+            for record in answer.data:
                 yield record
             after = answer.pagination.next_cursor
             if after is None:
@@ -465,7 +465,7 @@ class AsyncAudit:
         """The NDJSON export (one record per line, oldest first) as it streams in."""
         params = _audit_filters(since, until, action, dataset_id, actor_user_id)
         async with self._t.stream("GET", r.AUDIT_EXPORT.path, params=params) as response:
-            async for chunk in response.aiter_bytes():  # noqa: UP028, RUF100 - as above
+            async for chunk in response.aiter_bytes():
                 yield chunk
 
     async def export_records(

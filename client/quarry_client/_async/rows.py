@@ -271,7 +271,7 @@ class AsyncRows:
             page = await self.page(
                 dataset_id, start=start, end=end, ordering=ordering, limit=page_size, after=after
             )
-            for row in page.data:  # noqa: UP028, RUF100 - `yield from` has no async twin
+            for row in page.data:
                 yield row
             after = page.pagination.next_cursor
             if after is None:

@@ -66,7 +66,7 @@ class Databases:
         number = 1
         while True:
             answer = self.page(page=number, page_size=page_size, search=search)
-            for summary in answer.data:  # noqa: UP028, RUF100 - sync twin
+            for summary in answer.data:
                 yield summary
             if not answer.pagination.has_next:
                 return
@@ -219,7 +219,7 @@ class Databases:
             "filters": filter_param(filter),
         }
         with self._t.stream(r.EXPORT_DATA.method, r.EXPORT_DATA.path, params=params) as response:
-            for chunk in response.iter_bytes():  # noqa: UP028, RUF100 - sync twin
+            for chunk in response.iter_bytes():
                 yield chunk
 
     def export(

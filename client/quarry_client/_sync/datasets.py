@@ -142,7 +142,7 @@ class Datasets:
         while True:
             params = {**filters, "page": page, "page_size": page_size}
             answer = self._t.call(route, path=path, params=params)
-            for row in answer.data:  # noqa: UP028, RUF100 - `yield from` has no async twin
+            for row in answer.data:
                 yield row
             if not answer.pagination.has_next or not answer.data:
                 return
@@ -440,7 +440,7 @@ class Audit:
                 after=after,
                 limit=page_size,
             )
-            for record in answer.data:  # noqa: UP028, RUF100 - `yield from` has no async twin
+            for record in answer.data:
                 yield record
             after = answer.pagination.next_cursor
             if after is None:
@@ -458,7 +458,7 @@ class Audit:
         """The NDJSON export (one record per line, oldest first) as it streams in."""
         params = _audit_filters(since, until, action, dataset_id, actor_user_id)
         with self._t.stream("GET", r.AUDIT_EXPORT.path, params=params) as response:
-            for chunk in response.iter_bytes():  # noqa: UP028, RUF100 - as above
+            for chunk in response.iter_bytes():
                 yield chunk
 
     def export_records(

@@ -144,7 +144,7 @@ class Documents:
                 page_size=page_size,
                 after=after,
             )
-            for document in answer.data:  # noqa: UP028, RUF100 - sync twin
+            for document in answer.data:
                 yield document
             after = answer.pagination.next_cursor
             if after is None:

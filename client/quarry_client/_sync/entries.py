@@ -264,7 +264,7 @@ class Entries:
         page = 1
         while True:
             answer = self.list(dataset_id, sort=sort, order=order, page=page, page_size=page_size)
-            for entry in answer.data:  # noqa: UP028, RUF100 - `yield from` has no async twin
+            for entry in answer.data:
                 yield entry
             if not answer.pagination.has_next or not answer.data:
                 return
