@@ -12,11 +12,11 @@ back the platform admin role (`QUARRY_ADMIN_EMAILS` grants it at login too).
 `quarry audit verify` checks the audit log's hash chain (app/audit.py): exit 0
 with the number of records checked, 1 naming the first broken record.
 
-Every other first argument (`login`, `keys`, `db`, `import`, `export`,
-`datasets`, `entries`, `rows`, ...) is a client command: it is handed to
-`quarry_client.cli` (the `client/` package), which talks to a server over HTTP.
-The client's own `quarry` entry point hands the commands above back here, so
-either script installed last in a virtualenv runs both kinds.
+The `quarry` executable is `app.console`: it runs these commands here and hands
+every other one (`login`, `keys`, `db`, `import`, `export`, `datasets`,
+`entries`, `rows`) to `quarry_client.cli` (the `client/` package), which talks
+to a server over HTTP. The client's own `quarry` entry point hands the commands
+above back here, so either script installed last in a virtualenv runs both kinds.
 """
 
 from __future__ import annotations
@@ -277,9 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quarry",
         description="Quarry: a self-hosted document database platform on MongoDB.",
-        epilog="Settings come from QUARRY_* environment variables (see README). Client "
-        "commands (login, keys, db, import, export, datasets, entries, rows) talk to a "
-        "server over HTTP: `quarry login --help`.",
+        epilog="Settings come from QUARRY_* environment variables (see README). The client "
+        "commands talk to a Quarry server over HTTP: login, logout, profiles, whoami, keys, "
+        "db, import, export, datasets, entries, rows (`quarry login --help`, `quarry db "
+        "--help`, ...; `--json` on each for scripts).",
     )
     parser.add_argument("--version", action="version", version=f"quarry {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -315,23 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: The commands this module runs; any other first argument is a client command.
-SERVER_COMMANDS = frozenset({"serve", "engine", "users", "audit", "search"})
-
-
 def main(argv: list[str] | None = None) -> int:
-    arguments = sys.argv[1:] if argv is None else argv
-    if arguments and not arguments[0].startswith("-") and arguments[0] not in SERVER_COMMANDS:
-        try:
-            from quarry_client.cli import main as client_main
-        except ImportError:
-            print(
-                "quarry: client commands need the client package: pip install './client[cli]'",
-                file=sys.stderr,
-            )
-            return 2
-        return int(client_main(arguments))
-    args = build_parser().parse_args(arguments)
+    args = build_parser().parse_args(argv)
     return int(args.handler(args))
 
 

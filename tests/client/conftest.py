@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from quarry_client import AsyncQuarry, Quarry
+
 from tests.client.server import logged_in, serve_quarry
 from tests.conftest import DatabaseServer
 from tests.mailbox import Inbox
