@@ -31,6 +31,9 @@ class Endpoint:
     query: tuple[str, ...] = ()
     #: False for the few routes that take no credentials (login, register...).
     auth: bool = True
+    #: Whether sending it twice does no more than once (None: by its method); a
+    #: 503 answer is retried only for these.
+    idempotent: bool | None = None
 
     def url(self, **path_params: Any) -> str:
         """The path with its `{placeholders}` filled in, each value URL-quoted."""
@@ -47,9 +50,10 @@ def endpoint(
     answer: type[BaseModel] | None = None,
     query: tuple[str, ...] = (),
     auth: bool = True,
+    idempotent: bool | None = None,
 ) -> Endpoint:
     """Declare (and register) one operation."""
-    declared = Endpoint(method, path, body, answer, query, auth)
+    declared = Endpoint(method, path, body, answer, query, auth, idempotent)
     _REGISTRY.append(declared)
     return declared
 

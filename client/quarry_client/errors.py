@@ -147,6 +147,12 @@ def error_from_response(response: httpx.Response) -> QuarryError:
     except ValueError:
         pass
     message = envelope.get("message") or response.text[:300] or response.reason_phrase
+    if response.is_redirect:
+        message = (
+            f"The server answered {response.status_code} {response.reason_phrase}, to "
+            f"{response.headers.get('Location')}; redirects are not followed, so that "
+            "credentials never go to another address: give the client the final URL."
+        )
     kind = BY_STATUS.get(response.status_code)
     if kind is None:
         kind = ServerError if response.status_code >= 500 else QuarryError

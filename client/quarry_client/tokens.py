@@ -5,10 +5,12 @@ anything: the server verifies tokens; the client only reads an access token's
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from quarry_client.models import TokenPair
 
@@ -27,6 +29,20 @@ def token_expiry(token: str) -> float | None:
         return None
 
 
+class SharedTokens(Protocol):
+    """A pair kept outside this client too (a command-line profile), which other
+    processes use and refresh. A refresh token works once — spending a used one
+    makes the server revoke the whole family — so refreshes go through `locked`:
+    under it the client first looks whether another process already refreshed
+    (`load`), and saves the pair it gets (`save`)."""
+
+    def locked(self) -> contextlib.AbstractContextManager[object]: ...
+
+    def load(self) -> tuple[str, str] | None: ...
+
+    def save(self, pair: TokenPair) -> None: ...
+
+
 @dataclass
 class Credentials:
     """An API key, or an access/refresh pair (refreshed as it expires)."""
@@ -34,8 +50,10 @@ class Credentials:
     api_key: str | None = None
     access: str | None = None
     refresh: str | None = None
-    #: Called with each new pair (after login or refresh), e.g. to save a profile.
+    #: Called with each new pair (after login or refresh).
     on_tokens: Callable[[TokenPair], None] | None = None
+    #: Where the pair is shared with other processes, if anywhere.
+    shared: SharedTokens | None = None
 
     def expiring(self) -> bool:
         """True when the access token is past, or within the margin of, its `exp`."""
@@ -46,8 +64,22 @@ class Credentials:
 
     def store(self, pair: TokenPair) -> None:
         self.access, self.refresh = pair.access, pair.refresh
+        if self.shared is not None:
+            self.shared.save(pair)
         if self.on_tokens is not None:
             self.on_tokens(pair)
+
+    def exclusive(self) -> contextlib.AbstractContextManager[object]:
+        """Held while refreshing: other processes sharing the pair wait."""
+        return self.shared.locked() if self.shared is not None else contextlib.nullcontext()
+
+    def adopt_shared(self) -> bool:
+        """Take the shared pair if another process refreshed it since we read it."""
+        stored = self.shared.load() if self.shared is not None else None
+        if stored is None or stored[1] == self.refresh:
+            return False
+        self.access, self.refresh = stored
+        return True
 
     def headers(self) -> dict[str, str]:
         if self.api_key:

@@ -1,11 +1,12 @@
 """`GET /rows/stream`: Server-Sent Events of new rows (seed 002), and what wakes them.
 
-Events: `connected` (`{"dataset_id", "message"}`), `data` (one flattened row,
-`id:` its timestamp), `heartbeat` (`{"timestamp"}`) after `poll_interval`
-seconds without a row, `error` (`{"error_code", "message"}`, then the stream
-ends). A stream sends the rows newer than its position: the dataset's newest
-row when it connected, or `Last-Event-ID` (a timestamp) when the client
-reconnects, so nothing is missed or sent twice across a reconnect.
+Events: `connected` (`{"dataset_id", "message"}`, `id:` the position when the
+dataset has rows), `data` (one flattened row, `id:` its timestamp), `heartbeat`
+(`{"timestamp"}`) after `poll_interval` seconds without a row, `error`
+(`{"error_code", "message"}`, then the stream ends). A stream sends the rows
+newer than its position: the dataset's newest row when it connected, or
+`Last-Event-ID` (a timestamp) when the client reconnects, so nothing is missed
+or sent twice across a reconnect, even one before the first row came.
 
 What wakes a stream:
 - a commit in this process (`RowHub.notify`, called by the store): at once;
@@ -209,11 +210,14 @@ async def sse(
         with hub.subscribe(dataset_id) as (channel, wake):
             outside = asyncio.Event()
             watcher = asyncio.create_task(_change_stream_waker(service, access, wake, outside))
+            # Its id is the position, so a client that reconnects before any row
+            # came resumes from there (not from the newest row at reconnect).
             yield event(
                 "connected",
                 orjson.dumps(
                     {"dataset_id": str(dataset_id), "message": "Connected to real-time stream"}
                 ),
+                None if position is None else format_timestamp(position),
             )
             loop = asyncio.get_running_loop()
             quiet_since = checked_at = loop.time()

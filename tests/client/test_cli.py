@@ -156,6 +156,40 @@ def test_tokens_refreshed_by_a_command_are_saved_back_to_the_profile(
     assert again["email"] == email
 
 
+def test_commands_refreshing_one_profile_at_once_keep_the_session(
+    env: dict[str, str], home: Path, quarry_url: str, account: tuple[str, str]
+) -> None:
+    """Four commands find the profile's access token expired at the same moment:
+    one refreshes and the others take its pair (spending the same refresh token
+    twice would make the server revoke the session)."""
+    email = login_profile(env, quarry_url, account, "busy")
+    path = home / ".config" / "quarry" / "busy.json"
+    stored = json.loads(path.read_text())
+    stored["access"] = (
+        ".".join(
+            base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+            for part in ({"alg": "HS256", "typ": "JWT"}, {"exp": 1})
+        )
+        + ".c2lnbmF0dXJl"
+    )
+    path.write_text(json.dumps(stored))
+    commands = [
+        subprocess.Popen(
+            [str(QUARRY), "whoami", "--profile", "busy", "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for command in commands:
+        out, err = command.communicate(timeout=120)
+        assert command.returncode == 0, err
+        assert json.loads(out)["email"] == email
+    assert run_json({**env, "QUARRY_PROFILE": "busy"}, "whoami")["email"] == email
+
+
 def test_a_command_without_credentials_exits_1_saying_how_to_log_in(tmp_path: Path) -> None:
     environment = cli_environment(tmp_path)
     done = run_quarry(environment, "db", "list")

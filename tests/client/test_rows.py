@@ -641,6 +641,36 @@ async def test_subscribe_reconnects_by_itself_with_the_last_event_id(
     assert f"last-event-id: {stored(1)[0]}".lower() in resumed
 
 
+async def test_a_reconnect_before_any_new_row_misses_nothing(aquarry: AsyncQuarry) -> None:
+    """Dropped before its first row, a stream resumes from where it connected
+    (the `connected` event's id), not from the newest row at reconnect: rows
+    written while it was away still come."""
+    dataset_id = await new_dataset_async(aquarry)
+    await aquarry.rows.insert(dataset_id, BASE_MS, {"i": 0})
+    proxy = DroppingProxy(aquarry.base_url)
+    through = atwin(aquarry, await proxy.start())
+    rows: list[AsyncStreamEvent] = []
+    connected = asyncio.Event()
+    events = through.rows.subscribe(
+        dataset_id, poll_interval=1, control_events=True, reconnect_delay=1.0
+    )
+    listening = asyncio.create_task(collect(events, rows, connected, 3))
+    try:
+        await asyncio.wait_for(connected.wait(), DEADLINE)
+        connected.clear()
+        proxy.drop()
+        await aquarry.rows.bulk_insert(dataset_id, [row(1), row(2)])  # while it is away
+        await asyncio.wait_for(connected.wait(), DEADLINE)
+        await aquarry.rows.insert(dataset_id, BASE_MS + 3_000, {"i": 3})
+        await asyncio.wait_for(listening, DEADLINE)
+    finally:
+        listening.cancel()
+        await through.aclose()
+        await proxy.close()
+    assert [e.id for e in rows] == [stored(n)[0] for n in (1, 2, 3)]
+    assert f"last-event-id: {stored(0)[0]}".lower() in bytes(proxy.sent[1]).decode().lower()
+
+
 async def wait_until(condition: Any, seconds: float = DEADLINE) -> None:
     deadline = time.monotonic() + seconds
     while not condition():

@@ -5,6 +5,8 @@ without the caller noticing."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import tempfile
 import threading
 import time
@@ -21,8 +23,11 @@ from quarry_client import (
     AuthenticationError,
     NotFound,
     Quarry,
+    QuarryConnectionError,
+    QuarryError,
     RateLimited,
     RetryPolicy,
+    ServiceUnavailable,
 )
 
 from tests.client.server import SECRET_KEY, logged_in, serve_quarry
@@ -205,3 +210,76 @@ async def test_concurrent_async_calls_share_one_refresh(make_quarry: Any) -> Non
         users = await asyncio.gather(*(client.auth.me() for _ in range(5)))
     assert {user.email for user in users} == {client.account_email}
     assert len(refreshes) == 1
+
+
+def test_a_write_refused_with_503_is_not_sent_again(
+    make_quarry: Any, database_server: DatabaseServer
+) -> None:
+    """A 503 may come from a write the database applied but could not confirm:
+    a POST is not repeated (no second API key), a GET would be."""
+    if not database_server.stoppable:
+        pytest.skip("the session's database is an external server")
+    client: Quarry = make_quarry(retry=RetryPolicy(max_retries=60, max_wait=5))
+    seen = statuses_seen(client)
+    database_server.stop()
+    try:
+        with pytest.raises(ServiceUnavailable) as raised:
+            client.api_keys.create("during-the-outage")
+    finally:
+        database_server.start()
+    assert seen == [503]
+    assert raised.value.error_code == "DATABASE_UNAVAILABLE"
+    assert raised.value.retry_after is not None
+
+
+@contextlib.contextmanager
+def raw_http_server(answer: bytes) -> Iterator[str]:
+    """A socket server that reads one request and sends `answer` verbatim, then
+    closes: a server (or proxy) that misbehaves the way real ones do."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(answer)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.join(timeout=5)
+        listener.close()
+
+
+def test_an_answer_cut_short_is_a_connection_error() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    with raw_http_server(head + b'{"success": true, "da') as url, Quarry(url) as client:
+        client.transport.credentials.api_key = "qk_test"
+        with pytest.raises(QuarryConnectionError):
+            client.api_keys.list()
+
+
+def test_a_redirect_is_refused_not_followed() -> None:
+    answer = b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://elsewhere.example/\r\n"
+    answer += b"Content-Length: 0\r\n\r\n"
+    with raw_http_server(answer) as url, Quarry(url) as client:
+        client.transport.credentials.api_key = "qk_test"
+        with pytest.raises(QuarryError) as raised:
+            client.api_keys.list()
+    assert raised.value.status_code == 307
+    assert "elsewhere.example" in str(raised.value)
+
+
+def test_an_answer_of_the_wrong_shape_is_a_quarry_error() -> None:
+    body = b'{"hello": "world"}'
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+    with (
+        raw_http_server(head.encode() + b"\r\n\r\n" + body) as url,
+        Quarry(url) as client,
+        pytest.raises(QuarryError) as raised,
+    ):
+        client.auth.login("someone@example.com", "a password")
+    assert "TokenPair" in str(raised.value)

@@ -23,7 +23,7 @@ from quarry_client._async.rows import AsyncColumns, AsyncRows
 from quarry_client._async.transport import AsyncTransport
 from quarry_client.models import TokenPair
 from quarry_client.retry import RetryPolicy
-from quarry_client.tokens import Credentials
+from quarry_client.tokens import Credentials, SharedTokens
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
@@ -39,12 +39,17 @@ class AsyncQuarry:
         access_token: str | None = None,
         refresh_token: str | None = None,
         on_tokens: Callable[[TokenPair], None] | None = None,
+        shared_tokens: SharedTokens | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         credentials = Credentials(
-            api_key=api_key, access=access_token, refresh=refresh_token, on_tokens=on_tokens
+            api_key=api_key,
+            access=access_token,
+            refresh=refresh_token,
+            on_tokens=on_tokens,
+            shared=shared_tokens,
         )
         self.transport = AsyncTransport(
             base_url,

@@ -24,7 +24,7 @@ from quarry_client._sync.rows import Columns, Rows
 from quarry_client._sync.transport import Transport
 from quarry_client.models import TokenPair
 from quarry_client.retry import RetryPolicy
-from quarry_client.tokens import Credentials
+from quarry_client.tokens import Credentials, SharedTokens
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
@@ -40,12 +40,17 @@ class Quarry:
         access_token: str | None = None,
         refresh_token: str | None = None,
         on_tokens: Callable[[TokenPair], None] | None = None,
+        shared_tokens: SharedTokens | None = None,
         retry: RetryPolicy | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         http: httpx.Client | None = None,
     ) -> None:
         credentials = Credentials(
-            api_key=api_key, access=access_token, refresh=refresh_token, on_tokens=on_tokens
+            api_key=api_key,
+            access=access_token,
+            refresh=refresh_token,
+            on_tokens=on_tokens,
+            shared=shared_tokens,
         )
         self.transport = Transport(
             base_url,

@@ -14,11 +14,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pydantic
 from pydantic import BaseModel
 
 from quarry_client._concurrency import Lock, sync_sleep
 from quarry_client.endpoints import Endpoint
-from quarry_client.errors import QuarryConnectionError, error_from_response
+from quarry_client.errors import QuarryConnectionError, QuarryError, error_from_response
 from quarry_client.models import TokenPair
 from quarry_client.retry import RetryPolicy
 from quarry_client.tokens import Credentials
@@ -29,6 +30,10 @@ Content = bytes | str | Callable[[], Iterable[bytes]] | None
 Files = Any
 
 USER_AGENT = "quarry-client/0.1"
+#: Methods whose repetition does no more than doing them once (RFC 9110 9.2.2);
+#: PATCH is not one (`$inc`), nor a PUT of `/api/crud` (an update with operators),
+#: which the documents resource declares as such.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class Transport:
@@ -74,10 +79,20 @@ class Transport:
             params=params,
             json=payload,
             auth=endpoint.auth,
+            idempotent=endpoint.idempotent,
         )
         if endpoint.answer is None:
             return None
-        return endpoint.answer.model_validate_json(response.content)
+        try:
+            return endpoint.answer.model_validate_json(response.content)
+        except pydantic.ValidationError as exc:
+            raise QuarryError(
+                f"{endpoint.method} {endpoint.path} answered {response.status_code} with a "
+                f"body that is not a {endpoint.answer.__name__} (is {self.base_url} a Quarry "
+                "server of this version?)",
+                status_code=response.status_code,
+                request_id=response.headers.get("X-Request-ID"),
+            ) from exc
 
     def request(
         self,
@@ -93,6 +108,7 @@ class Transport:
         auth: bool = True,
         retry: RetryPolicy | None = None,
         http_timeout: httpx.Timeout | None = None,
+        idempotent: bool | None = None,
     ) -> httpx.Response:
         """Send and read the whole answer; raise `QuarryError` for an error answer."""
         with self.stream(
@@ -107,6 +123,7 @@ class Transport:
             auth=auth,
             retry=retry,
             http_timeout=http_timeout,
+            idempotent=idempotent,
         ) as response:
             response.read()
             return response
@@ -126,11 +143,20 @@ class Transport:
         auth: bool = True,
         retry: RetryPolicy | None = None,
         http_timeout: httpx.Timeout | None = None,
+        idempotent: bool | None = None,
     ) -> Iterator[httpx.Response]:
-        """A successful answer whose body is still to be read; the error answers
-        are read, retried or raised before this yields. `http_timeout` replaces the
-        client's for this request (e.g. a stream quiet for longer than a read)."""
+        """A successful (2xx) answer whose body is still to be read; the error
+        answers are read, retried or raised before this yields, and so is a
+        redirect (never followed: credentials stay with this server).
+        `http_timeout` replaces the client's for this request (e.g. a stream quiet
+        for longer than a read). A 503 is retried only for an `idempotent` request
+        (by default: GET, HEAD, PUT of a whole resource, DELETE), since the server
+        may have applied a write it could not confirm; a 429 and a refused
+        connection are always retried (nothing was done)."""
         policy = retry or self.retry
+        retried = policy.retried_statuses(
+            method.upper() in IDEMPOTENT_METHODS if idempotent is None else idempotent
+        )
         attempt = 0
         refreshed = False
         while True:
@@ -146,20 +172,22 @@ class Transport:
                 attempt += 1
                 sync_sleep(wait)
                 continue
-            except httpx.TimeoutException as exc:
-                raise QuarryConnectionError(
-                    f"{self.base_url} did not answer in time ({type(exc).__name__})."
-                ) from exc
             except httpx.TransportError as exc:
-                raise QuarryConnectionError(f"Talking to {self.base_url} failed: {exc}") from exc
-            if response.status_code < 400:
+                raise self._connection_error(exc) from exc
+            if response.is_success:
                 try:
                     yield response
+                except httpx.TransportError as exc:
+                    raise self._connection_error(exc) from exc
                 finally:
                     response.close()
                 return
-            response.read()
-            response.close()
+            try:
+                response.read()
+            except httpx.TransportError as exc:
+                raise self._connection_error(exc) from exc
+            finally:
+                response.close()
             error = error_from_response(response)
             if (
                 auth
@@ -172,7 +200,7 @@ class Transport:
                 continue
             wait = (
                 policy.delay(attempt, error.retry_after)
-                if response.status_code in policy.statuses
+                if response.status_code in retried
                 else None
             )
             if wait is None:
@@ -180,19 +208,31 @@ class Transport:
             attempt += 1
             sync_sleep(wait)
 
+    def _connection_error(self, exc: httpx.TransportError) -> QuarryConnectionError:
+        """A request or answer cut short: a timeout, a dropped connection."""
+        if isinstance(exc, httpx.TimeoutException):
+            return QuarryConnectionError(
+                f"{self.base_url} did not answer in time ({type(exc).__name__})."
+            )
+        return QuarryConnectionError(f"Talking to {self.base_url} failed: {exc!r}")
+
     def refresh(self, *, stale: str | None = None) -> None:
         """Trade the refresh token for a new pair (once, however many requests
-        found the access token expired at the same time)."""
+        found the access token expired at the same time, in this process or in
+        others sharing the pair)."""
         with self._refresh_lock:
             if stale is not None and self.credentials.access != stale:
                 return
-            response = self.request(
-                "POST",
-                "/core/token/refresh",
-                json={"refresh": self.credentials.refresh},
-                auth=False,
-            )
-            self.credentials.store(TokenPair.model_validate_json(response.content))
+            with self.credentials.exclusive():
+                if self.credentials.adopt_shared():
+                    return  # another process sharing the pair refreshed it
+                response = self.request(
+                    "POST",
+                    "/core/token/refresh",
+                    json={"refresh": self.credentials.refresh},
+                    auth=False,
+                )
+                self.credentials.store(TokenPair.model_validate_json(response.content))
 
     def _send(
         self,

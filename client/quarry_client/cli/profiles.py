@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,6 +100,26 @@ def save_profile(profile: Profile) -> Path:
             temporary.unlink()
         raise
     return path
+
+
+@contextlib.contextmanager
+def profile_lock(name: str) -> Iterator[None]:
+    """An exclusive lock on the profile across processes (`flock` on a 0600 lock
+    file beside it; no lock where `fcntl` does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    directory = _private_directory()
+    descriptor = os.open(
+        directory / f".{check_name(name)}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
+    )
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def delete_profile(name: str) -> bool:

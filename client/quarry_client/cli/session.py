@@ -24,6 +24,7 @@ from quarry_client.cli.profiles import (
     ProfileError,
     list_profiles,
     load_profile,
+    profile_lock,
     save_profile,
 )
 from quarry_client.models import TokenPair
@@ -58,13 +59,22 @@ def chosen_profile_name(option: str | None) -> str:
     return option or global_profile() or os.environ.get("QUARRY_PROFILE") or DEFAULT_PROFILE
 
 
-class TokenPairSaver:
-    """`on_tokens` for the client: a refreshed pair goes back into the profile."""
+class ProfileTokens:
+    """The profile's pair, shared by every `quarry` process using the profile: a
+    refresh happens under a lock on the profile, after a look whether another
+    process refreshed already (a refresh token spent twice revokes the session)."""
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
 
-    def __call__(self, pair: TokenPair) -> None:
+    def locked(self) -> contextlib.AbstractContextManager[object]:
+        return profile_lock(self.profile.name)
+
+    def load(self) -> tuple[str, str] | None:
+        stored = load_profile(self.profile.name)
+        return None if stored is None else (stored.access, stored.refresh)
+
+    def save(self, pair: TokenPair) -> None:
         self.profile.access, self.profile.refresh = pair.access, pair.refresh
         save_profile(self.profile)
 
@@ -87,7 +97,7 @@ def _from_profile(name: str, *, explicit: bool, timeout: httpx.Timeout) -> Sessi
         profile.url,
         access_token=profile.access,
         refresh_token=profile.refresh,
-        on_tokens=TokenPairSaver(profile),
+        shared_tokens=ProfileTokens(profile),
         timeout=timeout,
     )
     return Session(output=Output(False), client=client, profile=profile)

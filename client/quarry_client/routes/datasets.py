@@ -96,7 +96,11 @@ MY_TAGS = endpoint("GET", "/api/v1/tags/mine", answer=m.TagListAnswer)
 RELEASE_TAG = endpoint("DELETE", "/api/v1/tags/mine/{tag_id}")
 
 CHECK_ACCESS = endpoint(
-    "POST", "/api/v1/access/check", body=m.AccessCheckRequest, answer=m.AccessCheckAnswer
+    "POST",
+    "/api/v1/access/check",
+    body=m.AccessCheckRequest,
+    answer=m.AccessCheckAnswer,
+    idempotent=True,
 )
 
 # ---------------------------------------------------------------- audit

@@ -30,7 +30,9 @@ GET = endpoint(
 )
 #: PATCH and PUT are the same operation on the server (a plain object is `$set`).
 UPDATE = endpoint("PATCH", "/api/crud", body=m.UpdateRequest, answer=m.UpdateAnswer)
-REPLACE = endpoint("PUT", "/api/crud", body=m.UpdateRequest, answer=m.UpdateAnswer)
+REPLACE = endpoint(
+    "PUT", "/api/crud", body=m.UpdateRequest, answer=m.UpdateAnswer, idempotent=False
+)
 #: The client sends a JSON body; the server also reads these query parameters instead.
 DELETE = endpoint(
     "DELETE",
@@ -39,11 +41,14 @@ DELETE = endpoint(
     answer=m.DeleteAnswer,
     query=("database_id", "collection_name", "filters", "multi", "all"),
 )
-COUNT = endpoint("POST", "/api/crud/count", body=m.CountRequest, answer=m.CountAnswer)
+COUNT = endpoint(
+    "POST", "/api/crud/count", body=m.CountRequest, answer=m.CountAnswer, idempotent=True
+)
 AGGREGATE = endpoint(
     "POST",
     "/api/crud/aggregate",
     body=m.AggregateRequest,
     answer=m.DocumentsAggregateAnswer,
+    idempotent=True,
 )
 BULK = endpoint("POST", "/api/crud/bulk", body=m.BulkRequest, answer=m.BulkAnswer)

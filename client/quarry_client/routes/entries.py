@@ -7,12 +7,15 @@ from quarry_client.endpoints import endpoint
 
 #: Multipart (`dataset_id`, `name`, `metadata` fields, then `file` parts), streamed.
 UPLOAD = endpoint("POST", "/api/v1/entries", answer=m.UploadAnswer, query=("dataset_id",))
-BATCH = endpoint("POST", "/api/v1/entries/batch", body=m.BatchRequest, answer=m.BatchAnswer)
+BATCH = endpoint(
+    "POST", "/api/v1/entries/batch", body=m.BatchRequest, answer=m.BatchAnswer, idempotent=True
+)
 BATCH_CONTENT = endpoint(
     "POST",
     "/api/v1/entries/batch/content",
     body=m.BatchContentRequest,
     answer=m.BatchContentAnswer,
+    idempotent=True,
 )
 GET = endpoint("GET", "/api/v1/entries/{entry_id}", answer=m.EntryAnswer)
 UPDATE = endpoint(
@@ -30,10 +33,13 @@ LIST = endpoint(
     query=("sort", "order", "page", "page_size"),
 )
 
-SEARCH = endpoint("POST", "/api/v1/search", body=m.SearchRequest, answer=m.SearchAnswer)
+SEARCH = endpoint(
+    "POST", "/api/v1/search", body=m.SearchRequest, answer=m.SearchAnswer, idempotent=True
+)
 SEARCH_DATASET = endpoint(
     "POST",
     "/api/v1/datasets/{dataset_id}/search",
     body=m.ScopedSearchRequest,
     answer=m.SearchAnswer,
+    idempotent=True,
 )
