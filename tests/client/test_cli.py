@@ -432,10 +432,15 @@ def test_entries_download_resumes_a_partial_file(
     source.write_bytes(bytes(range(256)) * 4096)
     entry = quarry.entries.upload(dataset["id"], source)[0].model_dump(mode="json")
     target = tmp_path / "copy.bin"
-    target.write_bytes(source.read_bytes()[:300_000])
+    (tmp_path / "copy.bin.part").write_bytes(source.read_bytes()[:300_000])  # interrupted
     saved = run_json(env, "entries", "download", entry["id"], "-o", str(target))
     assert saved["resumed_from"] == 300_000 and saved["sha256"] == entry["sha256"]
     assert target.read_bytes() == source.read_bytes()
+    assert not (tmp_path / "copy.bin.part").exists()
+    other = tmp_path / "mine.bin"
+    other.write_bytes(b"someone else's file")
+    refused = run_quarry(env, "entries", "download", entry["id"], "-o", str(other), "--json")
+    assert refused.returncode == 1 and other.read_bytes() == b"someone else's file"
 
 
 # ------------------------------------------------------------------ rows
@@ -518,3 +523,19 @@ def test_without_typer_and_rich_the_command_says_what_to_install() -> None:
     )
     assert done.returncode == 2
     assert "pip install 'quarry-client[cli]'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["import", "missing.ndjson", "-d", "db", "-c", "c"], ["rows", "load", "ds", "missing.csv"]],
+)
+def test_a_missing_file_is_bad_input_exit_1_before_anything_is_sent(
+    tmp_path: Path, command: list[str]
+) -> None:
+    environment = cli_environment(
+        tmp_path, QUARRY_URL="http://127.0.0.1:9", QUARRY_API_KEY="qk_unused"
+    )
+    done = run_quarry(environment, *command, "--json")
+    assert done.returncode == 1, done.stderr
+    assert json_error(done)["error_code"] == "FILE_ERROR"
+    assert "missing" in json_error(done)["message"]

@@ -36,7 +36,7 @@ from quarry_client import (
     ValidationError,
 )
 from quarry_client import models as m
-from quarry_client._sync.entries import file_sha256
+from quarry_client._sync.entries import file_sha256, partial_path
 
 from tests.client.server import logged_in, serve_quarry
 from tests.conftest import DatabaseServer
@@ -407,7 +407,8 @@ def test_an_interrupted_50_mb_download_resumes_with_a_range_request(
     [entry] = quarry.entries.upload(shared_dataset, big_file.path)
     assert (entry.size, entry.sha256) == (BIG_SIZE, big_file.sha256)
     target = tmp_path / "copy.bin"
-    partial = keep_first_part(quarry.entries.iter_download(entry.id), target, PARTIAL_SIZE)
+    part = partial_path(target)
+    partial = keep_first_part(quarry.entries.iter_download(entry.id), part, PARTIAL_SIZE)
     assert PARTIAL_SIZE <= partial < BIG_SIZE
     calls: list[tuple[int, int]] = []
     with recorded(quarry) as traffic:
@@ -415,6 +416,7 @@ def test_an_interrupted_50_mb_download_resumes_with_a_range_request(
             entry.id, target, progress=lambda done, total: calls.append((done, total))
         )
     assert written == target and file_sha256(target) == big_file.sha256
+    assert not part.exists()
     [resumed] = traffic.downloads()
     assert resumed.headers["Range"] == f"bytes={partial}-"
     assert resumed.headers["If-Range"] == f'"{big_file.sha256}"'
@@ -434,7 +436,7 @@ async def test_async_50_mb_upload_and_resumed_download(
     target = tmp_path / "copy.bin"
     partial = 0
     async with contextlib.aclosing(aquarry.entries.iter_download(entry.id)) as chunks:
-        with target.open("wb") as out:
+        with partial_path(target).open("wb") as out:
             async for chunk in chunks:
                 out.write(chunk)
                 partial += len(chunk)
@@ -453,10 +455,11 @@ def test_resuming_over_a_foreign_partial_file_fetches_the_whole_file(
     content = os.urandom(200_000)
     [entry] = quarry.entries.upload(shared_dataset, ("data.bin", io.BytesIO(content)))
     target = tmp_path / "data.bin"
-    target.write_bytes(b"not the start of this entry")
+    partial_path(target).write_bytes(b"not the start of this entry")
     with recorded(quarry) as traffic:
         quarry.entries.download(entry.id, target)
     assert target.read_bytes() == content
+    assert not partial_path(target).exists()
     assert [r.headers.get("Range") for r in traffic.downloads()] == ["bytes=27-", None]
 
 
@@ -478,10 +481,23 @@ def test_download_without_resume_overwrites_and_into_a_directory_uses_the_filena
     [entry] = quarry.entries.upload(shared_dataset, ("report.txt", io.BytesIO(b"final text")))
     (tmp_path / "report.txt").write_bytes(b"final")
     with recorded(quarry) as traffic:
-        written = quarry.entries.download(entry.id, tmp_path, resume=False)
+        written = quarry.entries.download(entry.id, tmp_path, resume=False, overwrite=True)
     assert written == tmp_path / "report.txt"
     assert written.read_bytes() == b"final text"
     assert [r.headers.get("Range") for r in traffic.downloads()] == [None]
+
+
+def test_a_download_never_replaces_another_file_unless_told_to(
+    quarry: Quarry, shared_dataset: str, tmp_path: Path
+) -> None:
+    [entry] = quarry.entries.upload(shared_dataset, ("notes.txt", io.BytesIO(b"the entry")))
+    mine = tmp_path / "notes.txt"
+    mine.write_bytes(b"my own notes, not the entry")
+    with recorded(quarry) as traffic, pytest.raises(FileExistsError):
+        quarry.entries.download(entry.id, tmp_path)
+    assert traffic.downloads() == []
+    assert mine.read_bytes() == b"my own notes, not the entry"
+    assert not partial_path(mine).exists()
 
 
 def test_a_download_whose_bytes_do_not_match_the_sha256_raises_and_is_removed(
@@ -502,7 +518,7 @@ def test_a_download_whose_bytes_do_not_match_the_sha256_raises_and_is_removed(
         quarry.entries.download(entry.id, target)
     assert isinstance(raised.value, QuarryError)
     assert entry.sha256 and entry.sha256 in str(raised.value)
-    assert not target.exists()
+    assert not target.exists() and not partial_path(target).exists()
 
 
 def test_iter_download_from_an_offset_yields_the_tail(quarry: Quarry, shared_dataset: str) -> None:

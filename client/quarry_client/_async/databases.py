@@ -12,7 +12,7 @@ from pydantic_core import to_json
 
 from quarry_client import models as m
 from quarry_client._async.documents import Filter, filter_param
-from quarry_client._async.transport import AsyncTransport
+from quarry_client._async.transport import TRANSFER_TIMEOUT, AsyncTransport
 from quarry_client.errors import QuarryError
 from quarry_client.retry import NO_RETRY, RetryPolicy
 from quarry_client.routes import management as r
@@ -199,7 +199,12 @@ class AsyncDatabases:
         if collection is not None:
             form["collection_name"] = collection
         response = await self._t.request(
-            r.IMPORT_DATA.method, r.IMPORT_DATA.path, data=form, files=files, retry=retry
+            r.IMPORT_DATA.method,
+            r.IMPORT_DATA.path,
+            data=form,
+            files=files,
+            retry=retry,
+            http_timeout=TRANSFER_TIMEOUT,
         )
         return m.ImportAnswer.model_validate_json(response.content)
 

@@ -22,7 +22,7 @@ from typing import IO, Any, Literal, TypeAlias
 import httpx
 
 from quarry_client import models as m
-from quarry_client._sync.transport import Transport
+from quarry_client._sync.transport import TRANSFER_TIMEOUT, Transport
 from quarry_client.errors import ChecksumMismatch, QuarryError
 from quarry_client.routes import entries as r
 
@@ -109,7 +109,13 @@ class Entries:
             return [("file", (p.source.filename, p, "application/octet-stream")) for p in parts]
 
         try:
-            response = self._t.request(r.UPLOAD.method, r.UPLOAD.url(), data=fields, files=files)
+            response = self._t.request(
+                r.UPLOAD.method,
+                r.UPLOAD.url(),
+                data=fields,
+                files=files,
+                http_timeout=TRANSFER_TIMEOUT,
+            )
         finally:
             _close_parts(parts)
         meter.finish()
@@ -189,30 +195,43 @@ class Entries:
         to: str | os.PathLike[str],
         *,
         resume: bool = True,
+        overwrite: bool = False,
         progress: Progress | None = None,
     ) -> Path:
         """Save an entry's bytes to `to` (a file, or a directory to save it in under
         its filename); the path written.
 
-        With `resume`, a partial file already at `to` is completed with a `Range`
-        request (`If-Range`: the entry's ETag); if the whole then does not match
-        the entry's SHA-256 (the partial file was something else) it is fetched
-        again in full. A full download that does not match is removed and raises
-        `ChecksumMismatch`. `progress(bytes_done, size)` starts at the resumed size."""
+        The bytes go to `<to>.part` first, renamed to `to` once their SHA-256 is the
+        entry's: an interrupted download leaves only the `.part` file, and with
+        `resume` the next call completes it with a `Range` request (`If-Range`: the
+        entry's ETag, so a changed entry comes whole); a `.part` that turns out not
+        to be this entry's start is fetched again in full. A full download that does
+        not match is removed and raises `ChecksumMismatch`. An existing `to` that is
+        already this entry's file is kept without a download; any other existing
+        `to` raises `FileExistsError` unless `overwrite`. `progress(bytes_done,
+        size)` starts at the resumed size."""
         entry = self.get(entry_id)
         target = _target_path(Path(to), entry)
-        offset = _resumable_size(target, entry) if resume else 0
-        digest = self._save(entry, target, offset, progress)
-        if entry.sha256 is None or digest == entry.sha256:
-            return target
-        if offset:
-            digest = self._save(entry, target, 0, progress)
-            if digest == entry.sha256:
+        if target.exists():
+            if _is_entry_file(target, entry):
                 return target
-        target.unlink(missing_ok=True)
-        raise ChecksumMismatch(
-            f"{target}: SHA-256 {digest} is not the entry's {entry.sha256}; the file was removed."
-        )
+            if not overwrite:
+                raise FileExistsError(
+                    f"{target} already exists and is not entry {entry.id}'s file; remove it, "
+                    "choose another path, or overwrite it."
+                )
+        part = partial_path(target)
+        offset = _resumable_size(part, entry) if resume else 0
+        digest = self._save(entry, part, offset, progress)
+        if offset and entry.sha256 is not None and digest != entry.sha256:
+            digest = self._save(entry, part, 0, progress)
+        if entry.sha256 is not None and digest != entry.sha256:
+            part.unlink(missing_ok=True)
+            raise ChecksumMismatch(
+                f"{target}: SHA-256 {digest} is not the entry's {entry.sha256}; nothing was kept."
+            )
+        os.replace(part, target)
+        return target
 
     def _save(self, entry: m.EntryOut, target: Path, offset: int, progress: Progress | None) -> str:
         """Write the entry's bytes from `offset` on after the first `offset` bytes
@@ -502,6 +521,21 @@ def _target_path(to: Path, entry: m.EntryOut) -> Path:
         return to
     name = entry.filename if entry.filename not in ("", ".", "..") else entry.id
     return to / name
+
+
+def partial_path(target: Path) -> Path:
+    """Where a download to `target` keeps its bytes until they are complete."""
+    return target.with_name(target.name + ".part")
+
+
+def _is_entry_file(target: Path, entry: m.EntryOut) -> bool:
+    """`target` is a regular file with the entry's size and SHA-256."""
+    return (
+        target.is_file()
+        and entry.sha256 is not None
+        and target.stat().st_size == entry.size
+        and file_sha256(target) == entry.sha256
+    )
 
 
 def _resumable_size(target: Path, entry: m.EntryOut) -> int:

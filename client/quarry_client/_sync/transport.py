@@ -30,6 +30,9 @@ Content = bytes | str | Callable[[], Iterable[bytes]] | None
 Files = Any
 
 USER_AGENT = "quarry-client/0.1"
+#: Uploads the server works on after their last byte (an import, an NDJSON load, a
+#: batch of files): an hour for the answer, instead of the client's usual read timeout.
+TRANSFER_TIMEOUT = httpx.Timeout(60.0, connect=10.0, read=3600.0)
 #: Methods whose repetition does no more than doing them once (RFC 9110 9.2.2);
 #: PATCH is not one (`$inc`), nor a PUT of `/api/crud` (an update with operators),
 #: which the documents resource declares as such.

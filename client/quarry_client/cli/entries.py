@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from quarry_client._sync.entries import file_sha256
+from quarry_client._sync.entries import file_sha256, partial_path
 from quarry_client.cli.options import JsonOption, ProfileOption
 from quarry_client.cli.output import CliError, count, table, when
 from quarry_client.cli.progress import transfer_bar
@@ -139,19 +139,25 @@ def download_entry(
         ),
     ] = Path("."),
     no_resume: Annotated[
-        bool, typer.Option("--no-resume", help="Fetch it whole even if a partial file is there.")
+        bool,
+        typer.Option("--no-resume", help="Fetch it whole even if a partial (.part) file is there."),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing file that is not this entry's.")
     ] = False,
     profile: ProfileOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Download an entry's file, resuming a partial download already at the target."""
+    """Download an entry's file (kept as FILE.part until complete; an interrupted
+    download resumes from there)."""
     with connect(json_output=json_output, profile=profile, timeout=TRANSFER_TIMEOUT) as session:
         entry = session.client.entries.get(entry_id)
         target = out / entry.filename if out.is_dir() else out
-        partial = target.stat().st_size if target.is_file() and not no_resume else 0
+        part = partial_path(target)
+        partial = part.stat().st_size if part.is_file() and not no_resume else 0
         with transfer_bar(f"Downloading {entry.filename}", entry.size) as bar:
             path = session.client.entries.download(
-                entry_id, out, resume=not no_resume, progress=bar.bytes
+                entry_id, out, resume=not no_resume, overwrite=force, progress=bar.bytes
             )
         resumed = 0 < partial < entry.size
         session.output.result(

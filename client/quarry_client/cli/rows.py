@@ -20,6 +20,7 @@ from quarry_client.cli.output import CliError, Output
 from quarry_client.cli.progress import transfer_bar
 from quarry_client.cli.resolve import resolve_dataset
 from quarry_client.cli.session import TRANSFER_TIMEOUT, connect
+from quarry_client.cli.transfer import require_file
 
 rows_app = typer.Typer(
     help="Load timeseries rows from a file, or follow new rows live.", no_args_is_help=True
@@ -43,7 +44,8 @@ def load_rows(
     dataset: DatasetArgument,
     file: Annotated[
         Path,
-        typer.Argument(metavar="FILE.csv|FILE.ndjson", exists=True, dir_okay=False, readable=True),
+        # Checked by the command, not here: a missing file is bad input (exit 1), not usage.
+        typer.Argument(metavar="FILE.csv|FILE.ndjson"),
     ],
     file_format: Annotated[
         Literal["csv", "ndjson"] | None,
@@ -60,6 +62,7 @@ def load_rows(
     json_output: JsonOption = False,
 ) -> None:
     """Load rows from a CSV or JSON Lines file (streamed, with progress)."""
+    require_file(file)
     kind = _file_format(file, file_format)
     with connect(json_output=json_output, profile=profile, timeout=TRANSFER_TIMEOUT) as session:
         target = resolve_dataset(session.client, dataset)

@@ -8,6 +8,7 @@ answer to a file or stdout as it arrives."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -63,6 +64,14 @@ class RecordCounter:
         self._handle.close()
 
 
+def require_file(path: Path) -> None:
+    """Refuse a path that is not a readable file before anything is sent."""
+    if not path.is_file():
+        raise CliError(f"{path}: no such file.", error_code="FILE_ERROR")
+    if not os.access(path, os.R_OK):
+        raise CliError(f"{path}: not readable.", error_code="FILE_ERROR")
+
+
 def is_json_lines(path: Path) -> bool:
     """A `.ndjson`/`.jsonl` file, or one whose first line is a whole JSON object
     followed by another line (a JSON array or a pretty-printed object is not)."""
@@ -84,10 +93,8 @@ def import_file(
         Path,
         typer.Argument(
             metavar="FILE",
+            # Checked when opened: a missing file is bad input (exit 1), not usage.
             help="JSON array, JSON object or JSON Lines (Extended JSON allowed).",
-            exists=True,
-            dir_okay=False,
-            readable=True,
         ),
     ],
     database: DatabaseOption,
@@ -109,6 +116,7 @@ def import_file(
     json_output: JsonOption = False,
 ) -> None:
     """Import a JSON, JSON Lines or Extended JSON file into a collection (streamed)."""
+    require_file(file)
     with connect(json_output=json_output, profile=profile, timeout=TRANSFER_TIMEOUT) as session:
         target = resolve_database(session.client, database)
         counter = RecordCounter(file) if is_json_lines(file) else None
