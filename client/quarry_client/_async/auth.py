@@ -42,15 +42,11 @@ class AsyncAuth:
         self._t.credentials.store(pair)
         return pair
 
-    async def refresh(self) -> m.TokenPair:
+    async def refresh(self) -> m.TokenPair | None:
         """Trade the refresh token for a new pair now (the client also does this
-        by itself when the access token expires)."""
-        await self._t.refresh()
-        return m.TokenPair(
-            access=self._t.credentials.access or "",
-            refresh=self._t.credentials.refresh or "",
-            expires_in=0,
-        )
+        by itself when the access token expires); None when another process
+        sharing the pair had just refreshed it (the client took that pair)."""
+        return await self._t.refresh()
 
     async def logout(self) -> m.AuthMessageAnswer:
         """Revoke this session's refresh token family and forget the pair."""

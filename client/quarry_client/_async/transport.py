@@ -218,23 +218,26 @@ class AsyncTransport:
             )
         return QuarryConnectionError(f"Talking to {self.base_url} failed: {exc!r}")
 
-    async def refresh(self, *, stale: str | None = None) -> None:
+    async def refresh(self, *, stale: str | None = None) -> TokenPair | None:
         """Trade the refresh token for a new pair (once, however many requests
         found the access token expired at the same time, in this process or in
-        others sharing the pair)."""
+        others sharing the pair); the new pair, or None when another request or
+        process had already refreshed (its pair is then in `credentials`)."""
         async with self._refresh_lock:
             if stale is not None and self.credentials.access != stale:
-                return
+                return None
             with self.credentials.exclusive():
                 if self.credentials.adopt_shared():
-                    return  # another process sharing the pair refreshed it
+                    return None
                 response = await self.request(
                     "POST",
                     "/core/token/refresh",
                     json={"refresh": self.credentials.refresh},
                     auth=False,
                 )
-                self.credentials.store(TokenPair.model_validate_json(response.content))
+                pair = TokenPair.model_validate_json(response.content)
+                self.credentials.store(pair)
+                return pair
 
     async def _send(
         self,
