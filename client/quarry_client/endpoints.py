@@ -34,6 +34,9 @@ class Endpoint:
     #: Whether sending it twice does no more than once (None: by its method); a
     #: 503 answer is retried only for these.
     idempotent: bool | None = None
+    #: Whether it reads query parameters beyond `query` (seed 002's metadata
+    #: search takes every other parameter as a filter).
+    open_query: bool = False
 
     def url(self, **path_params: Any) -> str:
         """The path with its `{placeholders}` filled in, each value URL-quoted."""
@@ -51,9 +54,10 @@ def endpoint(
     query: tuple[str, ...] = (),
     auth: bool = True,
     idempotent: bool | None = None,
+    open_query: bool = False,
 ) -> Endpoint:
     """Declare (and register) one operation."""
-    declared = Endpoint(method, path, body, answer, query, auth, idempotent)
+    declared = Endpoint(method, path, body, answer, query, auth, idempotent, open_query)
     _REGISTRY.append(declared)
     return declared
 

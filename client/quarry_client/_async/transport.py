@@ -69,8 +69,20 @@ class AsyncTransport:
         params: Mapping[str, Any] | None = None,
         body: BaseModel | Mapping[str, Any] | None = None,
     ) -> Any:
-        """Send one declared operation with a JSON body; its parsed answer (or None)."""
+        """Send one declared operation with a JSON body; its parsed answer (or None).
+
+        The query parameters must be ones the operation declares, and a body given
+        as a mapping is checked against the operation's request type before it is
+        sent, so a resource cannot drift from the endpoint table (and the table is
+        held against the server's OpenAPI document by the tests)."""
+        unknown = set(params or ()) - set(endpoint.query)
+        if unknown and not endpoint.open_query:
+            raise ValueError(
+                f"{endpoint.method} {endpoint.path} declares no query parameter {sorted(unknown)}"
+            )
         payload: Any = None
+        if body is not None and endpoint.body is not None and not isinstance(body, BaseModel):
+            body = endpoint.body.model_validate(dict(body))
         if isinstance(body, BaseModel):
             payload = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
         elif body is not None:

@@ -19,7 +19,10 @@ LIST = endpoint(
     query=("search", "owned_only", "tag", "is_public", *_PAGING),
 )
 #: Every other query parameter is a free-form `metadata.<key>` filter.
-SEARCH = endpoint("GET", "/api/v1/datasets/search", answer=m.DatasetListAnswer, query=_PAGING)
+#: Every parameter but the paging ones is a metadata filter.
+SEARCH = endpoint(
+    "GET", "/api/v1/datasets/search", answer=m.DatasetListAnswer, query=_PAGING, open_query=True
+)
 EXPIRING = endpoint(
     "GET", "/api/v1/datasets/expiring", answer=m.DatasetListAnswer, query=("within_hours",)
 )
