@@ -2,7 +2,7 @@
 
 The async client is the source; the blocking client is the same code with the
 async words taken out (the way httpcore keeps its two flavours identical), so the
-two surfaces cannot differ. `tests/client/test_generated.py` checks the files are
+two surfaces cannot differ. `tests/client/test_drift.py` checks the files are
 current. Run after editing anything under `_async/`:
 
     .venv/bin/python client/scripts/unasync.py

@@ -5,7 +5,6 @@ the `cli` extra adds the `quarry` command."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -31,8 +30,6 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("client-venv")
     venv.create(root, with_pip=True, clear=True)
     python = root / "bin" / "python"
-    # A copy of the package, so the install cannot see the server's sources.
-    run(sys.executable, "-m", "pip", "--version")
     run(str(python), "-m", "pip", "install", "--quiet", str(CLIENT))
     return root
 
