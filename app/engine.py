@@ -42,6 +42,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -159,10 +160,15 @@ def build_engine(binary: Path, *, force: bool = False) -> Path:
 # ---------------------------------------------------------------------------- run
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(*, besides: Collection[int] = ()) -> int:
+    """A loopback port free now and not among `besides`: the kernel may hand the
+    port it just gave out again, so two ports asked for in a row can be one."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in besides:
+            return port
 
 
 def ping(url: str, timeout_ms: int = 500) -> bool:
@@ -319,7 +325,7 @@ class EmbeddedEngine:
         if backend == "sqlite":
             args.append(f"-data-dir={data_dir}")
         else:
-            postgres_port = postgres_port or free_port()
+            postgres_port = postgres_port or free_port(besides={port})
             try:
                 cluster = prepare_cluster(data_dir, postgres_bin)
             except PostgresSetupError as exc:
