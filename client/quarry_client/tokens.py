@@ -5,7 +5,6 @@ anything: the server verifies tokens; the client only reads an access token's
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -32,11 +31,15 @@ def token_expiry(token: str) -> float | None:
 class SharedTokens(Protocol):
     """A pair kept outside this client too (a command-line profile), which other
     processes use and refresh. A refresh token works once — spending a used one
-    makes the server revoke the whole family — so refreshes go through `locked`:
-    under it the client first looks whether another process already refreshed
-    (`load`), and saves the pair it gets (`save`)."""
+    makes the server revoke the whole family — so a refresh happens between
+    `try_lock` (True once this client holds the lock; never blocks, so the async
+    client can wait without stalling its loop) and `unlock`: the client first
+    looks whether another process already refreshed (`load`), and saves the pair
+    it gets (`save`)."""
 
-    def locked(self) -> contextlib.AbstractContextManager[object]: ...
+    def try_lock(self) -> bool: ...
+
+    def unlock(self) -> None: ...
 
     def load(self) -> tuple[str, str] | None: ...
 
@@ -69,9 +72,13 @@ class Credentials:
         if self.on_tokens is not None:
             self.on_tokens(pair)
 
-    def exclusive(self) -> contextlib.AbstractContextManager[object]:
-        """Held while refreshing: other processes sharing the pair wait."""
-        return self.shared.locked() if self.shared is not None else contextlib.nullcontext()
+    def try_exclusive(self) -> bool:
+        """Take the shared pair's lock if free (always True when nothing is shared)."""
+        return self.shared.try_lock() if self.shared is not None else True
+
+    def release(self) -> None:
+        if self.shared is not None:
+            self.shared.unlock()
 
     def adopt_shared(self) -> bool:
         """Take the shared pair if another process refreshed it since we read it."""

@@ -48,7 +48,7 @@ from data_api.rows.service import (
     timestamp_param,
 )
 from data_api.rows.store import RowStore
-from data_api.rows.stream import RowHub, StreamSlots, new_holder, sse
+from data_api.rows.stream import FROM_START, RowHub, StreamSlots, new_holder, sse
 
 router = APIRouter(prefix="/api/v1")
 
@@ -496,9 +496,14 @@ async def stream_rows(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """New rows as Server-Sent Events: connected, data, heartbeat, error."""
-    position = timestamp_param(last_event_id, "Last-Event-ID") if last_event_id else None
+    from_start = last_event_id == FROM_START
+    position = (
+        timestamp_param(last_event_id, "Last-Event-ID")
+        if last_event_id and not from_start
+        else None
+    )
     access = await service.access(caller.user_id, dataset, Level.read)
-    if position is None:
+    if position is None and not from_start:
         position = (await service.summary(access)).last
     hub: RowHub = request.app.state.row_hub
     slots = StreamSlots(service.catalogue, settings.max_streams_per_user, float(poll_interval))

@@ -1,12 +1,13 @@
 """`GET /rows/stream`: Server-Sent Events of new rows (seed 002), and what wakes them.
 
-Events: `connected` (`{"dataset_id", "message"}`, `id:` the position when the
-dataset has rows), `data` (one flattened row, `id:` its timestamp), `heartbeat`
-(`{"timestamp"}`) after `poll_interval` seconds without a row, `error`
-(`{"error_code", "message"}`, then the stream ends). A stream sends the rows
-newer than its position: the dataset's newest row when it connected, or
-`Last-Event-ID` (a timestamp) when the client reconnects, so nothing is missed
-or sent twice across a reconnect, even one before the first row came.
+Events: `connected` (`{"dataset_id", "message"}`, `id:` the stream's position,
+or `start` while the dataset has no rows), `data` (one flattened row, `id:` its
+timestamp), `heartbeat` (`{"timestamp"}`) after `poll_interval` seconds without a
+row, `error` (`{"error_code", "message"}`, then the stream ends). A stream sends
+the rows newer than its position: the dataset's newest row when it connected, or
+`Last-Event-ID` (a timestamp, or `start`: every row) when the client reconnects,
+so nothing is missed or sent twice across a reconnect, even one before the first
+row came.
 
 What wakes a stream:
 - a commit in this process (`RowHub.notify`, called by the store): at once;
@@ -146,6 +147,11 @@ class StreamSlots:
             await self.catalogue.drop_lease(name=name, holder=holder)
 
 
+#: The `connected` event's id on a dataset without rows, and the `Last-Event-ID`
+#: that resumes such a stream: every row, from the first on.
+FROM_START = "start"
+
+
 def event(kind: str, data: bytes, event_id: str | None = None) -> bytes:
     head = b"event: " + kind.encode() + b"\n"
     if event_id is not None:
@@ -217,7 +223,7 @@ async def sse(
                 orjson.dumps(
                     {"dataset_id": str(dataset_id), "message": "Connected to real-time stream"}
                 ),
-                None if position is None else format_timestamp(position),
+                FROM_START if position is None else format_timestamp(position),
             )
             loop = asyncio.get_running_loop()
             quiet_since = checked_at = loop.time()

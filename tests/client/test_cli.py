@@ -432,11 +432,12 @@ def test_entries_download_resumes_a_partial_file(
     source.write_bytes(bytes(range(256)) * 4096)
     entry = quarry.entries.upload(dataset["id"], source)[0].model_dump(mode="json")
     target = tmp_path / "copy.bin"
-    (tmp_path / "copy.bin.part").write_bytes(source.read_bytes()[:300_000])  # interrupted
+    part = tmp_path / f"copy.bin.{entry['id']}.part"
+    part.write_bytes(source.read_bytes()[:300_000])  # an interrupted download
     saved = run_json(env, "entries", "download", entry["id"], "-o", str(target))
     assert saved["resumed_from"] == 300_000 and saved["sha256"] == entry["sha256"]
     assert target.read_bytes() == source.read_bytes()
-    assert not (tmp_path / "copy.bin.part").exists()
+    assert not part.exists()
     other = tmp_path / "mine.bin"
     other.write_bytes(b"someone else's file")
     refused = run_quarry(env, "entries", "download", entry["id"], "-o", str(other), "--json")

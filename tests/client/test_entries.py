@@ -407,7 +407,7 @@ def test_an_interrupted_50_mb_download_resumes_with_a_range_request(
     [entry] = quarry.entries.upload(shared_dataset, big_file.path)
     assert (entry.size, entry.sha256) == (BIG_SIZE, big_file.sha256)
     target = tmp_path / "copy.bin"
-    part = partial_path(target)
+    part = partial_path(target, entry.id)
     partial = keep_first_part(quarry.entries.iter_download(entry.id), part, PARTIAL_SIZE)
     assert PARTIAL_SIZE <= partial < BIG_SIZE
     calls: list[tuple[int, int]] = []
@@ -436,7 +436,7 @@ async def test_async_50_mb_upload_and_resumed_download(
     target = tmp_path / "copy.bin"
     partial = 0
     async with contextlib.aclosing(aquarry.entries.iter_download(entry.id)) as chunks:
-        with partial_path(target).open("wb") as out:
+        with partial_path(target, entry.id).open("wb") as out:
             async for chunk in chunks:
                 out.write(chunk)
                 partial += len(chunk)
@@ -455,11 +455,11 @@ def test_resuming_over_a_foreign_partial_file_fetches_the_whole_file(
     content = os.urandom(200_000)
     [entry] = quarry.entries.upload(shared_dataset, ("data.bin", io.BytesIO(content)))
     target = tmp_path / "data.bin"
-    partial_path(target).write_bytes(b"not the start of this entry")
+    partial_path(target, entry.id).write_bytes(b"not the start of this entry")
     with recorded(quarry) as traffic:
         quarry.entries.download(entry.id, target)
     assert target.read_bytes() == content
-    assert not partial_path(target).exists()
+    assert not partial_path(target, entry.id).exists()
     assert [r.headers.get("Range") for r in traffic.downloads()] == ["bytes=27-", None]
 
 
@@ -497,7 +497,7 @@ def test_a_download_never_replaces_another_file_unless_told_to(
         quarry.entries.download(entry.id, tmp_path)
     assert traffic.downloads() == []
     assert mine.read_bytes() == b"my own notes, not the entry"
-    assert not partial_path(mine).exists()
+    assert not partial_path(mine, entry.id).exists()
 
 
 def test_a_download_whose_bytes_do_not_match_the_sha256_raises_and_is_removed(
@@ -518,7 +518,7 @@ def test_a_download_whose_bytes_do_not_match_the_sha256_raises_and_is_removed(
         quarry.entries.download(entry.id, target)
     assert isinstance(raised.value, QuarryError)
     assert entry.sha256 and entry.sha256 in str(raised.value)
-    assert not target.exists() and not partial_path(target).exists()
+    assert not target.exists() and not partial_path(target, entry.id).exists()
 
 
 def test_iter_download_from_an_offset_yields_the_tail(quarry: Quarry, shared_dataset: str) -> None:

@@ -671,6 +671,36 @@ async def test_a_reconnect_before_any_new_row_misses_nothing(aquarry: AsyncQuarr
     assert f"last-event-id: {stored(0)[0]}".lower() in bytes(proxy.sent[1]).decode().lower()
 
 
+async def test_a_reconnect_before_the_first_row_of_an_empty_dataset_misses_nothing(
+    aquarry: AsyncQuarry,
+) -> None:
+    """On a dataset without rows the `connected` id is `start`: a stream dropped
+    before any row came resumes from the first row, not from the newest one."""
+    dataset_id = await new_dataset_async(aquarry)
+    proxy = DroppingProxy(aquarry.base_url)
+    through = atwin(aquarry, await proxy.start())
+    rows: list[AsyncStreamEvent] = []
+    connected = asyncio.Event()
+    events = through.rows.subscribe(
+        dataset_id, poll_interval=1, control_events=True, reconnect_delay=1.0
+    )
+    listening = asyncio.create_task(collect(events, rows, connected, 3))
+    try:
+        await asyncio.wait_for(connected.wait(), DEADLINE)
+        connected.clear()
+        proxy.drop()
+        await aquarry.rows.bulk_insert(dataset_id, [row(0), row(1)])  # while it is away
+        await asyncio.wait_for(connected.wait(), DEADLINE)
+        await aquarry.rows.insert(dataset_id, BASE_MS + 2_000, {"i": 2})
+        await asyncio.wait_for(listening, DEADLINE)
+    finally:
+        listening.cancel()
+        await through.aclose()
+        await proxy.close()
+    assert [e.id for e in rows] == [stored(n)[0] for n in (0, 1, 2)]
+    assert "last-event-id: start" in bytes(proxy.sent[1]).decode().lower()
+
+
 async def wait_until(condition: Any, seconds: float = DEADLINE) -> None:
     deadline = time.monotonic() + seconds
     while not condition():

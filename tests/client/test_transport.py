@@ -283,3 +283,30 @@ def test_an_answer_of_the_wrong_shape_is_a_quarry_error() -> None:
     ):
         client.auth.login("someone@example.com", "a password")
     assert "TokenPair" in str(raised.value)
+
+
+def test_a_body_that_is_not_the_request_type_is_refused_before_sending(quarry: Quarry) -> None:
+    from quarry_client import ValidationError
+    from quarry_client.routes import rows
+
+    seen = statuses_seen(quarry)
+    with pytest.raises(ValidationError) as raised:
+        quarry.transport.call(rows.INSERT_ROW, body={"dataset": "x", "timestamp": {"nested": 1}})
+    assert raised.value.error_code == "VALIDATION_ERROR" and raised.value.details
+    assert raised.value.details[0]["loc"][0] == "timestamp"
+    assert seen == []
+
+
+def test_a_query_parameter_the_endpoint_does_not_declare_is_refused(quarry: Quarry) -> None:
+    from quarry_client.routes import auth
+
+    with pytest.raises(ValueError, match="declares no query parameter"):
+        quarry.transport.call(auth.LIST_KEYS, params={"page": 2})
+
+
+def test_transfers_wait_longer_for_the_answer_and_keep_the_rest_of_the_timeout() -> None:
+    timeout = httpx.Timeout(5.0, connect=2.0, read=30.0, write=7.0, pool=3.0)
+    with Quarry("http://127.0.0.1:9", timeout=timeout) as client:
+        longer = client.transport.transfer_timeout()
+    assert (longer.connect, longer.write, longer.pool) == (2.0, 7.0, 3.0)
+    assert longer.read == 3600.0

@@ -21,7 +21,7 @@ from typing import IO, Any, Literal, TypeAlias
 import httpx
 
 from quarry_client import models as m
-from quarry_client._async.transport import TRANSFER_TIMEOUT, AsyncTransport
+from quarry_client._async.transport import AsyncTransport
 from quarry_client.errors import ChecksumMismatch, QuarryError
 from quarry_client.routes import entries as r
 
@@ -113,7 +113,7 @@ class AsyncEntries:
                 r.UPLOAD.url(),
                 data=fields,
                 files=files,
-                http_timeout=TRANSFER_TIMEOUT,
+                http_timeout=self._t.transfer_timeout(),
             )
         finally:
             _close_parts(parts)
@@ -200,8 +200,8 @@ class AsyncEntries:
         """Save an entry's bytes to `to` (a file, or a directory to save it in under
         its filename); the path written.
 
-        The bytes go to `<to>.part` first, renamed to `to` once their SHA-256 is the
-        entry's: an interrupted download leaves only the `.part` file, and with
+        The bytes go to `<to>.<entry id>.part` first, renamed to `to` once their
+        SHA-256 is the entry's: an interrupted download leaves only the `.part` file, and with
         `resume` the next call completes it with a `Range` request (`If-Range`: the
         entry's ETag, so a changed entry comes whole); a `.part` that turns out not
         to be this entry's start is fetched again in full. A full download that does
@@ -211,6 +211,8 @@ class AsyncEntries:
         size)` starts at the resumed size."""
         entry = await self.get(entry_id)
         target = _target_path(Path(to), entry)
+        if target.is_dir():
+            raise IsADirectoryError(f"{target} is a directory; give a file path.")
         if target.exists():
             if _is_entry_file(target, entry):
                 return target
@@ -219,7 +221,7 @@ class AsyncEntries:
                     f"{target} already exists and is not entry {entry.id}'s file; remove it, "
                     "choose another path, or overwrite it."
                 )
-        part = partial_path(target)
+        part = partial_path(target, entry.id)
         offset = _resumable_size(part, entry) if resume else 0
         digest = await self._save(entry, part, offset, progress)
         if offset and entry.sha256 is not None and digest != entry.sha256:
@@ -526,9 +528,10 @@ def _target_path(to: Path, entry: m.EntryOut) -> Path:
     return to / name
 
 
-def partial_path(target: Path) -> Path:
-    """Where a download to `target` keeps its bytes until they are complete."""
-    return target.with_name(target.name + ".part")
+def partial_path(target: Path, entry_id: str) -> Path:
+    """Where a download of the entry to `target` keeps its bytes until they are
+    complete (named for the entry, so no other file of the user's is taken for it)."""
+    return target.with_name(f"{target.name}.{entry_id}.part")
 
 
 def _is_entry_file(target: Path, entry: m.EntryOut) -> bool:

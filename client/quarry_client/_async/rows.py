@@ -17,7 +17,7 @@ import httpx
 from pydantic import BaseModel
 
 from quarry_client import models as m
-from quarry_client._async.transport import TRANSFER_TIMEOUT, AsyncTransport
+from quarry_client._async.transport import AsyncTransport
 from quarry_client._concurrency import async_sleep
 from quarry_client.errors import (
     NotFound,
@@ -206,7 +206,7 @@ class AsyncRows:
             content=body,
             headers={"Content-Type": NDJSON},
             retry=retry,
-            http_timeout=TRANSFER_TIMEOUT,
+            http_timeout=self._t.transfer_timeout(),
         )
         return m.BulkInsertAnswer.model_validate_json(response.content)
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from quarry_client._concurrency import AsyncLock, async_sleep
 from quarry_client.endpoints import Endpoint
 from quarry_client.errors import QuarryConnectionError, QuarryError, error_from_response
+from quarry_client.errors import ValidationError as RequestInvalid
 from quarry_client.models import TokenPair
 from quarry_client.retry import RetryPolicy
 from quarry_client.tokens import Credentials
@@ -29,9 +30,11 @@ Content = bytes | str | Callable[[], AsyncIterable[bytes]] | None
 Files = Any
 
 USER_AGENT = "quarry-client/0.1"
+#: How often a refresh looks again whether another process let go of the pair.
+SHARED_LOCK_POLL_SECONDS = 0.05
 #: Uploads the server works on after their last byte (an import, an NDJSON load, a
-#: batch of files): an hour for the answer, instead of the client's usual read timeout.
-TRANSFER_TIMEOUT = httpx.Timeout(60.0, connect=10.0, read=3600.0)
+#: batch of files) may wait this long for the answer (`transfer_timeout`).
+TRANSFER_READ_SECONDS = 3600.0
 #: Methods whose repetition does no more than doing them once (RFC 9110 9.2.2);
 #: PATCH is not one (`$inc`), nor a PUT of `/api/crud` (an update with operators),
 #: which the documents resource declares as such.
@@ -56,6 +59,13 @@ class AsyncTransport:
         )
         self._owns_http = http is None
         self._refresh_lock = AsyncLock()
+
+    def transfer_timeout(self) -> httpx.Timeout:
+        """The client's timeout with a read limit of at least an hour, for uploads
+        the server works on after their last byte."""
+        base = self.http.timeout
+        read = None if base.read is None else max(base.read, TRANSFER_READ_SECONDS)
+        return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -82,7 +92,7 @@ class AsyncTransport:
             )
         payload: Any = None
         if body is not None and endpoint.body is not None and not isinstance(body, BaseModel):
-            body = endpoint.body.model_validate(dict(body))
+            body = _checked(endpoint, body)
         if isinstance(body, BaseModel):
             payload = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
         elif body is not None:
@@ -238,7 +248,9 @@ class AsyncTransport:
         async with self._refresh_lock:
             if stale is not None and self.credentials.access != stale:
                 return None
-            with self.credentials.exclusive():
+            while not self.credentials.try_exclusive():
+                await async_sleep(SHARED_LOCK_POLL_SECONDS)
+            try:
                 if self.credentials.adopt_shared():
                     return None
                 response = await self.request(
@@ -250,6 +262,8 @@ class AsyncTransport:
                 pair = TokenPair.model_validate_json(response.content)
                 self.credentials.store(pair)
                 return pair
+            finally:
+                self.credentials.release()
 
     async def _send(
         self,
@@ -281,6 +295,24 @@ class AsyncTransport:
             timeout=http_timeout or self.http.timeout,
         )
         return await self.http.send(request, stream=True)
+
+
+def _checked(endpoint: Endpoint, body: Mapping[str, Any]) -> BaseModel:
+    """`body` as the endpoint's request type; the client's `ValidationError` (as
+    the server would answer, with the same `details` shape) when it is not one."""
+    assert endpoint.body is not None
+    try:
+        return endpoint.body.model_validate(dict(body))
+    except pydantic.ValidationError as exc:
+        raise RequestInvalid(
+            f"The request for {endpoint.method} {endpoint.path} is not a valid "
+            f"{endpoint.body.__name__} ({exc.error_count()} problem(s)); nothing was sent.",
+            error_code="VALIDATION_ERROR",
+            details=[
+                {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+                for error in exc.errors()
+            ],
+        ) from exc
 
 
 def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from pydantic_core import to_json
 
 from quarry_client import models as m
 from quarry_client._sync.documents import Filter, filter_param
-from quarry_client._sync.transport import TRANSFER_TIMEOUT, Transport
+from quarry_client._sync.transport import Transport
 from quarry_client.errors import QuarryError
 from quarry_client.retry import NO_RETRY, RetryPolicy
 from quarry_client.routes import management as r
@@ -203,7 +203,7 @@ class Databases:
             data=form,
             files=files,
             retry=retry,
-            http_timeout=TRANSFER_TIMEOUT,
+            http_timeout=self._t.transfer_timeout(),
         )
         return m.ImportAnswer.model_validate_json(response.content)
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from quarry_client import models as m
 from quarry_client._concurrency import sync_sleep
-from quarry_client._sync.transport import TRANSFER_TIMEOUT, Transport
+from quarry_client._sync.transport import Transport
 from quarry_client.errors import (
     NotFound,
     PermissionDenied,
@@ -203,7 +203,7 @@ class Rows:
             content=body,
             headers={"Content-Type": NDJSON},
             retry=retry,
-            http_timeout=TRANSFER_TIMEOUT,
+            http_timeout=self._t.transfer_timeout(),
         )
         return m.BulkInsertAnswer.model_validate_json(response.content)
 

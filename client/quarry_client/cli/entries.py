@@ -140,7 +140,9 @@ def download_entry(
     ] = Path("."),
     no_resume: Annotated[
         bool,
-        typer.Option("--no-resume", help="Fetch it whole even if a partial (.part) file is there."),
+        typer.Option(
+            "--no-resume", help="Fetch it whole even if a partial (.part) file of it is there."
+        ),
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing file that is not this entry's.")
@@ -148,12 +150,12 @@ def download_entry(
     profile: ProfileOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Download an entry's file (kept as FILE.part until complete; an interrupted
-    download resumes from there)."""
+    """Download an entry's file (kept as FILE.<entry id>.part until complete; an
+    interrupted download resumes from there)."""
     with connect(json_output=json_output, profile=profile, timeout=TRANSFER_TIMEOUT) as session:
         entry = session.client.entries.get(entry_id)
         target = out / entry.filename if out.is_dir() else out
-        part = partial_path(target)
+        part = partial_path(target, entry.id)
         partial = part.stat().st_size if part.is_file() and not no_resume else 0
         with transfer_bar(f"Downloading {entry.filename}", entry.size) as bar:
             path = session.client.entries.download(

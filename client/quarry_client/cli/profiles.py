@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,24 +101,34 @@ def save_profile(profile: Profile) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def profile_lock(name: str) -> Iterator[None]:
-    """An exclusive lock on the profile across processes (`flock` on a 0600 lock
-    file beside it; no lock where `fcntl` does not exist)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        yield
-        return
-    directory = _private_directory()
-    descriptor = os.open(
-        directory / f".{check_name(name)}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
-    )
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
+class ProfileLock:
+    """An exclusive lock on a profile across processes: `flock` on a 0600 lock
+    file beside it, taken without blocking (the caller polls); no lock where
+    `fcntl` does not exist."""
+
+    def __init__(self, name: str) -> None:
+        self.name = check_name(name)
+        self._descriptor: int | None = None
+
+    def try_acquire(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            return True
+        path = _private_directory() / f".{self.name}.lock"
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return False
+        self._descriptor = descriptor
+        return True
+
+    def release(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
 
 
 def delete_profile(name: str) -> bool:

@@ -22,9 +22,9 @@ from quarry_client.cli.profiles import (
     DEFAULT_PROFILE,
     Profile,
     ProfileError,
+    ProfileLock,
     list_profiles,
     load_profile,
-    profile_lock,
     save_profile,
 )
 from quarry_client.models import TokenPair
@@ -62,21 +62,34 @@ def chosen_profile_name(option: str | None) -> str:
 class ProfileTokens:
     """The profile's pair, shared by every `quarry` process using the profile: a
     refresh happens under a lock on the profile, after a look whether another
-    process refreshed already (a refresh token spent twice revokes the session)."""
+    process refreshed already (a refresh token spent twice revokes the session).
+    Only a pair of the same login (URL and email) is taken or overwritten: a
+    profile logged in again elsewhere meanwhile is left alone."""
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
+        self._lock = ProfileLock(profile.name)
 
-    def locked(self) -> contextlib.AbstractContextManager[object]:
-        return profile_lock(self.profile.name)
+    def try_lock(self) -> bool:
+        return self._lock.try_acquire()
+
+    def unlock(self) -> None:
+        self._lock.release()
 
     def load(self) -> tuple[str, str] | None:
-        stored = load_profile(self.profile.name)
+        stored = self._same_login()
         return None if stored is None else (stored.access, stored.refresh)
 
     def save(self, pair: TokenPair) -> None:
         self.profile.access, self.profile.refresh = pair.access, pair.refresh
-        save_profile(self.profile)
+        if self._same_login() is not None or load_profile(self.profile.name) is None:
+            save_profile(self.profile)
+
+    def _same_login(self) -> Profile | None:
+        stored = load_profile(self.profile.name)
+        if stored is None or (stored.url, stored.email) != (self.profile.url, self.profile.email):
+            return None
+        return stored
 
 
 def _from_profile(name: str, *, explicit: bool, timeout: httpx.Timeout) -> Session | None:

@@ -34,12 +34,14 @@ REPLACE = endpoint(
     "PUT", "/api/crud", body=m.UpdateRequest, answer=m.UpdateAnswer, idempotent=False
 )
 #: The client sends a JSON body; the server also reads these query parameters instead.
+#: Not idempotent: with multi=false each repetition deletes another match.
 DELETE = endpoint(
     "DELETE",
     "/api/crud",
     body=m.DeleteRequest,
     answer=m.DeleteAnswer,
     query=("database_id", "collection_name", "filters", "multi", "all"),
+    idempotent=False,
 )
 COUNT = endpoint(
     "POST", "/api/crud/count", body=m.CountRequest, answer=m.CountAnswer, idempotent=True

@@ -187,8 +187,8 @@ async def streaming(
         async with asyncio.timeout(EVENT_SECONDS):
             first = await events.next()
         assert first is not None and first.kind == "connected", first
-        # Its id is the stream's position (absent while the dataset has no rows).
-        assert first.id is None or first.id.endswith("Z"), first.id
+        # Its id is the stream's position ("start" while the dataset has no rows).
+        assert first.id == "start" or first.id.endswith("Z"), first.id
         assert set(first.data) == {"dataset_id", "message"}
         assert first.data["dataset_id"] == dataset
         assert isinstance(first.data["message"], str) and first.data["message"]
