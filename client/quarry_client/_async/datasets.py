@@ -137,15 +137,9 @@ class AsyncDatasets:
         self, route: Endpoint, path: Mapping[str, str], filters: Mapping[str, Any], page_size: int
     ) -> AsyncIterator[Any]:
         """The `data` of a page-numbered listing, page after page."""
-        page = 1
-        while True:
-            params = {**filters, "page": page, "page_size": page_size}
-            answer = await self._t.call(route, path=path, params=params)
-            for row in answer.data:
-                yield row
-            if not answer.pagination.has_next or not answer.data:
-                return
-            page += 1
+        pages = self._t.every_page(route, path=path, params=filters, page_size=page_size)
+        async for row in pages:
+            yield row
 
     async def expiring(self, *, within_hours: int = 240) -> DatasetList:
         """Platform admins: datasets expiring within `within_hours`, soonest first."""

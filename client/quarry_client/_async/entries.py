@@ -283,16 +283,14 @@ class AsyncEntries:
         page_size: int = 100,
     ) -> AsyncIterator[m.EntryOut]:
         """Every entry whose home is this dataset, a page at a time."""
-        page = 1
-        while True:
-            answer = await self.list(
-                dataset_id, sort=sort, order=order, page=page, page_size=page_size
-            )
-            for entry in answer.data:
-                yield entry
-            if not answer.pagination.has_next or not answer.data:
-                return
-            page += 1
+        pages = self._t.every_page(
+            r.LIST,
+            path={"dataset_id": dataset_id},
+            params={"sort": sort, "order": order},
+            page_size=page_size,
+        )
+        async for entry in pages:
+            yield entry
 
     async def existing_sha256(self, dataset_id: str) -> set[str]:
         """The SHA-256 values of the dataset's entries (to skip files already uploaded)."""

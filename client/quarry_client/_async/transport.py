@@ -118,6 +118,26 @@ class AsyncTransport:
                 request_id=response.headers.get("X-Request-ID"),
             ) from exc
 
+    async def every_page(
+        self,
+        endpoint: Endpoint,
+        *,
+        path: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        page_size: int,
+    ) -> AsyncIterator[Any]:
+        """The `data` of a page-numbered listing (`page`, `page_size`,
+        `pagination.has_next`), page after page."""
+        page = 1
+        while True:
+            numbered = {**(params or {}), "page": page, "page_size": page_size}
+            answer = await self.call(endpoint, path=path, params=numbered)
+            for item in answer.data:
+                yield item
+            if not answer.pagination.has_next or not answer.data:
+                return
+            page += 1
+
     async def request(
         self,
         method: str,

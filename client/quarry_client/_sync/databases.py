@@ -63,14 +63,9 @@ class Databases:
         self, *, search: str | None = None, page_size: int = 100
     ) -> Iterator[m.DatabaseSummary]:
         """Every database (matching `search`), by name, page after page."""
-        number = 1
-        while True:
-            answer = self.page(page=number, page_size=page_size, search=search)
-            for summary in answer.data:
-                yield summary
-            if not answer.pagination.has_next:
-                return
-            number += 1
+        pages = self._t.every_page(r.LIST_DATABASES, params={"search": search}, page_size=page_size)
+        for summary in pages:
+            yield summary
 
     def find(self, name: str) -> m.DatabaseSummary | None:
         """The database called exactly `name`, or None."""

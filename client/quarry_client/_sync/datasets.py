@@ -138,15 +138,9 @@ class Datasets:
         self, route: Endpoint, path: Mapping[str, str], filters: Mapping[str, Any], page_size: int
     ) -> Iterator[Any]:
         """The `data` of a page-numbered listing, page after page."""
-        page = 1
-        while True:
-            params = {**filters, "page": page, "page_size": page_size}
-            answer = self._t.call(route, path=path, params=params)
-            for row in answer.data:
-                yield row
-            if not answer.pagination.has_next or not answer.data:
-                return
-            page += 1
+        pages = self._t.every_page(route, path=path, params=filters, page_size=page_size)
+        for row in pages:
+            yield row
 
     def expiring(self, *, within_hours: int = 240) -> DatasetList:
         """Platform admins: datasets expiring within `within_hours`, soonest first."""
