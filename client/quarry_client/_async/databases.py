@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
@@ -12,6 +11,7 @@ from pydantic_core import to_json
 
 from quarry_client import models as m
 from quarry_client._async.documents import Filter, filter_param
+from quarry_client._async.files import save_chunks
 from quarry_client._async.transport import AsyncTransport
 from quarry_client.errors import QuarryError
 from quarry_client.retry import NO_RETRY, RetryPolicy
@@ -235,20 +235,10 @@ class AsyncDatabases:
         filter: Filter | None = None,
     ) -> int:
         """Download a collection into a file (a path, or a binary file object left
-        open), each chunk written as it arrives; the number of bytes written."""
-        written = 0
-        target: IO[bytes] | None = None
-        with contextlib.ExitStack() as stack:
-            async for chunk in self.iter_export(
-                database_id, collection, format=format, filter=filter
-            ):
-                if target is None:
-                    target = stack.enter_context(_open_for_writing(to))
-                target.write(chunk)
-                written += len(chunk)
-            if target is None:
-                stack.enter_context(_open_for_writing(to))
-        return written
+        open), each chunk written as it arrives (`save_chunks`: a failed download
+        leaves no half file); the number of bytes written."""
+        chunks = self.iter_export(database_id, collection, format=format, filter=filter)
+        return await save_chunks(chunks, to)
 
     async def list(
         self, *, search: str | None = None, page_size: int = 100
@@ -271,13 +261,6 @@ def _field(spec: FieldSpec) -> m.FieldDefinition:
 
 def _open_for_reading(path: Path) -> IO[bytes]:
     return path.open("rb")
-
-
-def _open_for_writing(to: PathLike | IO[bytes]) -> contextlib.AbstractContextManager[IO[bytes]]:
-    """A path is opened (and closed after); a file object is used as it is."""
-    if isinstance(to, str | os.PathLike):
-        return Path(to).open("wb")
-    return contextlib.nullcontext(to)
 
 
 class _ProgressReader:

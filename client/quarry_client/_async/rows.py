@@ -17,6 +17,7 @@ import httpx
 from pydantic import BaseModel
 
 from quarry_client import models as m
+from quarry_client._async.files import save_chunks
 from quarry_client._async.transport import AsyncTransport
 from quarry_client._concurrency import async_sleep
 from quarry_client.errors import (
@@ -320,15 +321,7 @@ class AsyncRows:
         async with self._t.stream(
             "GET", r.DOWNLOAD_ROWS.path, params=params, headers={"Accept-Encoding": "gzip"}
         ) as response:
-            if not isinstance(to, str | os.PathLike):
-                return await _copy(response, to)
-            target = Path(to)
-            try:
-                with _open_for_writing(target) as file:
-                    return await _copy(response, file)
-            except BaseException:
-                _discard(target)
-                raise
+            return await save_chunks(response.aiter_bytes(), to)
 
     async def live(self, dataset_id: str, *, limit: int | None = None) -> AsyncIterator[m.RowOut]:
         """The most recent rows (`limit`, server default 1,000), oldest first."""
@@ -514,15 +507,6 @@ def _open_for_reading(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def _open_for_writing(path: Path) -> IO[bytes]:
-    return open(path, "wb")
-
-
-def _discard(path: Path) -> None:
-    """Remove a partly written download."""
-    path.unlink(missing_ok=True)
-
-
 def _open_csv(path: Path) -> IO[str]:
     return open(path, newline="", encoding="utf-8-sig")
 
@@ -574,14 +558,6 @@ def _cell(text: str, dtype: str | None) -> Any:
     if dtype != "int" and _FLOAT.fullmatch(text):
         return float(text)
     return text
-
-
-async def _copy(response: httpx.Response, file: IO[bytes]) -> int:
-    written = 0
-    async for chunk in response.aiter_bytes():
-        file.write(chunk)
-        written += len(chunk)
-    return written
 
 
 #: The stream's `error` codes, as the exception (and status) they have elsewhere.

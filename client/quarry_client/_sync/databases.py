@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -13,6 +12,7 @@ from pydantic_core import to_json
 
 from quarry_client import models as m
 from quarry_client._sync.documents import Filter, filter_param
+from quarry_client._sync.files import save_chunks
 from quarry_client._sync.transport import Transport
 from quarry_client.errors import QuarryError
 from quarry_client.retry import NO_RETRY, RetryPolicy
@@ -232,18 +232,10 @@ class Databases:
         filter: Filter | None = None,
     ) -> int:
         """Download a collection into a file (a path, or a binary file object left
-        open), each chunk written as it arrives; the number of bytes written."""
-        written = 0
-        target: IO[bytes] | None = None
-        with contextlib.ExitStack() as stack:
-            for chunk in self.iter_export(database_id, collection, format=format, filter=filter):
-                if target is None:
-                    target = stack.enter_context(_open_for_writing(to))
-                target.write(chunk)
-                written += len(chunk)
-            if target is None:
-                stack.enter_context(_open_for_writing(to))
-        return written
+        open), each chunk written as it arrives (`save_chunks`: a failed download
+        leaves no half file); the number of bytes written."""
+        chunks = self.iter_export(database_id, collection, format=format, filter=filter)
+        return save_chunks(chunks, to)
 
     def list(self, *, search: str | None = None, page_size: int = 100) -> list[m.DatabaseSummary]:
         """All your databases (matching `search`), by name, every page walked."""
@@ -264,13 +256,6 @@ def _field(spec: FieldSpec) -> m.FieldDefinition:
 
 def _open_for_reading(path: Path) -> IO[bytes]:
     return path.open("rb")
-
-
-def _open_for_writing(to: PathLike | IO[bytes]) -> contextlib.AbstractContextManager[IO[bytes]]:
-    """A path is opened (and closed after); a file object is used as it is."""
-    if isinstance(to, str | os.PathLike):
-        return Path(to).open("wb")
-    return contextlib.nullcontext(to)
 
 
 class _ProgressReader:

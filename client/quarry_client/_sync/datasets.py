@@ -8,9 +8,10 @@ import builtins
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from quarry_client import models as m
+from quarry_client._sync.files import save_chunks
 from quarry_client._sync.transport import Transport
 from quarry_client.endpoints import Endpoint
 from quarry_client.routes import datasets as r
@@ -482,23 +483,14 @@ class Audit:
         actor_user_id: str | None = None,
     ) -> int:
         """Stream the NDJSON export into a file; the number of bytes written."""
-        written = 0
-        with _open_for_writing(path) as file:
-            for chunk in self.export_chunks(
-                since=since,
-                until=until,
-                action=action,
-                dataset_id=dataset_id,
-                actor_user_id=actor_user_id,
-            ):
-                file.write(chunk)
-                written += len(chunk)
-        return written
-
-
-def _open_for_writing(path: str | os.PathLike[str]) -> BinaryIO:
-    """A local file, written with blocking calls in both flavours (small, local writes)."""
-    return open(path, "wb")
+        chunks = self.export_chunks(
+            since=since,
+            until=until,
+            action=action,
+            dataset_id=dataset_id,
+            actor_user_id=actor_user_id,
+        )
+        return save_chunks(chunks, path)
 
 
 def _audit_filters(

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from quarry_client import models as m
 from quarry_client._concurrency import sync_sleep
+from quarry_client._sync.files import save_chunks
 from quarry_client._sync.transport import Transport
 from quarry_client.errors import (
     NotFound,
@@ -317,15 +318,7 @@ class Rows:
         with self._t.stream(
             "GET", r.DOWNLOAD_ROWS.path, params=params, headers={"Accept-Encoding": "gzip"}
         ) as response:
-            if not isinstance(to, str | os.PathLike):
-                return _copy(response, to)
-            target = Path(to)
-            try:
-                with _open_for_writing(target) as file:
-                    return _copy(response, file)
-            except BaseException:
-                _discard(target)
-                raise
+            return save_chunks(response.iter_bytes(), to)
 
     def live(self, dataset_id: str, *, limit: int | None = None) -> Iterator[m.RowOut]:
         """The most recent rows (`limit`, server default 1,000), oldest first."""
@@ -509,15 +502,6 @@ def _open_for_reading(path: Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def _open_for_writing(path: Path) -> IO[bytes]:
-    return open(path, "wb")
-
-
-def _discard(path: Path) -> None:
-    """Remove a partly written download."""
-    path.unlink(missing_ok=True)
-
-
 def _open_csv(path: Path) -> IO[str]:
     return open(path, newline="", encoding="utf-8-sig")
 
@@ -569,14 +553,6 @@ def _cell(text: str, dtype: str | None) -> Any:
     if dtype != "int" and _FLOAT.fullmatch(text):
         return float(text)
     return text
-
-
-def _copy(response: httpx.Response, file: IO[bytes]) -> int:
-    written = 0
-    for chunk in response.iter_bytes():
-        file.write(chunk)
-        written += len(chunk)
-    return written
 
 
 #: The stream's `error` codes, as the exception (and status) they have elsewhere.
