@@ -5,6 +5,7 @@ export, datasets, entries and rows — each with `--json` output that parses."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import signal
 import stat
@@ -472,32 +473,91 @@ def test_rows_load_stores_csv_and_ndjson_rows(
     assert rows[0].values == {"close": 100, "symbol": "ACME"}
 
 
+#: `quarry …` run by a Python wrapper that, on SIGUSR1, makes Ctrl-C land while a
+#: finalizer runs: Python's default handler would raise KeyboardInterrupt inside
+#: it, where the exception is printed and dropped and the command reads on.
+INTERRUPT_INSIDE_A_FINALIZER = """
+import os, signal, sys
+from app.console import main
+
+class Finalizer:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100_000):  # the SIGINT handler runs in here
+            pass
+
+signal.signal(signal.SIGUSR1, lambda signum, frame: Finalizer())
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _tail(
+    env: dict[str, str], dataset_id: str, *, poll_interval: int, wrapped: bool = False
+) -> subprocess.Popen[str]:
+    command = ["rows", "tail", dataset_id, "--json", "--poll-interval", str(poll_interval)]
+    launcher = [sys.executable, "-c", INTERRUPT_INSIDE_A_FINALIZER] if wrapped else [str(QUARRY)]
+    return subprocess.Popen(
+        [*launcher, *command], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+@contextlib.contextmanager
+def _following(
+    env: dict[str, str], dataset_id: str, **options: Any
+) -> Iterator[tuple[subprocess.Popen[str], LineReader, LineReader]]:
+    """`quarry rows tail` running, once it said it follows; killed if still alive after."""
+    process = _tail(env, dataset_id, **options)
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        errors, rows = LineReader(process.stderr), LineReader(process.stdout)
+        errors.wait_for(lambda lines: any("Following" in line for line in lines), timeout=20)
+        yield process, rows, errors
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _stopped(process: subprocess.Popen[str], errors: LineReader) -> None:
+    """Ctrl-C ended the command: exit 0 and `Stopped.` (10 s is only a deadline)."""
+    assert process.wait(timeout=10) == 0
+    assert errors.wait_for(lambda lines: "Stopped." in lines, timeout=10)
+
+
 def test_rows_tail_prints_rows_written_after_it_started(
     env: dict[str, str], quarry: Quarry
 ) -> None:
     dataset = new_dataset(quarry)
     quarry.rows.insert(dataset["id"], "2024-01-01T00:00:00Z", {"v": -1})
-    process = subprocess.Popen(
-        [str(QUARRY), "rows", "tail", dataset["id"], "--json", "--poll-interval", "1"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None and process.stderr is not None
-        errors, rows = LineReader(process.stderr), LineReader(process.stdout)
-        errors.wait_for(lambda lines: any("Following" in line for line in lines), timeout=20)
+    with _following(env, dataset["id"], poll_interval=1) as (process, rows, errors):
         for n in range(3):
             quarry.rows.insert(dataset["id"], f"2024-01-01T00:00:0{n + 1}Z", {"v": n})
         printed = rows.wait_for(lambda lines: len(lines) >= 3, timeout=20)
         assert [json.loads(line)["values"] for line in printed] == [{"v": 0}, {"v": 1}, {"v": 2}]
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        _stopped(process, errors)
+
+
+def test_ctrl_c_stops_rows_tail_while_the_stream_is_silent(
+    env: dict[str, str], quarry: Quarry
+) -> None:
+    # The server's next heartbeat is a minute away: the command is waiting on a read.
+    dataset = new_dataset(quarry)
+    with _following(env, dataset["id"], poll_interval=60) as (process, _rows, errors):
+        process.send_signal(signal.SIGINT)
+        _stopped(process, errors)
+
+
+def test_ctrl_c_stops_rows_tail_even_when_it_lands_inside_a_finalizer(
+    env: dict[str, str], quarry: Quarry
+) -> None:
+    dataset = new_dataset(quarry)
+    options = {"poll_interval": 1, "wrapped": True}
+    with _following(env, dataset["id"], **options) as (process, rows, errors):
+        quarry.rows.insert(dataset["id"], "2024-01-01T00:00:01Z", {"v": 1})
+        rows.wait_for(lambda lines: len(lines) >= 1, timeout=20)
+        process.send_signal(signal.SIGUSR1)
+        _stopped(process, errors)
 
 
 # ------------------------------------------------------------------ the entry point

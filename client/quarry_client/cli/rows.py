@@ -8,7 +8,11 @@ follows the dataset's Server-Sent Events and prints each new row as it arrives,
 from __future__ import annotations
 
 import json
+import queue
+import signal
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Literal
 
 import typer
@@ -97,13 +101,33 @@ def tail_rows(
     profile: ProfileOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Follow a dataset's new rows as they are written (Ctrl-C to stop)."""
+    """Follow a dataset's new rows as they are written (Ctrl-C to stop, exit 0)."""
     with connect(json_output=json_output, profile=profile) as session:
         target = resolve_dataset(session.client, dataset)
-        try:
-            _follow(session.client, session.output, target.id, target.name, after, poll_interval)
-        except KeyboardInterrupt:
+        if _follow(session.client, session.output, target.id, target.name, after, poll_interval):
             session.output.note("Stopped.")
+
+
+class Interrupt:
+    """Ctrl-C (SIGINT) while following, as a flag the main thread polls.
+
+    Python's own handler raises `KeyboardInterrupt` wherever the main thread happens
+    to be, and an exception raised while a finalizer runs (the garbage collector
+    closing one of the HTTP stack's generators, say) is printed and dropped: the
+    command then went on reading the stream for good. This handler only sets a
+    flag, which cannot be lost, and the stream is read on a worker thread so the
+    main thread is never blocked where it could not look at the flag."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+
+#: How often the main thread looks at the flag while no event arrives (seconds).
+INTERRUPT_POLL_SECONDS = 0.05
+_END = object()
 
 
 def _follow(
@@ -113,15 +137,44 @@ def _follow(
     name: str,
     after: str | None,
     poll_interval: int | None,
-) -> None:
-    events = client.rows.subscribe(
-        dataset_id, last_event_id=after, poll_interval=poll_interval, control_events=True
-    )
-    for event in events:
-        if event.event == "connected":
-            output.note(f"Following the rows of {name} ({dataset_id}); Ctrl-C to stop.")
-        elif event.event == "data":
-            _print_row(output, event)
+) -> bool:
+    """Print the stream's rows until it ends, fails (raised) or Ctrl-C is pressed
+    (True)."""
+    received: queue.Queue[object] = queue.Queue()
+
+    def read() -> None:
+        try:
+            for event in client.rows.subscribe(
+                dataset_id, last_event_id=after, poll_interval=poll_interval, control_events=True
+            ):
+                received.put(event)
+        except Exception as exc:  # handed to the main thread, which raises it
+            received.put(exc)
+        received.put(_END)
+
+    interrupt = Interrupt()
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        # A daemon: once Ctrl-C is pressed, a read still waiting for the server
+        # does not keep the process alive.
+        threading.Thread(target=read, name="rows-tail", daemon=True).start()
+        while not interrupt.requested:
+            try:
+                item = received.get(timeout=INTERRUPT_POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return False
+            if isinstance(item, Exception):
+                raise item
+            assert isinstance(item, StreamEvent)
+            if item.event == "connected":
+                output.note(f"Following the rows of {name} ({dataset_id}); Ctrl-C to stop.")
+            elif item.event == "data":
+                _print_row(output, item)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return True
 
 
 def _print_row(output: Output, event: StreamEvent) -> None:
