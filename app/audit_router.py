@@ -25,8 +25,7 @@ from app.audit import AuditDep, AuditFilter, InvalidAuditCursor, visibility_of
 from app.clock import UtcDatetime
 from app.database import Document
 from app.deps import CallerDep
-from app.ejson import to_plain
-from app.ids import parse_object_id
+from app.kit import parse_object_id, to_plain
 from app.openapi import error_responses
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])

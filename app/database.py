@@ -19,8 +19,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from app.ejson import DECIMAL_SUPPORTED
 from app.engine_sql import EngineSql
+from app.kit import DECIMAL_SUPPORTED
 from app.page_query import PageQuery, find_page_mongo
 from app.settings import Settings
 

@@ -20,8 +20,7 @@ import json
 from typing import Any
 
 from app.errors import ErrorCode, QuarryError
-from app.names import field_name_problem
-from app.regex_limits import regex_problem
+from app.kit import field_name_problem, regex_problem
 from app.schema import CompiledSchema, convert_id, convert_untyped_value
 
 MAX_DEPTH = 20

@@ -16,7 +16,7 @@ import json
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from app.errors import ErrorCode
-from app.request_context import choose_request_id
+from app.kit import choose_request_id
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol

@@ -15,7 +15,7 @@ import re
 import sys
 from datetime import UTC, datetime
 
-from app.request_context import current_request_id
+from app.kit import current_request_id
 from app.settings import LogFormat, Settings
 
 _SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [

@@ -22,7 +22,7 @@ from fastapi_mail import ConnectionConfig, FastMail, MessageSchema, MessageType
 from fastapi_mail.schemas import MultipartSubtypeEnum
 
 from app.clock import utc_now
-from app.request_context import bind_request_id, current_request_id, reset_request_id
+from app.kit import bind_request_id, current_request_id, reset_request_id
 from app.settings import Settings
 
 logger = logging.getLogger("quarry.mail")

@@ -25,8 +25,8 @@ from app.database import Database, open_client
 from app.docs import install_docs
 from app.engine import EmbeddedEngine, EngineError, start_for_server
 from app.engine_sql import EngineSql
-from app.errors import install_error_handlers
 from app.health import router as health_router
+from app.http import install_error_handlers
 from app.logs import configure_logging
 from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from app.openapi import DESCRIPTION, build_openapi

@@ -31,10 +31,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ErrorCode, PayloadTooLarge, error_response
+from app.errors import ErrorCode, PayloadTooLarge
+from app.http import error_response
+from app.kit import bind_request_id, choose_request_id, reset_request_id
 from app.rate_limit import HEADER_NAMES as RATE_LIMIT_HEADERS
 from app.rate_limit import STATE_KEY as RATE_LIMIT_STATE
-from app.request_context import bind_request_id, choose_request_id, reset_request_id
 
 #: On every answer: no MIME sniffing, no framing (clickjacking), no referrer leak.
 SECURITY_HEADERS = (

@@ -60,7 +60,8 @@ from starlette.types import Scope
 
 from app.background import start_periodic, stop_periodic
 from app.database import Database, Document
-from app.errors import ErrorCode, QuarryError, is_duplicate_key
+from app.db import is_duplicate_key
+from app.errors import ErrorCode, QuarryError
 from app.settings import Settings
 
 logger = logging.getLogger("quarry.rate_limit")

@@ -35,17 +35,17 @@ from typing import Any, Literal
 from bson import ObjectId
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.ejson import (
+from app.kit import (
     INT64_MAX,
     INT64_MIN,
     NOT_A_WRAPPER,
     WrapperError,
     decode_wrapper,
+    field_name_problem,
     parse_datetime,
     parse_object_id_value,
     to_extended,
 )
-from app.names import field_name_problem
 
 FieldType = Literal[
     "string", "int", "float", "number", "bool", "date", "id", "object", "array", "any"

@@ -37,7 +37,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from app.ids import id_key
+from app.kit import id_key
 
 logger = logging.getLogger("quarry.undo")
 

@@ -46,7 +46,7 @@ from app.clock import utc_now
 from app.database import Document
 from app.deps import Caller
 from app.errors import DatabaseUnavailable
-from app.ids import parse_object_id
+from app.kit import parse_object_id
 from app.mail import Mail, Mailer, MailQueue
 from app.settings import Settings
 from app.slots import Budget, BudgetSpent, Slots

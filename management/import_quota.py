@@ -21,7 +21,8 @@ import logging
 from pymongo.errors import PyMongoError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import ErrorCode, QuarryError, error_response
+from app.errors import ErrorCode, QuarryError
+from app.http import error_response
 from management import repository as repo
 
 logger = logging.getLogger("quarry.management")

@@ -35,7 +35,7 @@ import ijson
 import ijson.backends.python as ijson_python
 from bson.raw_bson import RawBSONDocument
 
-from app.ids import RangedIds
+from app.kit import RangedIds
 from app.schema import CompiledSchema
 from management.errors import ImportRecordsInvalid, InvalidImportFile
 

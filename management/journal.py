@@ -44,7 +44,7 @@ import bson
 from bson import ObjectId
 
 from app.database import Database, Document
-from app.ids import id_key, split_range
+from app.kit import id_key, split_range
 from management import repository as repo
 
 logger = logging.getLogger("quarry.management")

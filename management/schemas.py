@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.clock import UtcDatetime
-from app.pagination import Pagination
+from app.kit import Pagination
 from app.schema import FieldDefinition
 
 NameText = Annotated[str, StringConstraints(min_length=1, max_length=200)]

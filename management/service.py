@@ -44,13 +44,12 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, 
 
 from app.clock import utc_now
 from app.database import Database, Document
+from app.db import DUPLICATE_KEY_CODES, is_duplicate_key
 from app.deps import Caller
-from app.ejson import to_extended, to_plain
 from app.engine_postgres import UNKEEPABLE_DATABASE_PREFIXES
-from app.errors import DUPLICATE_KEY_CODES, DatabaseUnavailable, is_duplicate_key
+from app.errors import DatabaseUnavailable
 from app.filters import compile_filter
-from app.ids import RangedIds, id_key, parse_object_id
-from app.names import check_name
+from app.kit import RangedIds, check_name, id_key, parse_object_id, to_extended, to_plain
 from app.schema import CompiledSchema, SchemaError, compile_schema, stored_definition
 from app.settings import Settings
 from management import repository as repo

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from app.audit import READ_ONLY_KEY, annotate
 from app.deps import CallerDep, SettingsDep
 from app.errors import DatabaseUnavailable
+from app.kit import Pagination
 from app.openapi import error_responses
-from app.pagination import Pagination
 from data_api.datasets.schemas import (
     AccessCheckAnswer,
     AccessCheckOut,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from app.clock import UtcDatetime
-from app.pagination import Pagination
+from app.kit import Pagination
 
 OID = "60c72b2f9b1d8b1a2d3e4567"
 Permission = Literal["read", "write", "admin"]

@@ -47,8 +47,7 @@ from app.audit import AuditUnavailable
 from app.clock import utc_now
 from app.database import Document
 from app.errors import DatabaseUnavailable
-from app.ids import parse_object_id
-from app.names import field_name_problem
+from app.kit import field_name_problem, parse_object_id
 from app.page_query import After, Condition, Contains, Eq, IdIn, PageQuery
 from app.settings import Settings
 from app.users import emails_of, find_user, find_user_by_email, is_platform_admin

@@ -25,8 +25,7 @@ from typing import Any
 
 from app.errors import EngineUnsupported
 from app.filters import InvalidFilter, compile_filter
-from app.names import field_name_problem
-from app.regex_limits import regex_problem
+from app.kit import field_name_problem, regex_problem
 from app.schema import CompiledSchema
 from data_api.documents.errors import InvalidPipeline
 

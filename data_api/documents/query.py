@@ -41,7 +41,7 @@ from bson.int64 import Int64
 from bson.max_key import MaxKey
 from bson.min_key import MinKey
 
-from app.names import field_name_problem
+from app.kit import field_name_problem
 from data_api.documents.errors import InvalidCursor, InvalidProjection, InvalidSort
 
 MAX_SORT_KEYS = 8

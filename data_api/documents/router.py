@@ -11,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 
 from app.audit import annotate_current
 from app.deps import Caller, CallerDep, DatabaseDep, SettingsDep
-from app.ejson import to_plain
 from app.filters import parse_filter_json
+from app.kit import to_plain
 from app.openapi import error_responses
 from auth.tokens import resolve_secret_key
 from data_api.documents.query import CursorCodec

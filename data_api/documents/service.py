@@ -70,13 +70,8 @@ from pymongo.errors import (
 )
 
 from app.database import Database, Document
-from app.deps import Caller
-from app.ejson import to_plain
-from app.errors import (
+from app.db import (
     NOT_IMPLEMENTED_CODE,
-    EngineUnsupported,
-    PayloadTooLarge,
-    QuarryError,
     duplicate_index,
     engine_message,
     is_duplicate_key,
@@ -85,9 +80,10 @@ from app.errors import (
     is_transient,
     outcome_unknown,
 )
+from app.deps import Caller
+from app.errors import EngineUnsupported, PayloadTooLarge, QuarryError
 from app.filters import InvalidFilter, compile_filter
-from app.ids import RangedIds, id_key
-from app.names import check_name
+from app.kit import RangedIds, check_name, id_key, to_plain
 from app.schema import CompiledSchema, convert_id
 from app.settings import Settings
 from data_api.documents import repository as repo

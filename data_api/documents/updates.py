@@ -35,7 +35,7 @@ from typing import Any
 
 from app.errors import EngineUnsupported
 from app.filters import InvalidFilter, compile_condition, compile_filter
-from app.names import field_name_problem
+from app.kit import field_name_problem
 from app.schema import CompiledSchema, convert_untyped_value
 from data_api.documents.errors import DocumentsInvalid, InvalidUpdate
 

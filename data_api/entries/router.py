@@ -15,9 +15,8 @@ from starlette.requests import ClientDisconnect
 
 from app.audit import READ_ONLY_KEY, annotate
 from app.deps import CallerDep, SettingsDep
-from app.multipart_stream import MalformedMultipart, multipart_boundary, read_multipart
+from app.kit import MalformedMultipart, Pagination, multipart_boundary, read_multipart
 from app.openapi import error_responses
-from app.pagination import Pagination
 from data_api.datasets.router import get_dataset_service
 from data_api.entries.errors import RangeNotSatisfiable, UnsupportedMediaType
 from data_api.entries.repository import EntryStore

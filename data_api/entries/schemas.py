@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.pagination import Pagination
+from app.kit import Pagination
 
 ENTRY_EXAMPLE = {
     "id": "665f1c2e9b1e8a3d4c5b6a79",

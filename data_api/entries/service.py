@@ -21,8 +21,7 @@ from bson import ObjectId
 from app.clock import utc_now
 from app.database import Document
 from app.errors import InvalidId
-from app.ids import parse_object_id
-from app.multipart_stream import Event
+from app.kit import Event, parse_object_id
 from app.page_query import Eq, PageQuery
 from app.settings import Settings
 from data_api.datasets.access import Access, Level

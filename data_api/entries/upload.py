@@ -23,9 +23,7 @@ from typing import Any
 from bson import ObjectId
 
 from app.database import Document
-from app.ids import parse_object_id
-from app.multipart_stream import Event, Field, FileData, FileEnd, FileStart
-from app.names import field_name_problem
+from app.kit import Event, Field, FileData, FileEnd, FileStart, field_name_problem, parse_object_id
 from app.settings import Settings
 from data_api.datasets.access import Access, Level, dataset_is_live
 from data_api.datasets.errors import DatasetNotFound

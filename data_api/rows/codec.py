@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from app.names import field_name_problem
+from app.kit import field_name_problem
 
 MAX_KEYS = 1000
 #: Integers JSON encoding keeps exact (int64 and uint64).

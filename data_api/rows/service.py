@@ -52,8 +52,7 @@ from bson import ObjectId
 
 from app.clock import utc_now
 from app.errors import ErrorCode, QuarryError
-from app.ids import parse_object_id
-from app.names import field_name_problem
+from app.kit import field_name_problem, parse_object_id
 from app.settings import Settings
 from data_api.datasets.access import Access, Level
 from data_api.datasets.errors import DatasetNotFound

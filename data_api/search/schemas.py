@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.pagination import Pagination
+from app.kit import Pagination
 from data_api.entries.schemas import ENTRY_EXAMPLE, EntryOut
 
 

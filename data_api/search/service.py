@@ -26,7 +26,7 @@ from bson import ObjectId
 
 from app.clock import utc_now
 from app.database import Document
-from app.ids import parse_object_id
+from app.kit import parse_object_id
 from data_api.datasets.access import Access, Level
 from data_api.datasets.service import DatasetService
 from data_api.entries.repository import EntryStore

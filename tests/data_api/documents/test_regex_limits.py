@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.errors import ErrorCode
-from app.regex_limits import MAX_REGEX
+from app.kit import MAX_REGEX
 from tests.app.test_errors import assert_envelope
 from tests.documents import Crud
 

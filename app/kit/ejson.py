@@ -35,7 +35,7 @@ from bson.regex import Regex
 from bson.timestamp import Timestamp
 
 from app.clock import iso_z
-from app.regex_limits import regex_problem
+from app.kit.regex_limits import regex_problem
 
 #: False while serving a request on an engine that cannot store Decimal128 (the
 #: embedded FerretDB closes the connection on one): `$numberDecimal` is then a
