@@ -10,9 +10,9 @@ from fastapi.responses import StreamingResponse
 
 from app.audit import annotate_current
 from app.deps import CallerDep, DatabaseDep, SettingsDep
-from app.filters import parse_filter_json
 from app.kit import Pagination, to_plain
 from app.openapi import error_responses
+from app.schema import parse_filter_json
 from management.schemas import (
     CollectionAnswer,
     CollectionCount,

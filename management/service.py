@@ -48,9 +48,14 @@ from app.db import DUPLICATE_KEY_CODES, is_duplicate_key
 from app.deps import Caller
 from app.engine_postgres import UNKEEPABLE_DATABASE_PREFIXES
 from app.errors import DatabaseUnavailable
-from app.filters import compile_filter
 from app.kit import RangedIds, check_name, id_key, parse_object_id, to_extended, to_plain
-from app.schema import CompiledSchema, SchemaError, compile_schema, stored_definition
+from app.schema import (
+    CompiledSchema,
+    SchemaError,
+    compile_filter,
+    compile_schema,
+    stored_definition,
+)
 from app.settings import Settings
 from management import repository as repo
 from management.errors import (

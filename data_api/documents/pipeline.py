@@ -24,9 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 from app.errors import EngineUnsupported
-from app.filters import InvalidFilter, compile_filter
 from app.kit import field_name_problem, regex_problem
-from app.schema import CompiledSchema
+from app.schema import CompiledSchema, InvalidFilter, compile_filter
 from data_api.documents.errors import InvalidPipeline
 
 STAGES = (

@@ -11,9 +11,9 @@ from fastapi.exceptions import RequestValidationError
 
 from app.audit import annotate_current
 from app.deps import Caller, CallerDep, DatabaseDep, SettingsDep
-from app.filters import parse_filter_json
 from app.kit import to_plain
 from app.openapi import error_responses
+from app.schema import parse_filter_json
 from auth.tokens import resolve_secret_key
 from data_api.documents.query import CursorCodec
 from data_api.documents.schemas import (

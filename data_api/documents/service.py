@@ -82,9 +82,8 @@ from app.db import (
 )
 from app.deps import Caller
 from app.errors import EngineUnsupported, PayloadTooLarge, QuarryError
-from app.filters import InvalidFilter, compile_filter
 from app.kit import RangedIds, check_name, id_key, to_plain
-from app.schema import CompiledSchema, convert_id
+from app.schema import CompiledSchema, InvalidFilter, compile_filter, convert_id
 from app.settings import Settings
 from data_api.documents import repository as repo
 from data_api.documents.errors import (

@@ -34,9 +34,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.errors import EngineUnsupported
-from app.filters import InvalidFilter, compile_condition, compile_filter
 from app.kit import field_name_problem
-from app.schema import CompiledSchema, convert_untyped_value
+from app.schema import (
+    CompiledSchema,
+    InvalidFilter,
+    compile_condition,
+    compile_filter,
+    convert_untyped_value,
+)
 from data_api.documents.errors import DocumentsInvalid, InvalidUpdate
 
 UPDATE_OPERATORS = (

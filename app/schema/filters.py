@@ -21,7 +21,7 @@ from typing import Any
 
 from app.errors import ErrorCode, QuarryError
 from app.kit import field_name_problem, regex_problem
-from app.schema import CompiledSchema, convert_id, convert_untyped_value
+from app.schema.fields import CompiledSchema, convert_id, convert_untyped_value
 
 MAX_DEPTH = 20
 MAX_FILTER_CHARS = 1024 * 1024
