@@ -97,11 +97,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.background import start_periodic, stop_periodic
 from app.clock import as_utc, utc_now
-from app.database import Database, Document
-from app.db import is_duplicate_key
+from app.db import After, Before, Condition, Database, Document, Eq, PageQuery, is_duplicate_key
 from app.deps import Authenticator, Caller
 from app.errors import ErrorCode, QuarryError
-from app.page_query import After, Before, Condition, Eq, PageQuery
 from app.settings import Settings
 
 logger = logging.getLogger("quarry.audit")

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from app.audit import AuditDep, AuditFilter, InvalidAuditCursor, visibility_of
 from app.clock import UtcDatetime
-from app.database import Document
+from app.db import Document
 from app.deps import CallerDep
 from app.kit import parse_object_id, to_plain
 from app.openapi import error_responses

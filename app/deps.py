@@ -24,7 +24,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.database import Database, Document
+from app.db import Database, Document
 from app.rate_limit import charge_request
 from app.settings import Settings
 

@@ -30,8 +30,8 @@ from bson import ObjectId
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from app.db import After, Before, Condition, Contains, Eq, PageQuery
 from app.engine_sjson import SjsonError, decode_document
-from app.page_query import After, Before, Condition, Contains, Eq, PageQuery
 
 logger = logging.getLogger("quarry.engine")
 

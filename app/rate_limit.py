@@ -59,8 +59,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 from starlette.types import Scope
 
 from app.background import start_periodic, stop_periodic
-from app.database import Database, Document
-from app.db import is_duplicate_key
+from app.db import Database, Document, is_duplicate_key
 from app.errors import ErrorCode, QuarryError
 from app.settings import Settings
 

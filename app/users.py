@@ -12,7 +12,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
-from app.database import Document
+from app.db import Document
 
 USERS = "users"
 _PUBLIC_FIELDS = {"email": 1, "role": 1, "is_verified": 1}

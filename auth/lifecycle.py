@@ -18,7 +18,7 @@ from pymongo.errors import PyMongoError
 
 from app.background import start_periodic, stop_periodic
 from app.clock import utc_now
-from app.database import Database
+from app.db import Database
 from app.mail import Mailer
 from app.settings import Settings
 from auth import repository as repo

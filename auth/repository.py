@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from app.clock import utc_now
-from app.database import Document, create_indexes
+from app.db import Document, create_indexes
 from app.slots import Slots
 
 logger = logging.getLogger("quarry.auth")

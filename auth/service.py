@@ -43,7 +43,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from app.clock import utc_now
-from app.database import Document
+from app.db import Document
 from app.deps import Caller
 from app.errors import DatabaseUnavailable
 from app.kit import parse_object_id

@@ -20,7 +20,7 @@ import httpx
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from app.database import Database
+from app.db import Database
 from app.settings import Settings
 from auth.authenticator import HeaderAuthenticator
 from auth.passwords import Passwords

@@ -30,7 +30,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from app.clock import utc_now
-from app.database import Database
+from app.db import Database
 from app.engine_sql import EngineSql
 from bench.harness import (
     BACKEND,

@@ -43,7 +43,7 @@ from typing import IO, Any
 import bson
 from bson import ObjectId
 
-from app.database import Database, Document
+from app.db import Database, Document
 from app.kit import id_key, split_range
 from management import repository as repo
 

@@ -20,7 +20,7 @@ from pymongo.errors import PyMongoError
 
 from app.background import start_periodic, stop_periodic
 from app.clock import utc_now
-from app.database import Database, Document
+from app.db import Database, Document
 from app.settings import Settings
 from management import repository as repo
 from management.journal import JournalEntry, journal_entries

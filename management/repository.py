@@ -33,9 +33,11 @@ from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailur
 from pymongo.results import InsertManyResult
 
 from app.clock import utc_now
-from app.database import Database, Document, create_indexes
-from app.undo import (
+from app.db import (
+    Database,
+    Document,
     UndoReport,
+    create_indexes,
     delete_if_written,
     drop_stale_scratch,
     restore_into,

@@ -43,8 +43,7 @@ from bson import ObjectId
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from app.clock import utc_now
-from app.database import Database, Document
-from app.db import DUPLICATE_KEY_CODES, is_duplicate_key
+from app.db import DUPLICATE_KEY_CODES, Database, Document, is_duplicate_key
 from app.deps import Caller
 from app.engine_postgres import UNKEEPABLE_DATABASE_PREFIXES
 from app.errors import DatabaseUnavailable

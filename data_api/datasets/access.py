@@ -21,7 +21,7 @@ from enum import IntEnum
 from bson import ObjectId
 
 from app.clock import utc_now
-from app.database import Document
+from app.db import Document
 from app.users import is_platform_admin
 from data_api.datasets.errors import DatasetNotFound, InsufficientPermission
 from data_api.datasets.repository import Catalogue

@@ -27,7 +27,7 @@ from pymongo.errors import PyMongoError
 
 from app.audit import AuditUnavailable
 from app.clock import iso_z, utc_now
-from app.database import Document
+from app.db import Document
 from app.mail import Mail, Mailer
 from app.users import find_user
 from data_api.datasets.service import DatasetService

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
 from app.background import start_periodic, stop_periodic
-from app.database import Database
+from app.db import Database
 from app.mail import Mailer
 from app.settings import Settings
 from data_api.datasets.access import DatasetAuditVisibility

@@ -40,9 +40,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from app.clock import utc_now
-from app.database import Database, Document, create_indexes
+from app.db import Database, Document, Eq, PageQuery, create_indexes
 from app.errors import DatabaseUnavailable
-from app.page_query import Eq, PageQuery
 from app.users import USERS
 
 DATASETS = "datasets"

@@ -45,10 +45,9 @@ from pymongo.errors import PyMongoError
 
 from app.audit import AuditUnavailable
 from app.clock import utc_now
-from app.database import Document
+from app.db import After, Condition, Contains, Document, Eq, IdIn, PageQuery
 from app.errors import DatabaseUnavailable
 from app.kit import field_name_problem, parse_object_id
-from app.page_query import After, Condition, Contains, Eq, IdIn, PageQuery
 from app.settings import Settings
 from app.users import emails_of, find_user, find_user_by_email, is_platform_admin
 from data_api.datasets.access import (

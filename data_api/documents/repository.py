@@ -15,10 +15,9 @@ from typing import Any
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
-from app.database import Database, Document
+from app.db import Database, Document, UndoReport, delete_if_written, restore_into
+from app.db import undo_update as undo_update_in
 from app.errors import QueryTimeout
-from app.undo import UndoReport, delete_if_written, restore_into
-from app.undo import undo_update as undo_update_in
 
 
 @dataclass(frozen=True)

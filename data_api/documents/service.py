@@ -69,9 +69,10 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from app.database import Database, Document
 from app.db import (
     NOT_IMPLEMENTED_CODE,
+    Database,
+    Document,
     duplicate_index,
     engine_message,
     is_duplicate_key,

@@ -27,7 +27,7 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from app.clock import utc_now
-from app.database import Document
+from app.db import Document
 from data_api.entries.extract import Extracted
 from data_api.entries.extract_pool import ExtractionPool, ExtractionUnavailable
 from data_api.entries.repository import CHUNK_BYTES, EntryStore

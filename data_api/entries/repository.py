@@ -30,7 +30,7 @@ from bson.binary import Binary
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from app.database import Document
+from app.db import Document
 from data_api.datasets.repository import (
     ENTRIES,
     ENTRY_CHUNKS,

@@ -19,10 +19,9 @@ from typing import Any
 from bson import ObjectId
 
 from app.clock import utc_now
-from app.database import Document
+from app.db import Document, Eq, PageQuery
 from app.errors import InvalidId
 from app.kit import Event, parse_object_id
-from app.page_query import Eq, PageQuery
 from app.settings import Settings
 from data_api.datasets.access import Access, Level
 from data_api.datasets.errors import InsufficientPermission

@@ -22,7 +22,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from app.database import Document
+from app.db import Document
 from app.kit import Event, Field, FileData, FileEnd, FileStart, field_name_problem, parse_object_id
 from app.settings import Settings
 from data_api.datasets.access import Access, Level, dataset_is_live

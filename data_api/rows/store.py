@@ -62,7 +62,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from app.clock import utc_now
-from app.database import Document
+from app.db import Document
 from app.errors import DatabaseUnavailable
 from data_api.datasets.repository import LEASES, ROW_BUCKETS, ROW_DIRS, Catalogue, tenant_db_name
 from data_api.rows.codec import (

@@ -30,7 +30,7 @@ from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from app.clock import utc_now
-from app.database import Document
+from app.db import Document
 from data_api.datasets.repository import (
     ENTRIES,
     ENTRY_HOMES,

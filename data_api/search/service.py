@@ -25,7 +25,7 @@ from typing import Any
 from bson import ObjectId
 
 from app.clock import utc_now
-from app.database import Document
+from app.db import Document
 from app.kit import parse_object_id
 from data_api.datasets.access import Access, Level
 from data_api.datasets.service import DatasetService

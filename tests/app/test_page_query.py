@@ -14,8 +14,8 @@ from bson import Int64, ObjectId, Regex, Timestamp
 from bson.binary import Binary
 from fastapi import FastAPI
 
-from app.database import Database
-from app.page_query import After, Before, Contains, Eq, IdIn, PageQuery, find_page_mongo
+from app.db import After, Before, Contains, Database, Eq, IdIn, PageQuery
+from app.db.page_query import find_page_mongo
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 OWNERS = [ObjectId() for _ in range(3)]

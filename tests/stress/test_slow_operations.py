@@ -23,9 +23,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.database import Database, open_client
+from app.db import Database, open_client
+from app.db.undo import SCRATCH_PREFIX
 from app.errors import ErrorCode
-from app.undo import SCRATCH_PREFIX
 from management.lifecycle import recover_imports
 from management.repository import drop_stale_undo_scratch
 from tests.accounts import Account

@@ -14,9 +14,9 @@ from bson import ObjectId
 from fastapi import FastAPI
 
 from app.clock import utc_now
+from app.db import Eq, PageQuery
 from app.engine_sql import EngineSql
 from app.errors import ErrorCode
-from app.page_query import Eq, PageQuery
 from data_api.datasets.errors import DatasetNotFound
 from tests.app.test_errors import assert_envelope
 from tests.data_api.datasets.test_expiry import expire, new_dataset, service_of, user_id

@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from app.database import Database, open_client
+from app.db import Database, delete_if_written, open_client
 from app.errors import ErrorCode
-from app.undo import delete_if_written
 from data_api.documents import repository
 from management.lifecycle import recover_imports
 from tests.app.test_errors import assert_envelope

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bson
 from pymongo import AsyncMongoClient, IndexModel
@@ -19,10 +19,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from app.engine_sql import EngineSql
+from app.db.page_query import PageQuery, find_page_mongo
 from app.kit import DECIMAL_SUPPORTED
-from app.page_query import PageQuery, find_page_mongo
 from app.settings import Settings
+
+if TYPE_CHECKING:  # the engine hands its SQL reader in at start; db never imports it
+    from app.engine_sql import EngineSql
 
 Document = dict[str, Any]
 #: Below this many rows PostgreSQL's ANALYZE reads the whole table, so
