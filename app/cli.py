@@ -157,7 +157,7 @@ def _engine(args: argparse.Namespace) -> int:
             print(f"engine binary: {binary}")
             return 0
         if args.action == "migrate":
-            from app.engine_migrate import migrate_sqlite_to_postgresql
+            from app.engine import migrate_sqlite_to_postgresql
 
             return migrate_sqlite_to_postgresql(settings, report=print)
         running = read_registered(settings)

@@ -23,8 +23,7 @@ from app.audit import AuditMiddleware, start_audit, stop_audit
 from app.audit_router import router as audit_router
 from app.db import Database, open_client
 from app.docs import install_docs
-from app.engine import EmbeddedEngine, EngineError, start_for_server
-from app.engine_sql import EngineSql
+from app.engine import EmbeddedEngine, EngineError, EngineSql, start_for_server
 from app.health import router as health_router
 from app.http import install_error_handlers
 from app.logs import configure_logging

@@ -31,7 +31,7 @@ from pymongo import AsyncMongoClient
 
 from app.clock import utc_now
 from app.db import Database
-from app.engine_sql import EngineSql
+from app.engine import EngineSql
 from bench.harness import (
     BACKEND,
     HttpConnection,
@@ -240,7 +240,7 @@ async def _count(api: str, headers: dict[str, str]) -> int:
 def run_all(mongodb_url: str) -> tuple[list[Row], dict[str, Any]]:
     """On `QUARRY_BENCH_MONGODB_URL` when set; else on an embedded engine of its own
     that the API serves as its data directory's, as `quarry serve` does — with the
-    engine's SQL (`app.engine_sql`) that the listing uses."""
+    engine's SQL (`app.engine.sql`) that the listing uses."""
     if os.environ.get("QUARRY_BENCH_MONGODB_URL"):
         with served_api(mongodb_url) as api:
             return asyncio.run(_run(api, mongodb_url, control_db(api)))

@@ -43,9 +43,14 @@ from bson import ObjectId
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from app.clock import utc_now
-from app.db import DUPLICATE_KEY_CODES, Database, Document, is_duplicate_key
+from app.db import (
+    DUPLICATE_KEY_CODES,
+    UNKEEPABLE_DATABASE_PREFIXES,
+    Database,
+    Document,
+    is_duplicate_key,
+)
 from app.deps import Caller
-from app.engine_postgres import UNKEEPABLE_DATABASE_PREFIXES
 from app.errors import DatabaseUnavailable
 from app.kit import RangedIds, check_name, id_key, parse_object_id, to_extended, to_plain
 from app.schema import (

@@ -27,8 +27,7 @@ from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 from pymongo import MongoClient
 
-from app.engine import EmbeddedEngine, build_engine, default_binary, free_port
-from app.engine_sql import EngineSql
+from app.engine import EmbeddedEngine, EngineSql, build_engine, default_binary, free_port
 from app.main import create_app
 from app.settings import Settings
 from tests.accounts import register, register_in  # noqa: F401 - fixtures for every package
@@ -181,7 +180,7 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 async def running(application: FastAPI, server: DatabaseServer) -> AsyncIterator[FastAPI]:
     """The app's lifespan on the session's server. An app that runs the embedded
     engine itself reads its counts through the engine's PostgreSQL
-    (app.engine_sql); these apps get the same for the session's engine."""
+    (app.engine.sql); these apps get the same for the session's engine."""
     async with application.router.lifespan_context(application):
         conninfo = server.engine.postgres_conninfo() if server.engine is not None else None
         if conninfo:

@@ -1,6 +1,12 @@
 """The database layer features talk to (being assembled)."""
 
-from app.db.database import Database, Document, create_indexes, open_client
+from app.db.database import (
+    UNKEEPABLE_DATABASE_PREFIXES,
+    Database,
+    Document,
+    create_indexes,
+    open_client,
+)
 from app.db.driver_errors import (
     DUPLICATE_KEY_CODES,
     NOT_IMPLEMENTED_CODE,
@@ -24,6 +30,7 @@ from app.db.undo import (
 __all__ = [
     "DUPLICATE_KEY_CODES",
     "NOT_IMPLEMENTED_CODE",
+    "UNKEEPABLE_DATABASE_PREFIXES",
     "After",
     "Before",
     "Condition",

@@ -24,9 +24,13 @@ from app.kit import DECIMAL_SUPPORTED
 from app.settings import Settings
 
 if TYPE_CHECKING:  # the engine hands its SQL reader in at start; db never imports it
-    from app.engine_sql import EngineSql
+    from app.engine import EngineSql
 
 Document = dict[str, Any]
+#: Database names FerretDB on PostgreSQL cannot keep: it hides schemas matching
+#: `LIKE 'pg_%'` (`pg` and any character) after a restart, and refuses names
+#: starting with `_ferretdb_`. Quarry's physical names avoid both on every engine.
+UNKEEPABLE_DATABASE_PREFIXES = ("pg", "_")
 #: Below this many rows PostgreSQL's ANALYZE reads the whole table, so
 #: FerretDB's `collStats` count is exact (300 x default_statistics_target).
 EXACT_STATS_ROWS = 30_000
@@ -145,7 +149,7 @@ class Database:
         """The live number of documents.
 
         MongoDB: the collection's metadata count. Embedded engine on PostgreSQL:
-        `SELECT count(*)` on FerretDB's table (`app.engine_sql`). Otherwise
+        `SELECT count(*)` on FerretDB's table (`app.engine.sql`). Otherwise
         `collStats`, which reads the backend's row count instead of decoding every
         document; on PostgreSQL that count is `pg_class.reltuples` after an
         `ANALYZE` FerretDB runs for the call: exact while ANALYZE reads every row
@@ -193,7 +197,7 @@ class Database:
     ) -> list[list[Document]]:
         """For each `(collection, field, value)`, the documents whose top-level `field`
         equals `value` — several indexed lookups for the price of one round trip on the
-        embedded engine's PostgreSQL (`app.engine_sql`), concurrent finds elsewhere."""
+        embedded engine's PostgreSQL (`app.engine.sql`), concurrent finds elsewhere."""
         db = self.client[db_name]
         if await self.engine_name() == "ferretdb-postgresql" and self.engine_sql is not None:
             found = await self.engine_sql.lookups(db_name, wanted)

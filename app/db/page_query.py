@@ -14,7 +14,7 @@ On MongoDB this is one `find` with that filter, sort, skip and limit plus a
 embedded engine (FerretDB 1.24) pushes none of `$or`, ranges, sorts or limits
 down to its storage and decodes every document it returns (about 0.15 ms each),
 so a page out of thousands of candidates would cost hundreds of milliseconds; on
-its PostgreSQL backend `app.engine_sql` runs the same query as one SQL statement
+its PostgreSQL backend `app.engine.sql` runs the same query as one SQL statement
 over FerretDB's tables instead and returns just the page's `_id`s and the total,
 and the documents are then read by `_id`. Values compare as FerretDB stores
 them (ObjectIds as their hex strings, dates as milliseconds), so `Eq` is meant

@@ -1,4 +1,4 @@
-"""GIN shadow indexes on FerretDB's PostgreSQL tables (app/engine_shadow_indexes.sql).
+"""GIN shadow indexes on FerretDB's PostgreSQL tables (app/engine/shadow_indexes.sql).
 
 Every index Quarry declares — schema fields marked unique/index, the control
 database's lookup fields, GridFS's — gets a GIN `jsonb_path_ops` index on the same
@@ -21,9 +21,8 @@ import psycopg
 import pytest
 from pymongo import MongoClient
 
-from app.engine import EmbeddedEngine
-from app.engine_postgres import cluster_paths
-from app.engine_sql import EngineSql
+from app.engine import EmbeddedEngine, EngineSql
+from app.engine.postgres import cluster_paths
 from tests.conftest import TEST_BACKEND, DatabaseServer
 from tests.documents import Crud
 

@@ -16,8 +16,8 @@ from bson import Binary, Int64, ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
-from app import engine_migrate
 from app.engine import EmbeddedEngine, free_port
+from app.engine import migrate as engine_migrate
 from app.settings import Settings
 from tests.app.test_engine import REPO, _serve
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from app.clock import utc_now
 from app.db import Eq, PageQuery
-from app.engine_sql import EngineSql
+from app.engine import EngineSql
 from app.errors import ErrorCode
 from data_api.datasets.errors import DatasetNotFound
 from tests.app.test_errors import assert_envelope

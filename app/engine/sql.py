@@ -6,7 +6,7 @@ estimate above 30,000 rows. An unfiltered count is what every first page of an
 unfiltered listing needs, so the engine layer answers it with `SELECT count(*)`
 on FerretDB's table for the collection instead (found through the database's
 `_ferretdb_database_metadata`; the layout is described and tested with the
-shadow indexes, `engine_shadow_indexes.sql`). Likewise a sorted page out of many
+shadow indexes, `app/engine/shadow_indexes.sql`). Likewise a sorted page out of many
 candidates (`app.page_query`): FerretDB pushes neither `$or`, ranges, sorts nor
 limits down and decodes every candidate; here the page's `_id`s and the total
 come from one SQL statement, its equalities served by the GIN shadow indexes.
@@ -31,7 +31,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from app.db import After, Before, Condition, Contains, Eq, PageQuery
-from app.engine_sjson import SjsonError, decode_document
+from app.engine.sjson import SjsonError, decode_document
 
 logger = logging.getLogger("quarry.engine")
 
@@ -183,7 +183,7 @@ class EngineSql:
         """`query`'s page, in order, and the total — or None (ask FerretDB).
 
         Each row of the page is the document, read from its stored JSON
-        (`app.engine_sjson`), or, where that reader does not know a value, the
+        (`app.engine.sjson`), or, where that reader does not know a value, the
         document's `_id` for the caller to read through FerretDB."""
         async with self._connection("page") as connection:
             if connection is None:

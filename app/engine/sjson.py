@@ -6,7 +6,7 @@ an elem is `{"t": type}`, with `$s` for an object, `i` (one elem per item) for
 an array, `s` (subtype) for binary data, `o` (options) for a regex). ObjectIds
 are stored as hex strings, dates as milliseconds, binary data as base64. This
 reader follows FerretDB's own (`internal/handler/sjson` in the 1.24.2 module) so
-that `app.engine_sql` can return the documents of a page query from the SQL it
+that `app.engine.sql` can return the documents of a page query from the SQL it
 ran instead of asking FerretDB for each again; anything it does not recognise
 raises `SjsonError` and the caller reads those documents through FerretDB.
 """

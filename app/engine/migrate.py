@@ -35,15 +35,10 @@ from typing import IO, Any
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
 
-from app.engine import (
-    EmbeddedEngine,
-    EngineError,
-    backend_dir,
-    build_engine,
-    read_registered,
-    sqlite_data_present,
-)
-from app.engine_postgres import UNKEEPABLE_DATABASE_PREFIXES, has_cluster
+from app.db import UNKEEPABLE_DATABASE_PREFIXES
+from app.engine.build import EngineError, build_engine
+from app.engine.postgres import has_cluster
+from app.engine.process import EmbeddedEngine, backend_dir, read_registered, sqlite_data_present
 from app.settings import Settings
 
 BATCH_DOCUMENTS = 1_000

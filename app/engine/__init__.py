@@ -1,0 +1,61 @@
+"""The embedded engine: FerretDB 1.24 on PostgreSQL 18 (or SQLite), run by Quarry
+when `QUARRY_MONGODB_URL` is unset.
+
+- `build`: the Go wrapper in `go/` built once into `.quarry/bin/ferretdb`.
+- `process`: the engine process and its PostgreSQL, started, watched, stopped,
+  and registered for servers sharing a data directory (`quarry engine start`).
+- `postgres`: the PostgreSQL cluster under it (binaries, initdb, settings, the
+  unprivileged account when run as root); `shadow_indexes.sql`, run at every
+  start, keeps a GIN index beside every FerretDB index.
+- `sql` + `sjson`: reads straight from FerretDB's tables (exact counts, one-
+  statement pages and lookups) for what FerretDB would answer by decoding the
+  whole collection.
+- `migrate`: `quarry engine migrate`, SQLite data copied into PostgreSQL.
+
+Only the composition root (`app.main`), the CLI and tests import this package;
+services never test which engine runs (they ask `app.db` for capabilities).
+"""
+
+from app.engine.build import (
+    GO_MISSING_MESSAGE,
+    EngineError,
+    build_engine,
+    default_binary,
+    engine_is_built,
+)
+from app.engine.migrate import migrate_sqlite_to_postgresql
+from app.engine.process import (
+    EmbeddedEngine,
+    backend_dir,
+    free_port,
+    pid_alive,
+    read_registered,
+    refuse_unmigrated,
+    register,
+    sqlite_data_present,
+    start_engine,
+    start_for_server,
+    unregister,
+)
+from app.engine.sql import EngineSql
+
+__all__ = [
+    "GO_MISSING_MESSAGE",
+    "EmbeddedEngine",
+    "EngineError",
+    "EngineSql",
+    "backend_dir",
+    "build_engine",
+    "default_binary",
+    "engine_is_built",
+    "free_port",
+    "migrate_sqlite_to_postgresql",
+    "pid_alive",
+    "read_registered",
+    "refuse_unmigrated",
+    "register",
+    "sqlite_data_present",
+    "start_engine",
+    "start_for_server",
+    "unregister",
+]
