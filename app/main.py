@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.audit import AuditMiddleware, start_audit, stop_audit
-from app.audit_router import router as audit_router
+from app.audit.router import router as audit_router
 from app.db import Database, open_client
 from app.docs import install_docs
 from app.engine import EmbeddedEngine, EngineError, EngineSql, start_for_server

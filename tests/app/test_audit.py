@@ -18,16 +18,8 @@ from bson import ObjectId
 from fastapi import FastAPI
 from pymongo.errors import AutoReconnect
 
-from app.audit import (
-    ANCHORS,
-    HEAD,
-    MUTATING_METHODS,
-    RECORDS,
-    AuditLog,
-    audited_routes,
-    email_fingerprint,
-    record_hash,
-)
+from app.audit import MUTATING_METHODS, AuditLog, audited_routes, email_fingerprint, record_hash
+from app.audit.records import ANCHORS, HEAD, RECORDS
 from app.cli import main as quarry
 from app.clock import utc_now
 from app.settings import Settings

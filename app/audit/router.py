@@ -21,14 +21,23 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from app.audit import AuditDep, AuditFilter, InvalidAuditCursor, visibility_of
+from app.audit.lifecycle import AuditDep
+from app.audit.visibility import AuditFilter, visibility_of
 from app.clock import UtcDatetime
 from app.db import Document
 from app.deps import CallerDep
+from app.errors import ErrorCode, QuarryError
 from app.kit import parse_object_id, to_plain
 from app.openapi import error_responses
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+
+
+class InvalidAuditCursor(QuarryError):
+    status_code = 400
+    error_code = ErrorCode.INVALID_AUDIT_CURSOR
+    message = "The audit cursor is malformed; use `pagination.next_cursor` as given."
+
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
