@@ -8,7 +8,7 @@ keys). The resolving itself is the auth package's (`app.state.authenticator`),
 so `app/` does not import a feature package; the security schemes declared here
 make every endpoint that uses them show its lock in the OpenAPI document.
 
-Both caller dependencies are also the rate limiter's door (`app.rate_limit`): once
+Both caller dependencies are also the rate limiter's door (`app.limits`): once
 the caller is known, the request is charged against the user's budgets, so every
 authenticated endpoint is limited and none can forget it; a request that is not
 authenticated (401) is never charged.
@@ -25,7 +25,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.db import Database, Document
-from app.rate_limit import charge_request
+from app.limits import charge_request
 from app.settings import Settings
 
 

@@ -12,7 +12,7 @@ and HSTS when the request came over HTTPS — behind a proxy, uvicorn's
 `proxy_headers` sets the scheme), and turns any exception that escaped every
 handler into the 500 envelope — no traceback or driver message ever reaches the
 client. It also adds the `X-RateLimit-*` headers of an authenticated request from
-the status the rate limiter left in `scope["state"]` (`app.rate_limit`): added
+the status the rate limiter left in `scope["state"]` (`app.limits`): added
 here, at the start of the answer, they are on error answers (the 429 included)
 as well as on successes.
 
@@ -34,8 +34,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import ErrorCode, PayloadTooLarge
 from app.http import error_response
 from app.kit import bind_request_id, choose_request_id, reset_request_id
-from app.rate_limit import HEADER_NAMES as RATE_LIMIT_HEADERS
-from app.rate_limit import STATE_KEY as RATE_LIMIT_STATE
+from app.limits import HEADER_NAMES as RATE_LIMIT_HEADERS
+from app.limits import STATE_KEY as RATE_LIMIT_STATE
 
 #: On every answer: no MIME sniffing, no framing (clickjacking), no referrer leak.
 SECURITY_HEADERS = (

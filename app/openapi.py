@@ -101,7 +101,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                 response["description"] = "Validation error"
                 response["content"] = {"application/json": {"schema": _ERROR_REF}}
             if operation.get("security"):
-                # Any authenticated request can be over its rate limit (app/rate_limit.py).
+                # Any authenticated request can be over its rate limit (app/limits/rate_limit.py).
                 responses.setdefault("429", copy.deepcopy(_RATE_LIMITED))
             if "requestBody" in operation:
                 # Any body can be unreadable (400) or over the size limit (413).

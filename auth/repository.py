@@ -23,7 +23,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from app.clock import utc_now
 from app.db import Document, create_indexes
-from app.slots import Slots
+from app.limits import Slots
 
 logger = logging.getLogger("quarry.auth")
 
@@ -200,7 +200,7 @@ async def touch_api_key(
 
 
 def attempt_slots(*, db: AsyncDatabase[Document]) -> Slots:
-    """Login and registration budgets (app.slots), kept in `login_attempts`."""
+    """Login and registration budgets (app.limits.slots), kept in `login_attempts`."""
     return Slots(db[LOGIN_ATTEMPTS])
 
 

@@ -5,7 +5,7 @@ Decisions where auth.md is silent:
   password changes revoke refresh tokens, so a stolen access token lives at most
   its own lifetime. API keys, in contrast, are looked up on every request, so a
   deleted key stops working at once, across every worker.
-- Login attempts are budgeted exactly under concurrency (`app.slots`: a slot is
+- Login attempts are budgeted exactly under concurrency (`app.limits.slots`: a slot is
   taken before the password is checked; a failed attempt keeps it), in three
   budgets per window (`QUARRY_LOGIN_FAILURE_WINDOW_SECONDS`): per email *and*
   client address (`QUARRY_LOGIN_MAX_FAILURES`, 10) — so an attacker's guesses lock
@@ -47,9 +47,9 @@ from app.db import Document
 from app.deps import Caller
 from app.errors import DatabaseUnavailable
 from app.kit import parse_object_id
+from app.limits import Budget, BudgetSpent, Slots
 from app.mail import Mail, Mailer, MailQueue
 from app.settings import Settings
-from app.slots import Budget, BudgetSpent, Slots
 from auth import repository as repo
 from auth.errors import (
     ApiKeyInvalid,

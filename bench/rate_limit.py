@@ -1,4 +1,4 @@
-"""What the per-user rate limiter (app/rate_limit.py) adds to a request: the same
+"""What the per-user rate limiter (app/limits/rate_limit.py) adds to a request: the same
 authenticated `GET /core/me` (JWT check + one `find_one`) against a server with
 the limits on and one with `QUARRY_RATE_LIMIT_PER_MINUTE=0`, side by side on one
 engine (the "Quarry" column is on, the "raw driver" column off). On, the

@@ -1,6 +1,6 @@
 """HTTP endpoints of datasets, tags, shares and items (`spec/datasets.md`): parse,
 call the service, shape the answer. Routes that count against an operation rate
-limit say so in `openapi_extra` (read by `app/rate_limit.py`)."""
+limit say so in `openapi_extra` (read by `app/limits/rate_limit.py`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-user rate limits (app/rate_limit.py, datasets.md "Rate limits"): exact under
+"""Per-user rate limits (app/limits/rate_limit.py, datasets.md "Rate limits"): exact under
 concurrency across app instances, headers on every authenticated answer, a 429
 that does nothing, operation limits, 0 disables, API keys share their user's
 budget, state survives a restart, and every authenticated route is charged.
@@ -26,8 +26,8 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from app.deps import CallerDep, get_bearer_caller, get_caller
 from app.errors import ErrorCode
+from app.limits import OPERATION_KEY, OPERATIONS, SLOTS, Operation, rate_limited_operation
 from app.main import create_app
-from app.rate_limit import OPERATION_KEY, OPERATIONS, SLOTS, Operation, rate_limited_operation
 from app.settings import Settings
 from tests.accounts import Account
 from tests.app.test_errors import assert_envelope
