@@ -100,7 +100,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"(docs at http://{settings.host}:{settings.port}/docs)",
             file=sys.stderr,
         )
-        from app.http_protocol import PROTOCOL
+        from app.http.protocol import PROTOCOL
 
         uvicorn.run(
             "app.main:create_app",

@@ -22,14 +22,14 @@ from app import __version__
 from app.audit import AuditMiddleware, start_audit, stop_audit
 from app.audit.router import router as audit_router
 from app.db import Database, open_client
-from app.docs import install_docs
 from app.engine import EmbeddedEngine, EngineError, EngineSql, start_for_server
-from app.health import router as health_router
 from app.http import install_error_handlers
+from app.http.docs import install_docs
+from app.http.health import router as health_router
+from app.http.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from app.http.openapi import DESCRIPTION, build_openapi
 from app.limits import start_rate_limiter, stop_rate_limiter
 from app.logs import configure_logging
-from app.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from app.openapi import DESCRIPTION, build_openapi
 from app.settings import Settings
 from auth.lifecycle import start_auth, stop_auth
 from auth.router import keys_router as api_keys_router

@@ -8,7 +8,7 @@ expired/revoked one is a 401 with `WWW-Authenticate` and the specific code.
 from __future__ import annotations
 
 from app.db import Database
-from app.deps import Caller
+from app.http import Caller
 from auth.errors import ApiKeyInvalid, BearerRequired, NotAuthenticated, TokenInvalid
 from auth.service import AuthService, AuthState
 

@@ -8,9 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 
 from app.audit import annotate, email_fingerprint
-from app.deps import BearerCallerDep, ControlDbDep
+from app.http import BearerCallerDep, ControlDbDep, error_responses
 from app.mail import MailQueue
-from app.openapi import error_responses
 from auth.schemas import (
     ApiKeyCreatedAnswer,
     ApiKeyListAnswer,

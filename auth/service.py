@@ -44,8 +44,8 @@ from pymongo.errors import PyMongoError
 
 from app.clock import utc_now
 from app.db import Document
-from app.deps import Caller
 from app.errors import DatabaseUnavailable
+from app.http import Caller
 from app.kit import parse_object_id
 from app.limits import Budget, BudgetSpent, Slots
 from app.mail import Mail, Mailer, MailQueue

@@ -9,9 +9,8 @@ from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from app.audit import annotate_current
-from app.deps import CallerDep, DatabaseDep, SettingsDep
+from app.http import CallerDep, DatabaseDep, SettingsDep, error_responses
 from app.kit import Pagination, to_plain
-from app.openapi import error_responses
 from app.schema import parse_filter_json
 from management.schemas import (
     CollectionAnswer,

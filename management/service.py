@@ -50,8 +50,8 @@ from app.db import (
     Document,
     is_duplicate_key,
 )
-from app.deps import Caller
 from app.errors import DatabaseUnavailable
+from app.http import Caller
 from app.kit import RangedIds, check_name, id_key, parse_object_id, to_extended, to_plain
 from app.schema import (
     CompiledSchema,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from app.deps import ControlDbDep
+from app.http import ControlDbDep
 
 
 class EchoBody(BaseModel):

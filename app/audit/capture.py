@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.audit.chain import AuditLog
 from app.audit.context import STATE_AUDIT, STATE_CALLER, STATE_KEY_PREFIX
 from app.audit.records import AuditUnavailable
-from app.deps import Authenticator, Caller
+from app.http import Authenticator, Caller
 
 logger = logging.getLogger("quarry.audit")
 

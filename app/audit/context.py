@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from starlette.types import Scope
 
-from app.deps import Caller
+from app.http import Caller
 
 USER_AGENT_MAX = 512
 

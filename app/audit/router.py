@@ -25,10 +25,9 @@ from app.audit.lifecycle import AuditDep
 from app.audit.visibility import AuditFilter, visibility_of
 from app.clock import UtcDatetime
 from app.db import Document
-from app.deps import CallerDep
 from app.errors import ErrorCode, QuarryError
+from app.http import CallerDep, error_responses
 from app.kit import parse_object_id, to_plain
-from app.openapi import error_responses
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 

@@ -9,10 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from app.audit import READ_ONLY_KEY, annotate
-from app.deps import CallerDep, SettingsDep
 from app.errors import DatabaseUnavailable
+from app.http import CallerDep, SettingsDep, error_responses
 from app.kit import Pagination
-from app.openapi import error_responses
 from data_api.datasets.schemas import (
     AccessCheckAnswer,
     AccessCheckOut,

@@ -10,9 +10,8 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 
 from app.audit import annotate_current
-from app.deps import Caller, CallerDep, DatabaseDep, SettingsDep
+from app.http import Caller, CallerDep, DatabaseDep, SettingsDep, error_responses
 from app.kit import to_plain
-from app.openapi import error_responses
 from app.schema import parse_filter_json
 from auth.tokens import resolve_secret_key
 from data_api.documents.query import CursorCodec

@@ -81,8 +81,8 @@ from app.db import (
     is_transient,
     outcome_unknown,
 )
-from app.deps import Caller
 from app.errors import EngineUnsupported, PayloadTooLarge, QuarryError
+from app.http import Caller
 from app.kit import RangedIds, check_name, id_key, to_plain
 from app.schema import CompiledSchema, InvalidFilter, compile_filter, convert_id
 from app.settings import Settings

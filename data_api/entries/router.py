@@ -14,9 +14,8 @@ from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from app.audit import READ_ONLY_KEY, annotate
-from app.deps import CallerDep, SettingsDep
+from app.http import CallerDep, SettingsDep, error_responses
 from app.kit import MalformedMultipart, Pagination, multipart_boundary, read_multipart
-from app.openapi import error_responses
 from data_api.datasets.router import get_dataset_service
 from data_api.entries.errors import RangeNotSatisfiable, UnsupportedMediaType
 from data_api.entries.repository import EntryStore

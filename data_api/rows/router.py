@@ -15,9 +15,8 @@ from fastapi.responses import StreamingResponse
 from starlette.requests import ClientDisconnect
 
 from app.audit import annotate
-from app.deps import CallerDep, SettingsDep
 from app.errors import ErrorCode, PayloadTooLarge, QuarryError
-from app.openapi import error_responses
+from app.http import CallerDep, SettingsDep, error_responses
 from data_api.datasets.access import Level
 from data_api.datasets.router import get_dataset_service
 from data_api.entries.router import content_disposition

@@ -17,7 +17,7 @@ from pydantic import (
     StrictStr,
 )
 
-from app.openapi import register_schema
+from app.http import register_schema
 from data_api.rows.codec import INT_MAX, INT_MIN
 
 DATASET_ID = "665f1c2e9b1e8a3d4c5b6a70"

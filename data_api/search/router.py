@@ -9,9 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from app.audit import READ_ONLY_KEY
-from app.deps import CallerDep, SettingsDep
+from app.http import CallerDep, SettingsDep, error_responses
 from app.kit import Pagination
-from app.openapi import error_responses
 from data_api.datasets.router import get_dataset_service
 from data_api.entries.repository import EntryStore
 from data_api.entries.schemas import EntryOut

@@ -24,8 +24,8 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from app.deps import CallerDep, get_bearer_caller, get_caller
 from app.errors import ErrorCode
+from app.http import CallerDep, get_bearer_caller, get_caller
 from app.limits import OPERATION_KEY, OPERATIONS, SLOTS, Operation, rate_limited_operation
 from app.main import create_app
 from app.settings import Settings

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from app.deps import CallerDep
 from app.errors import ErrorCode
+from app.http import CallerDep
 from tests.app.test_errors import assert_envelope
 
 KEY_SHAPE = re.compile(r"^qk_[A-Za-z0-9]{8}_[A-Za-z0-9]{43}$")

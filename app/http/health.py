@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app import __version__
-from app.deps import DatabaseDep, SettingsDep
+from app.http.deps import DatabaseDep, SettingsDep
 
 router = APIRouter(tags=["health"])
 
