@@ -1,4 +1,4 @@
-"""Mail: rendered from `app/templates/` (plain text + HTML alternative)
+"""Mail: rendered from `app/mail/templates/` (plain text + HTML alternative)
 with fastapi-mail, sent from a background task after the answer has gone out.
 
 With `QUARRY_SMTP_HOST` set, mail goes to that server. Without it (the
