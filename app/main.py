@@ -22,7 +22,7 @@ from app import __version__
 from app.audit import AuditMiddleware, start_audit, stop_audit
 from app.audit.router import router as audit_router
 from app.db import Database, open_client
-from app.engine import EmbeddedEngine, EngineError, EngineSql, start_for_server
+from app.engine import EmbeddedEngine, EngineError, EngineSql, choose_adapter, start_for_server
 from app.http import install_error_handlers
 from app.http.docs import install_docs
 from app.http.health import router as health_router
@@ -76,13 +76,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.database = Database(
         client=client,
         control_db_name=settings.control_db,
-        embedded=engine is not None,
-        embedded_name=engine.name if engine is not None else "",
         query_timeout=settings.query_timeout_ms / 1000,
+        choose_adapter=choose_adapter,
+        engine_hint=engine.name if engine is not None else "",
     )
     conninfo = engine.postgres_conninfo() if engine is not None else None
     if conninfo:
-        app.state.database.engine_sql = EngineSql(
+        app.state.database.engine_reads = EngineSql(
             conninfo, statement_timeout_ms=settings.query_timeout_ms
         )
     app.state.engine = engine
@@ -111,9 +111,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        if app.state.database.engine_sql is not None:
-            await app.state.database.engine_sql.close()
-        await client.close()
+        await app.state.database.close()
         if engine is not None and engine.owned:
             await asyncio.to_thread(engine.stop)
             logger.info("embedded engine stopped")

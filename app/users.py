@@ -10,30 +10,27 @@ from __future__ import annotations
 from typing import Any
 
 from bson import ObjectId
-from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import Document
+from app.db import DatabaseHandle, Document
 
 USERS = "users"
 _PUBLIC_FIELDS = {"email": 1, "role": 1, "is_verified": 1}
 
 
-async def find_user(*, control: AsyncDatabase[Document], user_id: ObjectId) -> Document | None:
+async def find_user(*, control: DatabaseHandle, user_id: ObjectId) -> Document | None:
     return await control[USERS].find_one({"_id": user_id}, _PUBLIC_FIELDS)
 
 
-async def find_user_by_email(*, control: AsyncDatabase[Document], email: str) -> Document | None:
+async def find_user_by_email(*, control: DatabaseHandle, email: str) -> Document | None:
     return await control[USERS].find_one({"email": email.strip().lower()}, _PUBLIC_FIELDS)
 
 
-async def is_platform_admin(*, control: AsyncDatabase[Document], user_id: ObjectId) -> bool:
+async def is_platform_admin(*, control: DatabaseHandle, user_id: ObjectId) -> bool:
     user = await find_user(control=control, user_id=user_id)
     return user is not None and user.get("role") == "admin"
 
 
-async def emails_of(
-    *, control: AsyncDatabase[Document], user_ids: list[ObjectId]
-) -> dict[ObjectId, Any]:
+async def emails_of(*, control: DatabaseHandle, user_ids: list[ObjectId]) -> dict[ObjectId, Any]:
     """`{id: email}` for these users, one indexed lookup each."""
     found: dict[ObjectId, Any] = {}
     for user_id in dict.fromkeys(user_ids):

@@ -18,11 +18,10 @@ from datetime import datetime, timedelta
 
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from app.clock import utc_now
-from app.db import Document, create_indexes
+from app.db import DatabaseHandle, Document
 from app.limits import Slots
 
 logger = logging.getLogger("quarry.auth")
@@ -53,9 +52,9 @@ _INDEXES: dict[str, list[IndexModel]] = {
 _TTL_COLLECTIONS = (REFRESH_TOKENS, API_KEYS, LOGIN_ATTEMPTS)
 
 
-async def ensure_indexes(*, db: AsyncDatabase[Document]) -> None:
+async def ensure_indexes(*, db: DatabaseHandle) -> None:
     for collection, indexes in _INDEXES.items():
-        await create_indexes(db[collection], indexes)
+        await db[collection].create_indexes(indexes)
     for collection in _TTL_COLLECTIONS:
         # Where the server has TTL indexes they expire rows within a minute; the
         # embedded engine has none, and the periodic sweep covers it.
@@ -67,7 +66,7 @@ async def ensure_indexes(*, db: AsyncDatabase[Document]) -> None:
             logger.info("no TTL index on %s (%s); the sweep expires rows", collection, exc.code)
 
 
-async def sweep_expired(*, db: AsyncDatabase[Document], now: datetime) -> dict[str, int]:
+async def sweep_expired(*, db: DatabaseHandle, now: datetime) -> dict[str, int]:
     removed = {}
     for collection in _TTL_COLLECTIONS:
         result = await db[collection].delete_many({"expires_at": {"$lt": now}})
@@ -78,7 +77,7 @@ async def sweep_expired(*, db: AsyncDatabase[Document], now: datetime) -> dict[s
 # ------------------------------------------------------------------------ users
 
 
-async def insert_user(*, db: AsyncDatabase[Document], user: Document) -> bool:
+async def insert_user(*, db: DatabaseHandle, user: Document) -> bool:
     """Insert; False when the email is taken (unique index, race-free)."""
     try:
         await db[USERS].insert_one(user)
@@ -87,16 +86,16 @@ async def insert_user(*, db: AsyncDatabase[Document], user: Document) -> bool:
     return True
 
 
-async def find_user_by_email(*, db: AsyncDatabase[Document], email: str) -> Document | None:
+async def find_user_by_email(*, db: DatabaseHandle, email: str) -> Document | None:
     return await db[USERS].find_one({"email": email})
 
 
-async def find_user(*, db: AsyncDatabase[Document], user_id: ObjectId) -> Document | None:
+async def find_user(*, db: DatabaseHandle, user_id: ObjectId) -> Document | None:
     return await db[USERS].find_one({"_id": user_id})
 
 
 async def update_user(
-    *, db: AsyncDatabase[Document], user_id: ObjectId, changes: Document
+    *, db: DatabaseHandle, user_id: ObjectId, changes: Document
 ) -> Document | None:
     await db[USERS].update_one({"_id": user_id}, {"$set": {**changes, "updated_at": utc_now()}})
     return await find_user(db=db, user_id=user_id)
@@ -104,7 +103,7 @@ async def update_user(
 
 async def replace_password_hash(
     *,
-    db: AsyncDatabase[Document],
+    db: DatabaseHandle,
     user_id: ObjectId,
     old_hash: str,
     new_hash: str,
@@ -121,7 +120,7 @@ async def replace_password_hash(
 # ---------------------------------------------------------------- refresh tokens
 
 
-async def insert_refresh_token(*, db: AsyncDatabase[Document], token: Document) -> bool:
+async def insert_refresh_token(*, db: DatabaseHandle, token: Document) -> bool:
     """Insert; False when `parent` was already consumed by another refresh."""
     try:
         await db[REFRESH_TOKENS].insert_one(token)
@@ -130,15 +129,15 @@ async def insert_refresh_token(*, db: AsyncDatabase[Document], token: Document) 
     return True
 
 
-async def find_refresh_token(*, db: AsyncDatabase[Document], jti: str) -> Document | None:
+async def find_refresh_token(*, db: DatabaseHandle, jti: str) -> Document | None:
     return await db[REFRESH_TOKENS].find_one({"_id": jti})
 
 
-async def mark_refresh_token_used(*, db: AsyncDatabase[Document], jti: str) -> None:
+async def mark_refresh_token_used(*, db: DatabaseHandle, jti: str) -> None:
     await db[REFRESH_TOKENS].update_one({"_id": jti}, {"$set": {"used_at": utc_now()}})
 
 
-async def revoke_family(*, db: AsyncDatabase[Document], family: str) -> int:
+async def revoke_family(*, db: DatabaseHandle, family: str) -> int:
     result = await db[REFRESH_TOKENS].update_many(
         {"family": family, "revoked_at": None}, {"$set": {"revoked_at": utc_now()}}
     )
@@ -146,7 +145,7 @@ async def revoke_family(*, db: AsyncDatabase[Document], family: str) -> int:
 
 
 async def revoke_user_tokens(
-    *, db: AsyncDatabase[Document], user_id: ObjectId, keep_family: str | None = None
+    *, db: DatabaseHandle, user_id: ObjectId, keep_family: str | None = None
 ) -> int:
     query: Document = {"user_id": user_id, "revoked_at": None}
     if keep_family is not None:
@@ -158,36 +157,32 @@ async def revoke_user_tokens(
 # ---------------------------------------------------------------------- API keys
 
 
-async def count_live_api_keys(
-    *, db: AsyncDatabase[Document], user_id: ObjectId, now: datetime
-) -> int:
+async def count_live_api_keys(*, db: DatabaseHandle, user_id: ObjectId, now: datetime) -> int:
     return await db[API_KEYS].count_documents(
         {"user_id": user_id, "$or": [{"expires_at": None}, {"expires_at": {"$gt": now}}]}
     )
 
 
-async def insert_api_key(*, db: AsyncDatabase[Document], key: Document) -> None:
+async def insert_api_key(*, db: DatabaseHandle, key: Document) -> None:
     await db[API_KEYS].insert_one(key)
 
 
-async def list_api_keys(*, db: AsyncDatabase[Document], user_id: ObjectId) -> list[Document]:
+async def list_api_keys(*, db: DatabaseHandle, user_id: ObjectId) -> list[Document]:
     cursor = db[API_KEYS].find({"user_id": user_id}, {"key_hash": 0}).sort("created_at", 1)
     return [key async for key in cursor]
 
 
-async def delete_api_key(
-    *, db: AsyncDatabase[Document], user_id: ObjectId, key_id: ObjectId
-) -> bool:
+async def delete_api_key(*, db: DatabaseHandle, user_id: ObjectId, key_id: ObjectId) -> bool:
     result = await db[API_KEYS].delete_one({"_id": key_id, "user_id": user_id})
     return result.deleted_count == 1
 
 
-async def find_api_key_by_hash(*, db: AsyncDatabase[Document], key_hash: str) -> Document | None:
+async def find_api_key_by_hash(*, db: DatabaseHandle, key_hash: str) -> Document | None:
     return await db[API_KEYS].find_one({"key_hash": key_hash})
 
 
 async def touch_api_key(
-    *, db: AsyncDatabase[Document], key_id: ObjectId, now: datetime, every: timedelta
+    *, db: DatabaseHandle, key_id: ObjectId, now: datetime, every: timedelta
 ) -> None:
     """Record a use, at most once per `every` (the filter makes other workers skip)."""
     await db[API_KEYS].update_one(
@@ -199,12 +194,12 @@ async def touch_api_key(
 # ---------------------------------------------------------------- login attempts
 
 
-def attempt_slots(*, db: AsyncDatabase[Document]) -> Slots:
+def attempt_slots(*, db: DatabaseHandle) -> Slots:
     """Login and registration budgets (app.limits.slots), kept in `login_attempts`."""
     return Slots(db[LOGIN_ATTEMPTS])
 
 
-async def set_role(*, db: AsyncDatabase[Document], email: str, role: str) -> bool:
+async def set_role(*, db: DatabaseHandle, email: str, role: str) -> bool:
     """Make the account of `email` a platform `admin` or a plain `user`; False if none."""
     result = await db[USERS].update_one(
         {"email": email}, {"$set": {"role": role, "updated_at": utc_now()}}

@@ -39,11 +39,10 @@ from typing import Any, NoReturn
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from app.clock import utc_now
-from app.db import Document
+from app.db import DatabaseHandle, Document
 from app.errors import DatabaseUnavailable
 from app.http import Caller
 from app.kit import parse_object_id
@@ -139,7 +138,7 @@ class AuthState:
 
 class AuthService:
     def __init__(
-        self, *, db: AsyncDatabase[Document], state: AuthState, mail: MailQueue | None = None
+        self, *, db: DatabaseHandle, state: AuthState, mail: MailQueue | None = None
     ) -> None:
         self.db = db
         self.state = state

@@ -21,6 +21,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from app.db import Database
+from app.engine import choose_adapter
 from app.settings import Settings
 from auth.authenticator import HeaderAuthenticator
 from auth.passwords import Passwords
@@ -103,7 +104,9 @@ async def run(api: str, mongodb_url: str) -> tuple[list[Row], dict[str, Any]]:
         settings=bench_settings,
         mailer=None,  # type: ignore[arg-type]
     )
-    database = Database(client=client, control_db_name=control_db(api), embedded=False)
+    database = Database(
+        client=client, control_db_name=control_db(api), choose_adapter=choose_adapter
+    )
     service_key = await _insert_key(database, user["_id"])
     authenticator = HeaderAuthenticator(database=database, state=state)
 

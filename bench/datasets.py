@@ -31,7 +31,7 @@ from pymongo import AsyncMongoClient
 
 from app.clock import utc_now
 from app.db import Database
-from app.engine import EngineSql
+from app.engine import EngineSql, choose_adapter
 from bench.harness import (
     BACKEND,
     HttpConnection,
@@ -161,11 +161,11 @@ async def _access_check(
     """Median ms of (dataset by `_id` alone, the full access check), with the engine's
     SQL as a server on its own data directory has it."""
     database = Database(
-        client=client, control_db_name=control, embedded=False, embedded_name="",
+        client=client, control_db_name=control, choose_adapter=choose_adapter,
         query_timeout=10.0,
     )  # fmt: skip
     if conninfo:
-        database.engine_sql = EngineSql(conninfo)
+        database.engine_reads = EngineSql(conninfo)
     catalogue = Catalogue(database)
     resolver = AccessResolver(catalogue)
     plain: list[float] = []
@@ -180,8 +180,8 @@ async def _access_check(
                 else:
                     await catalogue.find_dataset(dataset_id=hot)
                 latencies.append(time.perf_counter() - started)
-    if database.engine_sql is not None:
-        await database.engine_sql.close()
+    if database.engine_reads is not None:
+        await database.engine_reads.close()
     return statistics.median(plain) * 1000, statistics.median(checked) * 1000
 
 

@@ -28,16 +28,15 @@ from typing import Any
 from bson import ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, IndexModel
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure
 from pymongo.results import InsertManyResult
 
 from app.clock import utc_now
 from app.db import (
     Database,
+    DatabaseHandle,
     Document,
     UndoReport,
-    create_indexes,
     delete_if_written,
     drop_stale_scratch,
     restore_into,
@@ -50,9 +49,8 @@ LOCK_LEASE_SECONDS = 60
 LOCK_WAIT_SECONDS = 10.0
 
 
-async def ensure_indexes(*, db: AsyncDatabase[Document]) -> None:
-    await create_indexes(
-        db[DATABASES],
+async def ensure_indexes(*, db: DatabaseHandle) -> None:
+    await db[DATABASES].create_indexes(
         [
             IndexModel(
                 [("user_id", ASCENDING), ("displayName", ASCENDING)],
@@ -68,12 +66,12 @@ async def ensure_indexes(*, db: AsyncDatabase[Document]) -> None:
 # ----------------------------------------------------------------- control plane
 
 
-async def insert_database(*, db: AsyncDatabase[Document], record: Document) -> None:
+async def insert_database(*, db: DatabaseHandle, record: Document) -> None:
     """Raises `DuplicateKeyError` on a taken (owner, name) or physical name."""
     await db[DATABASES].insert_one(record)
 
 
-async def name_taken(*, db: AsyncDatabase[Document], user_id: ObjectId, name: str) -> bool:
+async def name_taken(*, db: DatabaseHandle, user_id: ObjectId, name: str) -> bool:
     found = await db[DATABASES].find_one(
         {"user_id": user_id, "displayName": name}, projection={"_id": 1}
     )
@@ -81,7 +79,7 @@ async def name_taken(*, db: AsyncDatabase[Document], user_id: ObjectId, name: st
 
 
 async def find_database(
-    *, db: AsyncDatabase[Document], user_id: ObjectId, database_id: ObjectId
+    *, db: DatabaseHandle, user_id: ObjectId, database_id: ObjectId
 ) -> Document | None:
     # `_id` alone: the embedded engine pushes only a single-key `_id` equality down to
     # SQLite and scans for anything else, so owner and state are checked here.
@@ -93,7 +91,7 @@ async def find_database(
 
 async def list_databases(
     *,
-    db: AsyncDatabase[Document],
+    db: DatabaseHandle,
     user_id: ObjectId,
     search: str | None,
     skip: int,
@@ -113,20 +111,18 @@ async def list_databases(
     return await cursor.to_list(), total
 
 
-async def set_database_state(
-    *, db: AsyncDatabase[Document], database_id: ObjectId, state: str
-) -> None:
+async def set_database_state(*, db: DatabaseHandle, database_id: ObjectId, state: str) -> None:
     await db[DATABASES].update_one(
         {"_id": database_id}, {"$set": {"state": state, "updated_at": utc_now()}}
     )
 
 
-async def delete_database_record(*, db: AsyncDatabase[Document], database_id: ObjectId) -> None:
+async def delete_database_record(*, db: DatabaseHandle, database_id: ObjectId) -> None:
     await db[DATABASES].delete_one({"_id": database_id})
 
 
 async def save_collections(
-    *, db: AsyncDatabase[Document], database_id: ObjectId, collections: list[Document]
+    *, db: DatabaseHandle, database_id: ObjectId, collections: list[Document]
 ) -> None:
     """Replace the collection list; callers hold the database's lock."""
     await db[DATABASES].update_one(
@@ -135,11 +131,11 @@ async def save_collections(
     )
 
 
-async def reload_database(*, db: AsyncDatabase[Document], database_id: ObjectId) -> Document | None:
+async def reload_database(*, db: DatabaseHandle, database_id: ObjectId) -> Document | None:
     return await db[DATABASES].find_one({"_id": database_id})
 
 
-async def stale_databases(*, db: AsyncDatabase[Document], older_than: datetime) -> list[Document]:
+async def stale_databases(*, db: DatabaseHandle, older_than: datetime) -> list[Document]:
     """Databases left `creating`/`dropping` by a failed request, or with a collection
     left `creating`/`dropping`, for the maintenance task to finish."""
     query = {
@@ -156,7 +152,7 @@ async def stale_databases(*, db: AsyncDatabase[Document], older_than: datetime) 
 
 
 async def acquire_lock(
-    *, db: AsyncDatabase[Document], name: str, wait_seconds: float = LOCK_WAIT_SECONDS
+    *, db: DatabaseHandle, name: str, wait_seconds: float = LOCK_WAIT_SECONDS
 ) -> str | None:
     """A lease token, or None when the lock stayed taken for `wait_seconds`."""
     token = uuid.uuid4().hex
@@ -179,7 +175,7 @@ async def acquire_lock(
         await asyncio.sleep(0.05)
 
 
-async def release_lock(*, db: AsyncDatabase[Document], name: str, token: str) -> None:
+async def release_lock(*, db: DatabaseHandle, name: str, token: str) -> None:
     await db[LOCKS].delete_one({"_id": name, "token": token})
 
 
@@ -189,7 +185,7 @@ IMPORT_LEASES = "import_leases"
 
 
 async def take_import_lease(
-    *, db: AsyncDatabase[Document], user_id: ObjectId, limit: int, seconds: float
+    *, db: DatabaseHandle, user_id: ObjectId, limit: int, seconds: float
 ) -> str | None:
     """One of the user's `limit` import leases (`<user>:<n>`), or None if all are
     held; an expired lease is taken over (management/import_quota.py)."""
@@ -211,13 +207,13 @@ async def take_import_lease(
     return None
 
 
-async def renew_import_lease(*, db: AsyncDatabase[Document], lease: str, seconds: float) -> None:
+async def renew_import_lease(*, db: DatabaseHandle, lease: str, seconds: float) -> None:
     await db[IMPORT_LEASES].update_one(
         {"_id": lease}, {"$set": {"expires_at": utc_now() + timedelta(seconds=seconds)}}
     )
 
 
-async def release_import_lease(*, db: AsyncDatabase[Document], lease: str) -> None:
+async def release_import_lease(*, db: DatabaseHandle, lease: str) -> None:
     await db[IMPORT_LEASES].delete_one({"_id": lease})
 
 
@@ -227,36 +223,36 @@ async def release_import_lease(*, db: AsyncDatabase[Document], lease: str) -> No
 async def create_collection(*, database: Database, db_name: str, name: str) -> None:
     """Create the physical collection; an existing one is left as it is."""
     with contextlib.suppress(CollectionInvalid):  # already there: a retried creation
-        await database.client[db_name].create_collection(name)
+        await database.db(db_name).create_collection(name)
 
 
 async def create_index(
     *, database: Database, db_name: str, collection: str, field: str, unique: bool, name: str
 ) -> None:
     """Raises `OperationFailure` (e.g. duplicates for a unique index)."""
-    await database.client[db_name][collection].create_index(
+    await database.db(db_name)[collection].create_index(
         [(field, ASCENDING)], unique=unique, name=name
     )
 
 
 async def drop_index(*, database: Database, db_name: str, collection: str, name: str) -> None:
     try:
-        await database.client[db_name][collection].drop_index(name)
+        await database.db(db_name)[collection].drop_index(name)
     except OperationFailure as exc:
         if exc.code != 27:  # IndexNotFound: already gone
             raise
 
 
 async def drop_collection(*, database: Database, db_name: str, name: str) -> None:
-    await database.client[db_name].drop_collection(name)
+    await database.db(db_name).drop_collection(name)
 
 
 async def drop_physical_database(*, database: Database, db_name: str) -> None:
-    await database.client.drop_database(db_name)
+    await database.drop_database(db_name)
 
 
 async def physical_database_names(*, database: Database) -> list[str]:
-    return await database.client.list_database_names()
+    return await database.list_database_names()
 
 
 async def count_documents(*, database: Database, db_name: str, collection: str) -> int:
@@ -267,34 +263,34 @@ async def insert_raw_documents(
     *, database: Database, db_name: str, collection: str, documents: Sequence[RawBSONDocument]
 ) -> InsertManyResult:
     """Unordered insert of already-encoded documents; raises `BulkWriteError` per record."""
-    return await database.client[db_name][collection].insert_many(documents, ordered=False)
+    return await database.db(db_name)[collection].insert_many(documents, ordered=False)
 
 
 async def existing_ids(
     *, database: Database, db_name: str, collection: str, ids: list[Any]
 ) -> set[Any]:
-    cursor = database.client[db_name][collection].find({"_id": {"$in": ids}}, projection={"_id": 1})
+    cursor = database.db(db_name)[collection].find({"_id": {"$in": ids}}, projection={"_id": 1})
     return {document["_id"] async for document in cursor}
 
 
 async def delete_id_range(
     *, database: Database, db_name: str, collection: str, low: ObjectId, high: ObjectId
 ) -> int:
-    result = await database.client[db_name][collection].delete_many(
+    result = await database.db(db_name)[collection].delete_many(
         {"_id": {"$gte": low, "$lte": high}}
     )
     return result.deleted_count
 
 
 async def delete_ids(*, database: Database, db_name: str, collection: str, ids: list[Any]) -> int:
-    result = await database.client[db_name][collection].delete_many({"_id": {"$in": ids}})
+    result = await database.db(db_name)[collection].delete_many({"_id": {"$in": ids}})
     return result.deleted_count
 
 
 async def restore_documents(
     *, database: Database, db_name: str, collection: str, documents: Sequence[Document]
 ) -> None:
-    await restore_into(database.client[db_name][collection], documents)
+    await restore_into(database.db(db_name)[collection], documents)
 
 
 async def undo_update_of(
@@ -306,14 +302,14 @@ async def undo_update_of(
     update: Document,
 ) -> UndoReport:
     return await undo_update(
-        database.client[db_name][collection], pre_images, update, scratch_db=database.control
+        database.db(db_name)[collection], pre_images, update, scratch_db=database.control
     )
 
 
 async def delete_written(
     *, database: Database, db_name: str, collection: str, documents: Sequence[Document]
 ) -> int:
-    return await delete_if_written(database.client[db_name][collection], documents)
+    return await delete_if_written(database.db(db_name)[collection], documents)
 
 
 async def drop_stale_undo_scratch(*, database: Database) -> int:
@@ -327,7 +323,7 @@ async def stream_documents(
 
     No sort: the embedded engine sorts in memory, which a large export must not need.
     """
-    cursor = database.client[db_name][collection].find(query).batch_size(batch_size)
+    cursor = database.db(db_name)[collection].find(query).batch_size(batch_size)
     batch: list[Document] = []
     async with cursor:
         async for document in cursor:

@@ -184,12 +184,12 @@ async def running(application: FastAPI, server: DatabaseServer) -> AsyncIterator
     async with application.router.lifespan_context(application):
         conninfo = server.engine.postgres_conninfo() if server.engine is not None else None
         if conninfo:
-            application.state.database.engine_sql = EngineSql(conninfo)
+            application.state.database.engine_reads = EngineSql(conninfo)
         try:
             yield application
         finally:
-            if application.state.database.engine_sql is not None:
-                await application.state.database.engine_sql.close()
+            if application.state.database.engine_reads is not None:
+                await application.state.database.engine_reads.close()
 
 
 @pytest.fixture

@@ -53,7 +53,6 @@ from typing import Any
 
 from bson import ObjectId
 from fastapi import Request
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from app.audit.context import RequestContext, request_context
@@ -78,7 +77,17 @@ from app.audit.records import (
 from app.audit.verify import ChainChecker, ChainReport, saved_head_seq
 from app.audit.visibility import AuditFilter, Visibility
 from app.clock import utc_now
-from app.db import After, Before, Condition, Database, Document, Eq, PageQuery, is_duplicate_key
+from app.db import (
+    After,
+    Before,
+    Condition,
+    Database,
+    DatabaseHandle,
+    Document,
+    Eq,
+    PageQuery,
+    is_duplicate_key,
+)
 from app.settings import Settings
 
 logger = logging.getLogger("quarry.audit")
@@ -97,7 +106,7 @@ class AuditLog:
         self._unreachable = False
 
     @property
-    def _control(self) -> AsyncDatabase[Document]:
+    def _control(self) -> DatabaseHandle:
         return self._database.control
 
     @property
@@ -149,8 +158,7 @@ class AuditLog:
 
     async def _chain(self, content: Document) -> Document:
         async with self._lock:
-            client = self._database.client
-            if self._unreachable and not client.topology_description.has_writable_server():
+            if self._unreachable and not self._database.has_writable_server():
                 raise AuditUnavailable("the database is unreachable")
             try:
                 record = await self._claim_next(content)

@@ -11,10 +11,9 @@ from typing import Protocol
 
 from bson import ObjectId
 from fastapi import FastAPI
-from pymongo.asynchronous.database import AsyncDatabase
 
 from app.clock import as_utc
-from app.db import After, Before, Condition, Document, Eq
+from app.db import After, Before, Condition, DatabaseHandle, Eq
 
 # ------------------------------------------------------------------ visibility
 
@@ -31,7 +30,7 @@ class AuditVisibility(Protocol):
 class RoleVisibility:
     """Until a feature registers one: admins by `users.role`, no dataset grants."""
 
-    def __init__(self, control: AsyncDatabase[Document]) -> None:
+    def __init__(self, control: DatabaseHandle) -> None:
         self._control = control
 
     async def dataset_ids_administered(self, user_id: ObjectId) -> list[ObjectId]:

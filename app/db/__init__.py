@@ -1,10 +1,33 @@
-"""The database layer features talk to (being assembled)."""
+"""The database layer features talk to.
 
+- `database`: `Database`, the app's driver client and its engine's adapter, and
+  the handles (`database.db(name)[collection]`, `database.control[...]`).
+- `handles`: `DatabaseHandle`, `Collection`, `Cursor` — the driver's method
+  names, every call going to the adapter.
+- `adapter`: `EngineAdapter`, the one interface for every operation that differs
+  between engines (reads, counts, pages, writes, index management), and
+  `Capabilities`; `mongo`: its MongoDB implementation (the embedded engine's
+  lives in `app.engine`, chosen once at start by the composition root).
+- `page_query`: sorted pages with totals; `undo`: taking back a failed write;
+  `driver_errors`: what a driver error means on either engine.
+
+Imports only `app.kit`, `app.errors`, `app.settings`; never a feature or the
+engine.
+"""
+
+from app.db.adapter import (
+    Capabilities,
+    Document,
+    EngineAdapter,
+    EngineReads,
+    FindSpec,
+    Namespace,
+    RawCursor,
+)
 from app.db.database import (
     UNKEEPABLE_DATABASE_PREFIXES,
+    AdapterChooser,
     Database,
-    Document,
-    create_indexes,
     open_client,
 )
 from app.db.driver_errors import (
@@ -18,6 +41,8 @@ from app.db.driver_errors import (
     is_transient,
     outcome_unknown,
 )
+from app.db.handles import Collection, Cursor, DatabaseHandle
+from app.db.mongo import MongoAdapter
 from app.db.page_query import After, Before, Condition, Contains, Eq, IdIn, PageQuery
 from app.db.undo import (
     UndoReport,
@@ -31,17 +56,27 @@ __all__ = [
     "DUPLICATE_KEY_CODES",
     "NOT_IMPLEMENTED_CODE",
     "UNKEEPABLE_DATABASE_PREFIXES",
+    "AdapterChooser",
     "After",
     "Before",
+    "Capabilities",
+    "Collection",
     "Condition",
     "Contains",
+    "Cursor",
     "Database",
+    "DatabaseHandle",
     "Document",
+    "EngineAdapter",
+    "EngineReads",
     "Eq",
+    "FindSpec",
     "IdIn",
+    "MongoAdapter",
+    "Namespace",
     "PageQuery",
+    "RawCursor",
     "UndoReport",
-    "create_indexes",
     "delete_if_written",
     "drop_stale_scratch",
     "duplicate_index",

@@ -1,60 +1,47 @@
-"""The MongoDB client of one app instance and what it knows about its server.
+"""The database of one app instance: its driver client, its engine's adapter, and
+the handles features use.
 
 The `AsyncMongoClient` (PyMongo's native async API) is opened in the lifespan
 with short server-selection and connect timeouts, so that a request against an
 unreachable server fails fast with 503 `DATABASE_UNAVAILABLE` instead of
 hanging; the driver's own monitor reconnects when the server comes back, so the
 process recovers without a restart.
+
+Which engine answers is learnt once, the first time the server is reached
+(`buildInfo`), and decides the adapter every handle uses from then on
+(`choose_adapter`, given by the composition root: `app.db.mongo.MongoAdapter`
+unless the engine layer says otherwise). A server started before its database
+still starts; it learns the engine with its first successful call.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import bson
-from pymongo import AsyncMongoClient, IndexModel
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.database import AsyncDatabase
+from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from app.db.page_query import PageQuery, find_page_mongo
+from app.db.adapter import Document, EngineAdapter, EngineReads, Namespace
+from app.db.handles import DatabaseHandle
+from app.db.mongo import MongoAdapter
+from app.db.page_query import PageQuery
 from app.kit import DECIMAL_SUPPORTED
 from app.settings import Settings
 
-if TYPE_CHECKING:  # the engine hands its SQL reader in at start; db never imports it
-    from app.engine import EngineSql
-
-Document = dict[str, Any]
 #: Database names FerretDB on PostgreSQL cannot keep: it hides schemas matching
 #: `LIKE 'pg_%'` (`pg` and any character) after a restart, and refuses names
 #: starting with `_ferretdb_`. Quarry's physical names avoid both on every engine.
 UNKEEPABLE_DATABASE_PREFIXES = ("pg", "_")
-#: Below this many rows PostgreSQL's ANALYZE reads the whole table, so
-#: FerretDB's `collStats` count is exact (300 x default_statistics_target).
-EXACT_STATS_ROWS = 30_000
+
+#: Given the server's `buildInfo`, the adapter for it.
+AdapterChooser = Callable[["Database", Document], EngineAdapter]
 
 
-async def create_indexes(collection: AsyncCollection[Document], indexes: list[IndexModel]) -> None:
-    """Create `indexes` (those that exist already are left as they are), one per call.
-
-    FerretDB 1.24 drops the connection when one `createIndexes` names two or more
-    indexes that all exist already — which is every start of a server on existing
-    data — so the indexes would never be confirmed; one at a time, an existing
-    index is a no-op on every engine."""
-    for index in indexes:
-        await collection.create_indexes([index])
-
-
-def _driver_form(document: Document, db: AsyncDatabase[Document]) -> Document:
-    """`document` exactly as the driver would have returned it (through BSON with the
-    client's codec options: binary data as bytes, UUIDs, aware datetimes)."""
-    return bson.decode(bson.encode(document), codec_options=db.codec_options)
-
-
-async def _as_is(document: Document) -> Document:
-    return document
+def mongodb_only(database: Database, build_info: Document) -> EngineAdapter:
+    return MongoAdapter(database)
 
 
 def open_client(url: str, settings: Settings) -> AsyncMongoClient[Document]:
@@ -77,22 +64,56 @@ def open_client(url: str, settings: Settings) -> AsyncMongoClient[Document]:
 class Database:
     client: AsyncMongoClient[Document]
     control_db_name: str
-    embedded: bool
-    #: `ferretdb-postgresql` / `ferretdb-sqlite` when the app runs the embedded engine.
-    embedded_name: str = ""
-    #: Seconds one read may take (`QUARRY_QUERY_TIMEOUT_MS`), see `read_deadline`.
+    #: Seconds one read may take (`QUARRY_QUERY_TIMEOUT_MS`), see `query_time_ms`.
     query_timeout: float = 10.0
-    #: Direct read-only SQL to the embedded engine's PostgreSQL (exact fast counts).
-    engine_sql: EngineSql | None = None
+    choose_adapter: AdapterChooser = mongodb_only
+    #: What `/health` names the engine while it cannot be asked (an embedded
+    #: engine this app runs: `ferretdb-postgresql`).
+    engine_hint: str = ""
+    #: A faster read path the engine layer hands in at start (the embedded
+    #: engine's SQL on PostgreSQL), used by its adapter.
+    engine_reads: EngineReads | None = None
     #: Features whose control-database indexes exist (`"management"`): until then,
     #: writes whose safety rests on a unique index answer 503.
     indexes_ready: set[str] = field(default_factory=set)
-    _engine: str | None = field(default=None, init=False)
+    _adapter: EngineAdapter | None = field(default=None, init=False, repr=False)
+    _choosing: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+
+    # ------------------------------------------------------------ the engine
+
+    async def adapter(self) -> EngineAdapter:
+        """The engine's adapter, chosen on the first call that reaches the server."""
+        if self._adapter is not None:
+            return self._adapter
+        async with self._choosing:
+            if self._adapter is None:
+                info = await self.client.admin.command("buildInfo")
+                self._adapter = self.choose_adapter(self, info)
+        return self._adapter
 
     @property
-    def control(self) -> AsyncDatabase[Document]:
+    def engine_label(self) -> str:
+        """The engine's name for messages (known once it has been reached)."""
+        return "database" if self._adapter is None else self._adapter.capabilities.label
+
+    async def engine_name(self) -> str:
+        """`mongodb`, `ferretdb-postgresql`, `ferretdb-sqlite` (`/health`)."""
+        return (await self.adapter()).name
+
+    async def apply_value_limits(self) -> None:
+        """Tell value conversion (app.kit.ejson) what this engine cannot store."""
+        DECIMAL_SUPPORTED.set((await self.adapter()).capabilities.decimal128)
+
+    # ------------------------------------------------------------- handles
+
+    @property
+    def control(self) -> DatabaseHandle:
         """The control-plane database: users, tokens, keys, database metadata."""
-        return self.client[self.control_db_name]
+        return DatabaseHandle(self, self.control_db_name)
+
+    def db(self, name: str) -> DatabaseHandle:
+        """A physical database (a tenant's, a logical database's)."""
+        return DatabaseHandle(self, name)
 
     @property
     def query_time_ms(self) -> int:
@@ -103,6 +124,8 @@ class Database:
         selection, and so the time an outage takes to become a 503, to this limit."""
         return int(self.query_timeout * 1000)
 
+    # --------------------------------------------------- server and databases
+
     async def ping(self) -> bool:
         try:
             await self.client.admin.command("ping")
@@ -110,125 +133,42 @@ class Database:
             return False
         return True
 
-    async def apply_value_limits(self) -> None:
-        """Tell value conversion (app.ejson) what this engine cannot store."""
-        DECIMAL_SUPPORTED.set(not (await self.engine_name()).startswith("ferretdb"))
+    def has_writable_server(self) -> bool:
+        """Whether the driver currently knows a server to write to (no I/O)."""
+        return bool(self.client.topology_description.has_writable_server())
 
-    @property
-    def engine_label(self) -> str:
-        """The engine's name for messages (known once `engine_name` has been asked)."""
-        if self._engine is None:
-            return "database"
-        if not self._engine.startswith("ferretdb"):
-            return "MongoDB"
-        backend = {"ferretdb-postgresql": "PostgreSQL", "ferretdb-sqlite": "SQLite"}
-        return f"embedded FerretDB ({backend.get(self._engine, 'unknown backend')})"
+    async def list_database_names(self) -> list[str]:
+        return await (await self.adapter()).list_database_names()
 
-    async def engine_filter(self, query: Document) -> Document:
-        """`query` as the engine evaluates it correctly in count, update and delete.
+    async def drop_database(self, name: str) -> None:
+        await (await self.adapter()).drop_database(name)
 
-        FerretDB 1.24 on PostgreSQL pushes a top-level equality on a dotted path
-        (`{"items.sku": "a"}`) down to SQL as `_jsonb #> '{items,sku}' @> '"a"'`,
-        which cannot step through arrays: update and delete missed documents whose
-        `items` is an array that find returns. Wrapped in a one-element `$and`
-        (same meaning everywhere), the condition is evaluated by FerretDB itself.
-        """
-        if await self.engine_name() != "ferretdb-postgresql":
-            return query
-        dotted = [key for key in query if "." in key and not key.startswith("$")]
-        if not dotted:
-            return query
-        kept = {key: value for key, value in query.items() if key not in dotted}
-        clauses = [*kept.pop("$and", []), *({key: query[key]} for key in dotted)]
-        return {**kept, "$and": clauses}
-
-    async def is_embedded_engine(self) -> bool:
-        return (await self.engine_name()).startswith("ferretdb")
+    # ---------------------------------------------- reads the engines do differently
 
     async def collection_size(self, db_name: str, collection: str) -> int:
-        """The live number of documents.
-
-        MongoDB: the collection's metadata count. Embedded engine on PostgreSQL:
-        `SELECT count(*)` on FerretDB's table (`app.engine.sql`). Otherwise
-        `collStats`, which reads the backend's row count instead of decoding every
-        document; on PostgreSQL that count is `pg_class.reltuples` after an
-        `ANALYZE` FerretDB runs for the call: exact while ANALYZE reads every row
-        (its sample is 30,000 rows), an estimate above, where the documents are
-        counted instead.
-        """
-        engine = await self.engine_name()
-        if engine == "mongodb":
-            return await self.client[db_name][collection].estimated_document_count()
-        if engine == "ferretdb-postgresql" and self.engine_sql is not None:
-            counted = await self.engine_sql.count(db_name, collection)
-            if counted is not None:
-                return counted
-        stats = await self.client[db_name].command("collStats", collection)
-        count = int(stats.get("count", 0))
-        if engine == "ferretdb-postgresql" and count >= EXACT_STATS_ROWS:
-            return await self.client[db_name][collection].count_documents({})
-        return count
+        """The live number of documents, answered without reading them."""
+        return await (await self.adapter()).collection_size(Namespace(db_name, collection))
 
     async def find_page(
         self, db_name: str, collection: str, query: PageQuery
     ) -> tuple[list[Document], int]:
-        """One sorted page of `collection` and the number of matches (`app.page_query`):
-        on the embedded engine's PostgreSQL from one SQL statement (a document whose
-        stored form it cannot read is read by `_id` through FerretDB); anywhere
-        else, and whenever that SQL cannot answer, with the driver."""
-        db = self.client[db_name]
-        if await self.engine_name() == "ferretdb-postgresql" and self.engine_sql is not None:
-            found = await self.engine_sql.page(db_name, collection, query)
-            if found is not None:
-                rows, total = found
-                documents = await asyncio.gather(
-                    *(
-                        _as_is(_driver_form(row, db))
-                        if isinstance(row, dict)
-                        else db[collection].find_one({"_id": row})
-                        for row in rows
-                    )
-                )
-                return [d for d in documents if d is not None], total
-        return await find_page_mongo(db, collection, query, max_time_ms=self.query_time_ms)
+        """One sorted page of `collection` and the number of matches (`app.db.page_query`)."""
+        adapter = await self.adapter()
+        return await adapter.find_page(Namespace(db_name, collection), query)
 
     async def lookups(
         self, db_name: str, wanted: list[tuple[str, str, Any]]
     ) -> list[list[Document]]:
         """For each `(collection, field, value)`, the documents whose top-level `field`
-        equals `value` — several indexed lookups for the price of one round trip on the
-        embedded engine's PostgreSQL (`app.engine.sql`), concurrent finds elsewhere."""
-        db = self.client[db_name]
-        if await self.engine_name() == "ferretdb-postgresql" and self.engine_sql is not None:
-            found = await self.engine_sql.lookups(db_name, wanted)
-            if found is not None and all(isinstance(d, dict) for rows in found for d in rows):
-                return [[_driver_form(d, db) for d in rows] for rows in found]
-        return list(
-            await asyncio.gather(
-                *(db[c].find({field: value}).to_list(None) for c, field, value in wanted)
-            )
-        )
+        equals `value` — several indexed lookups for the price of one round trip
+        where the engine allows it."""
+        return await (await self.adapter()).lookups(db_name, wanted)
 
     async def by_ids(self, db_name: str, collection: str, ids: list[Any]) -> list[Document]:
-        """The documents with these `_id`s (any order; unknown ids are absent): one
-        statement on the embedded engine's PostgreSQL, one `$in` find elsewhere."""
-        if not ids:
-            return []
-        db = self.client[db_name]
-        if await self.engine_name() == "ferretdb-postgresql" and self.engine_sql is not None:
-            found = await self.engine_sql.by_ids(db_name, collection, ids)
-            if found is not None and all(isinstance(d, dict) for d in found):
-                return [_driver_form(d, db) for d in found]
-        return await db[collection].find({"_id": {"$in": ids}}).to_list(None)
+        """The documents with these `_id`s (any order; unknown ids are absent)."""
+        return await (await self.adapter()).by_ids(Namespace(db_name, collection), ids)
 
-    async def engine_name(self) -> str:
-        """`ferretdb-postgresql` / `ferretdb-sqlite` for our embedded engine, `mongodb`
-        for MongoDB (cached)."""
-        if self._engine is None:
-            info = await self.client.admin.command("buildInfo")
-            if "ferretdbVersion" in info:
-                backend = (info.get("buildEnvironment") or {}).get("quarry.backend")
-                self._engine = f"ferretdb-{backend}" if backend else "ferretdb"
-            else:
-                self._engine = "mongodb"
-        return self._engine
+    async def close(self) -> None:
+        if self.engine_reads is not None:
+            await self.engine_reads.close()
+        await self.client.close()

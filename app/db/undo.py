@@ -33,15 +33,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import bson
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from app.db.adapter import Document
+from app.db.handles import Collection, DatabaseHandle
 from app.kit import id_key
 
 logger = logging.getLogger("quarry.undo")
 
-Document = dict[str, Any]
 
 # At most this many pre-images are put back one `replace_one` at a time (each
 # atomic); more go back as one `delete_many` and one `insert_many` per chunk.
@@ -57,7 +56,7 @@ SCRATCH_PREFIX = "undo_scratch_"
 SCRATCH_MAX_AGE_SECONDS = 3600
 
 
-async def restore_into(handle: AsyncCollection[Document], documents: Sequence[Document]) -> None:
+async def restore_into(handle: Collection, documents: Sequence[Document]) -> None:
     """Put documents back exactly as they were, re-inserting those that are gone.
 
     Between the delete and the insert of a chunk those documents are absent; a
@@ -97,7 +96,7 @@ def _sorted(value: Any) -> Any:
 
 
 async def replay_update(
-    scratch_db: AsyncDatabase[Document], pre_images: Sequence[Document], update: Document
+    scratch_db: DatabaseHandle, pre_images: Sequence[Document], update: Document
 ) -> dict[bytes, Document]:
     """What `update` makes of each pre-image, computed by the engine on copies."""
     scratch = scratch_db[f"{SCRATCH_PREFIX}{int(time.time())}_{uuid.uuid4().hex}"]
@@ -111,7 +110,7 @@ async def replay_update(
             await scratch.drop()
 
 
-async def drop_stale_scratch(scratch_db: AsyncDatabase[Document]) -> int:
+async def drop_stale_scratch(scratch_db: DatabaseHandle) -> int:
     """Drop scratch collections a crash left behind; the number dropped."""
     dropped = 0
     cutoff = time.time() - SCRATCH_MAX_AGE_SECONDS
@@ -125,7 +124,7 @@ async def drop_stale_scratch(scratch_db: AsyncDatabase[Document]) -> int:
     return dropped
 
 
-async def delete_if_written(handle: AsyncCollection[Document], written: Sequence[Document]) -> int:
+async def delete_if_written(handle: Collection, written: Sequence[Document]) -> int:
     """Delete these documents where the collection holds them exactly as written
     (a document with one of their `_id`s that differs — one that existed before,
     or was written since — stays); the number deleted."""
@@ -142,11 +141,11 @@ async def delete_if_written(handle: AsyncCollection[Document], written: Sequence
 
 
 async def undo_update(
-    handle: AsyncCollection[Document],
+    handle: Collection,
     pre_images: Sequence[Document],
     update: Document,
     *,
-    scratch_db: AsyncDatabase[Document],
+    scratch_db: DatabaseHandle,
 ) -> UndoReport:
     """Take back what `update` wrote to these documents, and only that (module doc)."""
     report = UndoReport()
@@ -173,7 +172,7 @@ async def undo_update(
         logger.warning(
             "undo of an update on %s.%s left %d documents changed since and %d deleted since "
             "as they are",
-            handle.database.name,
+            handle.database_name,
             handle.name,
             report.changed_since,
             report.gone,

@@ -16,6 +16,7 @@ Only the composition root (`app.main`), the CLI and tests import this package;
 services never test which engine runs (they ask `app.db` for capabilities).
 """
 
+from app.engine.adapter import EmbeddedAdapter, choose_adapter
 from app.engine.build import (
     GO_MISSING_MESSAGE,
     EngineError,
@@ -41,11 +42,13 @@ from app.engine.sql import EngineSql
 
 __all__ = [
     "GO_MISSING_MESSAGE",
+    "EmbeddedAdapter",
     "EmbeddedEngine",
     "EngineError",
     "EngineSql",
     "backend_dir",
     "build_engine",
+    "choose_adapter",
     "default_binary",
     "engine_is_built",
     "free_port",

@@ -22,9 +22,8 @@ from typing import Annotated, Literal, Protocol
 from bson import ObjectId
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pymongo.asynchronous.database import AsyncDatabase
 
-from app.db import Database, Document
+from app.db import Database, DatabaseHandle
 from app.limits import charge_request
 from app.settings import Settings
 
@@ -39,13 +38,13 @@ def get_database(request: Request) -> Database:
     return database
 
 
-def get_control_db(database: Annotated[Database, Depends(get_database)]) -> AsyncDatabase[Document]:
+def get_control_db(database: Annotated[Database, Depends(get_database)]) -> DatabaseHandle:
     return database.control
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
-ControlDbDep = Annotated[AsyncDatabase[Document], Depends(get_control_db)]
+ControlDbDep = Annotated[DatabaseHandle, Depends(get_control_db)]
 
 
 @dataclass(frozen=True)

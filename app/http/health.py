@@ -49,7 +49,7 @@ async def health(database: DatabaseDep, settings: SettingsDep) -> JSONResponse:
     if connected:
         engine = await database.engine_name()
     else:
-        engine = database.embedded_name or "unknown"
+        engine = database.engine_hint or "unknown"
     report = HealthReport(
         status="healthy" if connected else "unhealthy",
         time=_now(),

@@ -11,11 +11,10 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
 from pymongo import ASCENDING, IndexModel
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure, PyMongoError
 
 from app.background import start_periodic, stop_periodic
-from app.db import Database, Document
+from app.db import Collection, Database
 from app.limits.rate_limit import SLOTS, SWEEP_MAX_SECONDS, RateLimiter
 from app.settings import Settings
 
@@ -24,7 +23,7 @@ logger = logging.getLogger("quarry.rate_limit")
 _INDEXES = [IndexModel([("bucket", ASCENDING), ("slot", ASCENDING)], name="bucket_slot")]
 
 
-async def ensure_indexes(slots: AsyncCollection[Document]) -> None:
+async def ensure_indexes(slots: Collection) -> None:
     """The collision lookup's index, and one on `expires_at`: a TTL index where the
     server has them, a plain one for the sweep where it does not."""
     await slots.create_indexes(_INDEXES)

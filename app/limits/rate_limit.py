@@ -53,11 +53,10 @@ from typing import Any, Literal, get_args
 
 from bson import ObjectId
 from fastapi import Request
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure, PyMongoError
 from starlette.types import Scope
 
-from app.db import Document, is_duplicate_key
+from app.db import Collection, is_duplicate_key
 from app.errors import ErrorCode, QuarryError
 from app.settings import Settings
 
@@ -173,7 +172,7 @@ class RateLimiter:
     def __init__(
         self,
         *,
-        slots: AsyncCollection[Document],
+        slots: Collection,
         general: Budget | None,
         operations: Mapping[str, Budget],
         clock: Callable[[], float] = time.time,
@@ -186,7 +185,7 @@ class RateLimiter:
         self._hints: dict[str, _Hint] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, slots: AsyncCollection[Document]) -> RateLimiter:
+    def from_settings(cls, settings: Settings, slots: Collection) -> RateLimiter:
         """0 disables a budget (for the general one: either of its two settings)."""
         general = None
         if settings.rate_limit_per_minute and settings.rate_limit_burst:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
+
+from app.db import Collection
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class BudgetSpent(Exception):
 class Slots:
     """Budgets kept in one collection (indexed on `scope`, `window`, `expires_at`)."""
 
-    def __init__(self, collection: AsyncCollection[dict[str, Any]]) -> None:
+    def __init__(self, collection: Collection) -> None:
         self.collection = collection
 
     async def take(self, budgets: list[Budget], now: datetime) -> list[str]:

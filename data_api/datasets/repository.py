@@ -36,11 +36,10 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from app.clock import utc_now
-from app.db import Database, Document, Eq, PageQuery, create_indexes
+from app.db import Database, DatabaseHandle, Document, Eq, PageQuery
 from app.errors import DatabaseUnavailable
 from app.users import USERS
 
@@ -115,22 +114,22 @@ class Catalogue:
         self.ready = False
 
     @property
-    def control(self) -> AsyncDatabase[Document]:
+    def control(self) -> DatabaseHandle:
         return self.database.control
 
-    def tenant(self, owner_id: ObjectId) -> AsyncDatabase[Document]:
-        return self.database.client[tenant_db_name(owner_id)]
+    def tenant(self, owner_id: ObjectId) -> DatabaseHandle:
+        return self.database.db(tenant_db_name(owner_id))
 
     async def ensure_catalogue_indexes(self) -> None:
         for collection, indexes in CATALOGUE_INDEXES.items():
-            await create_indexes(self.control[collection], indexes)
+            await self.control[collection].create_indexes(indexes)
 
-    async def ensure_tenant(self, owner_id: ObjectId) -> AsyncDatabase[Document]:
+    async def ensure_tenant(self, owner_id: ObjectId) -> DatabaseHandle:
         """The owner's tenant database, created with its indexes on first use."""
         db = self.tenant(owner_id)
         if owner_id not in self._tenants_indexed:
             for collection, indexes in TENANT_INDEXES.items():
-                await create_indexes(db[collection], indexes)
+                await db[collection].create_indexes(indexes)
             self._tenants_indexed.add(owner_id)
         return db
 

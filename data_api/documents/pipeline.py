@@ -13,16 +13,18 @@ could be anything); `$range` needs literal integers and makes at most
 documents, their values are converted by the collection schema, so dates
 compare as dates.
 
-Engine gaps (FerretDB 1.24): `$sortByCount` is rewritten into the `$group` +
-`$sort` it is defined as; `$bucket` and `$facet` are 501 `ENGINE_UNSUPPORTED`
-on the embedded engine. Anything else the engine lacks (an expression operator,
-an accumulator) comes back from it as NotImplemented and is 501 as well.
+Engine gaps (`Capabilities.missing_stages`; FerretDB 1.24 lacks `$sortByCount`,
+`$bucket` and `$facet`): a missing `$sortByCount` is rewritten into the `$group`
++ `$sort` it is defined as; any other missing stage is 501 `ENGINE_UNSUPPORTED`.
+Anything else the engine lacks (an expression operator, an accumulator) comes
+back from it as NotImplemented and is 501 as well.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from app.db import Capabilities
 from app.errors import EngineUnsupported
 from app.kit import field_name_problem, regex_problem
 from app.schema import CompiledSchema, InvalidFilter, compile_filter
@@ -38,7 +40,6 @@ FORBIDDEN = {
 }  # fmt: skip
 #: Stages after which documents still have the collection's shape.
 SHAPE_KEEPING = {"$match", "$sort", "$limit", "$skip"}
-EMBEDDED_MISSING = {"$bucket", "$facet"}
 MAX_STAGES = 100
 MAX_DEPTH = 50
 REGEX_EXPRESSIONS = {"$regexMatch", "$regexFind", "$regexFindAll"}
@@ -48,16 +49,17 @@ Loc = list[str | int]
 
 
 def compile_pipeline(
-    pipeline: Any, schema: CompiledSchema, *, embedded: bool
+    pipeline: Any, schema: CompiledSchema, *, capabilities: Capabilities
 ) -> list[dict[str, Any]]:
     """A safe driver pipeline; raises `InvalidPipeline` or `EngineUnsupported`."""
-    compiled = _Compiler(embedded).pipeline(pipeline, schema, loc=[], nested=False)
+    compiled = _Compiler(capabilities).pipeline(pipeline, schema, loc=[], nested=False)
     return compiled
 
 
 class _Compiler:
-    def __init__(self, embedded: bool) -> None:
-        self.embedded = embedded
+    def __init__(self, capabilities: Capabilities) -> None:
+        self.capabilities = capabilities
+        self.lacking = capabilities.missing_stages - {"$sortByCount"}
         self.missing: tuple[str, Loc] | None = None
 
     def pipeline(
@@ -89,7 +91,8 @@ class _Compiler:
             stage, where = self.missing
             raise EngineUnsupported(
                 f"Stage {stage} (at pipeline{''.join(f'[{part!r}]' for part in where)}) is not "
-                "available on the embedded FerretDB engine; run Quarry on MongoDB for it."
+                f"available on the {self.capabilities.short_label} engine; run Quarry on MongoDB "
+                "for it."
             )
         return out
 
@@ -110,9 +113,9 @@ class _Compiler:
                 raise InvalidPipeline(f"{name} needs an integer ≥ {minimum}.", loc=loc)
         if name == "$sort":
             self._sort(argument, loc)
-        if self.embedded and name in EMBEDDED_MISSING and self.missing is None:
+        if name in self.lacking and self.missing is None:
             self.missing = (name, loc[:-1])
-        if self.embedded and name == "$sortByCount":
+        if name == "$sortByCount" and name in self.capabilities.missing_stages:
             return [{"$group": {"_id": argument, "count": {"$sum": 1}}}, {"$sort": {"count": -1}}]
         return [{name: argument}]
 
@@ -125,7 +128,7 @@ class _Compiler:
             if problem is not None:
                 raise InvalidPipeline(f"Invalid $facet output name '{name}': {problem}.", loc=loc)
             out[name] = self.pipeline(sub_pipeline, schema, loc=[*loc, name], nested=True)
-        if self.embedded and self.missing is None:
+        if "$facet" in self.lacking and self.missing is None:
             self.missing = ("$facet", loc[:-1])
         return out
 

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
-from pymongo.asynchronous.collection import AsyncCollection
 
-from app.db import Database, Document, UndoReport, delete_if_written, restore_into
+from app.db import Collection, Database, Document, UndoReport, delete_if_written, restore_into
 from app.db import undo_update as undo_update_in
 from app.errors import QueryTimeout
 
@@ -29,8 +28,8 @@ class Target:
     collection: str
 
     @property
-    def handle(self) -> AsyncCollection[Document]:
-        return self.database.client[self.db_name][self.collection]
+    def handle(self) -> Collection:
+        return self.database.db(self.db_name)[self.collection]
 
 
 @dataclass(frozen=True)
@@ -77,9 +76,7 @@ async def count_documents(*, target: Target, query: Document) -> int:
     where it honours it, else (FerretDB's count) the client gives up shortly after."""
     if not query:
         return await target.database.collection_size(target.db_name, target.collection)
-    counting = target.handle.count_documents(
-        await target.database.engine_filter(query), maxTimeMS=target.database.query_time_ms
-    )
+    counting = target.handle.count_documents(query, max_time_ms=target.database.query_time_ms)
     try:
         return await asyncio.wait_for(counting, target.database.query_timeout + 0.5)
     except TimeoutError:
@@ -93,7 +90,6 @@ async def count_documents(*, target: Target, query: Document) -> int:
 async def update_documents(
     *, target: Target, query: Document, update: Document, multi: bool, upsert: bool
 ) -> UpdateOutcome:
-    query = await target.database.engine_filter(query)
     if multi:
         result = await target.handle.update_many(query, update, upsert=upsert)
     else:
@@ -102,7 +98,6 @@ async def update_documents(
 
 
 async def delete_documents(*, target: Target, query: Document, multi: bool) -> int:
-    query = await target.database.engine_filter(query)
     if multi:
         result = await target.handle.delete_many(query)
     else:
@@ -131,12 +126,6 @@ async def existing_ids(*, target: Target, ids: list[Any]) -> list[Any]:
     return [document["_id"] async for document in cursor]
 
 
-async def matching_ids(*, target: Target, query: Document, limit: int) -> list[Any]:
-    """The `_id`s of the first `limit` matching documents in `_id` order."""
-    cursor = target.handle.find(query, projection={"_id": 1}, sort=[("_id", 1)], limit=limit)
-    return [document["_id"] async for document in cursor]
-
-
 async def restore_documents(*, target: Target, documents: Sequence[Document]) -> None:
     """Put documents back exactly as they were (re-inserting deleted ones)."""
     await restore_into(target.handle, documents)
@@ -157,7 +146,7 @@ async def undo_update(
 
 
 async def aggregate(*, target: Target, pipeline: list[Document], limit: int) -> list[Document]:
-    cursor = await target.handle.aggregate(pipeline, maxTimeMS=target.database.query_time_ms)
+    cursor = await target.handle.aggregate(pipeline, max_time_ms=target.database.query_time_ms)
     return await cursor.to_list(length=limit)
 
 

@@ -77,7 +77,6 @@ from app.db import (
     engine_message,
     is_duplicate_key,
     is_duplicate_key_message,
-    is_too_many_parameters,
     is_transient,
     outcome_unknown,
 )
@@ -117,7 +116,6 @@ from management.service import ManagementService, collection_schema
 logger = logging.getLogger("quarry.data_api")
 
 UNDO_LIMIT = 10_000
-DELETE_CHUNK = 20_000
 _MONGO_INDEX = re.compile(r"index: (\S+) dup key")
 
 
@@ -554,8 +552,8 @@ class DocumentService:
 
     async def aggregate(self, *, collection: Collection, pipeline: Any) -> list[Document]:
         """Raises `InvalidPipeline`, `EngineUnsupported`, `ResultTooLarge`."""
-        embedded = await self.database.is_embedded_engine()
-        compiled = compile_pipeline(pipeline, collection.schema, embedded=embedded)
+        capabilities = (await self.database.adapter()).capabilities
+        compiled = compile_pipeline(pipeline, collection.schema, capabilities=capabilities)
         limit = self.settings.max_aggregate_documents
         if "$count" not in compiled[-1]:
             compiled.append({"$limit": limit + 1})
@@ -603,8 +601,10 @@ class DocumentService:
         if not filters and not all_documents:
             raise FilterRequired("update")
         query = compile_filter(filters or {}, collection.schema)
-        embedded = await self.database.is_embedded_engine()
-        compiled = compile_update(update_data, collection.schema, engine_modifiers=not embedded)
+        capabilities = (await self.database.adapter()).capabilities
+        compiled = compile_update(
+            update_data, collection.schema, engine_modifiers=capabilities.push_modifiers
+        )
         return query, compiled
 
     async def apply_update(
@@ -763,32 +763,9 @@ class DocumentService:
                     what="existing documents changed by one bulk",
                 )
             undo.remember(before)
-        try:
-            return await self._engine_call(
-                repo.delete_documents(target=target, query=query, multi=multi), InvalidFilter
-            )
-        except OperationFailure as exc:
-            if multi and is_too_many_parameters(exc):
-                return await self._delete_in_chunks(target, query)
-            raise
-
-    @staticmethod
-    async def _delete_in_chunks(target: Target, query: Document) -> int:
-        """The embedded engine fails a delete of more than 32,766 (SQLite) or 65,535
-        (PostgreSQL) documents — one SQL statement with a parameter per id: delete
-        `_id`-ordered slices instead."""
-        deleted = 0
-        while True:
-            ids = await repo.matching_ids(target=target, query=query, limit=DELETE_CHUNK)
-            if not ids:
-                return deleted
-            ranged = {"$and": [query, {"_id": {"$gte": ids[0], "$lte": ids[-1]}}]}
-            removed = await repo.delete_documents(target=target, query=ranged, multi=True)
-            if removed == 0:  # ids of mixed types do not form one range
-                removed = await repo.delete_by_ids(target=target, ids=ids)
-            deleted += removed
-            if len(ids) < DELETE_CHUNK:
-                return deleted
+        return await self._engine_call(
+            repo.delete_documents(target=target, query=query, multi=multi), InvalidFilter
+        )
 
     # -------------------------------------------------------------------- bulk
 

@@ -58,11 +58,10 @@ from typing import Literal
 
 from bson import ObjectId
 from bson.binary import Binary
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from app.clock import utc_now
-from app.db import Document
+from app.db import DatabaseHandle, Document
 from app.errors import DatabaseUnavailable
 from data_api.datasets.repository import LEASES, ROW_BUCKETS, ROW_DIRS, Catalogue, tenant_db_name
 from data_api.rows.codec import (
@@ -233,7 +232,7 @@ class RowStore:
         #: Called with a dataset id after each committed change (stream wake-ups).
         self.on_commit: Callable[[ObjectId, Change | None], None] | None = None
 
-    def _db(self, owner_id: ObjectId) -> AsyncDatabase[Document]:
+    def _db(self, owner_id: ObjectId) -> DatabaseHandle:
         return self.catalogue.tenant(owner_id)
 
     # ------------------------------------------------------------ reading

@@ -181,7 +181,7 @@ async def _change_stream_waker(
     worker made it, set `outside` (look at storage: this process's commits alone do
     not say what another worker wrote) and `wake`. Elsewhere it returns at once
     (polling covers it)."""
-    if await service.store.database.is_embedded_engine():
+    if not (await service.store.database.adapter()).capabilities.change_streams:
         return
     collection = service.catalogue.tenant(access.dataset["owner_id"])[DIRS]
     try:

@@ -101,7 +101,7 @@ async def _wait_healthy_after(app, engine, first_pid: int) -> None:
         # The data is still there after the restart, and PostgreSQL where it was
         # (the direct counts reach it).
         assert await app.state.database.control["kept"].find_one({"_id": "x"}) is not None
-        counted = await app.state.database.engine_sql.count("quarry_engine_test", "kept")
+        counted = await app.state.database.engine_reads.count("quarry_engine_test", "kept")
         assert counted == 1
 
 

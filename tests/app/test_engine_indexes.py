@@ -274,16 +274,16 @@ async def test_an_unfiltered_count_is_exact_and_read_with_sql(
     users = sync_client[collection.database.name]["users"]
     users.insert_many([{"email": f"u{i}@example.com"} for i in range(35_001)])
     database = crud.app.state.database
-    assert database.engine_sql is not None
-    assert await database.engine_sql.count(collection.database.name, "users") == 35_001
+    assert database.engine_reads is not None
+    assert await database.engine_reads.count(collection.database.name, "users") == 35_001
     assert await database.collection_size(collection.database.name, "users") == 35_001
     counted = await crud.post("/api/crud/count", filters={})
     assert counted.json()["count"] == 35_001
     listed = await crud.find(page_size=10)
     assert listed.json()["pagination"]["total_items"] == 35_001
     # A collection FerretDB does not know answers None: the caller asks FerretDB.
-    assert await database.engine_sql.count(collection.database.name, "missing") is None
-    assert await database.engine_sql.count("no_such_database", "users") is None
+    assert await database.engine_reads.count(collection.database.name, "missing") is None
+    assert await database.engine_reads.count("no_such_database", "users") is None
 
 
 async def test_the_direct_sql_connection_cannot_write(crud: Crud, database_server) -> None:

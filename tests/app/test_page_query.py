@@ -98,8 +98,8 @@ async def test_a_page_is_the_same_through_sql_and_through_the_driver(
         limit=limit,
         ascending=ascending,
     )
-    if database.engine_sql is not None:  # the SQL itself answers, no quiet fallback
-        assert await database.engine_sql.page(db_name, "items", query) is not None
+    if database.engine_reads is not None:  # the SQL itself answers, no quiet fallback
+        assert await database.engine_reads.page(db_name, "items", query) is not None
     through_engine = await database.find_page(db_name, "items", query)
     through_driver = await find_page_mongo(
         database.client[db_name], "items", query, max_time_ms=10_000
@@ -114,7 +114,7 @@ async def test_documents_read_from_the_stored_form_equal_what_ferretdb_returns(
     app: FastAPI,
 ) -> None:
     database: Database = app.state.database
-    if database.engine_sql is None:
+    if database.engine_reads is None:
         pytest.skip("the stored form is read only on the embedded engine's PostgreSQL")
     db_name = f"quarry_test_sjson_{uuid.uuid4().hex[:8]}"
     document = {
@@ -138,7 +138,7 @@ async def test_documents_read_from_the_stored_form_equal_what_ferretdb_returns(
     await database.client[db_name]["kinds"].insert_one(document)
     try:
         query = PageQuery(clauses=(), sort_desc="updated_at")
-        page = await database.engine_sql.page(db_name, "kinds", query)
+        page = await database.engine_reads.page(db_name, "kinds", query)
         assert page is not None
         assert all(isinstance(row, dict) for row in page[0]), "read from the stored form"
         rows, total = await database.find_page(db_name, "kinds", query)
@@ -189,8 +189,8 @@ async def test_lookups_find_what_the_driver_finds(seeded: Any) -> None:
         expected = await db[collection].find({field: value}).to_list(None)
         key = lambda d: str(d["_id"])  # noqa: E731
         assert sorted(rows, key=key) == sorted(expected, key=key), (collection, field)
-    if database.engine_sql is not None:
-        assert await database.engine_sql.lookups(db_name, wanted) is not None
+    if database.engine_reads is not None:
+        assert await database.engine_reads.lookups(db_name, wanted) is not None
 
 
 async def test_by_ids_finds_what_the_driver_finds(seeded: Any) -> None:
@@ -202,5 +202,5 @@ async def test_by_ids_finds_what_the_driver_finds(seeded: Any) -> None:
     assert sorted(found, key=key) == sorted(expected, key=key)
     assert len(found) == 2
     assert await database.by_ids(db_name, "no_such_collection", ids) == []
-    if database.engine_sql is not None:
-        assert await database.engine_sql.by_ids(db_name, "items", ids) is not None
+    if database.engine_reads is not None:
+        assert await database.engine_reads.by_ids(db_name, "items", ids) is not None

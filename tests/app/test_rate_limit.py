@@ -243,7 +243,8 @@ async def test_an_api_key_spends_its_users_budget(
         assert (await http.get("/core/me", headers=account.bearer)).status_code == 200  # 3
         assert_rate_limited(await http.get("/api/list_databases", headers=key))
         assert_rate_limited(await http.get("/core/me", headers=account.bearer))
-        buckets = await app.state.database.control[SLOTS].distinct("bucket")
+        database = app.state.database
+        buckets = await database.client[database.control_db_name][SLOTS].distinct("bucket")
         assert len(buckets) == 1 and buckets[0].startswith("general:")
 
 

@@ -50,7 +50,8 @@ async def test_writes_that_need_unique_indexes_answer_503_until_they_exist(
             await index_creation(app.state.database, app.state.auth)()
             assert app.state.auth.indexes_ready is True
             assert (await http.post("/core/register", json=body(email))).status_code == 201
-            indexes = [index["name"] async for index in await users.list_indexes()]
+            raw_users = app.state.database.client[app.state.settings.control_db]["users"]
+            indexes = [index["name"] async for index in await raw_users.list_indexes()]
             assert "email_unique" in indexes
 
             # Same for creating a database (unique per owner and name).

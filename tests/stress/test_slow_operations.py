@@ -25,6 +25,7 @@ from fastapi import FastAPI
 
 from app.db import Database, open_client
 from app.db.undo import SCRATCH_PREFIX
+from app.engine import choose_adapter
 from app.errors import ErrorCode
 from management.lifecycle import recover_imports
 from management.repository import drop_stale_undo_scratch
@@ -162,7 +163,7 @@ async def test_update_past_the_socket_timeout_answers_504_and_undoes_only_its_ow
     database = Database(
         client=open_client(database_server.url, settings),
         control_db_name=settings.control_db,
-        embedded=True,
+        choose_adapter=choose_adapter,
     )
     try:
         await recover_imports(database, settings)

@@ -14,6 +14,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from app.db import Database, delete_if_written, open_client
+from app.engine import choose_adapter
 from app.errors import ErrorCode
 from data_api.documents import repository
 from management.lifecycle import recover_imports
@@ -81,7 +82,7 @@ async def test_an_abandoned_batch_is_rolled_back_later_and_existing_documents_st
         database = Database(
             client=open_client(database_server.url, settings),
             control_db_name=settings.control_db,
-            embedded=True,
+            choose_adapter=choose_adapter,
         )
         try:
             await recover_imports(database, settings)
