@@ -7,10 +7,13 @@ undo racing it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 from pymongo import AsyncMongoClient
 
 from app.db import Database, delete_if_written, open_client
@@ -22,6 +25,26 @@ from tests.app.test_errors import assert_envelope
 from tests.conftest import DatabaseServer
 from tests.documents import Crud, api_key
 from tests.stress.test_faults import journal_empty
+
+
+@contextlib.contextmanager
+def holding_inserts(conninfo: str, db_name: str, collection: str) -> Iterator[None]:
+    """Inserts into FerretDB's table of `db_name.collection` wait until the block
+    ends (a SHARE lock: reads go on)."""
+    with psycopg.connect(conninfo) as connection:
+        found = connection.execute(
+            sql.SQL(
+                "SELECT _jsonb ->> 'table' FROM {}._ferretdb_database_metadata "
+                "WHERE _jsonb ->> '_id' = %s"
+            ).format(sql.Identifier(db_name)),
+            [collection],
+        ).fetchone()
+        assert found is not None, f"no table for {db_name}.{collection}"
+        connection.execute(
+            sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(db_name, found[0]))
+        )
+        yield
+        connection.rollback()
 
 
 async def test_delete_if_written_keeps_documents_that_differ(
@@ -47,6 +70,9 @@ async def test_an_abandoned_batch_is_rolled_back_later_and_existing_documents_st
 ) -> None:
     if database_server.engine is None:
         pytest.skip("MongoDB may go on writing an abandoned batch after the rollback")
+    conninfo = database_server.engine.postgres_conninfo()
+    if conninfo is None:
+        pytest.skip("holding the batch back takes a lock in the engine's PostgreSQL")
     async with make_client(mongodb_socket_timeout_ms=300, maintenance_interval_seconds=3600) as (
         app,
         http,
@@ -66,7 +92,11 @@ async def test_an_abandoned_batch_is_rolled_back_later_and_existing_documents_st
         items.insert_one({"_id": "keep", "v": "existed before"})
         batch = [{"_id": f"i{n:05d}", "pad": "x" * 1500} for n in range(9_999)]
         batch.append({"_id": "keep", "v": "the request's"})
-        response = await crud.insert(batch)
+        # Inserts into `items` wait behind a lock (reads do not), so the batch is
+        # still in the engine when the 300 ms socket timeout abandons it, however
+        # fast this machine writes; once it is let go, the engine writes it.
+        with holding_inserts(conninfo, items.database.name, "items"):
+            response = await crud.insert(batch)
         assert_envelope(response, 504, ErrorCode.OPERATION_TIMEOUT)
         assert items.find_one({"_id": "keep"}) == {"_id": "keep", "v": "existed before"}
 
@@ -78,6 +108,9 @@ async def test_an_abandoned_batch_is_rolled_back_later_and_existing_documents_st
                 break
             previous = current
             await asyncio.sleep(0.3)
+        # The engine wrote the abandoned batch after all (9,999 beside "keep"): the
+        # rollback below has something to take back.
+        assert previous == 1 + 9_999
         settings = app.state.settings.model_copy(update={"mongodb_socket_timeout_ms": 0})
         database = Database(
             client=open_client(database_server.url, settings),
