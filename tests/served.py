@@ -1,6 +1,8 @@
-"""An app served over a real socket (uvicorn on a free loopback port), and polling
-for a condition with a deadline: for tests that need real HTTP (a client that goes
-away, Server-Sent Events) or wait on background work."""
+"""An app served over a real socket (uvicorn on a free loopback port), polling for
+a condition with a deadline, and holding the embedded engine's writes to one
+collection back: for tests that need real HTTP (a client that goes away,
+Server-Sent Events), wait on background work, or need a write to be in flight
+(not finished) at a chosen moment, however fast the machine is."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
+import psycopg
 import uvicorn
 from fastapi import FastAPI
+from psycopg import sql
 
 
 @contextlib.asynccontextmanager
@@ -50,3 +54,30 @@ async def eventually(condition: Callable[[], bool], seconds: float = 30) -> None
                 return
         assert time.monotonic() < deadline, f"condition not met within {seconds} s"
         await asyncio.sleep(0.1)
+
+
+@contextlib.contextmanager
+def holding_writes(conninfo: str, db_name: str, collection: str) -> Iterator[None]:
+    """Inserts, updates and deletes of `db_name.collection` wait until the block
+    ends (a SHARE lock on FerretDB's table in the engine's PostgreSQL: reads go
+    on). A write that arrives meanwhile is in the engine, not yet done, for as long
+    as a test needs; an engine killed meanwhile takes the lock with it."""
+    connection = psycopg.connect(conninfo)
+    try:
+        found = connection.execute(
+            sql.SQL(
+                "SELECT _jsonb ->> 'table' FROM {}._ferretdb_database_metadata "
+                "WHERE _jsonb ->> '_id' = %s"
+            ).format(sql.Identifier(db_name)),
+            [collection],
+        ).fetchone()
+        assert found is not None, f"no table for {db_name}.{collection}"
+        connection.execute(
+            sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(db_name, found[0]))
+        )
+        yield
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            connection.rollback()
+        with contextlib.suppress(psycopg.Error):
+            connection.close()

@@ -7,13 +7,10 @@ undo racing it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 from pymongo import AsyncMongoClient
 
 from app.db import Database, delete_if_written, open_client
@@ -24,27 +21,8 @@ from management.lifecycle import recover_imports
 from tests.app.test_errors import assert_envelope
 from tests.conftest import DatabaseServer
 from tests.documents import Crud, api_key
+from tests.served import holding_writes
 from tests.stress.test_faults import journal_empty
-
-
-@contextlib.contextmanager
-def holding_inserts(conninfo: str, db_name: str, collection: str) -> Iterator[None]:
-    """Inserts into FerretDB's table of `db_name.collection` wait until the block
-    ends (a SHARE lock: reads go on)."""
-    with psycopg.connect(conninfo) as connection:
-        found = connection.execute(
-            sql.SQL(
-                "SELECT _jsonb ->> 'table' FROM {}._ferretdb_database_metadata "
-                "WHERE _jsonb ->> '_id' = %s"
-            ).format(sql.Identifier(db_name)),
-            [collection],
-        ).fetchone()
-        assert found is not None, f"no table for {db_name}.{collection}"
-        connection.execute(
-            sql.SQL("LOCK TABLE {} IN SHARE MODE").format(sql.Identifier(db_name, found[0]))
-        )
-        yield
-        connection.rollback()
 
 
 async def test_delete_if_written_keeps_documents_that_differ(
@@ -92,10 +70,10 @@ async def test_an_abandoned_batch_is_rolled_back_later_and_existing_documents_st
         items.insert_one({"_id": "keep", "v": "existed before"})
         batch = [{"_id": f"i{n:05d}", "pad": "x" * 1500} for n in range(9_999)]
         batch.append({"_id": "keep", "v": "the request's"})
-        # Inserts into `items` wait behind a lock (reads do not), so the batch is
+        # Writes to `items` wait behind a lock (reads do not), so the batch is
         # still in the engine when the 300 ms socket timeout abandons it, however
         # fast this machine writes; once it is let go, the engine writes it.
-        with holding_inserts(conninfo, items.database.name, "items"):
+        with holding_writes(conninfo, items.database.name, "items"):
             response = await crud.insert(batch)
         assert_envelope(response, 504, ErrorCode.OPERATION_TIMEOUT)
         assert items.find_one({"_id": "keep"}) == {"_id": "keep", "v": "existed before"}
