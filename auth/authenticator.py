@@ -1,4 +1,4 @@
-"""Turns request headers into a `Caller` (installed as `app.state.authenticator`).
+"""Turns request headers into a `Caller` (provided in the app's state as `Authenticator`).
 
 `Authorization: Bearer <access JWT>`, `Authorization: Api-Key <key>` or
 `X-API-Key: <key>`. A header with another scheme, an empty credential, or an

@@ -10,17 +10,17 @@ still comes up; until then the endpoints whose safety rests on a unique index
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
-from app.background import start_periodic, stop_periodic
 from app.clock import utc_now
 from app.db import Database
+from app.http import Authenticator
 from app.mail import Mailer
-from app.settings import Settings
+from app.wiring import AppState
 from auth import repository as repo
 from auth.authenticator import HeaderAuthenticator
 from auth.passwords import Passwords
@@ -59,26 +59,23 @@ def index_creation(database: Database, state: AuthState) -> Callable[[], Awaitab
     return work
 
 
-async def start_auth(app: FastAPI) -> None:
-    settings: Settings = app.state.settings
-    database: Database = app.state.database
+@contextlib.asynccontextmanager
+async def lifecycle(state: AppState) -> AsyncIterator[None]:
+    """Provides `AuthState` and the `Authenticator`; runs the index creation and the sweep."""
+    settings, database = state.settings, state.database
     codec = TokenCodec(resolve_secret_key(settings), settings)
     passwords = await asyncio.to_thread(Passwords, settings)
-    state = AuthState(codec=codec, passwords=passwords, settings=settings, mailer=Mailer(settings))
-    app.state.auth = state
-    app.state.authenticator = HeaderAuthenticator(database=database, state=state)
-    create_indexes = index_creation(database, state)
-    await create_indexes()
-    app.state.auth_indexes = start_periodic(
-        "auth-indexes", create_indexes, settings.maintenance_interval_seconds
+    auth = state.provide(
+        AuthState(codec=codec, passwords=passwords, settings=settings, mailer=Mailer(settings))
     )
+    state.provide(HeaderAuthenticator(database=database, state=auth), as_=Authenticator)
+    create_indexes = index_creation(database, auth)
+    await create_indexes()
     sweep = _sweep(database)
     await sweep()
-    app.state.auth_maintenance = start_periodic(
-        "auth-maintenance", sweep, settings.sweep_interval_seconds
-    )
-
-
-async def stop_auth(app: FastAPI) -> None:
-    await stop_periodic(getattr(app.state, "auth_indexes", None))
-    await stop_periodic(getattr(app.state, "auth_maintenance", None))
+    every = state.background.every
+    async with (
+        every("auth-indexes", create_indexes, settings.maintenance_interval_seconds),
+        every("auth-maintenance", sweep, settings.sweep_interval_seconds),
+    ):
+        yield

@@ -10,6 +10,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from app.audit import annotate, email_fingerprint
 from app.http import BearerCallerDep, ControlDbDep, error_responses
 from app.mail import MailQueue
+from app.wiring import request_state
 from auth.schemas import (
     ApiKeyCreatedAnswer,
     ApiKeyListAnswer,
@@ -33,8 +34,7 @@ keys_router = APIRouter(tags=["API keys"])
 
 
 def get_auth_state(request: Request) -> AuthState:
-    state: AuthState = request.app.state.auth
-    return state
+    return request_state(request).get(AuthState)
 
 
 def get_auth_service(

@@ -22,7 +22,8 @@ from pymongo.errors import PyMongoError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import ErrorCode, QuarryError
-from app.http import error_response
+from app.http import Authenticator, error_response
+from app.wiring import state_of
 from management import repository as repo
 
 logger = logging.getLogger("quarry.management")
@@ -41,13 +42,13 @@ class ImportQuotaMiddleware:
         if scope["type"] != "http" or scope["path"] != IMPORT_PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        application = scope["app"]
+        state = state_of(scope["app"])
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            caller = await application.state.authenticator.authenticate(
+            caller = await state.get(Authenticator).authenticate(
                 authorization=headers.get("authorization"), x_api_key=headers.get("x-api-key")
             )
-            control = application.state.database.control
+            control = state.database.control
             lease = await repo.take_import_lease(
                 db=control, user_id=caller.user_id, limit=self.limit, seconds=LEASE_SECONDS
             )

@@ -11,17 +11,17 @@ the database is unreachable.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
-from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
-from app.background import start_periodic, stop_periodic
 from app.clock import utc_now
 from app.db import Database, Document
 from app.settings import Settings
+from app.wiring import AppState
 from management import repository as repo
 from management.journal import JournalEntry, journal_entries
 
@@ -118,20 +118,18 @@ def maintenance_pass(database: Database, settings: Settings) -> Callable[[], Awa
     return work
 
 
-async def start_management(app: FastAPI) -> None:
-    database: Database = app.state.database
-    settings: Settings = app.state.settings
+@contextlib.asynccontextmanager
+async def lifecycle(state: AppState) -> AsyncIterator[None]:
+    """Creates the control indexes (or leaves it to the maintenance task) and runs it."""
+    database, settings = state.database, state.settings
     try:
         await repo.ensure_indexes(db=database.control)
         database.indexes_ready.add(MANAGEMENT)
     except PyMongoError as exc:
         logger.warning("management indexes not created yet (%s); retrying", type(exc).__name__)
-    app.state.management_maintenance = start_periodic(
+    async with state.background.every(
         "management-maintenance",
         maintenance_pass(database, settings),
         settings.maintenance_interval_seconds,
-    )
-
-
-async def stop_management(app: FastAPI) -> None:
-    await stop_periodic(getattr(app.state, "management_maintenance", None))
+    ):
+        yield

@@ -30,6 +30,7 @@ from pymongo import MongoClient
 from app.engine import EmbeddedEngine, EngineSql, build_engine, default_binary, free_port
 from app.main import create_app
 from app.settings import Settings
+from app.wiring import state_of
 from tests.accounts import register, register_in  # noqa: F401 - fixtures for every package
 from tests.databases import create_database, other_owner, owner  # noqa: F401 - fixtures
 from tests.documents import crud, make_crud  # noqa: F401 - fixtures
@@ -183,13 +184,9 @@ async def running(application: FastAPI, server: DatabaseServer) -> AsyncIterator
     (app.engine.sql); these apps get the same for the session's engine."""
     async with application.router.lifespan_context(application):
         conninfo = server.engine.postgres_conninfo() if server.engine is not None else None
-        if conninfo:
-            application.state.database.engine_reads = EngineSql(conninfo)
-        try:
-            yield application
-        finally:
-            if application.state.database.engine_reads is not None:
-                await application.state.database.engine_reads.close()
+        if conninfo:  # closed with the database when the lifespan ends
+            state_of(application).database.engine_reads = EngineSql(conninfo)
+        yield application
 
 
 @pytest.fixture

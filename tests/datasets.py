@@ -13,8 +13,10 @@ import httpx
 from bson import ObjectId
 from fastapi import FastAPI
 
+from app.audit import AuditLog
 from app.clock import utc_now
-from data_api.datasets.repository import tenant_db_name
+from app.wiring import state_of
+from data_api.datasets.repository import Catalogue, tenant_db_name
 from data_api.datasets.service import DatasetService
 from tests.accounts import Account
 
@@ -55,9 +57,9 @@ def from_now(**delta: float) -> str:
 
 def service_of(app: FastAPI) -> DatasetService:
     return DatasetService(
-        catalogue=app.state.datasets_catalogue,
-        settings=app.state.settings,
-        audit=getattr(app.state, "audit_log", None),
+        catalogue=state_of(app).get(Catalogue),
+        settings=state_of(app).settings,
+        audit=state_of(app).get(AuditLog),
     )
 
 
@@ -68,8 +70,10 @@ async def user_id_of(http: httpx.AsyncClient, account: Account) -> ObjectId:
 
 
 async def make_platform_admin(app: FastAPI, user_id: ObjectId) -> None:
-    await app.state.database.control["users"].update_one(
-        {"_id": user_id}, {"$set": {"role": "admin"}}
+    await (
+        state_of(app)
+        .database.control["users"]
+        .update_one({"_id": user_id}, {"$set": {"role": "admin"}})
     )
 
 
@@ -135,7 +139,7 @@ async def tag_dataset(
 
 async def rows(app: FastAPI, collection: str, query: Mapping[str, Any] | None = None) -> list[Any]:
     """Rows of a control collection, in `_id` order."""
-    found = await app.state.database.control[collection].find(dict(query or {})).to_list(None)
+    found = await state_of(app).database.control[collection].find(dict(query or {})).to_list(None)
     return sorted(found, key=lambda row: str(row["_id"]))
 
 
@@ -143,13 +147,13 @@ async def tenant_rows(
     app: FastAPI, owner_id: ObjectId, collection: str, query: Mapping[str, Any] | None = None
 ) -> list[Any]:
     """Rows of a collection in `owner_id`'s tenant database, in `_id` order."""
-    database = app.state.database.client[tenant_db_name(owner_id)]
+    database = state_of(app).database.client[tenant_db_name(owner_id)]
     found = await database[collection].find(dict(query or {})).to_list(None)
     return sorted(found, key=lambda row: str(row["_id"]))
 
 
 async def dataset_row(app: FastAPI, dataset_id: str | ObjectId) -> Any:
-    return await app.state.database.control["datasets"].find_one({"_id": ObjectId(dataset_id)})
+    return await state_of(app).database.control["datasets"].find_one({"_id": ObjectId(dataset_id)})
 
 
 async def stored_state(app: FastAPI, owner_ids: list[ObjectId]) -> dict[str, list[Any]]:

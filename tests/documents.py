@@ -18,6 +18,7 @@ import pytest
 from bson import ObjectId
 from fastapi import FastAPI
 
+from app.wiring import state_of
 from tests.accounts import Account
 from tests.databases import USERS_SCHEMA
 
@@ -61,10 +62,12 @@ class Crud:
         return await self.http.post(path, json=self.body(**body), headers=self.headers)
 
     async def physical(self) -> Any:
-        record = await self.app.state.database.control["databases"].find_one(
-            {"_id": ObjectId(self.database_id)}
+        record = (
+            await state_of(self.app)
+            .database.control["databases"]
+            .find_one({"_id": ObjectId(self.database_id)})
         )
-        return self.app.state.database.client[record["dbName"]][self.collection]
+        return state_of(self.app).database.client[record["dbName"]][self.collection]
 
     async def stored(self, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         collection = await self.physical()

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from app.background import start_periodic, stop_periodic
+from app.wiring import state_of
+from data_api.search.lifecycle import INDEXER_TASK
 from tests.entries import ENTRIES, POLL_SECONDS, Headers, upload_texts, wait_for_text
 
 SEARCH = "/api/v1/search"
@@ -25,16 +26,11 @@ INDEXING_DEADLINE_SECONDS = 10.0
 
 @contextlib.asynccontextmanager
 async def indexing_paused(app: FastAPI) -> AsyncIterator[None]:
-    """The app's search indexer stopped inside the block (as `data_api/entries/lifecycle.py`
-    wires it), so what a search answers there cannot be the index catching up: it
-    must be the catalogue's word at query time."""
-    await stop_periodic(app.state.search_indexing)
-    try:
+    """The app's search indexer stopped inside the block, so what a search answers
+    there cannot be the index catching up: it must be the catalogue's word at
+    query time."""
+    async with state_of(app).background.paused(INDEXER_TASK):
         yield
-    finally:
-        app.state.search_indexing = start_periodic(
-            "search-indexer", app.state.search_indexer, app.state.settings.search_index_poll_seconds
-        )
 
 
 # ---------------------------------------------------------------- searchable entries

@@ -24,9 +24,9 @@ from app.audit.capture import (
     audited_routes,
 )
 from app.audit.chain import AuditLog
-from app.audit.lifecycle import AuditDep, start_audit, stop_audit
+from app.audit.lifecycle import AuditDep, lifecycle
 from app.audit.records import AuditUnavailable, email_fingerprint, record_hash
-from app.audit.verify import ChainReport, verify_chain_sync
+from app.audit.verify import ChainReport
 from app.audit.visibility import AuditFilter, AuditVisibility, Visibility, visibility_of
 
 __all__ = [
@@ -44,9 +44,7 @@ __all__ = [
     "annotate_current",
     "audited_routes",
     "email_fingerprint",
+    "lifecycle",
     "record_hash",
-    "start_audit",
-    "stop_audit",
-    "verify_chain_sync",
     "visibility_of",
 ]

@@ -1,7 +1,7 @@
 """Capturing requests for the audit log: the middleware, `annotate`, and the
 authenticator wrapper that remembers who called.
 
-**Who the actor is.** `start_audit` wraps `app.state.authenticator` so that every
+**Who the actor is.** The audit lifecycle wraps the app's `Authenticator` so that every
 caller it resolves during a request lands in `scope["state"]["caller"]` (through a
 context variable the middleware binds), whichever dependency or middleware asked;
 an API key's public prefix is kept beside it. Handlers add what only they know
@@ -38,6 +38,7 @@ from app.audit.chain import AuditLog
 from app.audit.context import STATE_AUDIT, STATE_CALLER, STATE_KEY_PREFIX
 from app.audit.records import AuditUnavailable
 from app.http import Authenticator, Caller
+from app.wiring import state_of
 
 logger = logging.getLogger("quarry.audit")
 
@@ -272,7 +273,7 @@ class AuditMiddleware:
         if scope["method"] not in MUTATING_METHODS and not notes:
             return
         matched = self._match(scope)
-        audit_log: AuditLog | None = getattr(scope["app"].state, "audit_log", None)
+        audit_log = state_of(scope["app"]).find(AuditLog)
         if matched is None or audit_log is None:
             return
         if matched[0].read_only and not notes:

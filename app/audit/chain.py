@@ -94,7 +94,7 @@ logger = logging.getLogger("quarry.audit")
 
 
 class AuditLog:
-    """The audit log of one app instance (`app.state.audit_log`)."""
+    """The audit log of one app instance (provided in the app's state as `AuditLog`)."""
 
     def __init__(self, *, database: Database, settings: Settings) -> None:
         self._database = database

@@ -5,40 +5,38 @@ the database is unreachable) and the retention sweep.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, Request
 from pymongo.errors import PyMongoError
 
 from app.audit.capture import CallerRecordingAuthenticator
 from app.audit.chain import AuditLog
-from app.background import start_periodic, stop_periodic
-from app.settings import Settings
+from app.http import Authenticator
+from app.wiring import AppState, request_state
 
 logger = logging.getLogger("quarry.audit")
 
-# ------------------------------------------------------------------- lifecycle
-
 
 def get_audit_log(request: Request) -> AuditLog:
-    audit_log: AuditLog = request.app.state.audit_log
-    return audit_log
+    return request_state(request).get(AuditLog)
 
 
 AuditDep = Annotated[AuditLog, Depends(get_audit_log)]
 
 
-async def start_audit(app: FastAPI) -> None:
-    """`app.state.audit_log`, the caller-recording authenticator (after the auth
-    package installed one), the indexes and head (retried while the database is
-    unreachable) and the retention sweep."""
-    settings: Settings = app.state.settings
-    audit_log = AuditLog(database=app.state.database, settings=settings)
-    app.state.audit_log = audit_log
-    authenticator = getattr(app.state, "authenticator", None)
+@contextlib.asynccontextmanager
+async def lifecycle(state: AppState) -> AsyncIterator[None]:
+    """Provides the `AuditLog` and wraps the `Authenticator` the auth feature provided
+    (so it starts after that one), then keeps the indexes and the retention sweep."""
+    settings = state.settings
+    audit_log = state.provide(AuditLog(database=state.database, settings=settings))
+    authenticator = state.find(Authenticator)
     if authenticator is not None and not isinstance(authenticator, CallerRecordingAuthenticator):
-        app.state.authenticator = CallerRecordingAuthenticator(authenticator)
+        state.provide(CallerRecordingAuthenticator(authenticator), as_=Authenticator)
 
     async def prepare() -> None:
         if audit_log.indexes_ready:
@@ -59,14 +57,9 @@ async def start_audit(app: FastAPI) -> None:
             logger.info("audit retention: %d records older than %d days removed", removed, days)
 
     await prepare()
-    app.state.audit_indexes = start_periodic(
-        "audit-indexes", prepare, settings.maintenance_interval_seconds
-    )
-    app.state.audit_sweep = start_periodic(
-        "audit-retention", sweep, settings.sweep_interval_seconds
-    )
-
-
-async def stop_audit(app: FastAPI) -> None:
-    await stop_periodic(getattr(app.state, "audit_indexes", None))
-    await stop_periodic(getattr(app.state, "audit_sweep", None))
+    every = state.background.every
+    async with (
+        every("audit-indexes", prepare, settings.maintenance_interval_seconds),
+        every("audit-retention", sweep, settings.sweep_interval_seconds),
+    ):
+        yield

@@ -9,10 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo.database import Database as SyncDatabase
-
-from app.audit.records import ANCHORS, HEAD, HEAD_ID, RECORDS, Link, anchor_of, record_hash
-from app.db import Document
+from app.audit.records import Link, record_hash
 
 # ---------------------------------------------------------------- verifying
 
@@ -123,15 +120,3 @@ def saved_head_seq(document: Mapping[str, Any] | None) -> int | None:
     if document is None or not isinstance(document.get("seq"), int):
         return None
     return int(document["seq"])
-
-
-def verify_chain_sync(control: SyncDatabase[Document]) -> ChainReport:
-    """`verify` for the CLI, on a synchronous client."""
-    checker = ChainChecker(
-        anchor=anchor_of(control[ANCHORS].find({})),
-        head_seq=saved_head_seq(control[HEAD].find_one({"_id": HEAD_ID})),
-    )
-    for record in control[RECORDS].find({"seq": {"$gt": checker.anchor.seq}}).sort("seq", 1):
-        if not checker.check(record):
-            break
-    return checker.report()

@@ -14,13 +14,14 @@ from fastapi import FastAPI
 
 from app.clock import as_utc
 from app.db import After, Before, Condition, DatabaseHandle, Eq
+from app.wiring import state_of
 
 # ------------------------------------------------------------------ visibility
 
 
 class AuditVisibility(Protocol):
-    """Who sees what (registered as `app.state.audit_visibility` by the datasets
-    package; app/ cannot import it)."""
+    """Who sees what (provided as `AuditVisibility` by the datasets feature, which
+    the core cannot import)."""
 
     async def dataset_ids_administered(self, user_id: ObjectId) -> list[ObjectId]: ...
 
@@ -82,8 +83,8 @@ class Visibility:
 
 
 async def visibility_of(app: FastAPI, user_id: ObjectId) -> Visibility:
-    registered: AuditVisibility | None = getattr(app.state, "audit_visibility", None)
-    visibility = registered or RoleVisibility(app.state.database.control)
+    state = state_of(app)
+    visibility = state.find(AuditVisibility) or RoleVisibility(state.database.control)
     if await visibility.is_platform_admin(user_id):
         return Visibility(everything=True)
     administered = await visibility.dataset_ids_administered(user_id)

@@ -11,6 +11,8 @@ when `QUARRY_MONGODB_URL` is unset.
   statement pages and lookups) for what FerretDB would answer by decoding the
   whole collection.
 - `migrate`: `quarry engine migrate`, SQLite data copied into PostgreSQL.
+- `adapter`: `app.db`'s engine interface as FerretDB needs it; `lifecycle`: the
+  app's database, with the engine when this app runs it.
 
 Only the composition root (`app.main`), the CLI and tests import this package;
 services never test which engine runs (they ask `app.db` for capabilities).
@@ -24,6 +26,7 @@ from app.engine.build import (
     default_binary,
     engine_is_built,
 )
+from app.engine.lifecycle import run_database
 from app.engine.migrate import migrate_sqlite_to_postgresql
 from app.engine.process import (
     EmbeddedEngine,
@@ -57,6 +60,7 @@ __all__ = [
     "read_registered",
     "refuse_unmigrated",
     "register",
+    "run_database",
     "sqlite_data_present",
     "start_engine",
     "start_for_server",

@@ -4,9 +4,10 @@ Chained client → repository → service: feature packages build their own serv
 dependencies on top of these. `CallerDep` resolves `Authorization: Bearer`,
 `Authorization: Api-Key` and `X-API-Key` into one `Caller`; `BearerCallerDep`
 accepts an access token only (API-key management: a leaked key must not mint
-keys). The resolving itself is the auth package's (`app.state.authenticator`),
-so `app/` does not import a feature package; the security schemes declared here
-make every endpoint that uses them show its lock in the OpenAPI document.
+keys). The resolving itself is the auth feature's (it provides the
+`Authenticator` in the app's state), so the core does not import a feature; the
+security schemes declared here make every endpoint that uses them show its lock
+in the OpenAPI document.
 
 Both caller dependencies are also the rate limiter's door (`app.limits`): once
 the caller is known, the request is charged against the user's budgets, so every
@@ -26,16 +27,15 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from app.db import Database, DatabaseHandle
 from app.limits import charge_request
 from app.settings import Settings
+from app.wiring import request_state
 
 
 def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return request_state(request).settings
 
 
 def get_database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
+    return request_state(request).database
 
 
 def get_control_db(database: Annotated[Database, Depends(get_database)]) -> DatabaseHandle:
@@ -74,8 +74,7 @@ _api_key_header_scheme = APIKeyHeader(
 
 
 def _authenticator(request: Request) -> Authenticator:
-    authenticator: Authenticator = request.app.state.authenticator
-    return authenticator
+    return request_state(request).get(Authenticator)
 
 
 async def get_caller(

@@ -39,6 +39,7 @@ from app.errors import (
     QueryTimeout,
 )
 from app.kit.request_context import current_request_id
+from app.wiring import state_of
 
 logger = logging.getLogger("quarry.errors")
 
@@ -74,7 +75,7 @@ async def _quarry_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, QuarryError)
     headers = dict(exc.headers)
     if exc.status_code == 503:
-        headers.setdefault("Retry-After", str(request.app.state.settings.retry_after_seconds))
+        headers.setdefault("Retry-After", str(state_of(request.app).settings.retry_after_seconds))
     return error_response(
         exc.status_code, exc.error_code, exc.message, details=exc.details, headers=headers
     )
@@ -160,7 +161,7 @@ async def _database_unreachable(request: Request, exc: Exception) -> JSONRespons
 async def _operation_timeout(request: Request, exc: Exception) -> JSONResponse:
     """A read stopped by its server-side limit, or no answer within a configured socket
     timeout: the server is up, so this is not an outage (and not retried blindly)."""
-    settings = request.app.state.settings
+    settings = state_of(request.app).settings
     if isinstance(exc, ExecutionTimeout):
         logger.warning("query timed out: %s", type(exc).__name__)
         return await _quarry_error(
@@ -189,7 +190,7 @@ async def _operation_failure(request: Request, exc: Exception) -> JSONResponse:
     if is_transient(exc):
         return await _database_unreachable(request, exc)
     if exc.code == NOT_IMPLEMENTED_CODE:
-        engine = request.app.state.database.engine_label
+        engine = state_of(request.app).database.engine_label
         return await _quarry_error(
             request,
             EngineUnsupported(

@@ -32,7 +32,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import ErrorCode, PayloadTooLarge
-from app.http import error_response
+from app.http.handlers import error_response
 from app.kit import bind_request_id, choose_request_id, reset_request_id
 from app.limits import HEADER_NAMES as RATE_LIMIT_HEADERS
 from app.limits import STATE_KEY as RATE_LIMIT_STATE

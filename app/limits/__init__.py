@@ -12,7 +12,7 @@ limits built on them.
 - `lifecycle`: started with the app (indexes, sweep).
 """
 
-from app.limits.lifecycle import start_rate_limiter, stop_rate_limiter
+from app.limits.lifecycle import lifecycle
 from app.limits.rate_limit import (
     HEADER_NAMES,
     OPERATION_KEY,
@@ -42,7 +42,6 @@ __all__ = [
     "RateLimiter",
     "Slots",
     "charge_request",
+    "lifecycle",
     "rate_limited_operation",
-    "start_rate_limiter",
-    "stop_rate_limiter",
 ]

@@ -6,17 +6,16 @@ the server has them).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from fastapi import FastAPI
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import OperationFailure, PyMongoError
 
-from app.background import start_periodic, stop_periodic
-from app.db import Collection, Database
+from app.db import Collection
 from app.limits.rate_limit import SLOTS, SWEEP_MAX_SECONDS, RateLimiter
-from app.settings import Settings
+from app.wiring import AppState
 
 logger = logging.getLogger("quarry.rate_limit")
 
@@ -63,25 +62,21 @@ def _sweep(limiter: RateLimiter) -> Callable[[], Awaitable[None]]:
     return work
 
 
-async def start_rate_limiter(app: FastAPI) -> None:
-    """`app.state.rate_limiter`, its indexes (retried while the database is
+@contextlib.asynccontextmanager
+async def lifecycle(state: AppState) -> AsyncIterator[None]:
+    """Provides the `RateLimiter`; keeps its indexes (retried while the database is
     unreachable: the limits hold without them, only slower) and its sweep."""
-    settings: Settings = app.state.settings
-    database: Database = app.state.database
-    limiter = RateLimiter.from_settings(settings, database.control[SLOTS])
-    app.state.rate_limiter = limiter
+    settings = state.settings
+    limiter = state.provide(RateLimiter.from_settings(settings, state.database.control[SLOTS]))
     create_indexes = _index_creation(limiter)
     await create_indexes()
-    app.state.rate_limit_indexes = start_periodic(
-        "rate-limit-indexes", create_indexes, settings.maintenance_interval_seconds
-    )
-    app.state.rate_limit_sweep = start_periodic(
-        "rate-limit-sweep",
-        _sweep(limiter),
-        min(settings.sweep_interval_seconds, SWEEP_MAX_SECONDS),
-    )
-
-
-async def stop_rate_limiter(app: FastAPI) -> None:
-    await stop_periodic(getattr(app.state, "rate_limit_indexes", None))
-    await stop_periodic(getattr(app.state, "rate_limit_sweep", None))
+    every = state.background.every
+    async with (
+        every("rate-limit-indexes", create_indexes, settings.maintenance_interval_seconds),
+        every(
+            "rate-limit-sweep",
+            _sweep(limiter),
+            min(settings.sweep_interval_seconds, SWEEP_MAX_SECONDS),
+        ),
+    ):
+        yield

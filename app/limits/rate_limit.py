@@ -59,6 +59,7 @@ from starlette.types import Scope
 from app.db import Collection, is_duplicate_key
 from app.errors import ErrorCode, QuarryError
 from app.settings import Settings
+from app.wiring import request_state
 
 logger = logging.getLogger("quarry.rate_limit")
 
@@ -333,7 +334,7 @@ async def charge_request(request: Request, user_id: ObjectId) -> None:
     """Count this request against its caller's budgets (once, however many
     dependencies resolve the caller). The outcome goes to `scope["state"]`, where
     `RequestContextMiddleware` turns it into headers — on the 429 too."""
-    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    limiter = request_state(request).find(RateLimiter)
     state: dict[str, Any] = request.scope.setdefault("state", {})
     if limiter is None or state.get(_CHARGED_KEY):
         return

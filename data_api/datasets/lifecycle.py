@@ -5,16 +5,15 @@ unique indexes), and the expiry sweeper."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
-from app.background import start_periodic, stop_periodic
-from app.db import Database
+from app.audit import AuditLog, AuditVisibility
 from app.mail import Mailer
-from app.settings import Settings
+from app.wiring import AppState
 from data_api.datasets.access import DatasetAuditVisibility
 from data_api.datasets.expiry import ExpirySweeper
 from data_api.datasets.repository import Catalogue
@@ -38,29 +37,24 @@ def catalogue_setup(catalogue: Catalogue, service: DatasetService) -> Callable[[
     return work
 
 
-async def start_datasets(app: FastAPI) -> None:
-    settings: Settings = app.state.settings
-    database: Database = app.state.database
-    catalogue = Catalogue(database)
-    app.state.datasets_catalogue = catalogue
-    app.state.audit_visibility = DatasetAuditVisibility(catalogue)
-    service = DatasetService(
-        catalogue=catalogue, settings=settings, audit=getattr(app.state, "audit_log", None)
-    )
+@contextlib.asynccontextmanager
+async def lifecycle(state: AppState) -> AsyncIterator[None]:
+    """Provides the `Catalogue`, the `AuditVisibility` of datasets and the
+    `ExpirySweeper`; keeps the catalogue set up and sweeps expired datasets."""
+    settings = state.settings
+    catalogue = state.provide(Catalogue(state.database))
+    state.provide(DatasetAuditVisibility(catalogue), as_=AuditVisibility)
+    service = DatasetService(catalogue=catalogue, settings=settings, audit=state.find(AuditLog))
     setup = catalogue_setup(catalogue, service)
     await setup()
-    app.state.datasets_setup = start_periodic(
-        "datasets-setup", setup, settings.maintenance_interval_seconds
+    sweeper = state.provide(
+        ExpirySweeper(
+            service=service, mailer=Mailer(settings), interval=settings.dataset_sweep_seconds
+        )
     )
-    sweeper = ExpirySweeper(
-        service=service, mailer=Mailer(settings), interval=settings.dataset_sweep_seconds
-    )
-    app.state.datasets_sweeper = sweeper
-    app.state.datasets_sweep = start_periodic(
-        "datasets-expiry", sweeper, settings.dataset_sweep_seconds
-    )
-
-
-async def stop_datasets(app: FastAPI) -> None:
-    await stop_periodic(getattr(app.state, "datasets_setup", None))
-    await stop_periodic(getattr(app.state, "datasets_sweep", None))
+    every = state.background.every
+    async with (
+        every("datasets-setup", setup, settings.maintenance_interval_seconds),
+        every("datasets-expiry", sweeper, settings.dataset_sweep_seconds),
+    ):
+        yield

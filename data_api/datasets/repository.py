@@ -100,8 +100,12 @@ TENANT_INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
+#: Every tenant's physical database is named this and its owner's id.
+TENANT_PREFIX = "qt_"
+
+
 def tenant_db_name(owner_id: ObjectId) -> str:
-    return f"qt_{owner_id}"
+    return f"{TENANT_PREFIX}{owner_id}"
 
 
 class Catalogue:

@@ -8,10 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
-from app.audit import READ_ONLY_KEY, annotate
+from app.audit import READ_ONLY_KEY, AuditLog, annotate
 from app.errors import DatabaseUnavailable
 from app.http import CallerDep, SettingsDep, error_responses
 from app.kit import Pagination
+from app.wiring import request_state
+from data_api.datasets.repository import Catalogue
 from data_api.datasets.schemas import (
     AccessCheckAnswer,
     AccessCheckOut,
@@ -53,17 +55,14 @@ def _limit(operation: str) -> dict[str, Any]:
 
 def get_dataset_service(request: Request, settings: SettingsDep) -> DatasetService:
     """Raises DatabaseUnavailable until the catalogue's unique indexes exist."""
-    catalogue = request.app.state.datasets_catalogue
+    state = request_state(request)
+    catalogue = state.get(Catalogue)
     if not catalogue.ready:
         raise DatabaseUnavailable(
             "The dataset catalogue is being set up; retry shortly.",
             headers={"Retry-After": str(settings.retry_after_seconds)},
         )
-    return DatasetService(
-        catalogue=request.app.state.datasets_catalogue,
-        settings=settings,
-        audit=getattr(request.app.state, "audit_log", None),
-    )
+    return DatasetService(catalogue=catalogue, settings=settings, audit=state.find(AuditLog))
 
 
 ServiceDep = Annotated[DatasetService, Depends(get_dataset_service)]

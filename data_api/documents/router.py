@@ -13,6 +13,7 @@ from app.audit import annotate_current
 from app.http import Caller, CallerDep, DatabaseDep, SettingsDep, error_responses
 from app.kit import to_plain
 from app.schema import parse_filter_json
+from app.wiring import request_state
 from auth.tokens import resolve_secret_key
 from data_api.documents.query import CursorCodec
 from data_api.documents.schemas import (
@@ -39,10 +40,10 @@ router = APIRouter(tags=["documents"])
 
 
 def _cursor_codec(request: Request) -> CursorCodec:
-    codec: CursorCodec | None = getattr(request.app.state, "cursor_codec", None)
+    state = request_state(request)
+    codec = state.find(CursorCodec)
     if codec is None:
-        codec = CursorCodec.from_secret(resolve_secret_key(request.app.state.settings))
-        request.app.state.cursor_codec = codec
+        codec = state.provide(CursorCodec.from_secret(resolve_secret_key(state.settings)))
     return codec
 
 

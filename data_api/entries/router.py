@@ -16,8 +16,10 @@ from starlette.requests import ClientDisconnect
 from app.audit import READ_ONLY_KEY, annotate
 from app.http import CallerDep, SettingsDep, error_responses
 from app.kit import MalformedMultipart, Pagination, multipart_boundary, read_multipart
+from app.wiring import request_state
 from data_api.datasets.router import get_dataset_service
 from data_api.entries.errors import RangeNotSatisfiable, UnsupportedMediaType
+from data_api.entries.extraction import Extractor
 from data_api.entries.repository import EntryStore
 from data_api.entries.schemas import (
     UPLOAD_REQUEST_BODY,
@@ -36,13 +38,15 @@ from data_api.entries.schemas import (
 from data_api.entries.service import ENTRY_SORTS, EntryService, Readable
 
 router = APIRouter(prefix="/api/v1")
+#: Uploads have their own request-size limit (`feature.py`).
+UPLOAD_PATH = f"{router.prefix}/entries"
 
 
 def get_entry_service(request: Request, settings: SettingsDep) -> EntryService:
     """Raises DatabaseUnavailable until the catalogue's indexes exist."""
     datasets = get_dataset_service(request, settings)
     catalogue = datasets.catalogue
-    extractor = getattr(request.app.state, "entries_extractor", None)
+    extractor = request_state(request).find(Extractor)
     return EntryService(
         store=EntryStore(catalogue),
         datasets=datasets,

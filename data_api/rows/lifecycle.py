@@ -4,13 +4,13 @@ lease: its holder died mid-write; `store.py` says why that is enough)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
 from pymongo.errors import PyMongoError
 
-from app.background import start_periodic, stop_periodic
-from app.settings import Settings
+from app.wiring import AppState
 from data_api.datasets.repository import Catalogue
 from data_api.rows.store import RowStore
 from data_api.rows.stream import RowHub
@@ -18,14 +18,14 @@ from data_api.rows.stream import RowHub
 logger = logging.getLogger("quarry.rows")
 
 
-async def start_rows(app: FastAPI) -> None:
-    settings: Settings = app.state.settings
-    catalogue: Catalogue = app.state.datasets_catalogue
-    store = RowStore(catalogue, lease_seconds=settings.stale_after_seconds)
-    hub = RowHub()
+@contextlib.asynccontextmanager
+async def lifecycle(state: AppState) -> AsyncIterator[None]:
+    """Provides the `RowStore` and the `RowHub`; sweeps after cut-short writes."""
+    settings = state.settings
+    catalogue = state.get(Catalogue)
+    store = state.provide(RowStore(catalogue, lease_seconds=settings.stale_after_seconds))
+    hub = state.provide(RowHub())
     store.on_commit = hub.notify
-    app.state.row_store = store
-    app.state.row_hub = hub
 
     async def sweep() -> None:
         if not catalogue.ready:
@@ -35,10 +35,5 @@ async def start_rows(app: FastAPI) -> None:
         except PyMongoError as exc:
             logger.warning("row maintenance failed (%s); retrying", type(exc).__name__)
 
-    app.state.rows_sweep = start_periodic(
-        "rows-sweep", sweep, settings.maintenance_interval_seconds
-    )
-
-
-async def stop_rows(app: FastAPI) -> None:
-    await stop_periodic(getattr(app.state, "rows_sweep", None))
+    async with state.background.every("rows-sweep", sweep, settings.maintenance_interval_seconds):
+        yield

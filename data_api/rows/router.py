@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect
 from app.audit import annotate
 from app.errors import ErrorCode, PayloadTooLarge, QuarryError
 from app.http import CallerDep, SettingsDep, error_responses
+from app.wiring import request_state
 from data_api.datasets.access import Level
 from data_api.datasets.router import get_dataset_service
 from data_api.entries.router import content_disposition
@@ -50,6 +51,8 @@ from data_api.rows.store import RowStore
 from data_api.rows.stream import FROM_START, RowHub, StreamSlots, new_holder, sse
 
 router = APIRouter(prefix="/api/v1")
+#: Bulk inserts limit their own bodies (`feature.py`).
+BULK_INSERT_PATH = f"{router.prefix}/rows/bulk_insert"
 
 READ = error_responses(401, 404, 422, 429)
 CHANGE = error_responses(401, 403, 404, 422, 429)
@@ -71,7 +74,7 @@ class MalformedJson(QuarryError):
 def get_row_service(request: Request, settings: SettingsDep) -> RowService:
     """Raises DatabaseUnavailable until the catalogue's indexes exist."""
     datasets = get_dataset_service(request, settings)
-    store: RowStore = request.app.state.row_store
+    store = request_state(request).get(RowStore)
     return RowService(store=store, datasets=datasets, settings=settings)
 
 
@@ -504,7 +507,7 @@ async def stream_rows(
     access = await service.access(caller.user_id, dataset, Level.read)
     if position is None and not from_start:
         position = (await service.summary(access)).last
-    hub: RowHub = request.app.state.row_hub
+    hub = request_state(request).get(RowHub)
     slots = StreamSlots(service.catalogue, settings.max_streams_per_user, float(poll_interval))
     holder = new_holder()
     slot = await slots.take(caller.user_id, holder)

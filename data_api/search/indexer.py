@@ -24,7 +24,6 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -34,9 +33,7 @@ from app.db import Document
 from data_api.datasets.repository import (
     ENTRIES,
     ENTRY_HOMES,
-    ENTRY_TEXTS,
     Catalogue,
-    tenant_db_name,
 )
 from data_api.entries.repository import EntryStore
 from data_api.search.index import IndexBusy, IndexedEntry, IndexMissing, SearchIndexes
@@ -203,34 +200,26 @@ class SearchIndexer:
                 )
 
     async def _rebuild(self, tenant: ObjectId) -> int:
-        db = self.catalogue.tenant(tenant)
-        entries = await db[ENTRIES].find({"text_status": "done"}).to_list(None)
-        gone = {
-            row["_id"]
-            for row in await self.catalogue.control[ENTRY_HOMES]
-            .find({"owner_id": tenant, "state": "deleting"}, {"_id": 1})
-            .to_list(None)
-        }
-        entries = [e for e in entries if e["_id"] not in gone]
-        texts = await self.store.read_texts(owner_id=tenant, entries=entries)
-        built = [indexed_entry(e, texts.get(e["_id"], "")) for e in entries]
-        count = await asyncio.to_thread(self.indexes.rebuild, str(tenant), built)
-        logger.info("search index of tenant %s rebuilt: %d entries", tenant, count)
-        return count
+        return await rebuild_tenant(
+            catalogue=self.catalogue, store=self.store, indexes=self.indexes, tenant=tenant
+        )
 
 
-def rebuild_sync(control: Any, client: Any, indexes: SearchIndexes, tenant: ObjectId) -> int:
-    """`quarry search reindex`: one tenant's index from MongoDB, with a sync client."""
-    db = client[tenant_db_name(tenant)]
+async def rebuild_tenant(
+    *, catalogue: Catalogue, store: EntryStore, indexes: SearchIndexes, tenant: ObjectId
+) -> int:
+    """The tenant's index built again from its entries' text in MongoDB, aside and
+    swapped in whole (the indexer's rebuild, and `quarry search reindex`)."""
+    entries = await catalogue.tenant(tenant)[ENTRIES].find({"text_status": "done"}).to_list(None)
     gone = {
         row["_id"]
-        for row in control[ENTRY_HOMES].find({"owner_id": tenant, "state": "deleting"}, {"_id": 1})
+        for row in await catalogue.control[ENTRY_HOMES]
+        .find({"owner_id": tenant, "state": "deleting"}, {"_id": 1})
+        .to_list(None)
     }
-    built = []
-    for entry in db[ENTRIES].find({"text_status": "done"}):
-        if entry["_id"] in gone:
-            continue
-        pieces = entry.get("text_pieces", 1)
-        parts = [db[ENTRY_TEXTS].find_one({"_id": f"{entry['_id']}:{n}"}) for n in range(pieces)]
-        built.append(indexed_entry(entry, "".join(p["text"] for p in parts if p)))
-    return indexes.rebuild(str(tenant), built)
+    entries = [e for e in entries if e["_id"] not in gone]
+    texts = await store.read_texts(owner_id=tenant, entries=entries)
+    built = [indexed_entry(e, texts.get(e["_id"], "")) for e in entries]
+    count = await asyncio.to_thread(indexes.rebuild, str(tenant), built)
+    logger.info("search index of tenant %s rebuilt: %d entries", tenant, count)
+    return count

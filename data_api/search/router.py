@@ -11,9 +11,12 @@ from fastapi import APIRouter, Depends, Request
 from app.audit import READ_ONLY_KEY
 from app.http import CallerDep, SettingsDep, error_responses
 from app.kit import Pagination
+from app.wiring import request_state
 from data_api.datasets.router import get_dataset_service
 from data_api.entries.repository import EntryStore
 from data_api.entries.schemas import EntryOut
+from data_api.search.index import SearchIndexes
+from data_api.search.indexer import SearchIndexer
 from data_api.search.schemas import (
     ScopedSearchRequest,
     SearchAnswer,
@@ -34,8 +37,8 @@ def get_search_service(request: Request, settings: SettingsDep) -> SearchService
     return SearchService(
         datasets=datasets,
         store=EntryStore(catalogue),
-        indexes=request.app.state.search_indexes,
-        request_rebuild=request.app.state.search_indexer.request_rebuild,
+        indexes=request_state(request).get(SearchIndexes),
+        request_rebuild=request_state(request).get(SearchIndexer).request_rebuild,
     )
 
 

@@ -18,23 +18,31 @@ from bson import ObjectId
 from fastapi import FastAPI
 from pymongo.errors import AutoReconnect
 
-from app.audit import MUTATING_METHODS, AuditLog, audited_routes, email_fingerprint, record_hash
+from app.audit import (
+    MUTATING_METHODS,
+    AuditLog,
+    AuditVisibility,
+    audited_routes,
+    email_fingerprint,
+    record_hash,
+)
 from app.audit.records import ANCHORS, HEAD, RECORDS
 from app.cli import main as quarry
 from app.clock import utc_now
 from app.settings import Settings
+from app.wiring import state_of
 from tests.accounts import PASSWORD, Account
 
 Records = list[dict[str, Any]]
 
 
 def audit_log(app: FastAPI) -> AuditLog:
-    log: AuditLog = app.state.audit_log
+    log: AuditLog = state_of(app).get(AuditLog)
     return log
 
 
 async def all_records(app: FastAPI) -> Records:
-    cursor = app.state.database.control[RECORDS].find({}).sort("seq", 1)
+    cursor = state_of(app).database.control[RECORDS].find({}).sort("seq", 1)
     return [record async for record in cursor]
 
 
@@ -251,8 +259,10 @@ async def test_a_user_sees_only_their_own_records_and_an_admin_sees_all(
     )
     assert theirs.json()["data"] == []
 
-    await app.state.database.control["users"].update_one(
-        {"_id": ObjectId(alice_id)}, {"$set": {"role": "admin"}}
+    await (
+        state_of(app)
+        .database.control["users"]
+        .update_one({"_id": ObjectId(alice_id)}, {"$set": {"role": "admin"}})
     )
     everything = await client.get("/api/v1/audit", params={"limit": 1000}, headers=alice.bearer)
     actors = {r["actor_user_id"] for r in everything.json()["data"]}
@@ -275,7 +285,7 @@ async def test_a_registered_visibility_grants_the_datasets_a_user_administers(
         async def is_platform_admin(self, user_id: ObjectId) -> bool:
             return False
 
-    app.state.audit_visibility = Visibility()
+    state_of(app).provide(Visibility(), as_=AuditVisibility)
     stranger = ObjectId()
     await audit_log(app).append(action="datasets.share", dataset_id=mine, actor_user_id=stranger)
     await audit_log(app).append(action="datasets.share", dataset_id=other, actor_user_id=stranger)
@@ -313,8 +323,10 @@ async def test_cursor_paging_returns_every_visible_record_once_newest_first(
     paged = await page_through(client, alice, limit=3)
     assert [r["seq"] for r in paged] == sorted(expected, reverse=True)
 
-    await app.state.database.control["users"].update_one(
-        {"_id": ObjectId(alice_id)}, {"$set": {"role": "admin"}}
+    await (
+        state_of(app)
+        .database.control["users"]
+        .update_one({"_id": ObjectId(alice_id)}, {"$set": {"role": "admin"}})
     )
     walked = await page_through(client, alice, limit=4)  # unfiltered: walks the chain
     assert [r["seq"] for r in walked] == [r["seq"] for r in reversed(await all_records(app))]
@@ -389,7 +401,7 @@ async def test_an_edited_record_fails_verify_naming_it(
     await append_some(app, 6)
     assert await run_cli(["audit", "verify"]) == 0
     assert "6 records" in capsys.readouterr().out
-    control = app.state.database.control
+    control = state_of(app).database.control
     victim = await control[RECORDS].find_one({"seq": 4})
     await control[RECORDS].update_one({"_id": victim["_id"]}, {"$set": {"status": 200}})
     report = await audit_log(app).verify()
@@ -408,7 +420,7 @@ async def test_a_deleted_record_fails_verify_naming_it(
     app: FastAPI, cli_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await append_some(app, 6)
-    control = app.state.database.control
+    control = state_of(app).database.control
     await control[RECORDS].delete_one({"seq": 3})
     report = await audit_log(app).verify()
     follower = await control[RECORDS].find_one({"seq": 4})
@@ -423,14 +435,14 @@ async def test_a_deleted_record_fails_verify_naming_it(
 
 async def test_a_truncated_tail_fails_verify(app: FastAPI) -> None:
     await append_some(app, 5)
-    await app.state.database.control[RECORDS].delete_one({"seq": 5})
+    await state_of(app).database.control[RECORDS].delete_one({"seq": 5})
     report = await audit_log(app).verify()
     assert (report.problem, report.broken_seq) == ("missing", 5)
 
 
 async def test_a_rehashed_edit_fails_verify_at_the_next_record(app: FastAPI) -> None:
     await append_some(app, 5)
-    control = app.state.database.control
+    control = state_of(app).database.control
     forged = await control[RECORDS].find_one({"seq": 2})
     forged["details"] = {"n": 99}
     forged["hash"] = record_hash(forged)
@@ -468,7 +480,7 @@ async def test_concurrent_appends_from_two_apps_make_one_gap_free_chain(
         assert sum(r["action"] == "auth.update_me" for r in records) == 60
         report = await audit_log(second).verify()
         assert report.ok, report.message
-        await first.state.database.client.drop_database(control_db)
+        await state_of(first).database.client.drop_database(control_db)
 
 
 async def test_a_new_process_finds_the_head_without_the_head_document(
@@ -477,12 +489,12 @@ async def test_a_new_process_finds_the_head_without_the_head_document(
     control_db = f"quarry_test_{uuid.uuid4().hex[:12]}"
     async with make_client(control_db=control_db) as (app, _):
         await append_some(app, 37)
-        await app.state.database.control[HEAD].delete_many({})
+        await state_of(app).database.control[HEAD].delete_many({})
     async with make_client(control_db=control_db) as (app, _):
         record = await audit_log(app).append(action="test.after_restart")
         assert record["seq"] == 38
         assert (await audit_log(app).verify()).ok
-        await app.state.database.client.drop_database(control_db)
+        await state_of(app).database.client.drop_database(control_db)
 
 
 async def test_a_failed_audit_write_does_not_fail_the_request(
@@ -518,7 +530,7 @@ async def test_the_retention_sweep_deletes_from_the_oldest_end_and_keeps_the_cha
     await append_some(app, 4)
     records = await all_records(app)
     sixth = records[5]["at"]
-    retention = timedelta(days=app.state.settings.audit_retention_days)
+    retention = timedelta(days=state_of(app).settings.audit_retention_days)
     removed = await log.sweep_expired(now=sixth + retention)
     assert removed == 5
     remaining = await all_records(app)
@@ -536,12 +548,12 @@ async def test_the_retention_sweep_deletes_from_the_oldest_end_and_keeps_the_cha
     record = await log.append(action="test.after_everything_swept")
     assert record["seq"] == 11 and record["prev_hash"] == (await log.anchor()).hash
     assert (await log.verify()).ok
-    assert await app.state.database.control[ANCHORS].count_documents({}) == 1
+    assert await state_of(app).database.control[ANCHORS].count_documents({}) == 1
 
 
 async def test_deleting_old_records_without_the_sweep_fails_verify(app: FastAPI) -> None:
     await append_some(app, 4)
-    await app.state.database.control[RECORDS].delete_one({"seq": 1})
+    await state_of(app).database.control[RECORDS].delete_one({"seq": 1})
     report = await audit_log(app).verify()
     assert (report.problem, report.broken_seq) == ("missing", 1)
 
@@ -563,7 +575,7 @@ async def test_management_and_document_writes_name_their_database(
         headers=account.bearer,
     )
     assert inserted.status_code == 201, inserted.text
-    records = app.state.database.control["audit_log"]
+    records = state_of(app).database.control["audit_log"]
     for action in ("management.create_database", "documents.insert_documents"):
         record = await records.find_one({"action": action})
         assert record is not None, action

@@ -22,6 +22,7 @@ from pymongo import MongoClient
 from app.engine import EmbeddedEngine, EngineError, free_port, pid_alive
 from app.main import create_app
 from app.settings import Settings
+from app.wiring import state_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,7 +65,7 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
 async def test_lifespan_engine_is_gone_after_shutdown(tmp_path, engine_binary) -> None:
     app = create_app(embedded_settings(tmp_path, engine_binary))
     async with app.router.lifespan_context(app):
-        engine = app.state.engine
+        engine = state_of(app).get(EmbeddedEngine)
         assert engine.owned and pid_alive(engine.pid)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
@@ -81,10 +82,10 @@ async def test_data_survives_a_restart(tmp_path, engine_binary) -> None:
     settings = embedded_settings(tmp_path, engine_binary)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        await app.state.database.control["kept"].insert_one({"_id": "x", "value": 42})
+        await state_of(app).database.control["kept"].insert_one({"_id": "x", "value": 42})
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        doc = await app.state.database.control["kept"].find_one({"_id": "x"})
+        doc = await state_of(app).database.control["kept"].find_one({"_id": "x"})
     assert doc == {"_id": "x", "value": 42}
 
 
@@ -100,16 +101,16 @@ async def _wait_healthy_after(app, engine, first_pid: int) -> None:
         assert (await http.get("/health")).status_code == 200
         # The data is still there after the restart, and PostgreSQL where it was
         # (the direct counts reach it).
-        assert await app.state.database.control["kept"].find_one({"_id": "x"}) is not None
-        counted = await app.state.database.engine_reads.count("quarry_engine_test", "kept")
+        assert await state_of(app).database.control["kept"].find_one({"_id": "x"}) is not None
+        counted = await state_of(app).database.engine_reads.count("quarry_engine_test", "kept")
         assert counted == 1
 
 
 async def test_crashed_engine_is_restarted_by_the_app(tmp_path, engine_binary) -> None:
     app = create_app(embedded_settings(tmp_path, engine_binary))
     async with app.router.lifespan_context(app):
-        engine = app.state.engine
-        await app.state.database.control["kept"].insert_one({"_id": "x"})
+        engine = state_of(app).get(EmbeddedEngine)
+        await state_of(app).database.control["kept"].insert_one({"_id": "x"})
         first_pid, first_postgres = engine.pid, engine.postgres_pid
         os.kill(first_pid, signal.SIGKILL)
         await _wait_healthy_after(app, engine, first_pid)
@@ -122,8 +123,8 @@ async def test_crashed_engine_is_restarted_by_the_app(tmp_path, engine_binary) -
 async def test_crashed_postgres_is_restarted_by_the_app(tmp_path, engine_binary) -> None:
     app = create_app(embedded_settings(tmp_path, engine_binary))
     async with app.router.lifespan_context(app):
-        engine = app.state.engine
-        await app.state.database.control["kept"].insert_one({"_id": "x"})
+        engine = state_of(app).get(EmbeddedEngine)
+        await state_of(app).database.control["kept"].insert_one({"_id": "x"})
         first_pid, first_postgres = engine.pid, engine.postgres_pid
         os.kill(first_postgres, signal.SIGKILL)
         await _wait_healthy_after(app, engine, first_pid)
@@ -351,8 +352,8 @@ async def test_app_uses_the_engine_started_from_the_cli(tmp_path, engine_binary)
     try:
         app = create_app(settings)
         async with app.router.lifespan_context(app):
-            assert app.state.engine.pid == detached.pid
-            assert app.state.engine.owned is False
+            assert state_of(app).get(EmbeddedEngine).pid == detached.pid
+            assert state_of(app).get(EmbeddedEngine).owned is False
         # Not ours to stop: it keeps running after the app shuts down.
         assert pid_alive(detached.pid)
     finally:

@@ -23,6 +23,7 @@ from pymongo import MongoClient
 
 from app.engine import EmbeddedEngine, EngineSql
 from app.engine.postgres import cluster_paths
+from app.wiring import state_of
 from tests.conftest import TEST_BACKEND, DatabaseServer
 from tests.documents import Crud
 
@@ -143,7 +144,7 @@ def test_an_unknown_metadata_layout_fails_loudly(
 async def test_every_index_quarry_declares_has_a_gin_shadow(
     pg: psycopg.Connection[Any], crud: Crud
 ) -> None:
-    control = crud.app.state.settings.control_db
+    control = state_of(crud.app).settings.control_db
     # The control database: users by email, keys by hash, databases by owner and name …
     assert shadow_of(pg, control, "users", ["email"])
     assert shadow_of(pg, control, "users", ["_id"])
@@ -229,7 +230,7 @@ async def test_dropping_an_index_drops_its_shadow(pg: psycopg.Connection[Any], c
     assert name not in gin_indexes(pg, db_name, meta["table"])
     assert shadow_of(pg, db_name, "users", ["email"])
     # Dropping the collection's database takes the rest with it.
-    await crud.app.state.database.client.drop_database(db_name)
+    await state_of(crud.app).database.client.drop_database(db_name)
     assert gin_indexes(pg, db_name, meta["table"]) == {}
 
 
@@ -273,7 +274,7 @@ async def test_an_unfiltered_count_is_exact_and_read_with_sql(
     collection = await crud.physical()
     users = sync_client[collection.database.name]["users"]
     users.insert_many([{"email": f"u{i}@example.com"} for i in range(35_001)])
-    database = crud.app.state.database
+    database = state_of(crud.app).database
     assert database.engine_reads is not None
     assert await database.engine_reads.count(collection.database.name, "users") == 35_001
     assert await database.collection_size(collection.database.name, "users") == 35_001

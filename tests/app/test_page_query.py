@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from app.db import After, Before, Contains, Database, Eq, IdIn, PageQuery
 from app.db.page_query import find_page_mongo
+from app.wiring import state_of
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 OWNERS = [ObjectId() for _ in range(3)]
@@ -45,7 +46,7 @@ def rows() -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def seeded(app: FastAPI) -> AsyncIterator[tuple[Database, str, list[dict[str, Any]]]]:
-    database: Database = app.state.database
+    database: Database = state_of(app).database
     db_name = f"quarry_test_pages_{uuid.uuid4().hex[:8]}"
     docs = rows()
     await database.client[db_name]["items"].insert_many(docs)
@@ -113,7 +114,7 @@ async def test_a_page_is_the_same_through_sql_and_through_the_driver(
 async def test_documents_read_from_the_stored_form_equal_what_ferretdb_returns(
     app: FastAPI,
 ) -> None:
-    database: Database = app.state.database
+    database: Database = state_of(app).database
     if database.engine_reads is None:
         pytest.skip("the stored form is read only on the embedded engine's PostgreSQL")
     db_name = f"quarry_test_sjson_{uuid.uuid4().hex[:8]}"
@@ -153,7 +154,7 @@ async def test_documents_read_from_the_stored_form_equal_what_ferretdb_returns(
 async def test_a_dropped_and_recreated_collection_is_read_afresh(app: FastAPI) -> None:
     """Table names are remembered; a dropped database or collection must not leave
     a page query reading a table that is gone (or answering from it)."""
-    database: Database = app.state.database
+    database: Database = state_of(app).database
     db_name = f"quarry_test_pages_{uuid.uuid4().hex[:8]}"
     query = PageQuery(clauses=(), sort_desc="updated_at")
     items = database.client[db_name]["items"]

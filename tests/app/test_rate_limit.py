@@ -26,9 +26,17 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from app.errors import ErrorCode
 from app.http import CallerDep, get_bearer_caller, get_caller
-from app.limits import OPERATION_KEY, OPERATIONS, SLOTS, Operation, rate_limited_operation
+from app.limits import (
+    OPERATION_KEY,
+    OPERATIONS,
+    SLOTS,
+    Operation,
+    RateLimiter,
+    rate_limited_operation,
+)
 from app.main import create_app
 from app.settings import Settings
+from app.wiring import state_of
 from tests.accounts import Account
 from tests.app.test_errors import assert_envelope
 from tests.documents import api_key
@@ -52,7 +60,7 @@ def freeze(*apps: FastAPI) -> float:
     """Stop the limiters' clocks at one moment (the same for every app given)."""
     moment = time.time()
     for app in apps:
-        app.state.rate_limiter.clock = lambda: moment
+        state_of(app).get(RateLimiter).clock = lambda: moment
     return moment
 
 
@@ -103,7 +111,7 @@ async def test_parallel_requests_on_two_apps_get_exactly_the_remaining_budget(
         for response in answers:
             if response.status_code == 429:
                 assert_rate_limited(response)
-        assert await one.state.database.control[SLOTS].count_documents({}) == 15
+        assert await state_of(one).database.control[SLOTS].count_documents({}) == 15
 
 
 async def test_headers_on_success_and_error_count_down(
@@ -156,7 +164,7 @@ async def test_a_refused_request_does_nothing(
             headers=account.bearer,
         )
         assert_rate_limited(database)
-        control = app.state.database.control
+        control = state_of(app).database.control
         assert await control["api_keys"].count_documents({}) == 0
         assert await control["databases"].count_documents({}) == 0
         assert await control[SLOTS].count_documents({}) == 1
@@ -201,7 +209,7 @@ async def test_a_request_refused_by_one_budget_keeps_nothing_of_the_others(
         refused = await http.get(path, headers=account.bearer)
         assert_rate_limited(refused)
         assert limits(refused)[0] == 2
-        slots = app.state.database.control[SLOTS]
+        slots = state_of(app).database.control[SLOTS]
         assert await slots.count_documents({"bucket": {"$regex": "^search:"}}) == 0
         assert await slots.count_documents({}) == 2
 
@@ -243,7 +251,7 @@ async def test_an_api_key_spends_its_users_budget(
         assert (await http.get("/core/me", headers=account.bearer)).status_code == 200  # 3
         assert_rate_limited(await http.get("/api/list_databases", headers=key))
         assert_rate_limited(await http.get("/core/me", headers=account.bearer))
-        database = app.state.database
+        database = state_of(app).database
         buckets = await database.client[database.control_db_name][SLOTS].distinct("bucket")
         assert len(buckets) == 1 and buckets[0].startswith("general:")
 
@@ -262,7 +270,7 @@ async def test_a_spent_budget_stays_spent_after_a_restart(
         key = {"X-API-Key": await api_key(http, account)}
         assert (await http.get("/api/list_databases", headers=key)).status_code == 200
     async with make_client(**settings) as (app, http):
-        app.state.rate_limiter.clock = lambda: moment
+        state_of(app).get(RateLimiter).clock = lambda: moment
         assert_rate_limited(await http.get("/api/list_databases", headers=key))
 
 
@@ -274,10 +282,10 @@ async def test_the_sweep_removes_slots_behind_the_window(
         account = await register_in(http)
         for _ in range(3):
             assert (await http.get("/core/me", headers=account.bearer)).status_code == 200
-        limiter = app.state.rate_limiter
+        limiter = state_of(app).get(RateLimiter)
         limiter.clock = lambda: moment + 60  # one slot fell behind the window
         assert await limiter.sweep() == 1
-        assert await app.state.database.control[SLOTS].count_documents({}) == 2
+        assert await state_of(app).database.control[SLOTS].count_documents({}) == 2
         assert (await http.get("/core/me", headers=account.bearer)).status_code == 200
         assert_rate_limited(await http.get("/core/me", headers=account.bearer))
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from app.wiring import state_of
+from auth.service import AuthState
+from data_api.datasets.repository import Catalogue
 from tests.accounts import register_account
 
 
@@ -19,9 +22,9 @@ async def test_a_second_start_on_the_same_data_has_every_index_ready(
         created = await http.post("/api/v1/datasets", json={"name": "kept"}, headers=owner.bearer)
         assert created.status_code == 201, created.text
     async with make_client(control_db=control_db) as (app, http):
-        assert app.state.auth.indexes_ready
-        assert "management" in app.state.database.indexes_ready
-        assert app.state.datasets_catalogue.ready
+        assert state_of(app).get(AuthState).indexes_ready
+        assert "management" in state_of(app).database.indexes_ready
+        assert state_of(app).get(Catalogue).ready
         # Writes whose safety rests on those indexes answer, not 503.
         again = await register_account(http, inbox)
         shared = await http.post(
@@ -30,4 +33,4 @@ async def test_a_second_start_on_the_same_data_has_every_index_ready(
             headers=owner.bearer,
         )
         assert shared.status_code == 201, shared.text
-        await app.state.database.client.drop_database(control_db)
+        await state_of(app).database.client.drop_database(control_db)

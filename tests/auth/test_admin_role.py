@@ -10,6 +10,7 @@ import pytest
 
 from app.cli import main as quarry
 from app.settings import Settings
+from app.wiring import state_of
 from tests.accounts import PASSWORD, new_email, register_account
 
 
@@ -32,7 +33,7 @@ async def test_admin_emails_make_an_admin_at_registration(
     async with make_client(admin_emails=f" other@example.com , {email.upper()} ") as (app, http):
         account = await register_account(http, inbox, email=email)
         assert (await me(http, account.access))["role"] == "admin"
-        stored = await app.state.database.control["users"].find_one({"email": email})
+        stored = await state_of(app).database.control["users"].find_one({"email": email})
         assert stored["role"] == "admin"
 
 
@@ -41,7 +42,7 @@ async def test_admin_emails_promote_an_existing_account_at_login(
 ) -> None:
     control_db = "quarry_test_admin_login"
     async with make_client(control_db=control_db) as (app, http):
-        await app.state.database.client.drop_database(control_db)
+        await state_of(app).database.client.drop_database(control_db)
     async with make_client(control_db=control_db) as (app, http):
         account = await register_in(http)
         assert (await me(http, account.access))["role"] == "user"
@@ -49,7 +50,7 @@ async def test_admin_emails_promote_an_existing_account_at_login(
         login = await http.post("/core/login", json={"email": account.email, "password": PASSWORD})
         assert login.status_code == 200
         assert (await me(http, login.json()["access"]))["role"] == "admin"
-        await app.state.database.client.drop_database(control_db)
+        await state_of(app).database.client.drop_database(control_db)
 
 
 async def test_cli_promotes_and_demotes(

@@ -10,6 +10,7 @@ import pytest
 
 from app.errors import ErrorCode
 from app.http import CallerDep
+from app.wiring import state_of
 from tests.app.test_errors import assert_envelope
 
 KEY_SHAPE = re.compile(r"^qk_[A-Za-z0-9]{8}_[A-Za-z0-9]{43}$")
@@ -31,7 +32,7 @@ async def test_key_is_shown_once_and_stored_only_hashed(client, register, app) -
     listed = (await client.get("/api/api_keys", headers=account.bearer)).json()["data"]
     assert [k["id"] for k in listed] == [data["id"]]
     assert "key" not in listed[0] and data["key"] not in str(listed)
-    stored = [doc async for doc in app.state.database.control["api_keys"].find({})]
+    stored = [doc async for doc in state_of(app).database.control["api_keys"].find({})]
     assert len(stored) == 1
     assert data["key"] not in repr(stored)
     secret_part = data["key"].split("_", 2)[2]
@@ -69,7 +70,7 @@ async def test_key_cannot_create_keys(client, register, app) -> None:
         "/api/api_keys", headers={"Authorization": f"Api-Key {key}"}, json={"name": "x"}
     )
     assert_envelope(response, 403, ErrorCode.FORBIDDEN)
-    assert await app.state.database.control["api_keys"].count_documents({}) == 1
+    assert await state_of(app).database.control["api_keys"].count_documents({}) == 1
 
 
 async def test_caller_resolves_key_and_revocation_is_immediate(client, register, app) -> None:
@@ -101,9 +102,13 @@ async def test_expired_and_unknown_keys_are_invalid(client, register, app) -> No
 
     account = await register()
     data = await create_key(client, account, expires_in_days=1)
-    await app.state.database.control["api_keys"].update_one(
-        {"prefix": data["prefix"]},
-        {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}},
+    await (
+        state_of(app)
+        .database.control["api_keys"]
+        .update_one(
+            {"prefix": data["prefix"]},
+            {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}},
+        )
     )
     expired = await client.get("/_test/whoami", headers={"X-API-Key": data["key"]})
     assert_envelope(expired, 401, ErrorCode.API_KEY_INVALID)
@@ -117,7 +122,7 @@ async def test_expired_and_unknown_keys_are_invalid(client, register, app) -> No
 
 async def test_fifty_key_limit(client, register, make_settings, app) -> None:
     account = await register()
-    keys = app.state.database.control["api_keys"]
+    keys = state_of(app).database.control["api_keys"]
     me = (await client.get("/core/me", headers=account.bearer)).json()["data"]
     from bson import ObjectId
 
@@ -149,7 +154,7 @@ async def test_delete_other_users_key_is_404_and_bad_id_422(client, register, ap
     data = await create_key(client, owner)
     response = await client.delete(f"/api/api_keys/{data['id']}", headers=other.bearer)
     assert_envelope(response, 404, ErrorCode.API_KEY_NOT_FOUND)
-    assert await app.state.database.control["api_keys"].count_documents({}) == 1
+    assert await state_of(app).database.control["api_keys"].count_documents({}) == 1
     bad = await client.delete("/api/api_keys/not-an-id", headers=owner.bearer)
     assert_envelope(bad, 422, ErrorCode.INVALID_ID)
 
@@ -163,7 +168,7 @@ async def test_key_management_needs_credentials(client) -> None:
 async def test_sweep_removes_expired_rows(make_client, inbox) -> None:
 
     async with make_client(sweep_interval_seconds=0.2) as (app, _http):
-        control = app.state.database.control
+        control = state_of(app).database.control
         past = datetime.now(UTC) - timedelta(seconds=5)
         future = datetime.now(UTC) + timedelta(days=1)
         for name in ("refresh_tokens", "api_keys", "login_attempts"):

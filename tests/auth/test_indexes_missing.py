@@ -13,7 +13,9 @@ import pytest
 
 from app.errors import ErrorCode
 from app.main import create_app
+from app.wiring import state_of
 from auth.lifecycle import index_creation
+from auth.service import AuthState
 from management.lifecycle import maintenance_pass
 from tests.accounts import new_email
 from tests.app.test_errors import assert_envelope
@@ -34,7 +36,7 @@ async def test_writes_that_need_unique_indexes_answer_503_until_they_exist(
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=transport, base_url="http://testserver") as http,
         ):
-            assert app.state.auth.indexes_ready is False
+            assert state_of(app).get(AuthState).indexes_ready is False
             await asyncio.to_thread(database_server.start)
             for _ in range(100):
                 if (await http.get("/health")).status_code == 200:
@@ -44,13 +46,13 @@ async def test_writes_that_need_unique_indexes_answer_503_until_they_exist(
             refused = await http.post("/core/register", json=body(email))
             assert_envelope(refused, 503, ErrorCode.DATABASE_UNAVAILABLE)
             assert "retry-after" in refused.headers
-            users = app.state.database.control["users"]
+            users = state_of(app).database.control["users"]
             assert await users.count_documents({"email": email}) == 0
             # The next maintenance pass creates them; then the same request works.
-            await index_creation(app.state.database, app.state.auth)()
-            assert app.state.auth.indexes_ready is True
+            await index_creation(state_of(app).database, state_of(app).get(AuthState))()
+            assert state_of(app).get(AuthState).indexes_ready is True
             assert (await http.post("/core/register", json=body(email))).status_code == 201
-            raw_users = app.state.database.client[app.state.settings.control_db]["users"]
+            raw_users = state_of(app).database.client[state_of(app).settings.control_db]["users"]
             indexes = [index["name"] async for index in await raw_users.list_indexes()]
             assert "email_unique" in indexes
 
@@ -59,7 +61,7 @@ async def test_writes_that_need_unique_indexes_answer_503_until_they_exist(
             create = {"db_name": "shop", "collections": []}
             refused = await http.post("/api/create_database", json=create, headers=account.bearer)
             assert_envelope(refused, 503, ErrorCode.DATABASE_UNAVAILABLE)
-            await maintenance_pass(app.state.database, app.state.settings)()
+            await maintenance_pass(state_of(app).database, state_of(app).settings)()
             created = await http.post("/api/create_database", json=create, headers=account.bearer)
             assert created.status_code == 201, created.text
 

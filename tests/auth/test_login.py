@@ -10,6 +10,7 @@ import pytest
 
 from app.errors import ErrorCode
 from app.main import create_app
+from app.wiring import state_of
 from auth.service import _digest as login_scope_digest
 from tests.accounts import PASSWORD, new_email
 from tests.app.test_errors import assert_envelope
@@ -114,7 +115,7 @@ async def test_brute_force_gets_429_with_retry_after_whatever_the_password(
     retry_after = int(blocked.headers["retry-after"])
     assert 1 <= retry_after <= 900
     pair = f"login:{login_scope_digest(account.email, '127.0.0.1')}"
-    stored = await app.state.database.control["login_attempts"].count_documents({"scope": pair})
+    stored = await state_of(app).database.control["login_attempts"].count_documents({"scope": pair})
     assert stored == 10
 
 
@@ -149,7 +150,9 @@ async def test_successful_login_clears_the_failure_counter(
         await client.post("/core/login", json={"email": account.email, "password": PASSWORD})
     ).status_code == 200
     assert (
-        await app.state.database.control["login_attempts"].count_documents({"email": account.email})
+        await state_of(app)
+        .database.control["login_attempts"]
+        .count_documents({"email": account.email})
         == 0
     )
 
@@ -171,7 +174,7 @@ async def test_outdated_hash_is_rehashed_at_next_login(make_settings, inbox) -> 
         await http.get(
             "/core/verify", params={"token": inbox.wait_for(email).token("/core/verify")}
         )
-        old_hash = (await weak.state.database.control["users"].find_one({"email": email}))[
+        old_hash = (await state_of(weak).database.control["users"].find_one({"email": email}))[
             "password_hash"
         ]
     stronger = create_app(settings.model_copy(update={"argon2_time_cost": 2}))
@@ -184,7 +187,7 @@ async def test_outdated_hash_is_rehashed_at_next_login(make_settings, inbox) -> 
         assert (
             await http.post("/core/login", json={"email": email, "password": PASSWORD})
         ).status_code == 200
-        new_hash = (await stronger.state.database.control["users"].find_one({"email": email}))[
+        new_hash = (await state_of(stronger).database.control["users"].find_one({"email": email}))[
             "password_hash"
         ]
     assert "t=1" in old_hash and "t=2" in new_hash

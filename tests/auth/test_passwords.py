@@ -7,6 +7,7 @@ import asyncio
 import httpx
 
 from app.errors import ErrorCode
+from app.wiring import state_of
 from tests.accounts import PASSWORD, new_email
 from tests.app.test_errors import assert_envelope
 from tests.mailbox import Inbox
@@ -122,7 +123,7 @@ async def test_change_password_with_wrong_current_password_is_refused(
     client, register, app
 ) -> None:
     account = await register()
-    users = app.state.database.control["users"]
+    users = state_of(app).database.control["users"]
     before = (await users.find_one({"email": account.email}))["password_hash"]
     response = await client.post(
         "/core/password/change",

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from app.errors import ErrorCode
+from app.wiring import state_of
 from tests.accounts import PASSWORD, new_email
 from tests.app.test_errors import assert_envelope
 from tests.mailbox import Inbox
@@ -28,7 +29,7 @@ async def test_register_creates_unverified_account_and_mails_a_link(
     assert response.status_code == 201
     assert response.json() == {"success": True, "message": REGISTERED}
 
-    stored = await app.state.database.control["users"].find_one({"email": email})
+    stored = await state_of(app).database.control["users"].find_one({"email": email})
     assert stored is not None and stored["is_verified"] is False
     assert stored["first_name"] == "Alex"
     assert stored["password_hash"].startswith("$argon2id$")
@@ -49,7 +50,7 @@ async def test_verify_link_marks_the_account_verified(
     response = await client.get("/core/verify", params={"token": token})
     assert response.status_code == 200
     assert response.json() == {"success": True, "message": "Email verified."}
-    assert (await app.state.database.control["users"].find_one({"email": email}))["is_verified"]
+    assert (await state_of(app).database.control["users"].find_one({"email": email}))["is_verified"]
     # Already verified: still 200, by GET or POST.
     assert (await client.post("/core/verify", json={"token": token})).status_code == 200
 
@@ -63,7 +64,9 @@ async def test_tampered_verify_token_is_refused(
     tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     response = await client.get("/core/verify", params={"token": tampered})
     assert_envelope(response, 400, ErrorCode.VERIFY_TOKEN_INVALID)
-    assert not (await app.state.database.control["users"].find_one({"email": email}))["is_verified"]
+    assert not (await state_of(app).database.control["users"].find_one({"email": email}))[
+        "is_verified"
+    ]
 
 
 async def test_register_existing_email_answers_the_same_and_mails_a_notice(
@@ -76,7 +79,9 @@ async def test_register_existing_email_answers_the_same_and_mails_a_notice(
     assert response.json() == {"success": True, "message": REGISTERED}
     notice = inbox.wait_for(account.email)
     assert "tried to register" in notice.subject
-    assert await app.state.database.control["users"].count_documents({"email": account.email}) == 1
+    assert (
+        await state_of(app).database.control["users"].count_documents({"email": account.email}) == 1
+    )
     # The existing password still works: nothing was changed.
     login = await client.post("/core/login", json={"email": account.email, "password": PASSWORD})
     assert login.status_code == 200
@@ -91,7 +96,7 @@ async def test_concurrent_registrations_of_one_address_create_one_account(
         *(client.post("/core/register", json=body(email)) for _ in range(5))
     )
     assert [r.status_code for r in responses] == [201] * 5
-    assert await app.state.database.control["users"].count_documents({"email": email}) == 1
+    assert await state_of(app).database.control["users"].count_documents({"email": email}) == 1
 
 
 async def test_register_validates_email_and_password(client: httpx.AsyncClient) -> None:
@@ -109,7 +114,7 @@ async def test_resend_verification_always_202(
     # The path that does mail: an unverified account whose last mail is old enough.
     pending = new_email()
     await client.post("/core/register", json=body(pending))
-    users = app.state.database.control["users"]
+    users = state_of(app).database.control["users"]
     await users.update_one({"email": pending}, {"$set": {"verification_sent_at": None}})
     mailing = await client.post("/core/resend-verification", json={"email": pending})
     assert unknown.status_code == known.status_code == mailing.status_code == 202
@@ -122,7 +127,7 @@ async def test_resend_verification_mails_a_fresh_link_at_most_once_a_minute(
 ) -> None:
     email = new_email()
     await client.post("/core/register", json=body(email))
-    users = app.state.database.control["users"]
+    users = state_of(app).database.control["users"]
     await users.update_one({"email": email}, {"$set": {"verification_sent_at": None}})
     assert (
         await client.post("/core/resend-verification", json={"email": email})

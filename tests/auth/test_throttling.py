@@ -14,6 +14,7 @@ import httpx
 from fastapi import FastAPI
 
 from app.errors import ErrorCode
+from app.wiring import state_of
 from tests.accounts import PASSWORD, new_email
 from tests.app.test_errors import assert_envelope
 from tests.auth.test_register_verify import body
@@ -103,7 +104,7 @@ async def test_registrations_are_budgeted_per_address(make_client) -> None:
         refused = await one.post("/core/register", json=body(email := new_email()))
         assert_envelope(refused, 429, ErrorCode.TOO_MANY_ATTEMPTS)
         assert "registrations" in refused.json()["message"]
-        assert await app.state.database.control["users"].count_documents({"email": email}) == 0
+        assert await state_of(app).database.control["users"].count_documents({"email": email}) == 0
         assert (await other.post("/core/register", json=body(new_email()))).status_code == 201
 
 

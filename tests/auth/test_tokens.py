@@ -11,6 +11,8 @@ import pytest
 
 from app.errors import ErrorCode
 from app.main import create_app
+from app.wiring import state_of
+from auth.service import AuthState
 from auth.tokens import ACCESS
 from tests.accounts import PASSWORD
 from tests.app.test_errors import assert_envelope
@@ -18,7 +20,7 @@ from tests.app.test_errors import assert_envelope
 
 def forge(token: str, app, **changes) -> str:
     """Re-sign a token's claims with the app's own key after changing some."""
-    key = app.state.auth.codec._key
+    key = state_of(app).get(AuthState).codec._key
     claims = jwt.decode(token, options={"verify_signature": False})
     claims.update(changes)
     return jwt.encode(claims, key, algorithm="HS256")
@@ -35,7 +37,7 @@ async def test_refresh_rotates_and_the_new_pair_works(
     old = jwt.decode(account.refresh, options={"verify_signature": False})
     new = jwt.decode(pair["refresh"], options={"verify_signature": False})
     assert old["fam"] == new["fam"] and old["jti"] != new["jti"]
-    stored = await app.state.database.control["refresh_tokens"].find_one({"_id": old["jti"]})
+    stored = await state_of(app).database.control["refresh_tokens"].find_one({"_id": old["jti"]})
     assert stored["used_at"] is not None and stored["revoked_at"] is None
     me = await client.get("/core/me", headers={"Authorization": f"Bearer {pair['access']}"})
     assert me.status_code == 200
@@ -52,7 +54,7 @@ async def test_reusing_a_refresh_token_revokes_the_family(
     after = await client.post("/core/token/refresh", json={"refresh": rotated["refresh"]})
     assert_envelope(after, 401, ErrorCode.TOKEN_REVOKED)
     family = jwt.decode(account.refresh, options={"verify_signature": False})["fam"]
-    tokens = app.state.database.control["refresh_tokens"]
+    tokens = state_of(app).database.control["refresh_tokens"]
     assert await tokens.count_documents({"family": family, "revoked_at": None}) == 0
 
 
@@ -138,7 +140,7 @@ async def test_expired_tokens_are_expired(
 
 async def test_access_token_expires_after_its_lifetime(make_client, inbox) -> None:
     async with make_client(access_token_minutes=1) as (app, http):
-        codec = app.state.auth.codec
+        codec = state_of(app).get(AuthState).codec
         codec.access_ttl = timedelta(seconds=1)
         from bson import ObjectId
 
@@ -205,7 +207,7 @@ async def test_secret_key_is_generated_once_and_kept(make_settings, tmp_path) ->
     for _ in range(2):
         app = create_app(settings)
         async with app.router.lifespan_context(app):
-            codec = app.state.auth.codec
+            codec = state_of(app).get(AuthState).codec
             keys.append(codec._key)
             # A token signed before the restart still verifies after it.
             for token in tokens:

@@ -13,6 +13,7 @@ from bson import ObjectId
 from pymongo import MongoClient
 
 from app.errors import ErrorCode
+from app.wiring import state_of
 from management import repository as management_repository
 from management import service as management_service
 from management.lifecycle import finish_stale_changes
@@ -375,7 +376,7 @@ async def test_maintenance_leaves_a_database_whose_create_is_still_running(
     the maintenance task must not drop it as if it had been interrupted."""
     created = await create_database(owner, unique_name("slow"))
     database_id = ObjectId(created["database"]["id"])
-    control = app.state.database.control
+    control = state_of(app).database.control
     await control["databases"].update_one(
         {"_id": database_id},
         {"$set": {"state": "creating", "updated_at": datetime(2020, 1, 1, tzinfo=UTC)}},
@@ -383,10 +384,10 @@ async def test_maintenance_leaves_a_database_whose_create_is_still_running(
     lock = f"database:{database_id}"
     token = await management_repository.acquire_lock(db=control, name=lock, wait_seconds=0)
     try:
-        await finish_stale_changes(app.state.database, app.state.settings)
+        await finish_stale_changes(state_of(app).database, state_of(app).settings)
         assert await control["databases"].find_one({"_id": database_id}) is not None
     finally:
         await management_repository.release_lock(db=control, name=lock, token=token)
     # Without the lock it was interrupted: then the maintenance task finishes it.
-    await finish_stale_changes(app.state.database, app.state.settings)
+    await finish_stale_changes(state_of(app).database, state_of(app).settings)
     assert await control["databases"].find_one({"_id": database_id}) is None

@@ -16,6 +16,7 @@ from bson import Int64, ObjectId
 from pymongo import MongoClient
 
 from app.errors import ErrorCode
+from app.wiring import state_of
 from tests.accounts import Account
 from tests.app.test_errors import assert_envelope
 from tests.conftest import DatabaseServer
@@ -380,10 +381,10 @@ async def test_engine_stopped_mid_import_rolls_back_once_it_returns(
             await asyncio.sleep(0.1)
         assert list(users.find().sort("_id", 1)) == before
         for _ in range(50):
-            if not list((Path(app.state.settings.data_dir) / "import-journal").iterdir()):
+            if not list((Path(state_of(app).settings.data_dir) / "import-journal").iterdir()):
                 break
             await asyncio.sleep(0.1)
-        assert list((Path(app.state.settings.data_dir) / "import-journal").iterdir()) == []
+        assert list((Path(state_of(app).settings.data_dir) / "import-journal").iterdir()) == []
 
 
 async def test_one_import_too_many_at_once_is_429_before_its_body_is_read(
@@ -429,7 +430,7 @@ async def test_one_import_too_many_at_once_is_429_before_its_body_is_read(
                 },
             )
         )
-        leases = app.state.database.control["import_leases"]
+        leases = state_of(app).database.control["import_leases"]
         for _ in range(100):
             if await leases.count_documents({}) == 1:
                 break

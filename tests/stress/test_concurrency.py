@@ -13,6 +13,7 @@ import pytest
 
 from app.errors import ErrorCode
 from app.settings import Settings
+from app.wiring import state_of
 from tests.app.test_errors import assert_envelope
 from tests.databases import metadata
 from tests.documents import Crud
@@ -104,6 +105,6 @@ async def test_50_concurrent_refreshes_of_one_token_one_wins_and_the_family_dies
         ErrorCode.TOKEN_REVOKED,
     )
     family = jwt.decode(account.refresh, options={"verify_signature": False})["fam"]
-    tokens = app.state.database.control["refresh_tokens"]
+    tokens = state_of(app).database.control["refresh_tokens"]
     assert await tokens.count_documents({"family": family}) >= 2
     assert await tokens.count_documents({"family": family, "revoked_at": None}) == 0

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from pymongo.errors import AutoReconnect
 
 from app.errors import ErrorCode
+from app.wiring import state_of
 from auth import repository as auth_repository
 from auth.repository import LOGIN_ATTEMPTS
 from auth.service import _digest as login_scope_digest
@@ -91,7 +92,7 @@ async def engine_down(engine: DatabaseServer) -> AsyncIterator[None]:
 
 
 def journal_empty(app: FastAPI) -> bool:
-    root = Path(app.state.settings.data_dir) / "import-journal"
+    root = Path(state_of(app).settings.data_dir) / "import-journal"
     return not root.exists() or not any(root.iterdir())
 
 
@@ -160,7 +161,7 @@ async def test_engine_killed_during_drop_database_ends_dropped_or_intact(
         assert response.status_code in (200, 503), response.text
 
         def settled(db_name: str = db_name, database_id: str = crud.database_id) -> bool:
-            record = sync_client[app.state.settings.control_db]["databases"].find_one(
+            record = sync_client[state_of(app).settings.control_db]["databases"].find_one(
                 {"_id": ObjectId(database_id)}
             )
             exists = db_name in sync_client.list_database_names()
@@ -169,7 +170,7 @@ async def test_engine_killed_during_drop_database_ends_dropped_or_intact(
             return record.get("state") == "ready" and exists
 
         await wait_until(settled)
-        record = sync_client[app.state.settings.control_db]["databases"].find_one(
+        record = sync_client[state_of(app).settings.control_db]["databases"].find_one(
             {"_id": ObjectId(crud.database_id)}
         )
         if response.status_code == 200:
@@ -215,8 +216,10 @@ async def test_login_while_the_engine_dies_answers_503_then_works_again(
         assert elapsed < BOUND_SECONDS
     finally:
         await asyncio.to_thread(engine.start)
-    user = sync_client[app.state.settings.control_db]["users"].find_one({"email": account.email})
-    tokens = sync_client[app.state.settings.control_db]["refresh_tokens"]
+    user = sync_client[state_of(app).settings.control_db]["users"].find_one(
+        {"email": account.email}
+    )
+    tokens = sync_client[state_of(app).settings.control_db]["refresh_tokens"]
     assert tokens.count_documents({"user_id": user["_id"]}) == 1  # only register_in's login
     # Back without a restart of the app: the same login works, and so do the tokens.
     after = await http.post("/core/login", json=credentials)
@@ -225,7 +228,7 @@ async def test_login_while_the_engine_dies_answers_503_then_works_again(
     assert refreshed.status_code == 200, refreshed.text
     # The attempts cut short by the outage did not count against the account from
     # this address (the successful login after them clears that budget).
-    attempts = sync_client[app.state.settings.control_db][LOGIN_ATTEMPTS]
+    attempts = sync_client[state_of(app).settings.control_db][LOGIN_ATTEMPTS]
     pair = f"login:{login_scope_digest(account.email, '127.0.0.1')}"
     assert attempts.count_documents({"scope": pair}) == 0
 

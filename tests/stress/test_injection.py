@@ -18,6 +18,8 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 
 from app.errors import ErrorCode
+from app.wiring import state_of
+from data_api.datasets.expiry import ExpirySweeper
 from tests.accounts import Account
 from tests.app.test_errors import assert_envelope
 from tests.databases import metadata
@@ -115,7 +117,7 @@ async def test_nesting_deeper_than_the_parser_allows_is_malformed_json(crud: Cru
 
 
 async def test_body_over_the_limit_is_413_and_nothing_is_written(crud: Crud) -> None:
-    limit = crud.app.state.settings.max_body_bytes
+    limit = state_of(crud.app).settings.max_body_bytes
     response = await crud.insert({"email": "huge@x.io", "bio": "x" * (limit + 1)})
     assert_envelope(response, 413, ErrorCode.PAYLOAD_TOO_LARGE)
     assert await crud.stored() == []
@@ -595,12 +597,16 @@ async def test_another_tenant_gets_404_on_every_dataset_endpoint_and_changes_not
     assert created.status_code == 201, created.text
     ds = created.json()["data"]["id"]
     me = (await client.get("/core/me", headers=owner.bearer)).json()["data"]["id"]
-    entry = await app.state.datasets_sweeper.service.create_entry_record(
-        owner_id=ObjectId(me),
-        dataset_id=ObjectId(ds),
-        name="e.txt",
-        size=1,
-        content_type="text/plain",
+    entry = (
+        await state_of(app)
+        .get(ExpirySweeper)
+        .service.create_entry_record(
+            owner_id=ObjectId(me),
+            dataset_id=ObjectId(ds),
+            name="e.txt",
+            size=1,
+            content_type="text/plain",
+        )
     )
     third = (await client.get("/core/me", headers=other_owner.bearer)).json()["data"]
     tag = (await client.get("/api/v1/tags", headers=owner.bearer)).json()["data"][0]["id"]
@@ -608,7 +614,7 @@ async def test_another_tenant_gets_404_on_every_dataset_endpoint_and_changes_not
         f"/api/v1/datasets/{ds}/tags", json={"tag_id": tag}, headers=owner.bearer
     )
     assert tagged.status_code == 200
-    control_db = app.state.settings.control_db
+    control_db = state_of(app).settings.control_db
     share_id = str(ObjectId())
     before = await dataset_snapshot(sync_client, control_db, ds)
     attacker_key = await api_key(client, other_owner)
@@ -686,7 +692,7 @@ async def test_hostile_dataset_bodies_are_422_and_write_nothing(
     response = await client.post("/api/v1/datasets", json=body, headers=owner.bearer)
     assert response.status_code == 422, response.text
     assert response.json()["success"] is False
-    control = sync_client[app.state.settings.control_db]
+    control = sync_client[state_of(app).settings.control_db]
     assert control["datasets"].count_documents({}) == 0
 
 
@@ -753,7 +759,7 @@ async def test_another_tenant_gets_404_on_every_rows_endpoint_and_changes_nothin
     )
     assert column.status_code == 201, column.text
     column_id = column.json()["data"]["id"]
-    before = await rows_snapshot(sync_client, app.state.settings.control_db, ds)
+    before = await rows_snapshot(sync_client, state_of(app).settings.control_db, ds)
     attacker_key = await api_key(client, other_owner)
     on = f"?dataset={ds}"
     calls: dict[tuple[str, str], dict[str, Any]] = {
@@ -795,7 +801,7 @@ async def test_another_tenant_gets_404_on_every_rows_endpoint_and_changes_nothin
         headers={**other_owner.bearer, "content-type": "application/x-ndjson"},
     )
     assert_envelope(loaded, 404, ErrorCode.DATASET_NOT_FOUND)
-    assert await rows_snapshot(sync_client, app.state.settings.control_db, ds) == before
+    assert await rows_snapshot(sync_client, state_of(app).settings.control_db, ds) == before
 
 
 @pytest.mark.parametrize(
@@ -824,7 +830,7 @@ async def test_hostile_row_values_are_422_and_write_nothing(
     )
     body = assert_envelope(response, 422, ErrorCode.VALIDATION_ERROR)
     assert body["details"][0]["loc"][:3] == ["body", "rows", 1]
-    owner_id = sync_client[app.state.settings.control_db]["datasets"].find_one(
+    owner_id = sync_client[state_of(app).settings.control_db]["datasets"].find_one(
         {"_id": ObjectId(ds)}
     )["owner_id"]
     tenant = sync_client[f"qt_{owner_id}"]

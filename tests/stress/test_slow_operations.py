@@ -27,6 +27,7 @@ from app.db import Database, open_client
 from app.db.undo import SCRATCH_PREFIX
 from app.engine import choose_adapter
 from app.errors import ErrorCode
+from app.wiring import state_of
 from management.lifecycle import recover_imports
 from management.repository import drop_stale_undo_scratch
 from tests.accounts import Account
@@ -159,7 +160,7 @@ async def test_update_past_the_socket_timeout_answers_504_and_undoes_only_its_ow
         )
 
     # The maintenance pass, on a client without the tiny socket timeout.
-    settings = app.state.settings.model_copy(update={"mongodb_socket_timeout_ms": 0})
+    settings = state_of(app).settings.model_copy(update={"mongodb_socket_timeout_ms": 0})
     database = Database(
         client=open_client(database_server.url, settings),
         control_db_name=settings.control_db,
@@ -200,11 +201,11 @@ async def test_scratch_copies_left_by_a_crashed_undo_are_dropped_by_maintenance(
 ) -> None:
     """An undo replays the update on copies of tenant documents in the control
     database; a crash there must not leave those copies for good."""
-    control = app.state.database.control
+    control = state_of(app).database.control
     stale, fresh = f"{SCRATCH_PREFIX}1000_{'a' * 32}", f"{SCRATCH_PREFIX}{int(time.time())}_b"
     for name in (stale, fresh):
         await control[name].insert_one({"copy": "of a tenant document"})
-    assert await drop_stale_undo_scratch(database=app.state.database) == 1
+    assert await drop_stale_undo_scratch(database=state_of(app).database) == 1
     names = await control.list_collection_names()
     assert stale not in names and fresh in names
 

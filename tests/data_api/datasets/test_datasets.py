@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from app.clock import utc_now
 from app.errors import ErrorCode
 from app.settings import Settings
+from app.wiring import state_of
 from tests.accounts import Account
 from tests.app.test_errors import assert_envelope
 from tests.datasets import (
@@ -467,8 +468,13 @@ async def test_list_shows_a_dataset_shared_until_later_but_not_one_whose_share_e
     made = await share(
         client, owner.bearer, lapsed["id"], email=reader.email, expires_at=from_now(hours=1)
     )
-    await app.state.database.control["shares"].update_one(
-        {"_id": ObjectId(made["id"])}, {"$set": {"expires_at": utc_now() - timedelta(seconds=1)}}
+    await (
+        state_of(app)
+        .database.control["shares"]
+        .update_one(
+            {"_id": ObjectId(made["id"])},
+            {"$set": {"expires_at": utc_now() - timedelta(seconds=1)}},
+        )
     )
     assert ids_of(await client.get(DATASETS, headers=reader.bearer)) == [live["id"]]
 

@@ -16,12 +16,13 @@ from fastapi import FastAPI
 
 from app.clock import utc_now
 from app.errors import ErrorCode
+from app.wiring import state_of
 from data_api.datasets.expiry import ExpirySweeper
 from data_api.datasets.repository import tenant_db_name
-from data_api.datasets.service import DatasetService
 from tests.accounts import Account
 from tests.app.test_errors import assert_envelope
 from tests.conftest import DatabaseServer
+from tests.datasets import service_of
 from tests.mailbox import Inbox
 from tests.stress.test_faults import engine_down
 
@@ -30,14 +31,6 @@ from tests.stress.test_faults import engine_down
 def settings(make_settings: Any) -> Any:
     """No background sweep: each test runs the sweeper when it wants to."""
     return make_settings(dataset_sweep_seconds=3600)
-
-
-def service_of(app: FastAPI) -> DatasetService:
-    return DatasetService(
-        catalogue=app.state.datasets_catalogue,
-        settings=app.state.settings,
-        audit=getattr(app.state, "audit_log", None),
-    )
 
 
 async def user_id(client: httpx.AsyncClient, account: Account) -> ObjectId:
@@ -53,9 +46,13 @@ async def new_dataset(client: httpx.AsyncClient, account: Account, **fields: Any
 
 
 async def expire(app: FastAPI, dataset_id: str, at: Any = None) -> None:
-    await app.state.database.control["datasets"].update_one(
-        {"_id": ObjectId(dataset_id)},
-        {"$set": {"expires_at": at or utc_now() - timedelta(milliseconds=1)}},
+    await (
+        state_of(app)
+        .database.control["datasets"]
+        .update_one(
+            {"_id": ObjectId(dataset_id)},
+            {"$set": {"expires_at": at or utc_now() - timedelta(milliseconds=1)}},
+        )
     )
 
 
@@ -90,7 +87,7 @@ async def populated(
 
 
 def stored(sync_client: Any, app: FastAPI, dataset_id: str, owner_id: ObjectId) -> dict[str, int]:
-    control = sync_client[app.state.settings.control_db]
+    control = sync_client[state_of(app).settings.control_db]
     tenant = sync_client[tenant_db_name(owner_id)]
     oid = ObjectId(dataset_id)
     return {
@@ -140,7 +137,7 @@ async def test_the_sweeper_deletes_an_expired_dataset_like_delete(
         "entries": 3,
     }
     await expire(app, dataset_id)
-    done = await app.state.datasets_sweeper.sweep()
+    done = await state_of(app).get(ExpirySweeper).sweep()
     assert done["expired"] == 1
     assert stored(sync_client, app, dataset_id, owner_id) == dict.fromkeys(
         ("datasets", "shares", "entry_homes", "items", "entries"), 0
@@ -153,8 +150,8 @@ async def test_the_sweeper_deletes_an_expired_dataset_like_delete(
     )
     # The other dataset of the same owner is untouched.
     assert stored(sync_client, app, kept_id, owner_id)["entries"] == len(kept_entries)
-    audit = sync_client[app.state.settings.control_db]["audit_log"]
-    if "audit_log" in sync_client[app.state.settings.control_db].list_collection_names():
+    audit = sync_client[state_of(app).settings.control_db]["audit_log"]
+    if "audit_log" in sync_client[state_of(app).settings.control_db].list_collection_names():
         records = list(audit.find({"action": "datasets.expire", "resource_id": dataset_id}))
         assert len(records) == 1 and records[0]["actor_user_id"] is None
 
@@ -174,7 +171,7 @@ async def test_an_entry_linked_elsewhere_is_unlinked_when_its_home_expires(
     curator_items = sync_client[tenant_db_name(curator_id)]["items"]
     assert curator_items.count_documents({"dataset_id": ObjectId(curated)}) == 1
     await expire(app, home_id)
-    await app.state.datasets_sweeper.sweep()
+    await state_of(app).get(ExpirySweeper).sweep()
     assert curator_items.count_documents({"dataset_id": ObjectId(curated)}) == 0
     listed = await client.get(f"/api/v1/datasets/{curated}/items", headers=curator.bearer)
     assert listed.json()["data"] == []
@@ -212,7 +209,7 @@ async def test_a_sweep_killed_part_way_is_finished_by_the_next_and_never_half_vi
     app, http, owner, reader = served
     dataset_id, owner_id, _ = await populated(app, http, owner, reader, entries=300)
     await expire(app, dataset_id)
-    sweeper: ExpirySweeper = app.state.datasets_sweeper
+    sweeper: ExpirySweeper = state_of(app).get(ExpirySweeper)
     sweeping = asyncio.create_task(sweeper())
 
     def entries_left() -> int:
@@ -243,7 +240,7 @@ async def test_one_worker_at_a_time_holds_the_sweep_lease(
 ) -> None:
     owner, reader = await register(), await register()
     dataset_id, owner_id, _ = await populated(app, client, owner, reader, entries=1)
-    first: ExpirySweeper = app.state.datasets_sweeper
+    first: ExpirySweeper = state_of(app).get(ExpirySweeper)
     second = ExpirySweeper(service=service_of(app), mailer=None, interval=first.interval)
     now = utc_now()
     await first.sweep(now)  # takes the lease
@@ -269,7 +266,7 @@ async def test_owner_is_mailed_at_ten_days_and_at_one_day_and_warned_in_the_log(
     dataset_id = await new_dataset(client, owner, name="Quarterly")
     now = utc_now()
     await expire(app, dataset_id, at=now + timedelta(days=5))
-    sweeper: ExpirySweeper = app.state.datasets_sweeper
+    sweeper: ExpirySweeper = state_of(app).get(ExpirySweeper)
     with caplog.at_level(logging.WARNING, logger="quarry.datasets"):
         assert (await sweeper.sweep(now))["warned"] == 1
         mail = inbox.wait_for(owner.email)

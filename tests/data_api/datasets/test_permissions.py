@@ -40,6 +40,7 @@ from app.clock import utc_now
 from app.errors import ErrorCode
 from app.main import create_app
 from app.settings import Settings
+from app.wiring import state_of
 from data_api.datasets.access import Level
 from tests.accounts import Account, register_account
 from tests.app.test_errors import assert_envelope
@@ -162,9 +163,13 @@ class World:
                 user_id=str(self.user_ids["expired_share"]),
                 expires_at=from_now(hours=1),
             )
-            await self.app.state.database.control["shares"].update_one(
-                {"_id": ObjectId(expired["id"])},
-                {"$set": {"expires_at": utc_now() - timedelta(minutes=1)}},
+            await (
+                state_of(self.app)
+                .database.control["shares"]
+                .update_one(
+                    {"_id": ObjectId(expired["id"])},
+                    {"$set": {"expires_at": utc_now() - timedelta(minutes=1)}},
+                )
             )
             await tag_dataset(self.http, self.owner, dataset_id, READER_TAG)
         await share(self.http, self.owner, dataset_id, user_id=str(self.user_ids["spare"]))
@@ -173,8 +178,10 @@ class World:
         return Target(dataset_id=dataset_id, keep_entry=str(keep), drop_entry=str(drop))
 
     async def share_row(self, target: Target, user: str) -> Any:
-        return await self.app.state.database.control["shares"].find_one(
-            {"dataset_id": ObjectId(target.dataset_id), "user_id": self.user_ids[user]}
+        return (
+            await state_of(self.app)
+            .database.control["shares"]
+            .find_one({"dataset_id": ObjectId(target.dataset_id), "user_id": self.user_ids[user]})
         )
 
     async def assert_still_held(self, holder: Holder, target: Target) -> None:

@@ -17,7 +17,9 @@ from app.clock import utc_now
 from app.db import Eq, PageQuery
 from app.engine import EngineSql
 from app.errors import ErrorCode
+from app.wiring import state_of
 from data_api.datasets.errors import DatasetNotFound
+from data_api.datasets.expiry import ExpirySweeper
 from tests.app.test_errors import assert_envelope
 from tests.data_api.datasets.test_expiry import expire, new_dataset, service_of, user_id
 from tests.mailbox import Inbox
@@ -75,7 +77,7 @@ async def test_a_subset_cannot_take_items_seen_only_through_the_acl_override(
     )
     body = assert_envelope(subset, 400, ErrorCode.NOT_IN_SOURCE)
     assert body["details"][0]["msg"] == str(entry)
-    control = app.state.database.control
+    control = state_of(app).database.control
     assert await control["datasets"].count_documents({"name": "stolen"}) == 0
 
 
@@ -87,7 +89,7 @@ async def test_a_new_expiry_gets_its_own_warnings(
     dataset_id = await new_dataset(client, owner, name="extended")
     now = utc_now()
     await expire(app, dataset_id, at=now + timedelta(hours=12))
-    sweeper = app.state.datasets_sweeper
+    sweeper = state_of(app).get(ExpirySweeper)
     await sweeper.sweep(now)
     inbox.wait_for(owner.email)  # the 10-day and 1-day points are both passed: one mail
     extended = await client.patch(
@@ -96,7 +98,9 @@ async def test_a_new_expiry_gets_its_own_warnings(
         headers=owner.bearer,
     )
     assert extended.status_code == 200, extended.text
-    stored = await app.state.database.control["datasets"].find_one({"_id": ObjectId(dataset_id)})
+    stored = (
+        await state_of(app).database.control["datasets"].find_one({"_id": ObjectId(dataset_id)})
+    )
     assert "warned" not in stored
     await sweeper.sweep(now + timedelta(minutes=1))
     assert "5 day" in inbox.wait_for(owner.email, count=2).subject
@@ -131,7 +135,7 @@ async def test_entries_go_only_into_live_datasets(
             size=1,
             content_type="text/plain",
         )
-    assert await app.state.database.control["entry_homes"].count_documents({}) == 0
+    assert await state_of(app).database.control["entry_homes"].count_documents({}) == 0
 
 
 async def test_engine_sql_without_a_reachable_postgresql_falls_back() -> None:

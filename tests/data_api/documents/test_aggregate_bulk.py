@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.wiring import state_of
 from tests.app.test_errors import assert_envelope
 from tests.documents import Crud
 
@@ -88,8 +89,8 @@ async def test_stages_the_embedded_engine_lacks_are_501(crud: Crud, database_ser
 
 async def test_more_results_than_the_limit_is_refused(crud: Crud) -> None:
     await people(crud)
-    settings = crud.app.state.settings
-    crud.app.state.settings = settings.model_copy(update={"max_aggregate_documents": 5})
+    settings = state_of(crud.app).settings
+    state_of(crud.app).settings = settings.model_copy(update={"max_aggregate_documents": 5})
     response = await crud.post("/api/crud/aggregate", pipeline=[{"$match": {}}])
     assert "5" in assert_envelope(response, 422, "RESULT_TOO_LARGE")["message"]
     ok = await crud.post("/api/crud/aggregate", pipeline=[{"$limit": 5}])

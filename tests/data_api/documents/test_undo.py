@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 from app.db import Database, delete_if_written, open_client
 from app.engine import choose_adapter
 from app.errors import ErrorCode
+from app.wiring import state_of
 from data_api.documents import repository
 from management.lifecycle import recover_imports
 from tests.app.test_errors import assert_envelope
@@ -89,7 +90,7 @@ async def test_an_abandoned_batch_is_rolled_back_later_and_existing_documents_st
         # The engine wrote the abandoned batch after all (9,999 beside "keep"): the
         # rollback below has something to take back.
         assert previous == 1 + 9_999
-        settings = app.state.settings.model_copy(update={"mongodb_socket_timeout_ms": 0})
+        settings = state_of(app).settings.model_copy(update={"mongodb_socket_timeout_ms": 0})
         database = Database(
             client=open_client(database_server.url, settings),
             control_db_name=settings.control_db,

@@ -28,6 +28,8 @@ from fastapi import FastAPI
 
 from app.clock import utc_now
 from app.errors import ErrorCode
+from app.wiring import state_of
+from data_api.entries.extraction import Extractor
 from data_api.entries.sniff import DOCX
 from tests.accounts import Account, register_account
 from tests.app.test_errors import assert_envelope
@@ -76,7 +78,7 @@ class World:
         """Another account, its id, and a reader of its stored state."""
         account = await register_account(self.http, self.inbox)
         user_id = await user_id_of(self.http, account)
-        return account, user_id, Stored(self.sync, self.app.state.settings.control_db, user_id)
+        return account, user_id, Stored(self.sync, state_of(self.app).settings.control_db, user_id)
 
     async def upload(self, dataset_id: str, filename: str, data: bytes, **fields: Any) -> str:
         entry = await upload_one(self.http, self.headers, dataset_id, filename, data, **fields)
@@ -130,7 +132,7 @@ async def job_done(world: World, entry_id: str) -> None:
 @contextlib.asynccontextmanager
 async def extraction_paused(app: FastAPI) -> AsyncIterator[None]:
     """The extractor's loop stopped (its jobs wait in the catalogue), then started again."""
-    extractor = app.state.entries_extractor
+    extractor = state_of(app).get(Extractor)
     assert extractor.task is not None
     extractor.task.cancel()
     with contextlib.suppress(BaseException):

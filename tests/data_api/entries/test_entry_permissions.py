@@ -36,6 +36,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from app.clock import utc_now
 from app.errors import ErrorCode
+from app.wiring import state_of
 from data_api.datasets.access import Level
 from tests.accounts import Account, register_account
 from tests.app.test_errors import assert_envelope
@@ -148,7 +149,7 @@ class World:
 
     def stored(self, user: str | ObjectId) -> Stored:
         user_id = self.user_ids[user] if isinstance(user, str) else user
-        return Stored(self.sync, self.app.state.settings.control_db, user_id)
+        return Stored(self.sync, state_of(self.app).settings.control_db, user_id)
 
     def caller_id(self, holder: Holder) -> ObjectId:
         return self.user_ids[HOLDER_ACCOUNTS[holder]]
@@ -181,9 +182,13 @@ class World:
                 user_id=str(self.user_ids["expired_share"]),
                 expires_at=from_now(hours=1),
             )
-            await self.app.state.database.control["shares"].update_one(
-                {"_id": ObjectId(expired["id"])},
-                {"$set": {"expires_at": utc_now() - timedelta(minutes=1)}},
+            await (
+                state_of(self.app)
+                .database.control["shares"]
+                .update_one(
+                    {"_id": ObjectId(expired["id"])},
+                    {"$set": {"expires_at": utc_now() - timedelta(minutes=1)}},
+                )
             )
             await tag_dataset(self.http, self.owner, dataset_id, READER_TAG)
         entry = await upload_one(self.http, self.owner, dataset_id, "keep.txt", KEEP_TEXT.encode())
@@ -310,7 +315,7 @@ def cases(wanted: str) -> list[Any]:
 
 def snapshot(world: World, owners: list[ObjectId]) -> dict[str, Any]:
     """The catalogue rows entries keep, and the entry data of these owners."""
-    control = world.sync[world.app.state.settings.control_db]
+    control = world.sync[state_of(world.app).settings.control_db]
     state: dict[str, Any] = {
         name: sorted(control[name].find(), key=lambda row: str(row["_id"]))
         for name in ("entry_homes", "uploads", "extraction_jobs", "datasets", "shares")

@@ -20,6 +20,8 @@ from bson import ObjectId
 from fastapi import FastAPI
 
 from app.clock import utc_now
+from app.wiring import state_of
+from data_api.entries.extraction import Extractor
 from tests.accounts import register_account
 from tests.datasets import QUIET_SETTINGS, create_dataset
 from tests.entries import upload_one, wait_for_text
@@ -33,7 +35,7 @@ async def _pending_entry(
 ) -> tuple[Any, str]:
     """An account and an entry uploaded while the extractor's loop is stopped (it
     stays pending; `start()` resumes it)."""
-    extractor = app.state.entries_extractor
+    extractor = state_of(app).get(Extractor)
     extractor.task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await extractor.task
@@ -48,7 +50,7 @@ async def test_an_entry_left_pending_by_a_dead_worker_is_extracted_after_its_lea
     make_client: Callable[..., Any], sync_client: Any, inbox: Inbox
 ) -> None:
     async with make_client(**QUIET_SETTINGS) as (first, http):
-        settings = first.state.settings
+        settings = state_of(first).settings
         account, entry_id = await _pending_entry(first, http, inbox, b"quarterly revenue notes")
         jobs = sync_client[settings.control_db][JOBS]
         # The dead worker had claimed it: a lease that has just lapsed, one attempt.
@@ -72,11 +74,11 @@ async def test_a_live_lease_of_another_worker_is_not_taken_over(
 ) -> None:
     async with make_client(**QUIET_SETTINGS) as (app, http):
         account, entry_id = await _pending_entry(app, http, inbox, b"still being worked on")
-        jobs = sync_client[app.state.settings.control_db][JOBS]
+        jobs = sync_client[state_of(app).settings.control_db][JOBS]
         until = utc_now() + timedelta(hours=1)
         jobs.update_one({"_id": ObjectId(entry_id)}, {"$set": {"lease_until": until}})
-        app.state.entries_extractor.start()
-        await app.state.entries_extractor.run_due()
+        state_of(app).get(Extractor).start()
+        await state_of(app).get(Extractor).run_due()
         entry = (await http.get(f"/api/v1/entries/{entry_id}", headers=account.bearer)).json()
         assert entry["data"]["text_status"] == "pending"
         assert jobs.find_one({"_id": ObjectId(entry_id)})["attempts"] == 0
@@ -87,12 +89,12 @@ async def test_a_job_that_keeps_dying_ends_failed_with_its_reason(
 ) -> None:
     async with make_client(**QUIET_SETTINGS) as (app, http):
         account, entry_id = await _pending_entry(app, http, inbox, b"never extracted")
-        jobs = sync_client[app.state.settings.control_db][JOBS]
+        jobs = sync_client[state_of(app).settings.control_db][JOBS]
         jobs.update_one(
             {"_id": ObjectId(entry_id)},
             {"$set": {"lease_until": utc_now() - timedelta(seconds=1), "attempts": 3}},
         )
-        app.state.entries_extractor.start()
+        state_of(app).get(Extractor).start()
         entry = await wait_for_text(http, account.bearer, entry_id)
         assert entry["text_status"] == "failed"
         assert "3 attempts" in entry["text_error"]

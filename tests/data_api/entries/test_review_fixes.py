@@ -17,6 +17,8 @@ from fastapi import FastAPI
 
 from app.clock import utc_now
 from app.errors import ErrorCode
+from app.wiring import state_of
+from data_api.datasets.repository import Catalogue
 from data_api.entries import service as entry_service
 from data_api.entries.repository import EntryStore
 from tests.accounts import Account
@@ -83,7 +85,7 @@ async def test_metadata_nested_too_deep_is_422_and_nothing_is_stored(
     app: FastAPI, client: httpx.AsyncClient, owner: Account, sync_client: Any, depth: int
 ) -> None:
     dataset = (await create_dataset(client, owner.bearer))["id"]
-    stored = Stored(sync_client, app.state.settings.control_db, await user_id_of(client, owner))
+    stored = Stored(sync_client, state_of(app).settings.control_db, await user_id_of(client, owner))
     before = stored.totals()
     deep = '{"k": ' * depth + "1" + "}" * depth  # beyond what json.dumps would write
     response = await upload(client, owner.bearer, dataset, [("a.txt", b"x")], metadata=deep)
@@ -107,7 +109,7 @@ async def test_patching_metadata_nested_too_deep_is_422(
 async def test_a_stale_upload_is_given_up_only_while_still_stale_and_then_cannot_renew(
     app: FastAPI,
 ) -> None:
-    store = EntryStore(app.state.datasets_catalogue)
+    store = EntryStore(state_of(app).get(Catalogue))
     renewed, abandoned, owner = ObjectId(), ObjectId(), ObjectId()
     long_ago = utc_now() - timedelta(hours=1)
     await store.begin_uploads(file_ids=[renewed, abandoned], owner_id=owner, now=long_ago)
@@ -127,7 +129,7 @@ async def test_an_entry_whose_deletion_began_cannot_be_linked(
     home = (await create_dataset(client, owner.bearer))["id"]
     other = (await create_dataset(client, owner.bearer))["id"]
     entry = await upload_one(client, owner.bearer, home, "a.txt", b"x")
-    control = sync_client[app.state.settings.control_db]
+    control = sync_client[state_of(app).settings.control_db]
     control["entry_homes"].update_one(
         {"_id": ObjectId(entry["id"])}, {"$set": {"state": "deleting"}}
     )
@@ -144,9 +146,9 @@ async def test_an_upload_into_a_dataset_deleted_meanwhile_leaves_nothing(
     app: FastAPI, client: httpx.AsyncClient, owner: Account, sync_client: Any
 ) -> None:
     dataset = (await create_dataset(client, owner.bearer))["id"]
-    stored = Stored(sync_client, app.state.settings.control_db, await user_id_of(client, owner))
+    stored = Stored(sync_client, state_of(app).settings.control_db, await user_id_of(client, owner))
     before = stored.totals()
-    control = sync_client[app.state.settings.control_db]
+    control = sync_client[state_of(app).settings.control_db]
 
     async def body() -> AsyncIterator[bytes]:
         yield part_head(form_field("dataset_id", dataset)) + dataset.encode() + b"\r\n"

@@ -27,6 +27,7 @@ from bson import ObjectId
 from fastapi import FastAPI
 
 from app.errors import ErrorCode
+from app.wiring import state_of
 from tests.accounts import Account, register_account
 from tests.app.test_errors import assert_envelope
 from tests.conftest import DatabaseServer
@@ -367,7 +368,7 @@ async def limited(
         owner_id = await user_id_of(http, account)
         dataset = await create_dataset(http, account.bearer, name="limited")
         await upload_one(http, account.bearer, dataset["id"], "seed.bin", b"seed")
-        stored = Stored(sync_client, app.state.settings.control_db, owner_id)
+        stored = Stored(sync_client, state_of(app).settings.control_db, owner_id)
         yield Uploader(app, http, account, owner_id, dataset["id"], stored)
 
 

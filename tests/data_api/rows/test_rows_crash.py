@@ -34,7 +34,9 @@ import pytest
 from bson import ObjectId
 
 from app.errors import ErrorCode
+from app.wiring import state_of
 from data_api.datasets.repository import LEASES, ROW_DIRS
+from data_api.rows.store import RowStore
 from tests.conftest import DatabaseServer
 from tests.entries import Sync
 from tests.mailbox import Inbox
@@ -162,7 +164,7 @@ async def assert_all_or_nothing(
 async def sweep_until_clean(crashing: Crashing, dataset: str) -> None:
     """Run the maintenance sweep until it took the dead write's lease once it lapsed,
     cleaned up and dropped it: no lease left, no bucket the directory does not name."""
-    store = crashing.owner.app.state.row_store
+    store = state_of(crashing.owner.app).get(RowStore)
 
     def clean() -> bool:
         return not crashing.lease_held(dataset) and not crashing.orphans(dataset)

@@ -16,6 +16,7 @@ from bson import ObjectId
 
 from app.clock import utc_now
 from app.errors import ErrorCode
+from app.wiring import state_of
 from data_api.datasets.repository import LEASES, ROW_BUCKETS, tenant_db_name
 from data_api.rows.store import LostLock, RowStore
 from tests.app.test_errors import assert_envelope
@@ -43,7 +44,7 @@ async def owner(
 
 
 def store_of(owner: RowsOwner) -> RowStore:
-    return owner.app.state.row_store  # type: ignore[no-any-return]
+    return state_of(owner.app).get(RowStore)  # type: ignore[no-any-return]
 
 
 async def test_an_offset_read_that_rereads_the_directory_goes_on_after_what_it_skipped(
@@ -77,7 +78,7 @@ async def test_a_writer_whose_lease_lapsed_and_was_cleaned_cannot_commit(
     before = owner.stored_rows(dataset)
     store = store_of(owner)
     ds = ObjectId(dataset)
-    control = owner.app.state.database.control
+    control = state_of(owner.app).database.control
     with pytest.raises(LostLock):
         async with store.writing(owner.owner_id, ds) as writer:
             times = [n * 1000 for n in range(100, 3100)]

@@ -32,6 +32,7 @@ import pytest
 from bson import ObjectId
 
 from app.errors import ErrorCode
+from app.wiring import state_of
 from data_api.datasets.repository import LEASES
 from tests.accounts import Account, register_account
 from tests.app.test_errors import assert_envelope
@@ -286,7 +287,7 @@ async def test_rows_another_worker_writes_arrive_by_polling(
     owner = served.owner
     dataset = await owner.dataset("elsewhere")
     rows = series(T0, 3, step_ms=10, worker=2)
-    other_settings = owner.app.state.settings
+    other_settings = state_of(owner.app).settings
     async with (
         app_and_client(database_server, other_settings) as (_, other),
         served.client() as http,
@@ -393,7 +394,7 @@ async def test_revoking_a_share_ends_the_readers_stream_with_an_error_event(
 
 async def test_an_eleventh_stream_is_429_until_one_of_ten_closes(served: Served) -> None:
     crowd, dataset = served.crowd.bearer, served.crowd_dataset
-    limit = served.owner.app.state.settings.max_streams_per_user
+    limit = state_of(served.owner.app).settings.max_streams_per_user
     assert limit == 10
     async with served.client() as http, contextlib.AsyncExitStack() as all_open:
         streams: list[contextlib.AsyncExitStack] = []

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from app.clock import utc_now
 from app.errors import ErrorCode
+from app.wiring import state_of
 from tests.accounts import Account, register_account
 from tests.app.test_errors import assert_envelope
 from tests.conftest import DatabaseServer
@@ -405,9 +406,13 @@ async def test_a_deleted_datasets_entries_are_not_found_anywhere(
 
 async def expire(app: FastAPI, dataset_id: str) -> None:
     """Make the dataset expire now (an expiry cannot be set in the past through the API)."""
-    await app.state.database.control["datasets"].update_one(
-        {"_id": ObjectId(dataset_id)},
-        {"$set": {"expires_at": utc_now() - timedelta(milliseconds=1)}},
+    await (
+        state_of(app)
+        .database.control["datasets"]
+        .update_one(
+            {"_id": ObjectId(dataset_id)},
+            {"$set": {"expires_at": utc_now() - timedelta(milliseconds=1)}},
+        )
     )
 
 

@@ -156,7 +156,7 @@ async def test_quarry_search_reindex_rebuilds_a_deleted_index(
 ) -> None:
     shutil.rmtree(indexed.tenant_dir)
     arguments = ["search", "reindex"] + (["--tenant", str(indexed.owner_id)] if one_tenant else [])
-    assert quarry(arguments) == 0
+    assert await asyncio.to_thread(quarry, arguments) == 0
     count = await entry_count(indexed)
     assert f"tenant {indexed.owner_id}: {count} entries indexed" in capsys.readouterr().out
     assert indexed.healthy()
@@ -176,7 +176,7 @@ async def entry_count(indexed: Indexed) -> int:
 async def test_quarry_search_reindex_refuses_a_tenant_that_is_no_id(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert quarry(["search", "reindex", "--tenant", "not-an-id"]) == 2
+    assert await asyncio.to_thread(quarry, ["search", "reindex", "--tenant", "not-an-id"]) == 2
     assert "not-an-id" in capsys.readouterr().err
 
 

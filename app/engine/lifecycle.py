@@ -1,0 +1,80 @@
+"""The database of a running app: the embedded engine when this app runs one,
+the driver client, and the engine's adapter and SQL reads.
+
+With `QUARRY_MONGODB_URL` unset, the lifespan starts the embedded engine (or uses
+the one `quarry engine start` registered for the data directory) and watches
+one it owns: if it dies, it is started again on the same port and the driver
+reconnects by itself; requests meanwhile answer 503. On PostgreSQL the engine's
+own SQL is handed to the database for the reads FerretDB does slowly
+(`app.engine.sql`). The adapter is chosen once, when the server first answers:
+the embedded engine's for FerretDB, MongoDB's otherwise (`choose_adapter`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from app.db import Database, open_client
+from app.engine.adapter import choose_adapter
+from app.engine.build import EngineError
+from app.engine.process import EmbeddedEngine, start_for_server
+from app.engine.sql import EngineSql
+from app.wiring import AppState
+
+logger = logging.getLogger("quarry.app")
+
+ENGINE_WATCH_INTERVAL_SECONDS = 1.0
+
+
+def _watch(engine: EmbeddedEngine) -> Callable[[], Awaitable[None]]:
+    """Restart an engine this app owns when it dies; the data stays where it was."""
+
+    async def work() -> None:
+        if engine.running():
+            return
+        logger.error("the embedded engine (pid %d) exited; restarting it", engine.pid)
+        try:
+            await asyncio.to_thread(engine.restart)
+        except EngineError as exc:
+            logger.error("restarting the embedded engine failed: %s", exc)
+
+    return work
+
+
+@contextlib.asynccontextmanager
+async def run_database(state: AppState) -> AsyncIterator[None]:
+    """Provides `state.database` (and the `EmbeddedEngine` when this app runs one)."""
+    settings = state.settings
+    engine: EmbeddedEngine | None = None
+    url = settings.mongodb_url
+    if settings.embedded_engine:
+        engine = state.provide(await asyncio.to_thread(start_for_server, settings))
+        url = engine.url
+    database = Database(
+        client=open_client(url, settings),
+        control_db_name=settings.control_db,
+        query_timeout=settings.query_timeout_ms / 1000,
+        choose_adapter=choose_adapter,
+        engine_hint=engine.name if engine is not None else "",
+    )
+    conninfo = engine.postgres_conninfo() if engine is not None else None
+    if conninfo:
+        database.engine_reads = EngineSql(conninfo, statement_timeout_ms=settings.query_timeout_ms)
+    state.database = database
+    try:
+        async with contextlib.AsyncExitStack() as watching:
+            if engine is not None and engine.owned:
+                await watching.enter_async_context(
+                    state.background.every(
+                        "engine-watch", _watch(engine), ENGINE_WATCH_INTERVAL_SECONDS
+                    )
+                )
+            yield
+    finally:
+        await database.close()
+        if engine is not None and engine.owned:
+            await asyncio.to_thread(engine.stop)
+            logger.info("embedded engine stopped")
