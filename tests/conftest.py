@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,54 +25,16 @@ from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 from pymongo import MongoClient
 
-from app.engine import EmbeddedEngine, EngineSql, build_engine, default_binary, free_port
+from app.engine import EmbeddedEngine, build_engine, default_binary, free_port
 from app.main import create_app
 from app.settings import Settings
-from app.wiring import state_of
-from tests.accounts import register, register_in  # noqa: F401 - fixtures for every package
-from tests.databases import create_database, other_owner, owner  # noqa: F401 - fixtures
-from tests.documents import crud, make_crud  # noqa: F401 - fixtures
-from tests.mailbox import Inbox
-from tests.routes import install_test_routes
+from tests.fixtures.engine import SYSTEM_DATABASES, TEST_BACKEND, DatabaseServer, running
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.routes import install_test_routes
 
-SYSTEM_DATABASES = {"admin", "local", "config"}
-#: The embedded backend the session's engine runs on.
-TEST_BACKEND = os.environ.get("QUARRY_TEST_EMBEDDED_BACKEND", "postgresql")
-
-
-@dataclass
-class DatabaseServer:
-    """The session's server; an embedded one can be stopped and started again."""
-
-    url: str
-    engine: EmbeddedEngine | None
-
-    @property
-    def stoppable(self) -> bool:
-        return self.engine is not None
-
-    def stop(self) -> None:
-        assert self.engine is not None
-        self.engine.stop()
-
-    def start(self) -> None:
-        assert self.engine is not None
-        self.engine.restart()
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no flush — as in a crash or an OOM kill."""
-        assert self.engine is not None and self.engine.process is not None
-        self.engine.process.kill()
-        self.engine.process.wait()
-        self.engine.stop()  # closes the stdin pipe of the dead process
-
-    def pause(self) -> None:
-        assert self.engine is not None
-        os.kill(self.engine.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.engine is not None
-        os.kill(self.engine.pid, signal.SIGCONT)
+#: Fixtures every package uses: accounts (`register`, `register_in`), databases
+#: (`owner`, `other_owner`, `create_database`) and documents (`crud`, `make_crud`).
+pytest_plugins = ["tests.fixtures.accounts", "tests.fixtures.databases", "tests.fixtures.documents"]
 
 
 @pytest.fixture(scope="session")
@@ -175,18 +135,6 @@ def make_settings(
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
-
-
-@contextlib.asynccontextmanager
-async def running(application: FastAPI, server: DatabaseServer) -> AsyncIterator[FastAPI]:
-    """The app's lifespan on the session's server. An app that runs the embedded
-    engine itself reads its counts through the engine's PostgreSQL
-    (app.engine.sql); these apps get the same for the session's engine."""
-    async with application.router.lifespan_context(application):
-        conninfo = server.engine.postgres_conninfo() if server.engine is not None else None
-        if conninfo:  # closed with the database when the lifespan ends
-            state_of(application).database.engine_reads = EngineSql(conninfo)
-        yield application
 
 
 @pytest.fixture

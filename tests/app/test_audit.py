@@ -31,7 +31,7 @@ from app.cli import main as quarry
 from app.clock import utc_now
 from app.settings import Settings
 from app.wiring import state_of
-from tests.accounts import PASSWORD, Account
+from tests.fixtures.accounts import PASSWORD, Account
 
 Records = list[dict[str, Any]]
 

@@ -23,8 +23,7 @@ from app.engine import EmbeddedEngine, EngineError, free_port, pid_alive
 from app.main import create_app
 from app.settings import Settings
 from app.wiring import state_of
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.fixtures.engine import REPO, serve_process
 
 
 def embedded_settings(tmp_path: Path, engine_binary: Path, **overrides) -> Settings:
@@ -165,25 +164,6 @@ def test_engine_and_postgres_die_with_an_owner_killed_by_sigkill(tmp_path, engin
     wait_for(lambda: not postgres_pids(tmp_path / "data"), timeout=20)
 
 
-def _serve(tmp_path: Path, engine_binary: Path, port: int, **env: str) -> subprocess.Popen:
-    environment = {
-        **os.environ,
-        "QUARRY_PORT": str(port),
-        "QUARRY_DATA_DIR": str(tmp_path / "data"),
-        "QUARRY_FERRETDB_BIN": str(engine_binary),
-        "QUARRY_MONGODB_URL": "",
-        **env,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve"],
-        cwd=REPO,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def _engine_pids(data_root: Path) -> list[int]:
     """Engine processes (either backend) on the data directory `data_root`."""
     pattern = f"-(postgres-data|data-dir)={data_root.resolve()}/(pg/data|db)( |$)"
@@ -195,7 +175,7 @@ def test_quarry_serve_answers_over_http_and_ctrl_c_stops_the_engine(
     tmp_path, engine_binary
 ) -> None:
     port = free_port()
-    server = _serve(tmp_path, engine_binary, port)
+    server = serve_process(tmp_path, engine_binary, port)
     try:
         wait_for(lambda: _healthy(port), timeout=60)
         body = httpx.get(f"http://127.0.0.1:{port}/health").json()
@@ -215,7 +195,7 @@ def test_quarry_serve_answers_over_http_and_ctrl_c_stops_the_engine(
 
 def test_serve_with_two_workers_shares_one_recorded_engine(tmp_path, engine_binary) -> None:
     port = free_port()
-    server = _serve(tmp_path, engine_binary, port, QUARRY_WORKERS="2")
+    server = serve_process(tmp_path, engine_binary, port, QUARRY_WORKERS="2")
     try:
         wait_for(lambda: _healthy(port), timeout=60)
         body = httpx.get(f"http://127.0.0.1:{port}/health").json()
@@ -248,7 +228,7 @@ def test_serve_with_two_workers_shares_one_recorded_engine(tmp_path, engine_bina
 
 def test_quarry_serve_killed_by_sigkill_leaves_no_engine_processes(tmp_path, engine_binary) -> None:
     port = free_port()
-    server = _serve(tmp_path, engine_binary, port)
+    server = serve_process(tmp_path, engine_binary, port)
     try:
         wait_for(lambda: postgres_pids(tmp_path / "data") and _healthy(port), timeout=60)
         assert _engine_pids(tmp_path / "data")
@@ -261,7 +241,7 @@ def test_quarry_serve_killed_by_sigkill_leaves_no_engine_processes(tmp_path, eng
 
 def test_sqlite_backend_stays_selectable(tmp_path, engine_binary) -> None:
     port = free_port()
-    server = _serve(tmp_path, engine_binary, port, QUARRY_EMBEDDED_BACKEND="sqlite")
+    server = serve_process(tmp_path, engine_binary, port, QUARRY_EMBEDDED_BACKEND="sqlite")
     try:
         wait_for(lambda: _healthy(port), timeout=30)
         body = httpx.get(f"http://127.0.0.1:{port}/health").json()
@@ -284,7 +264,7 @@ def _healthy(port: int) -> bool:
 
 
 def test_serve_without_go_says_how_to_fix_it(tmp_path) -> None:
-    server = _serve(
+    server = serve_process(
         tmp_path,
         tmp_path / "missing" / "ferretdb",
         free_port(),

@@ -24,8 +24,8 @@ from pymongo import MongoClient
 from app.engine import EmbeddedEngine, EngineSql
 from app.engine.postgres import cluster_paths
 from app.wiring import state_of
-from tests.conftest import TEST_BACKEND, DatabaseServer
-from tests.documents import Crud
+from tests.fixtures.documents import Crud
+from tests.fixtures.engine import TEST_BACKEND, DatabaseServer
 
 pytestmark = pytest.mark.skipif(
     TEST_BACKEND != "postgresql", reason="shadow indexes belong to the PostgreSQL backend"

@@ -19,7 +19,7 @@ from pymongo import MongoClient
 from app.engine import EmbeddedEngine, free_port
 from app.engine import migrate as engine_migrate
 from app.settings import Settings
-from tests.app.test_engine import REPO, _serve
+from tests.fixtures.engine import REPO, serve_process
 
 FILE_BYTES = os.urandom(700_000)  # several GridFS chunks
 
@@ -98,7 +98,7 @@ def sqlite_data(tmp_path: Path, engine_binary: Path) -> Path:
 def test_server_refuses_sqlite_data_without_postgresql_data(
     sqlite_data: Path, engine_binary: Path
 ) -> None:
-    server = _serve(sqlite_data.parent, engine_binary, free_port())
+    server = serve_process(sqlite_data.parent, engine_binary, free_port())
     output, _ = server.communicate(timeout=60)
     assert server.returncode == 1
     assert "quarry engine migrate" in output
@@ -157,7 +157,7 @@ def test_migrate_that_cannot_finish_leaves_no_cluster(tmp_path: Path, engine_bin
     assert "pgstuff_111111" in result.stdout
     assert not (data / "pg").exists() and not (data / "pg.migrating").exists()
     # The SQLite data is untouched and the server still refuses to start empty.
-    server = _serve(tmp_path, engine_binary, free_port())
+    server = serve_process(tmp_path, engine_binary, free_port())
     output, _ = server.communicate(timeout=60)
     assert server.returncode == 1 and "quarry engine migrate" in output
 

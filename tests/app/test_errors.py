@@ -5,19 +5,7 @@ from __future__ import annotations
 import httpx
 
 from app.errors import ErrorCode
-
-ENVELOPE_KEYS = {"success", "error_code", "message", "details", "request_id"}
-
-
-def assert_envelope(response: httpx.Response, status: int, code: ErrorCode | str) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == ENVELOPE_KEYS
-    assert body["success"] is False
-    assert body["error_code"] == ErrorCode(code).value
-    assert isinstance(body["message"], str) and body["message"]
-    assert body["request_id"] == response.headers["x-request-id"]
-    return body
+from tests.fixtures.envelopes import assert_envelope
 
 
 async def test_unknown_route_is_404_envelope(client: httpx.AsyncClient) -> None:
@@ -60,7 +48,7 @@ async def test_unexpected_exception_is_500_without_internals(
 
 async def test_body_over_declared_limit_is_413(make_settings, database_server) -> None:
     from app.main import create_app
-    from tests.routes import install_test_routes
+    from tests.fixtures.routes import install_test_routes
 
     app = create_app(make_settings(max_body_bytes=1024))
     install_test_routes(app)
@@ -80,7 +68,7 @@ async def test_streamed_body_over_limit_is_413_without_content_length(
 ) -> None:
     """A chunked upload has no Content-Length: the bytes actually received are counted."""
     from app.main import create_app
-    from tests.routes import install_test_routes
+    from tests.fixtures.routes import install_test_routes
 
     app = create_app(make_settings(max_body_bytes=1024))
     install_test_routes(app)

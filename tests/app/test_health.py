@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from app.errors import ErrorCode
-from tests.app.test_errors import assert_envelope
-from tests.conftest import TEST_BACKEND
+from tests.fixtures.engine import TEST_BACKEND
+from tests.fixtures.envelopes import assert_envelope
 
 
 @pytest.mark.parametrize("path", ["/health", "/api/v1/health"])

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.served import uvicorn_serving
+from tests.fixtures.served import uvicorn_serving
 
 PAGES = ("/docs", "/redoc")
 ASSETS = (

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from app.db import After, Before, Contains, Database, Eq, IdIn, PageQuery
 from app.db.page_query import find_page_mongo
+from app.engine import EngineSql
 from app.wiring import state_of
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -205,3 +206,12 @@ async def test_by_ids_finds_what_the_driver_finds(seeded: Any) -> None:
     assert await database.by_ids(db_name, "no_such_collection", ids) == []
     if database.engine_reads is not None:
         assert await database.engine_reads.by_ids(db_name, "items", ids) is not None
+
+
+async def test_engine_sql_without_a_reachable_postgresql_falls_back() -> None:
+    unreachable = EngineSql("host=127.0.0.1 port=1 user=nobody dbname=nothing connect_timeout=1")
+    query = PageQuery(clauses=((Eq("a", 1),),), sort_desc="at")
+    assert await unreachable.count("db", "c") is None
+    assert await unreachable.page("db", "c", query) is None
+    assert await unreachable.lookups("db", [("c", "a", 1)]) is None
+    await unreachable.close()

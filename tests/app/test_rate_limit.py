@@ -37,9 +37,9 @@ from app.limits import (
 from app.main import create_app
 from app.settings import Settings
 from app.wiring import state_of
-from tests.accounts import Account
-from tests.app.test_errors import assert_envelope
-from tests.documents import api_key
+from tests.fixtures.accounts import Account
+from tests.fixtures.documents import api_key
+from tests.fixtures.envelopes import assert_envelope
 
 #: Routes that take no credentials (conventions.md), so nothing to charge.
 PUBLIC_PATHS = {

@@ -10,7 +10,7 @@ from typing import Any
 from app.wiring import state_of
 from auth.service import AuthState
 from data_api.datasets.repository import Catalogue
-from tests.accounts import register_account
+from tests.fixtures.accounts import register_account
 
 
 async def test_a_second_start_on_the_same_data_has_every_index_ready(

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from app.logs import scrub
 from app.main import create_app
 from app.settings import Settings
-from tests.routes import install_test_routes
+from tests.fixtures.routes import install_test_routes
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ import pytest
 from app.cli import main as quarry
 from app.settings import Settings
 from app.wiring import state_of
-from tests.accounts import PASSWORD, new_email, register_account
+from tests.fixtures.accounts import PASSWORD, new_email, register_account
 
 
 async def me(client: httpx.AsyncClient, access: str) -> dict[str, Any]:

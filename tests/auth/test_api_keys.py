@@ -11,7 +11,7 @@ import pytest
 from app.errors import ErrorCode
 from app.http import CallerDep
 from app.wiring import state_of
-from tests.app.test_errors import assert_envelope
+from tests.fixtures.envelopes import assert_envelope
 
 KEY_SHAPE = re.compile(r"^qk_[A-Za-z0-9]{8}_[A-Za-z0-9]{43}$")
 

@@ -17,10 +17,9 @@ from app.wiring import state_of
 from auth.lifecycle import index_creation
 from auth.service import AuthState
 from management.lifecycle import maintenance_pass
-from tests.accounts import new_email
-from tests.app.test_errors import assert_envelope
-from tests.auth.test_register_verify import body
-from tests.conftest import DatabaseServer
+from tests.fixtures.accounts import body, new_email
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.envelopes import assert_envelope
 
 
 async def test_writes_that_need_unique_indexes_answer_503_until_they_exist(

@@ -12,8 +12,8 @@ from app.errors import ErrorCode
 from app.main import create_app
 from app.wiring import state_of
 from auth.service import _digest as login_scope_digest
-from tests.accounts import PASSWORD, new_email
-from tests.app.test_errors import assert_envelope
+from tests.fixtures.accounts import PASSWORD, new_email
+from tests.fixtures.envelopes import assert_envelope
 
 
 @pytest.mark.smoke

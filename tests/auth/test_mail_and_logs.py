@@ -12,7 +12,7 @@ import httpx
 
 from app.engine import free_port
 from app.main import create_app
-from tests.accounts import PASSWORD, new_email
+from tests.fixtures.accounts import PASSWORD, new_email
 
 
 def quarry_log_stream() -> tuple[logging.Handler, io.StringIO]:

@@ -8,9 +8,9 @@ import httpx
 
 from app.errors import ErrorCode
 from app.wiring import state_of
-from tests.accounts import PASSWORD, new_email
-from tests.app.test_errors import assert_envelope
-from tests.mailbox import Inbox
+from tests.fixtures.accounts import PASSWORD, new_email
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
 
 NEW_PASSWORD = "a-brand-new-password"
 

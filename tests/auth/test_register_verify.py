@@ -9,15 +9,11 @@ import pytest
 
 from app.errors import ErrorCode
 from app.wiring import state_of
-from tests.accounts import PASSWORD, new_email
-from tests.app.test_errors import assert_envelope
-from tests.mailbox import Inbox
+from tests.fixtures.accounts import PASSWORD, body, new_email
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
 
 REGISTERED = "User registered successfully. Please check your email to verify your account."
-
-
-def body(email: str, password: str = PASSWORD) -> dict[str, str]:
-    return {"email": email, "firstName": "Alex", "lastName": "Dev", "password": password}
 
 
 @pytest.mark.smoke

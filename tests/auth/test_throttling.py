@@ -15,10 +15,9 @@ from fastapi import FastAPI
 
 from app.errors import ErrorCode
 from app.wiring import state_of
-from tests.accounts import PASSWORD, new_email
-from tests.app.test_errors import assert_envelope
-from tests.auth.test_register_verify import body
-from tests.mailbox import Inbox
+from tests.fixtures.accounts import PASSWORD, body, new_email
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
 
 
 @contextlib.asynccontextmanager

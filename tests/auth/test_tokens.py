@@ -14,8 +14,8 @@ from app.main import create_app
 from app.wiring import state_of
 from auth.service import AuthState
 from auth.tokens import ACCESS
-from tests.accounts import PASSWORD
-from tests.app.test_errors import assert_envelope
+from tests.fixtures.accounts import PASSWORD
+from tests.fixtures.envelopes import assert_envelope
 
 
 def forge(token: str, app, **changes) -> str:

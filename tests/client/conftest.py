@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from quarry_client import AsyncQuarry, Quarry
 
-from tests.client.server import logged_in, serve_quarry
-from tests.conftest import DatabaseServer
-from tests.mailbox import Inbox
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.quarry_server import logged_in, serve_quarry
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import pytest
 from pymongo import MongoClient
 from quarry_client import AsyncQuarry, AuthenticationError, Quarry
 
-from tests.accounts import PASSWORD, new_email
-from tests.mailbox import Inbox
+from tests.fixtures.accounts import PASSWORD, new_email
+from tests.fixtures.mailbox import Inbox
 
 NEW_PASSWORD = "a-brand-new-password-42"
 

@@ -21,16 +21,9 @@ import pytest
 from bson import json_util
 from quarry_client import Quarry
 
-from tests.client.cli_helpers import (
-    QUARRY,
-    LineReader,
-    cli_environment,
-    json_error,
-    run_json,
-    run_quarry,
-)
-from tests.client.server import verified_account
-from tests.mailbox import Inbox
+from tests.fixtures.cli import QUARRY, LineReader, cli_environment, json_error, run_json, run_quarry
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.quarry_server import verified_account
 
 
 def unique(prefix: str) -> str:

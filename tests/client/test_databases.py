@@ -28,8 +28,8 @@ from quarry_client import (
     ValidationError,
 )
 
-from tests.client.server import SECRET_KEY, verified_account
-from tests.mailbox import Inbox
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.quarry_server import SECRET_KEY, verified_account
 
 Raw = MongoClient[dict[str, Any]]
 

@@ -14,8 +14,8 @@ from bson import ObjectId
 from pymongo import MongoClient
 from quarry_client import AsyncQuarry, BadRequest, Conflict, NotFound, Quarry, ValidationError
 
-from tests.client.server import verified_account
-from tests.mailbox import Inbox
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.quarry_server import verified_account
 
 Raw = MongoClient[dict[str, Any]]
 

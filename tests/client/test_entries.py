@@ -38,9 +38,9 @@ from quarry_client import (
 from quarry_client import models as m
 from quarry_client._sync.entries import file_sha256, partial_path
 
-from tests.client.server import logged_in, serve_quarry
-from tests.conftest import DatabaseServer
-from tests.mailbox import Inbox
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.quarry_server import logged_in, serve_quarry
 
 BIG_SIZE = 50 * 1024 * 1024
 #: How much of the big file the "interrupted" download keeps.

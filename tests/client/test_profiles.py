@@ -16,7 +16,7 @@ from quarry_client._sync.client import DEFAULT_TIMEOUT
 from quarry_client.cli.profiles import Profile, ProfileLock, load_profile, save_profile
 from quarry_client.cli.session import _from_profile
 
-from tests.client.server import SECRET_KEY
+from tests.fixtures.quarry_server import SECRET_KEY
 
 
 @pytest.fixture

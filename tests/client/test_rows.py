@@ -33,8 +33,8 @@ from quarry_client._async.rows import StreamEvent as AsyncStreamEvent
 from quarry_client._sync.rows import LoadProgress
 from quarry_client.sse import ServerSentEvent, SSEParser
 
-from tests.client.server import logged_in
-from tests.mailbox import Inbox
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.quarry_server import logged_in
 
 #: 2023-11-14T22:13:20Z: the first row of every series here.
 BASE_MS = 1_700_000_000_000

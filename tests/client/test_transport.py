@@ -30,9 +30,9 @@ from quarry_client import (
     ServiceUnavailable,
 )
 
-from tests.client.server import SECRET_KEY, logged_in, serve_quarry
-from tests.conftest import DatabaseServer
-from tests.mailbox import Inbox
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.quarry_server import SECRET_KEY, logged_in, serve_quarry
 
 
 def statuses_seen(client: Quarry) -> list[int]:

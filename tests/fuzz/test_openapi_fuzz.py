@@ -43,7 +43,7 @@ from app.main import create_app
 from app.settings import Settings
 from bench.harness import served_api
 from bench.rate_limit import LIMITS_OUT_OF_REACH
-from tests.databases import USERS_SCHEMA
+from tests.fixtures.databases import USERS_SCHEMA
 
 pytestmark = pytest.mark.fuzz
 

@@ -9,9 +9,9 @@ import httpx
 from pymongo import MongoClient
 
 from app.errors import ErrorCode
-from tests.accounts import Account
-from tests.app.test_errors import assert_envelope
-from tests.databases import metadata
+from tests.fixtures.accounts import Account
+from tests.fixtures.databases import metadata
+from tests.fixtures.envelopes import assert_envelope
 
 CreateDatabase = Callable[..., Awaitable[dict[str, Any]]]
 

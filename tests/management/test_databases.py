@@ -17,9 +17,9 @@ from app.wiring import state_of
 from management import repository as management_repository
 from management import service as management_service
 from management.lifecycle import finish_stale_changes
-from tests.accounts import Account
-from tests.app.test_errors import assert_envelope
-from tests.databases import USERS_SCHEMA, metadata, unique_name
+from tests.fixtures.accounts import Account
+from tests.fixtures.databases import USERS_SCHEMA, metadata, unique_name
+from tests.fixtures.envelopes import assert_envelope
 
 CreateDatabase = Callable[..., Awaitable[dict[str, Any]]]
 

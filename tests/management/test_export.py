@@ -15,10 +15,9 @@ from bson import Int64, ObjectId
 from pymongo import MongoClient
 
 from app.errors import ErrorCode
-from tests.accounts import Account
-from tests.app.test_errors import assert_envelope
-from tests.databases import metadata
-from tests.management.test_import import upload
+from tests.fixtures.accounts import Account
+from tests.fixtures.databases import metadata, upload
+from tests.fixtures.envelopes import assert_envelope
 
 CreateDatabase = Callable[..., Awaitable[dict[str, Any]]]
 Sync = MongoClient[dict[str, Any]]

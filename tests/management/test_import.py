@@ -17,36 +17,13 @@ from pymongo import MongoClient
 
 from app.errors import ErrorCode
 from app.wiring import state_of
-from tests.accounts import Account
-from tests.app.test_errors import assert_envelope
-from tests.conftest import DatabaseServer
-from tests.databases import metadata
+from tests.fixtures.accounts import Account
+from tests.fixtures.databases import metadata, upload
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.envelopes import assert_envelope
 
 CreateDatabase = Callable[..., Awaitable[dict[str, Any]]]
 Sync = MongoClient[dict[str, Any]]
-
-
-async def upload(
-    client: httpx.AsyncClient,
-    account: Account,
-    database_id: str,
-    content: bytes,
-    *,
-    filename: str = "events.json",
-    collection: str | None = "users",
-    on_error: str | None = None,
-) -> httpx.Response:
-    data = {"database_id": database_id}
-    if collection is not None:
-        data["collection_name"] = collection
-    if on_error is not None:
-        data["on_error"] = on_error
-    return await client.post(
-        "/api/import_data",
-        data=data,
-        files={"json_file": (filename, content, "application/json")},
-        headers=account.bearer,
-    )
 
 
 @pytest.fixture

@@ -14,10 +14,9 @@ import pytest
 from app.errors import ErrorCode
 from app.settings import Settings
 from app.wiring import state_of
-from tests.app.test_errors import assert_envelope
-from tests.databases import metadata
-from tests.documents import Crud
-from tests.management.test_import import upload
+from tests.fixtures.databases import metadata, upload
+from tests.fixtures.documents import Crud
+from tests.fixtures.envelopes import assert_envelope
 
 
 @pytest.fixture

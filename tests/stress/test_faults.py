@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,10 +25,10 @@ from app.wiring import state_of
 from auth import repository as auth_repository
 from auth.repository import LOGIN_ATTEMPTS
 from auth.service import _digest as login_scope_digest
-from tests.accounts import PASSWORD, Account
-from tests.app.test_errors import assert_envelope
-from tests.conftest import DatabaseServer
-from tests.documents import Crud, api_key
+from tests.fixtures.accounts import PASSWORD, Account
+from tests.fixtures.documents import Crud, api_key, journal_empty
+from tests.fixtures.engine import DatabaseServer, engine_down
+from tests.fixtures.envelopes import assert_envelope
 
 # Every answer during an outage comes within this (server selection is 1 s in
 # the test settings; a paused engine's in-flight operations are interrupted by
@@ -80,20 +79,6 @@ async def wait_until(condition: Callable[[], Any], seconds: float = 30) -> None:
                 return
         await asyncio.sleep(0.1)
     raise AssertionError(f"condition not met within {seconds} s")
-
-
-@contextlib.asynccontextmanager
-async def engine_down(engine: DatabaseServer) -> AsyncIterator[None]:
-    await asyncio.to_thread(engine.kill)
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(engine.start)
-
-
-def journal_empty(app: FastAPI) -> bool:
-    root = Path(state_of(app).settings.data_dir) / "import-journal"
-    return not root.exists() or not any(root.iterdir())
 
 
 async def test_engine_killed_mid_batch_insert_leaves_no_document(

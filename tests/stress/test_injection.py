@@ -20,11 +20,10 @@ from fastapi.routing import iter_route_contexts
 from app.errors import ErrorCode
 from app.wiring import state_of
 from data_api.datasets.expiry import ExpirySweeper
-from tests.accounts import Account
-from tests.app.test_errors import assert_envelope
-from tests.databases import metadata
-from tests.documents import Crud, api_key
-from tests.management.test_import import upload
+from tests.fixtures.accounts import Account
+from tests.fixtures.databases import metadata, upload
+from tests.fixtures.documents import Crud, api_key
+from tests.fixtures.envelopes import assert_envelope
 
 JSON = {"content-type": "application/json"}
 

@@ -30,11 +30,10 @@ from app.errors import ErrorCode
 from app.wiring import state_of
 from management.lifecycle import recover_imports
 from management.repository import drop_stale_undo_scratch
-from tests.accounts import Account
-from tests.app.test_errors import assert_envelope
-from tests.conftest import TEST_BACKEND, DatabaseServer
-from tests.documents import Crud, api_key
-from tests.stress.test_faults import journal_empty
+from tests.fixtures.accounts import Account
+from tests.fixtures.documents import Crud, api_key, journal_empty
+from tests.fixtures.engine import TEST_BACKEND, DatabaseServer
+from tests.fixtures.envelopes import assert_envelope
 
 PRODUCTS = 20_000
 CHEAPEST = 1_000

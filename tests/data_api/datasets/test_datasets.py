@@ -17,9 +17,8 @@ from app.clock import utc_now
 from app.errors import ErrorCode
 from app.settings import Settings
 from app.wiring import state_of
-from tests.accounts import Account
-from tests.app.test_errors import assert_envelope
-from tests.datasets import (
+from tests.fixtures.accounts import Account
+from tests.fixtures.datasets import (
     DATASETS,
     QUIET_SETTINGS,
     Register,
@@ -28,6 +27,7 @@ from tests.datasets import (
     dataset_row,
     from_now,
     make_platform_admin,
+    new_dataset,
     parse_time,
     rows,
     share,
@@ -35,6 +35,7 @@ from tests.datasets import (
     tenant_rows,
     user_id_of,
 )
+from tests.fixtures.envelopes import assert_envelope
 
 
 @pytest.fixture
@@ -874,3 +875,18 @@ async def test_a_malformed_dataset_id_is_422_invalid_id(
         method, path.format(id=bad_id), json=body, headers=caller.bearer
     )
     assert_envelope(response, 422, ErrorCode.INVALID_ID)
+
+
+async def test_paging_flags_agree_with_the_links_at_any_offset(
+    client: httpx.AsyncClient, register: Any
+) -> None:
+    owner = await register()
+    for n in range(12):
+        await new_dataset(client, owner, name=f"d{n}")
+    page = await client.get(
+        "/api/v1/datasets", params={"offset": 5, "limit": 10}, headers=owner.bearer
+    )
+    pagination = page.json()["pagination"]
+    assert len(page.json()["data"]) == 7
+    assert pagination["has_previous"] is True and pagination["previous"] is not None
+    assert pagination["has_next"] is False and pagination["next"] is None

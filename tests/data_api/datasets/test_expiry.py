@@ -17,14 +17,14 @@ from fastapi import FastAPI
 from app.clock import utc_now
 from app.errors import ErrorCode
 from app.wiring import state_of
+from data_api.datasets.errors import DatasetNotFound
 from data_api.datasets.expiry import ExpirySweeper
 from data_api.datasets.repository import tenant_db_name
-from tests.accounts import Account
-from tests.app.test_errors import assert_envelope
-from tests.conftest import DatabaseServer
-from tests.datasets import service_of
-from tests.mailbox import Inbox
-from tests.stress.test_faults import engine_down
+from tests.fixtures.accounts import Account
+from tests.fixtures.datasets import expire, new_dataset, service_of, user_id_of
+from tests.fixtures.engine import DatabaseServer, engine_down
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
 
 
 @pytest.fixture
@@ -33,35 +33,12 @@ def settings(make_settings: Any) -> Any:
     return make_settings(dataset_sweep_seconds=3600)
 
 
-async def user_id(client: httpx.AsyncClient, account: Account) -> ObjectId:
-    return ObjectId((await client.get("/core/me", headers=account.bearer)).json()["data"]["id"])
-
-
-async def new_dataset(client: httpx.AsyncClient, account: Account, **fields: Any) -> str:
-    response = await client.post(
-        "/api/v1/datasets", json={"name": "expiring", **fields}, headers=account.bearer
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["data"]["id"])
-
-
-async def expire(app: FastAPI, dataset_id: str, at: Any = None) -> None:
-    await (
-        state_of(app)
-        .database.control["datasets"]
-        .update_one(
-            {"_id": ObjectId(dataset_id)},
-            {"$set": {"expires_at": at or utc_now() - timedelta(milliseconds=1)}},
-        )
-    )
-
-
 async def populated(
     app: FastAPI, client: httpx.AsyncClient, owner: Account, reader: Account, entries: int = 3
 ) -> tuple[str, ObjectId, list[ObjectId]]:
     """A dataset with entries (items), a share and a tag."""
     dataset_id = await new_dataset(client, owner)
-    owner_id = await user_id(client, owner)
+    owner_id = await user_id_of(client, owner)
     service = service_of(app)
     entry_ids = [
         await service.create_entry_record(
@@ -167,7 +144,7 @@ async def test_an_entry_linked_elsewhere_is_unlinked_when_its_home_expires(
         headers=curator.bearer,
     )  # fmt: skip
     assert added.json()["added"] == 1, added.text
-    curator_id = await user_id(client, curator)
+    curator_id = await user_id_of(client, curator)
     curator_items = sync_client[tenant_db_name(curator_id)]["items"]
     assert curator_items.count_documents({"dataset_id": ObjectId(curated)}) == 1
     await expire(app, home_id)
@@ -288,3 +265,45 @@ async def test_owner_is_mailed_at_ten_days_and_at_one_day_and_warned_in_the_log(
         assert (await sweeper.sweep(final + timedelta(minutes=61)))["warned"] == 1
         assert (await sweeper.sweep(final + timedelta(minutes=62)))["warned"] == 0
     assert len(inbox.mails_to(owner.email)) == 2
+
+
+async def test_a_new_expiry_gets_its_own_warnings(
+    app: FastAPI, client: httpx.AsyncClient, register: Any, inbox: Inbox
+) -> None:
+    owner = await register()
+    inbox.clear()
+    dataset_id = await new_dataset(client, owner, name="extended")
+    now = utc_now()
+    await expire(app, dataset_id, at=now + timedelta(hours=12))
+    sweeper = state_of(app).get(ExpirySweeper)
+    await sweeper.sweep(now)
+    inbox.wait_for(owner.email)  # the 10-day and 1-day points are both passed: one mail
+    extended = await client.patch(
+        f"/api/v1/datasets/{dataset_id}",
+        json={"expires_at": (now + timedelta(days=5)).isoformat()},
+        headers=owner.bearer,
+    )
+    assert extended.status_code == 200, extended.text
+    stored = (
+        await state_of(app).database.control["datasets"].find_one({"_id": ObjectId(dataset_id)})
+    )
+    assert "warned" not in stored
+    await sweeper.sweep(now + timedelta(minutes=1))
+    assert "5 day" in inbox.wait_for(owner.email, count=2).subject
+
+
+async def test_entries_go_only_into_live_datasets(
+    app: FastAPI, client: httpx.AsyncClient, register: Any
+) -> None:
+    owner = await register()
+    dataset_id = await new_dataset(client, owner)
+    await expire(app, dataset_id)
+    with pytest.raises(DatasetNotFound):
+        await service_of(app).create_entry_record(
+            owner_id=await user_id_of(client, owner),
+            dataset_id=ObjectId(dataset_id),
+            name="late.txt",
+            size=1,
+            content_type="text/plain",
+        )
+    assert await state_of(app).database.control["entry_homes"].count_documents({}) == 0

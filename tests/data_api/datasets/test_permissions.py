@@ -42,10 +42,8 @@ from app.main import create_app
 from app.settings import Settings
 from app.wiring import state_of
 from data_api.datasets.access import Level
-from tests.accounts import Account, register_account
-from tests.app.test_errors import assert_envelope
-from tests.conftest import SYSTEM_DATABASES, DatabaseServer, running
-from tests.datasets import (
+from tests.fixtures.accounts import Account, register_account
+from tests.fixtures.datasets import (
     QUIET_SETTINGS,
     add_entry,
     create_dataset,
@@ -57,8 +55,10 @@ from tests.datasets import (
     tag_dataset,
     user_id_of,
 )
-from tests.documents import api_key
-from tests.mailbox import Inbox
+from tests.fixtures.documents import api_key
+from tests.fixtures.engine import SYSTEM_DATABASES, DatabaseServer, running
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
 
 DATASET = "/api/v1/datasets/{dataset_id}"
 ACCESS_CHECK = "/api/v1/access/check"

@@ -21,9 +21,8 @@ from app.clock import utc_now
 from app.errors import ErrorCode
 from app.settings import Settings
 from app.wiring import state_of
-from tests.accounts import Account
-from tests.app.test_errors import assert_envelope
-from tests.datasets import (
+from tests.fixtures.accounts import Account
+from tests.fixtures.datasets import (
     DATASETS,
     QUIET_SETTINGS,
     Register,
@@ -34,13 +33,16 @@ from tests.datasets import (
     from_now,
     iso,
     make_platform_admin,
+    new_dataset,
     rows,
+    service_of,
     share,
     stored_state,
     tag_dataset,
     tenant_rows,
     user_id_of,
 )
+from tests.fixtures.envelopes import assert_envelope
 
 SECRET = "s3cret-partners-only"
 
@@ -908,3 +910,70 @@ async def test_creating_with_some_valid_entry_ids_links_those_and_lists_the_rest
     dataset_id = ObjectId(response.json()["data"]["id"])
     items = await tenant_rows(app, curated.reader_id, "items", {"dataset_id": dataset_id})
     assert [str(i["entry_id"]) for i in items] == [curated.shared_entry]
+
+
+async def entry_shared_with_a_curator(
+    app: FastAPI, client: httpx.AsyncClient, register: Any
+) -> tuple[Any, Any, ObjectId]:
+    """An entry in a private dataset shared (read) with a curator, and a reader who
+    has no level on that dataset: (curator, reader, entry id)."""
+    home_owner, curator, reader = await register(), await register(), await register()
+    home = await new_dataset(client, home_owner, name="private home")
+    entry = await service_of(app).create_entry_record(
+        owner_id=await user_id_of(client, home_owner),
+        dataset_id=ObjectId(home),
+        name="secret.txt",
+        size=1,
+        content_type="text/plain",
+    )
+    shared = await client.post(
+        f"/api/v1/datasets/{home}/shares", json={"email": curator.email}, headers=home_owner.bearer
+    )
+    assert shared.status_code == 201
+    return curator, reader, entry
+
+
+async def test_a_subset_cannot_take_items_seen_only_through_the_acl_override(
+    app: FastAPI, client: httpx.AsyncClient, register: Any
+) -> None:
+    curator, reader, entry = await entry_shared_with_a_curator(app, client, register)
+    curated = await new_dataset(client, curator, name="curated")
+    await client.patch(
+        f"/api/v1/datasets/{curated}",
+        json={"acl_override_enabled": True, "is_public": True},
+        headers=curator.bearer,
+    )
+    added = await client.post(
+        f"/api/v1/datasets/{curated}/items", json={"entry_ids": [str(entry)]},
+        headers=curator.bearer,
+    )  # fmt: skip
+    assert added.json()["added"] == 1
+    # The reader sees the entry through the override, but cannot republish it.
+    listed = await client.get(f"/api/v1/datasets/{curated}/items", headers=reader.bearer)
+    assert [i["id"] for i in listed.json()["data"]] == [str(entry)]
+    subset = await client.post(
+        f"/api/v1/datasets/{curated}/subset",
+        json={"name": "stolen", "entry_ids": [str(entry)]},
+        headers=reader.bearer,
+    )
+    body = assert_envelope(subset, 400, ErrorCode.NOT_IN_SOURCE)
+    assert body["details"][0]["msg"] == str(entry)
+    control = state_of(app).database.control
+    assert await control["datasets"].count_documents({"name": "stolen"}) == 0
+
+
+async def test_item_count_counts_only_the_items_the_caller_may_see(
+    app: FastAPI, client: httpx.AsyncClient, register: Any
+) -> None:
+    curator, reader, entry = await entry_shared_with_a_curator(app, client, register)
+    curated = await new_dataset(client, curator, name="curated", is_public=True)
+    await client.post(
+        f"/api/v1/datasets/{curated}/items", json={"entry_ids": [str(entry)]},
+        headers=curator.bearer,
+    )  # fmt: skip
+    as_curator = await client.get(f"/api/v1/datasets/{curated}", headers=curator.bearer)
+    as_reader = await client.get(f"/api/v1/datasets/{curated}", headers=reader.bearer)
+    assert as_curator.json()["data"]["item_count"] == 1
+    assert as_reader.json()["data"]["item_count"] == 0
+    listed = await client.get(f"/api/v1/datasets/{curated}/items", headers=reader.bearer)
+    assert listed.json()["data"] == []

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.app.test_errors import assert_envelope
-from tests.data_api.documents.test_insert import SEED_DATA
-from tests.documents import Crud, api_key
+from tests.fixtures.documents import SEED_DATA, Crud, api_key
+from tests.fixtures.envelopes import assert_envelope
 
 CALLS = [
     ("POST", "/api/crud", {"data": {"email": "evil@example.com"}}),

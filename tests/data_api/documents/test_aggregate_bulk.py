@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.wiring import state_of
-from tests.app.test_errors import assert_envelope
-from tests.documents import Crud
+from tests.fixtures.documents import Crud
+from tests.fixtures.envelopes import assert_envelope
 
 
 async def people(crud: Crud) -> None:

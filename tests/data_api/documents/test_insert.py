@@ -8,13 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from bson import ObjectId
 
-from tests.app.test_errors import assert_envelope
-from tests.documents import Crud
-
-SEED_DATA = [
-    {"email": "alice@example.com", "signup_date": "2023-10-27T10:00:00Z"},
-    {"email": "bob@example.com", "signup_date": "2023-10-27T11:00:00Z"},
-]
+from tests.fixtures.documents import SEED_DATA, Crud
+from tests.fixtures.envelopes import assert_envelope
 
 
 @pytest.mark.smoke

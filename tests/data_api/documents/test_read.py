@@ -8,9 +8,8 @@ import json
 
 import pytest
 
-from tests.app.test_errors import assert_envelope
-from tests.data_api.documents.test_insert import SEED_DATA
-from tests.documents import Crud
+from tests.fixtures.documents import SEED_DATA, Crud
+from tests.fixtures.envelopes import assert_envelope
 
 
 async def seed(crud: Crud, count: int, **extra: object) -> list[str]:

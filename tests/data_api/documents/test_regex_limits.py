@@ -11,8 +11,8 @@ import pytest
 
 from app.errors import ErrorCode
 from app.kit import MAX_REGEX
-from tests.app.test_errors import assert_envelope
-from tests.documents import Crud
+from tests.fixtures.documents import Crud
+from tests.fixtures.envelopes import assert_envelope
 
 LONG = "a" * (MAX_REGEX * 10)
 

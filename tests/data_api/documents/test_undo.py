@@ -19,11 +19,10 @@ from app.errors import ErrorCode
 from app.wiring import state_of
 from data_api.documents import repository
 from management.lifecycle import recover_imports
-from tests.app.test_errors import assert_envelope
-from tests.conftest import DatabaseServer
-from tests.documents import Crud, api_key
-from tests.served import holding_writes
-from tests.stress.test_faults import journal_empty
+from tests.fixtures.documents import Crud, api_key, journal_empty
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.served import holding_writes
 
 
 async def test_delete_if_written_keeps_documents_that_differ(

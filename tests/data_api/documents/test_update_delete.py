@@ -7,9 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.app.test_errors import assert_envelope
-from tests.data_api.documents.test_insert import SEED_DATA
-from tests.documents import Crud
+from tests.fixtures.documents import SEED_DATA, Crud
+from tests.fixtures.envelopes import assert_envelope
 
 TAGGED = [
     {"name": "email", "type": "string", "required": True, "unique": True},

@@ -31,12 +31,10 @@ from app.errors import ErrorCode
 from app.wiring import state_of
 from data_api.entries.extraction import Extractor
 from data_api.entries.sniff import DOCX
-from tests.accounts import Account, register_account
-from tests.app.test_errors import assert_envelope
-from tests.conftest import DatabaseServer
-from tests.data_api.entries.test_extract import make_docx, make_pdf, make_zip
-from tests.datasets import DATASETS, create_dataset, parse_time, share, user_id_of
-from tests.entries import (
+from tests.fixtures.accounts import Account, register_account
+from tests.fixtures.datasets import DATASETS, create_dataset, parse_time, share, user_id_of
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import (
     ENTRIES,
     EXTRACTION_SECONDS,
     NO_TRACES,
@@ -44,6 +42,9 @@ from tests.entries import (
     Sync,
     download,
     entry_of,
+    make_docx,
+    make_pdf,
+    make_zip,
     module_app,
     module_settings,
     upload,
@@ -51,7 +52,8 @@ from tests.entries import (
     uploaded_ids,
     wait_for_text,
 )
-from tests.mailbox import Inbox
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
 
 #: Bytes of no type with text: no extraction changes their entry behind a test's back.
 BINARY = b"\x00\x01\x02\xff"

@@ -38,10 +38,8 @@ from app.clock import utc_now
 from app.errors import ErrorCode
 from app.wiring import state_of
 from data_api.datasets.access import Level
-from tests.accounts import Account, register_account
-from tests.app.test_errors import assert_envelope
-from tests.conftest import DatabaseServer
-from tests.datasets import (
+from tests.fixtures.accounts import Account, register_account
+from tests.fixtures.datasets import (
     DATASETS,
     create_dataset,
     create_tag,
@@ -52,8 +50,9 @@ from tests.datasets import (
     tag_dataset,
     user_id_of,
 )
-from tests.documents import api_key
-from tests.entries import (
+from tests.fixtures.documents import api_key
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import (
     ENTRIES,
     MULTIPART,
     NO_TRACES,
@@ -68,7 +67,8 @@ from tests.entries import (
     upload_one,
     wait_for_text,
 )
-from tests.mailbox import Inbox
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
 
 ENTRY = f"{ENTRIES}/{{entry_id}}"
 DATASET_ENTRIES = f"{DATASETS}/{{dataset_id}}/entries"

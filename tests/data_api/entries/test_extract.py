@@ -16,11 +16,9 @@ import subprocess
 import sys
 import textwrap
 import time
-import zipfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import docx
 import pytest
 
 from data_api.entries.extract import Extracted, extract_file
@@ -32,6 +30,7 @@ from data_api.entries.extract_pool import (
     PoolClosed,
 )
 from data_api.entries.sniff import DOCX, extractor_for, file_type_of, sniff
+from tests.fixtures.entries import make_docx, make_pdf, make_zip
 
 MAX_CHARS = 100_000
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -49,62 +48,6 @@ def write_file(tmp_path: Path) -> WriteFile:
         return str(path)
 
     return write
-
-
-def make_pdf(page_texts: list[str]) -> bytes:
-    """A minimal valid PDF, one Helvetica text line per page, with a correct xref table."""
-    first_page = 4
-    page_ids = [first_page + 2 * index for index in range(len(page_texts))]
-    kids = " ".join(f"{page_id} 0 R" for page_id in page_ids)
-    objects: dict[int, bytes] = {
-        1: b"<< /Type /Catalog /Pages 2 0 R >>",
-        2: f"<< /Type /Pages /Kids [{kids}] /Count {len(page_ids)} >>".encode(),
-        3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    }
-    for page_id, text in zip(page_ids, page_texts, strict=True):
-        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-        objects[page_id] = (
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792]"
-            b" /Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>" % (page_id + 1)
-        )
-        objects[page_id + 1] = b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream)
-    out = bytearray(b"%PDF-1.4\n")
-    offsets: dict[int, int] = {}
-    for number in sorted(objects):
-        offsets[number] = len(out)
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, objects[number])
-    xref_at = len(out)
-    size = max(objects) + 1
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % size
-    for number in range(1, size):
-        out += b"%010d 00000 n \n" % offsets[number]
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (size, xref_at)
-    return bytes(out)
-
-
-def make_docx(path: Path) -> str:
-    document = docx.Document()
-    document.add_paragraph("Quarterly revenue forecast")
-    table = document.add_table(rows=2, cols=2)
-    table.cell(0, 0).text = "Region"
-    table.cell(0, 1).text = "Total"
-    table.cell(1, 0).text = "Nordics"
-    table.cell(1, 1).text = "4200"
-    document.add_paragraph("Closing remarks")
-    document.save(str(path))
-    return str(path)
-
-
-def make_zip(path: Path, members: dict[str, int]) -> str:
-    """A DOCX-named zip whose members are `size` bytes of zeros, written in chunks."""
-    chunk = bytes(1024 * 1024)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", "<Types/>")
-        for name, size in members.items():
-            with archive.open(name, "w") as member:
-                for start in range(0, size, len(chunk)):
-                    member.write(chunk[: min(len(chunk), size - start)])
-    return str(path)
 
 
 # --- sniffing ----------------------------------------------------------------------------

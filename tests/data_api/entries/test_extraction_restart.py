@@ -22,10 +22,10 @@ from fastapi import FastAPI
 from app.clock import utc_now
 from app.wiring import state_of
 from data_api.entries.extraction import Extractor
-from tests.accounts import register_account
-from tests.datasets import QUIET_SETTINGS, create_dataset
-from tests.entries import upload_one, wait_for_text
-from tests.mailbox import Inbox
+from tests.fixtures.accounts import register_account
+from tests.fixtures.datasets import QUIET_SETTINGS, create_dataset
+from tests.fixtures.entries import upload_one, wait_for_text
+from tests.fixtures.mailbox import Inbox
 
 JOBS = "extraction_jobs"
 

@@ -21,10 +21,9 @@ from app.wiring import state_of
 from data_api.datasets.repository import Catalogue
 from data_api.entries import service as entry_service
 from data_api.entries.repository import EntryStore
-from tests.accounts import Account
-from tests.app.test_errors import assert_envelope
-from tests.datasets import QUIET_SETTINGS, create_dataset, user_id_of
-from tests.entries import (
+from tests.fixtures.accounts import Account
+from tests.fixtures.datasets import QUIET_SETTINGS, create_dataset, user_id_of
+from tests.fixtures.entries import (
     ENTRIES,
     MULTIPART,
     Stored,
@@ -37,6 +36,7 @@ from tests.entries import (
     upload_one,
     wait_for_text,
 )
+from tests.fixtures.envelopes import assert_envelope
 
 Register = Callable[..., Any]
 

@@ -28,11 +28,10 @@ from fastapi import FastAPI
 
 from app.errors import ErrorCode
 from app.wiring import state_of
-from tests.accounts import Account, register_account
-from tests.app.test_errors import assert_envelope
-from tests.conftest import DatabaseServer
-from tests.datasets import QUIET_SETTINGS, create_dataset, user_id_of
-from tests.entries import (
+from tests.fixtures.accounts import Account, register_account
+from tests.fixtures.datasets import QUIET_SETTINGS, create_dataset, user_id_of
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import (
     BOUNDARY,
     CHUNK,
     ENTRIES,
@@ -52,7 +51,8 @@ from tests.entries import (
     upload,
     upload_one,
 )
-from tests.mailbox import Inbox
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
 
 #: Bigger than three GridFS chunks, not a whole number of them.
 MULTI_CHUNK_BYTES = 3 * CHUNK + CHUNK // 2 + 17

@@ -35,10 +35,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.accounts import Account, register_account
-from tests.conftest import DatabaseServer
-from tests.datasets import create_dataset, user_id_of
-from tests.entries import (
+from tests.fixtures.accounts import Account, register_account
+from tests.fixtures.datasets import create_dataset, user_id_of
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import (
     BOUNDARY,
     CHUNK,
     ENTRIES,
@@ -53,8 +53,8 @@ from tests.entries import (
     part_head,
     upload_one,
 )
-from tests.mailbox import Inbox
-from tests.served import eventually, uvicorn_serving
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.served import eventually, uvicorn_serving
 
 BIG_BYTES = 50 * CHUNK
 #: Streamed, an upload holds a few chunks at a time, never the whole file.

@@ -37,11 +37,11 @@ from app.errors import ErrorCode
 from app.wiring import state_of
 from data_api.datasets.repository import LEASES, ROW_DIRS
 from data_api.rows.store import RowStore
-from tests.conftest import DatabaseServer
-from tests.entries import Sync
-from tests.mailbox import Inbox
-from tests.rows import ROWS, RowsOwner, ndjson, reference_rows, rows_owner, series
-from tests.served import eventually, holding_writes, uvicorn_serving
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import Sync
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.rows import ROWS, RowsOwner, ndjson, reference_rows, rows_owner, series
+from tests.fixtures.served import eventually, holding_writes, uvicorn_serving
 
 ROW_COUNT = 100_000
 #: 2026-01-01T00:00:00Z

@@ -24,13 +24,22 @@ import httpx
 import orjson
 import pytest
 
-from tests.accounts import register_account
-from tests.app.test_errors import assert_envelope
-from tests.conftest import DatabaseServer
-from tests.datasets import share, user_id_of
-from tests.entries import Sync
-from tests.mailbox import Inbox
-from tests.rows import COLUMNS, ROWS, RowsOwner, iso_ms, ms_of, ndjson, reference_rows, rows_owner
+from tests.fixtures.accounts import register_account
+from tests.fixtures.datasets import share, user_id_of
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import Sync
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.rows import (
+    COLUMNS,
+    ROWS,
+    RowsOwner,
+    iso_ms,
+    ms_of,
+    ndjson,
+    reference_rows,
+    rows_owner,
+)
 
 Model = dict[int, dict[str, Any]]
 

@@ -19,11 +19,11 @@ from app.errors import ErrorCode
 from app.wiring import state_of
 from data_api.datasets.repository import LEASES, ROW_BUCKETS, tenant_db_name
 from data_api.rows.store import LostLock, RowStore
-from tests.app.test_errors import assert_envelope
-from tests.conftest import DatabaseServer
-from tests.entries import Sync
-from tests.mailbox import Inbox
-from tests.rows import ROWS, RowsOwner, ndjson, reference_rows, rows_owner, series
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import Sync
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.rows import ROWS, RowsOwner, ndjson, reference_rows, rows_owner, series
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from tests.conftest import DatabaseServer
-from tests.entries import Sync
-from tests.mailbox import Inbox
-from tests.rows import ROWS, RowsOwner, rows_owner
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import Sync
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.rows import ROWS, RowsOwner, rows_owner
 
 pytestmark = pytest.mark.smoke
 

@@ -34,14 +34,14 @@ from bson import ObjectId
 from app.errors import ErrorCode
 from app.wiring import state_of
 from data_api.datasets.repository import LEASES
-from tests.accounts import Account, register_account
-from tests.app.test_errors import assert_envelope
-from tests.conftest import DatabaseServer
-from tests.datasets import DATASETS, share, user_id_of
-from tests.entries import Sync, app_and_client
-from tests.mailbox import Inbox
-from tests.rows import ROWS, RowsOwner, iso_ms, rows_owner, series
-from tests.served import eventually, uvicorn_serving
+from tests.fixtures.accounts import Account, register_account
+from tests.fixtures.datasets import DATASETS, share, user_id_of
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import Sync, app_and_client
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.rows import ROWS, RowsOwner, iso_ms, rows_owner, series
+from tests.fixtures.served import eventually, uvicorn_serving
 
 STREAM = f"{ROWS}/stream"
 #: How long a test waits for an event that should come within a poll interval or two.

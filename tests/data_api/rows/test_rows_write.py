@@ -20,11 +20,11 @@ import orjson
 import pytest
 from bson import ObjectId
 
-from tests.app.test_errors import assert_envelope
-from tests.conftest import DatabaseServer
-from tests.entries import Sync
-from tests.mailbox import Inbox
-from tests.rows import (
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import Sync
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.rows import (
     COLUMNS,
     ROWS,
     RowsOwner,

@@ -22,10 +22,8 @@ from fastapi import FastAPI
 from app.clock import utc_now
 from app.errors import ErrorCode
 from app.wiring import state_of
-from tests.accounts import Account, register_account
-from tests.app.test_errors import assert_envelope
-from tests.conftest import DatabaseServer
-from tests.datasets import (
+from tests.fixtures.accounts import Account, register_account
+from tests.fixtures.datasets import (
     DATASETS,
     create_dataset,
     make_platform_admin,
@@ -34,9 +32,11 @@ from tests.datasets import (
     tag_dataset,
     user_id_of,
 )
-from tests.entries import Sync, module_app, module_settings, upload_texts
-from tests.mailbox import Inbox
-from tests.search_helpers import (
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import Sync, module_app, module_settings, upload_texts
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.search import (
     delete_entry,
     found,
     ids,

@@ -17,13 +17,13 @@ from bson import ObjectId
 from fastapi import FastAPI
 
 from app.errors import ErrorCode
-from tests.accounts import Account, register_account
-from tests.app.test_errors import assert_envelope
-from tests.conftest import DatabaseServer
-from tests.datasets import DATASETS, create_dataset
-from tests.entries import Sync, module_app, module_settings, upload_texts
-from tests.mailbox import Inbox
-from tests.search_helpers import (
+from tests.fixtures.accounts import Account, register_account
+from tests.fixtures.datasets import DATASETS, create_dataset
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import Sync, module_app, module_settings, upload_texts
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.search import (
     found,
     ids,
     search,

@@ -22,10 +22,10 @@ from fastapi import FastAPI
 from app.cli import main as quarry
 from app.settings import Settings
 from data_api.search.index import SearchIndexes
-from tests.accounts import Account, register_account
-from tests.conftest import DatabaseServer
-from tests.datasets import create_dataset, user_id_of
-from tests.entries import (
+from tests.fixtures.accounts import Account, register_account
+from tests.fixtures.datasets import create_dataset, user_id_of
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import (
     POLL_SECONDS,
     Sync,
     app_and_client,
@@ -34,8 +34,8 @@ from tests.entries import (
     upload_texts,
     wait_for_text,
 )
-from tests.mailbox import Inbox
-from tests.search_helpers import found, upload_searchable
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.search import found, upload_searchable
 
 WORD = "heliotrope"
 #: The spec's promise: searchable from every worker within this long after `done`.
