@@ -24,6 +24,7 @@ import httpx
 import orjson
 import pytest
 
+from app.errors import ErrorCode
 from tests.fixtures.accounts import register_account
 from tests.fixtures.datasets import share, user_id_of
 from tests.fixtures.engine import DatabaseServer
@@ -885,3 +886,27 @@ async def test_only_readers_read_rows(owner: RowsOwner) -> None:
         assert_envelope(missing, 404, "DATASET_NOT_FOUND")
     assert owner.directory(dataset)["version"] == version
     assert owner.stored_rows(dataset) == [(r["timestamp"], r["values"]) for r in rows]
+
+
+@pytest.mark.parametrize("start", ["²", "--5", "9" * 5000])
+async def test_odd_query_timestamps_are_invalid_not_errors(owner: RowsOwner, start: str) -> None:
+    dataset = await owner.dataset()
+    response = await owner.http.get(
+        ROWS, params={"dataset": dataset, "start": start}, headers=owner.headers
+    )
+    assert_envelope(response, 422, ErrorCode.INVALID_TIMESTAMP)
+
+
+async def test_a_sum_beyond_64_bits_is_sent_as_a_number(owner: RowsOwner) -> None:
+    dataset = await owner.dataset()
+    big = 1_700_000_000_000_000_000
+    rows = [{"timestamp": n, "values": {"ns": big}} for n in range(6)]
+    assert (await owner.bulk(dataset, rows)).status_code == 200
+    response = await owner.http.get(
+        f"{ROWS}/aggregate",
+        params={"dataset": dataset, "bucket": "1h", "agg": "sum", "columns": "ns"},
+        headers=owner.headers,
+    )
+    assert response.status_code == 200
+    data = orjson.loads(response.content)["data"]
+    assert data == [{"timestamp": "1970-01-01T00:00:00Z", "count": 6, "values": {"ns": 6 * big}}]

@@ -20,6 +20,7 @@ import orjson
 import pytest
 from bson import ObjectId
 
+from app.errors import ErrorCode
 from tests.fixtures.engine import DatabaseServer
 from tests.fixtures.entries import Sync
 from tests.fixtures.envelopes import assert_envelope
@@ -1127,3 +1128,82 @@ async def test_deleting_the_dataset_removes_rows_and_columns(owner: RowsOwner) -
     assert_envelope(await owner.bulk(dataset, series(T0, 1)), 404, "DATASET_NOT_FOUND")
     listed = await owner.http.get(COLUMNS, params={"dataset": dataset}, headers=owner.headers)
     assert_envelope(listed, 404, "DATASET_NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59.999-01:00"]
+)
+async def test_an_offset_that_leaves_the_date_range_is_an_invalid_timestamp(
+    owner: RowsOwner, timestamp: str
+) -> None:
+    dataset = await owner.dataset()
+    response = await owner.bulk(dataset, [{"timestamp": timestamp, "values": {}}])
+    assert_envelope(response, 422, ErrorCode.INVALID_TIMESTAMP)
+    assert owner.directory(dataset) is None
+
+
+@pytest.mark.parametrize("value", [b"NaN", b"Infinity", b"-Infinity"])
+async def test_a_single_row_refuses_numbers_json_cannot_carry(
+    owner: RowsOwner, value: bytes
+) -> None:
+    dataset = await owner.dataset()
+    body = b'{"dataset": "%s", "timestamp": 1, "values": {"x": %s}}' % (dataset.encode(), value)
+    response = await owner.http.post(
+        ROWS, content=body, headers={**owner.headers, "content-type": "application/json"}
+    )
+    assert_envelope(response, 422, ErrorCode.VALIDATION_ERROR)
+    assert owner.directory(dataset) is None
+
+
+async def test_a_single_row_with_an_integer_beyond_64_bits_is_not_a_500(owner: RowsOwner) -> None:
+    dataset = await owner.dataset()
+    huge = b"1" + b"0" * 30
+    body = b'{"dataset": "%s", "timestamp": 1, "values": {"x": %s}}' % (dataset.encode(), huge)
+    response = await owner.http.post(
+        ROWS, content=body, headers={**owner.headers, "content-type": "application/json"}
+    )
+    # Taken as the number it is, like bulk_insert (orjson) does: a float.
+    assert response.status_code == 201, response.text
+    assert owner.stored_rows(dataset) == [(1, {"x": 1e30})]
+
+
+async def test_an_endless_ndjson_line_is_refused_and_nothing_is_stored(owner: RowsOwner) -> None:
+    dataset = await owner.dataset()
+    good = ndjson(series(0, 3))
+
+    async def body() -> AsyncIterator[bytes]:
+        yield good
+        for _ in range(40):  # 2.5 MiB without a newline
+            yield b"x" * 65536
+
+    response = await owner.http.post(
+        f"{ROWS}/bulk_insert",
+        params={"dataset": dataset},
+        content=body(),
+        headers={**owner.headers, "content-type": "application/x-ndjson"},
+    )
+    found = assert_envelope(response, 422, ErrorCode.VALIDATION_ERROR)
+    assert found["details"][0]["loc"] == ["line", 4]
+    assert owner.directory(dataset) is None
+    assert owner.buckets(dataset) == []
+
+
+async def test_a_newest_first_backfill_fills_the_gap_without_a_bucket_per_request(
+    owner: RowsOwner,
+) -> None:
+    dataset = await owner.dataset()
+    # Two full buckets with a gap between them.
+    early = [{"timestamp": n, "values": {}} for n in range(2000)]
+    late = [{"timestamp": 1_000_000 + n, "values": {}} for n in range(1000)]
+    assert (await owner.bulk(dataset, early)).status_code == 200
+    assert (await owner.bulk(dataset, late)).status_code == 200
+    before = len(owner.buckets(dataset))
+    gap = list(range(999_999, 999_949, -1))  # newest first, one row per request
+    for ts in gap:
+        response = await owner.bulk(dataset, [{"timestamp": ts, "values": {"g": 1}}])
+        assert response.status_code == 200, response.text
+    assert len(owner.buckets(dataset)) <= before + 1
+    stored = owner.stored_rows(dataset)
+    assert len(stored) == 3050
+    page = await owner.read(dataset, start=999_949, end=1_000_000, limit=100)
+    assert page["data"] == reference_rows(stored, 999_949, 1_000_000)
