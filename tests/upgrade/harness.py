@@ -1,0 +1,155 @@
+"""The upgrade harness: a data directory written by an earlier release of Quarry,
+served by the current code.
+
+`previous_release()` checks the pinned commit `PREVIOUS_RELEASE` out into a git
+worktree; `served(release, ...)` runs that release's own `quarry serve` (its own
+code, its own engine build) on a data directory of the test's, with the embedded
+engine — PostgreSQL cluster and all — kept in that directory, exactly as a user's
+installation keeps it. The test writes through the old server, stops it, serves
+the same directory with the current code, and checks that everything written
+still answers (`tests/upgrade/cases.py`).
+
+Each issue that changes stored state adds an `UpgradeCase` to `CASES` (what it
+writes before the upgrade, and what must hold after it), and moves
+`PREVIOUS_RELEASE` on when a release ships; the same secret key and control
+database are used on both sides, as an upgrade in place keeps them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from app.engine import free_port
+from tests.fixtures.engine import REPO
+from tests.fixtures.mailbox import Inbox
+from tests.fixtures.quarry_server import server_environment, wait_until_serving
+
+#: The release whose data directory is upgraded: main as it stood before the
+#: layout moved into packages (issue 24).
+PREVIOUS_RELEASE = "27b18e73f6bb187f19098fe899133e16329c253e"
+CONTROL_DB = "quarry"
+#: Building the old release's engine (cached by Go) and starting PostgreSQL.
+START_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Release:
+    """A tree of Quarry's code; the current one is the repository itself."""
+
+    name: str
+    root: Path
+
+
+CURRENT = Release("current", REPO)
+
+
+@contextlib.contextmanager
+def previous_release(parent: Path) -> Iterator[Release]:
+    """`PREVIOUS_RELEASE` checked out beside the repository (a git worktree)."""
+    root = parent / "previous"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "--force", str(root), PREVIOUS_RELEASE],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield Release(PREVIOUS_RELEASE[:12], root)
+    finally:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(root)],
+            cwd=REPO,
+            check=False,
+            capture_output=True,
+        )
+
+
+@contextlib.contextmanager
+def served(release: Release, *, data_dir: Path, inbox: Inbox) -> Iterator[str]:
+    """`release`'s `quarry serve` on `data_dir` (embedded engine) until the block
+    ends, stopped as an operator would (SIGTERM); its base URL."""
+    port = free_port()
+    environment = server_environment(
+        database_url="", data_dir=data_dir, smtp_port=inbox.port, port=port
+    )
+    # The release's own code first on the path (`python -m` adds its directory),
+    # the same control database and secret key on both sides.
+    environment.update({"PYTHONPATH": str(release.root), "QUARRY_CONTROL_DB": CONTROL_DB})
+    imported = subprocess.run(
+        [sys.executable, "-c", "import app; print(app.__file__)"],
+        cwd=release.root,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(imported).is_relative_to(release.root), f"{release.name} would run {imported}"
+    log = (data_dir.parent / f"{release.name}-{port}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=release.root,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_until_serving(url, process, seconds=START_SECONDS)
+        except AssertionError:
+            log.flush()
+            raise AssertionError(
+                f"{release.name} did not serve {data_dir}:\n"
+                + (data_dir.parent / log.name).read_text(errors="replace")[-4000:]
+            ) from None
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@dataclass
+class Api:
+    """One server's HTTP API, and the test inbox its mail goes to."""
+
+    http: httpx.AsyncClient
+    inbox: Inbox
+    url: str
+
+
+@dataclass
+class Written:
+    """What a case wrote before the upgrade, to check after it."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+
+class UpgradeCase(Protocol):
+    """What one kind of stored state must survive: written through the old
+    server, checked through the new one (status, `error_code`, stored content)."""
+
+    name: str
+
+    async def write(self, api: Api, written: Written) -> None: ...
+
+    async def check(self, api: Api, written: Written) -> None: ...
