@@ -19,7 +19,7 @@ that same engine:
 
 The engine is registered in its data directory (as `quarry engine start` does) and
 the API serves on that directory, so it uses the engine as a server on its own
-data would — with direct PostgreSQL counts (app/engine_sql.py).
+data would — with direct PostgreSQL counts (app/engine/sql.py).
 The collections are created through the API (`email` unique, so its index exists)
 and loaded with the raw driver's `insert_many`. Ratios are Quarry's speed over the
 raw driver's (1.00: as fast). SQLite is slow (a read by a unique field scans), so

@@ -4,14 +4,14 @@ updates, `data_api.documents.service`), so that a failed one can always be undon
 Before an import writes its first document, its journal entry — a directory
 under `QUARRY_DATA_DIR/import-journal/` — names the physical database and
 collection, the ObjectId ranges of the ids the server generated (see
-`app.ids.RangedIds`), the client-supplied `_id`s (`ids.bson`) and
+`app.kit.RangedIds`), the client-supplied `_id`s (`ids.bson`) and
 those of them that already existed before the import (`excluded.bson`, never
 deleted) and, for an update, the documents as they were before
 (`pre_images.bson`) and the update itself (`update.bson`). The writing request
 holds an exclusive `flock` on the entry.
 
 An update's rollback is resolved against what is stored now
-(`app.undo.undo_update`): a document goes back to its pre-image only while it
+(`app.db.undo_update`): a document goes back to its pre-image only while it
 still equals what this update made of it, so a rollback never undoes a write
 made after the update (a retry by the client, another writer) and an update that
 in fact completed is taken back exactly, not half.

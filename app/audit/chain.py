@@ -357,7 +357,7 @@ class AuditLog:
         limit: int,
         newest_first: bool,
     ) -> list[Document]:
-        """One page query (`app.page_query`): the filters, the caller's grants (their
+        """One page query (`app.db.page_query`): the filters, the caller's grants (their
         own actions, or one of their datasets) and the cursor, sorted by `seq` — on
         the embedded engine one SQL statement, so a page costs the same however many
         records the caller may see (FerretDB alone decodes all of them per page)."""

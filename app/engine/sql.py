@@ -7,7 +7,7 @@ unfiltered listing needs, so the engine layer answers it with `SELECT count(*)`
 on FerretDB's table for the collection instead (found through the database's
 `_ferretdb_database_metadata`; the layout is described and tested with the
 shadow indexes, `app/engine/shadow_indexes.sql`). Likewise a sorted page out of many
-candidates (`app.page_query`): FerretDB pushes neither `$or`, ranges, sorts nor
+candidates (`app.db.page_query`): FerretDB pushes neither `$or`, ranges, sorts nor
 limits down and decodes every candidate; here the page's `_id`s and the total
 come from one SQL statement, its equalities served by the GIN shadow indexes.
 

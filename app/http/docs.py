@@ -10,7 +10,7 @@ Content-Security-Policy that keeps the browser on this origin, because a bundle 
 still reach out by itself (ReDoc's menu footer loads its logo from Redocly's CDN).
 The pages keep what the app configures for Swagger UI (OAuth2 redirect,
 `init_oauth`, parameters), so "Authorize" works with the security schemes that
-`app.openapi` declares. As with FastAPI's defaults, the routes are plain Starlette
+`app.http.openapi` declares. As with FastAPI's defaults, the routes are plain Starlette
 routes outside the OpenAPI document, and none of this exists when
 `QUARRY_DOCS_ENABLED` is off.
 """

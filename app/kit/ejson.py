@@ -40,7 +40,7 @@ from app.kit.regex_limits import regex_problem
 #: False while serving a request on an engine that cannot store Decimal128 (the
 #: embedded FerretDB closes the connection on one): `$numberDecimal` is then a
 #: clear value error instead of a dropped connection. Set per request by
-#: `app.database.Database.apply_value_limits`; worker threads inherit it.
+#: `app.db.Database.apply_value_limits`; worker threads inherit it.
 DECIMAL_SUPPORTED: ContextVar[bool] = ContextVar("quarry_decimal_supported", default=True)
 
 INT64_MIN = -(2**63)

@@ -4,7 +4,7 @@ What it owns: the budgets (`QUARRY_RATE_LIMIT_PER_MINUTE` with burst
 `QUARRY_RATE_LIMIT_BURST`, and the operation limits `dataset_create`, `search`,
 `items` of seed 003, each R per minute with a burst of R), the slots that record
 their use (control collection `rate_limit_slots`), the 429 `RATE_LIMITED`, and
-the status behind the `X-RateLimit-*` headers. `app.deps.get_caller` and
+the status behind the `X-RateLimit-*` headers. `app.http.deps.get_caller` and
 `get_bearer_caller` call `charge_request` once the caller is known, so every
 authenticated endpoint is charged and none can forget it; a route joins an
 operation limit by declaring `openapi_extra=rate_limited_operation("search")`.

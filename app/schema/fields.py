@@ -17,7 +17,7 @@ takes any finite number and stores a double. Fields the schema does not name
 keep their JSON type, except Extended JSON wrappers, which are honoured
 everywhere. A top-level `_id` that is a 24-hex string is stored as an ObjectId
 so that `_id` filters given as strings match. Field names at every depth follow
-`app.names.field_name_problem`; non-finite numbers are refused (JSON cannot
+`app.kit.field_name_problem`; non-finite numbers are refused (JSON cannot
 carry them back out).
 """
 

@@ -7,7 +7,7 @@ through `compile_filter`, which returns a new driver filter or raises 400
   `$function`, `$accumulator`, `$jsonSchema`, `$text`, any unknown `$` key) are
   refused by name — at any depth, including inside `$elemMatch` and `$not`;
 - every regular expression, however it is spelled, goes through
-  `app.regex_limits` (length, options, nested quantifiers); nesting deeper than
+  `app.kit.regex_limits` (length, options, nested quantifiers); nesting deeper than
   `MAX_DEPTH` is refused;
 - values are converted by the collection schema like written values (a `date`
   field compares dates, an `id` field ObjectIds, `_id` strings match ObjectIds),

@@ -168,7 +168,7 @@ class Catalogue:
         return (found[2] or [None])[0], (found[3] or [None])[0], user, held
 
     async def page(self, query: PageQuery) -> tuple[list[Document], int]:
-        """One sorted page of datasets and the number matching (`app.page_query`)."""
+        """One sorted page of datasets and the number matching (`app.db.page_query`)."""
         return await self.database.find_page(self.database.control_db_name, DATASETS, query)
 
     async def all_datasets(self) -> list[Document]:

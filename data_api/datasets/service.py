@@ -339,7 +339,7 @@ class DatasetService:
     ) -> tuple[list[dict[str, Any]], int]:
         """The datasets the caller can read, newest change first, filtered and paged.
 
-        One page query (`app.page_query`): live and unexpired, and readable — owned,
+        One page query (`app.db.page_query`): live and unexpired, and readable — owned,
         public, shared by a live share, or carrying a tag the caller holds (a
         platform admin reads all) — plus the filters; the levels of the page's
         datasets are then resolved as for a single read."""

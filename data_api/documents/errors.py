@@ -1,5 +1,5 @@
 """Domain exceptions of document CRUD (crud.md). Filter errors are
-`app.filters.InvalidFilter`; database and collection lookups raise the
+`app.schema.InvalidFilter`; database and collection lookups raise the
 management package's `DatabaseNotFound` / `CollectionNotFound`."""
 
 from __future__ import annotations

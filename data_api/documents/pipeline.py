@@ -6,7 +6,7 @@ and a stage or operator outside the rules is 400 `INVALID_PIPELINE` naming it
 and where it is: no `$lookup`/`$graphLookup`/`$unionWith` (other databases), no
 `$out`/`$merge` (writes), no `$function`/`$accumulator`/`$where` (server-side
 code), no `$jsonSchema`/`$text`. `$regexMatch`/`$regexFind`/`$regexFindAll` need
-a literal `regex` that passes `app.regex_limits` (a pattern read from documents
+a literal `regex` that passes `app.kit.regex_limits` (a pattern read from documents
 could be anything); `$range` needs literal integers and makes at most
 `MAX_RANGE` elements. `$match` stages go through the filter compiler
 (same operator allow-list as `filters`); until the first stage that reshapes

@@ -132,7 +132,7 @@ async def restore_documents(*, target: Target, documents: Sequence[Document]) ->
 
 
 async def delete_written(*, target: Target, documents: Sequence[Document]) -> int:
-    """Delete these documents where they are stored exactly as written (app.undo)."""
+    """Delete these documents where they are stored exactly as written (app.db.undo)."""
     return await delete_if_written(target.handle, documents)
 
 

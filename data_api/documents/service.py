@@ -3,7 +3,7 @@
 Every call finds the logical database by id *and owner* (through the management
 service, so another owner's database is a 404 like a missing one) and the
 collection among its ready collections, then compiles what the client sent —
-filter (`app.filters`), update (`data_api.documents.updates`), sort/projection/cursor
+filter (`app.schema.filters`), update (`data_api.documents.updates`), sort/projection/cursor
 (`data_api.documents.query`), pipeline (`data_api.documents.pipeline`) — before touching data.
 
 All-or-nothing without transactions (the embedded engine has none):
@@ -28,7 +28,7 @@ documents; an aggregation result over `max_aggregate_documents` is 422
 `RESULT_TOO_LARGE` (never cut silently); `GET /api/crud/{id}` reads a 24-hex id as
 an ObjectId, anything else as a string, and an integer literal as a number when
 no string id matches. The undo of one update (and its journal rollback) takes
-back only what that update wrote (`app.undo.undo_update`: documents changed
+back only what that update wrote (`app.db.undo_update`: documents changed
 since keep their new values); the undo of a bulk request restores its
 pre-images, so there a concurrent writer's change in between is overwritten.
 

@@ -1,4 +1,4 @@
-"""The audit log (app/audit.py, app/audit_router.py): one record per mutating
+"""The audit log (app/audit/): one record per mutating
 request, actors, no secrets, visibility, paging, export, the hash chain and its
 verification (function and CLI), concurrent appends, retention."""
 

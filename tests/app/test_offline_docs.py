@@ -1,4 +1,4 @@
-"""The docs pages work with no network but Quarry's (app/docs.py): their HTML names
+"""The docs pages work with no network but Quarry's (app/http/docs.py): their HTML names
 only same-origin assets, which Quarry serves; in headless Chromium, where no host
 but the loopback server resolves, Swagger UI and ReDoc render every operation, and
 Chromium's net log shows the pages asked for nothing elsewhere. With docs turned

@@ -1,4 +1,4 @@
-"""Page queries (app/page_query.py): the embedded engine's SQL answers exactly what the
+"""Page queries (app/db/page_query.py): the embedded engine's SQL answers exactly what the
 driver's find + count answer, and documents read from FerretDB's stored form equal
 what FerretDB itself returns."""
 
