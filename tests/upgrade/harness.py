@@ -18,9 +18,7 @@ database are used on both sides, as an upgrade in place keeps them.
 from __future__ import annotations
 
 import contextlib
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +26,9 @@ from typing import Any, Protocol
 
 import httpx
 
-from app.engine import free_port
 from tests.fixtures.engine import REPO
 from tests.fixtures.mailbox import Inbox
-from tests.fixtures.quarry_server import server_environment, wait_until_serving
+from tests.fixtures.quarry_server import serve_quarry
 
 #: The release whose data directory is upgraded: main as it stood before the
 #: layout moved into packages (issue 24).
@@ -76,50 +73,17 @@ def previous_release(parent: Path) -> Iterator[Release]:
 @contextlib.contextmanager
 def served(release: Release, *, data_dir: Path, inbox: Inbox) -> Iterator[str]:
     """`release`'s `quarry serve` on `data_dir` (embedded engine) until the block
-    ends, stopped as an operator would (SIGTERM); its base URL."""
-    port = free_port()
-    environment = server_environment(
-        database_url="", data_dir=data_dir, smtp_port=inbox.port, port=port
-    )
-    # The release's own code first on the path (`python -m` adds its directory),
-    # the same control database and secret key on both sides.
-    environment.update({"PYTHONPATH": str(release.root), "QUARRY_CONTROL_DB": CONTROL_DB})
-    imported = subprocess.run(
-        [sys.executable, "-c", "import app; print(app.__file__)"],
-        cwd=release.root,
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert Path(imported).is_relative_to(release.root), f"{release.name} would run {imported}"
-    log = (data_dir.parent / f"{release.name}-{port}.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=release.root,
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        try:
-            wait_until_serving(url, process, seconds=START_SECONDS)
-        except AssertionError:
-            log.flush()
-            raise AssertionError(
-                f"{release.name} did not serve {data_dir}:\n"
-                + (data_dir.parent / log.name).read_text(errors="replace")[-4000:]
-            ) from None
+    ends, stopped as an operator would (SIGTERM); its base URL. Both sides use the
+    same control database and secret key."""
+    with serve_quarry(
+        database_url="",
+        data_dir=data_dir,
+        smtp_port=inbox.port,
+        code_root=None if release is CURRENT else release.root,
+        start_seconds=START_SECONDS,
+        QUARRY_CONTROL_DB=CONTROL_DB,
+    ) as url:
         yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 @dataclass

@@ -33,24 +33,10 @@ from tests.fixtures.entries import (
 )
 from tests.fixtures.envelopes import assert_envelope
 
-Register = Callable[..., Any]
-
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Any]) -> Any:
     return make_settings(**QUIET_SETTINGS)
-
-
-@pytest.fixture
-async def owner(register: Register) -> Account:
-    return await register()  # type: ignore[no-any-return]
-
-
-def _nested(depth: int) -> Any:
-    value: Any = 1
-    for _ in range(depth):
-        value = {"k": value}
-    return value
 
 
 async def test_a_stale_upload_is_given_up_only_while_still_stale_and_then_cannot_renew(

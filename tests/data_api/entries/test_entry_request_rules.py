@@ -29,17 +29,10 @@ from tests.fixtures.entries import (
 )
 from tests.fixtures.envelopes import assert_envelope
 
-Register = Callable[..., Any]
-
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Any]) -> Any:
     return make_settings(**QUIET_SETTINGS)
-
-
-@pytest.fixture
-async def owner(register: Register) -> Account:
-    return await register()  # type: ignore[no-any-return]
 
 
 async def test_batch_content_answers_a_repeated_id_once_and_bounds_the_whole_answer(

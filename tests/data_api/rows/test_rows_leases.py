@@ -8,7 +8,6 @@ of this module's app is off, so only the tests move leases."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -18,27 +17,9 @@ from app.clock import utc_now
 from app.wiring import state_of
 from data_api.datasets.repository import LEASES, ROW_BUCKETS, tenant_db_name
 from data_api.rows.store import LostLock, RowStore
-from tests.fixtures.engine import DatabaseServer
-from tests.fixtures.entries import Sync
-from tests.fixtures.mailbox import Inbox
-from tests.fixtures.rows import RowsOwner, rows_owner, series
+from tests.fixtures.rows import RowsOwner, module_owner, series
 
-
-@pytest.fixture(scope="module")
-async def owner(
-    database_server: DatabaseServer,
-    smtp_server: Inbox,
-    sync_client: Sync,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[RowsOwner]:
-    async with rows_owner(
-        database_server,
-        smtp_server,
-        sync_client,
-        tmp_path_factory.mktemp("rows-leases") / "data",
-        maintenance_interval_seconds=3600,
-    ) as found:
-        yield found
+owner = module_owner("rows-leases", maintenance_interval_seconds=3600)
 
 
 def store_of(owner: RowsOwner) -> RowStore:

@@ -14,7 +14,7 @@ import io
 import itertools
 import random
 from array import array
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -27,19 +27,16 @@ import pytest
 from app.errors import ErrorCode
 from tests.fixtures.accounts import register_account
 from tests.fixtures.datasets import share, user_id_of
-from tests.fixtures.engine import DatabaseServer
-from tests.fixtures.entries import Sync
 from tests.fixtures.envelopes import assert_envelope
-from tests.fixtures.mailbox import Inbox
 from tests.fixtures.rows import (
     COLUMNS,
     ROWS,
     RowsOwner,
     iso_ms,
+    module_owner,
     ms_of,
     ndjson,
     reference_rows,
-    rows_owner,
 )
 
 Model = dict[int, dict[str, Any]]
@@ -49,17 +46,7 @@ BASE = ms_of(datetime(2025, 3, 1, 21, 17, 43, 250000, tzinfo=UTC))
 MISSING = object()
 
 
-@pytest.fixture(scope="module")
-async def owner(
-    database_server: DatabaseServer,
-    smtp_server: Inbox,
-    sync_client: Sync,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[RowsOwner]:
-    async with rows_owner(
-        database_server, smtp_server, sync_client, tmp_path_factory.mktemp("rows") / "data"
-    ) as found:
-        yield found
+owner = module_owner("rows")
 
 
 @dataclass

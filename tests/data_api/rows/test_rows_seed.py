@@ -6,30 +6,16 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 
-from tests.fixtures.engine import DatabaseServer
-from tests.fixtures.entries import Sync
-from tests.fixtures.mailbox import Inbox
-from tests.fixtures.rows import ROWS, RowsOwner, rows_owner
+from tests.fixtures.rows import ROWS, RowsOwner, module_owner
 
 pytestmark = pytest.mark.smoke
 
 
-@pytest.fixture(scope="module")
-async def owner(
-    database_server: DatabaseServer,
-    smtp_server: Inbox,
-    sync_client: Sync,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[RowsOwner]:
-    async with rows_owner(
-        database_server, smtp_server, sync_client, tmp_path_factory.mktemp("rows") / "data"
-    ) as found:
-        yield found
+owner = module_owner("rows")
 
 
 SEED_ROWS = [

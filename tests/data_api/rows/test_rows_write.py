@@ -21,19 +21,16 @@ import pytest
 from bson import ObjectId
 
 from app.errors import ErrorCode
-from tests.fixtures.engine import DatabaseServer
-from tests.fixtures.entries import Sync
 from tests.fixtures.envelopes import assert_envelope
-from tests.fixtures.mailbox import Inbox
 from tests.fixtures.rows import (
     COLUMNS,
     ROWS,
     RowsOwner,
     iso_ms,
+    module_owner,
     ms_of,
     ndjson,
     reference_rows,
-    rows_owner,
     series,
 )
 
@@ -43,37 +40,14 @@ SMALL_BULK_LIMIT = 50
 SMALL_BODY_LIMIT = 4096
 
 
-@pytest.fixture(scope="module")
-async def owner(
-    database_server: DatabaseServer,
-    smtp_server: Inbox,
-    sync_client: Sync,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[RowsOwner]:
-    async with rows_owner(
-        database_server, smtp_server, sync_client, tmp_path_factory.mktemp("rows_write") / "data"
-    ) as found:
-        yield found
+owner = module_owner("rows_write")
 
 
-@pytest.fixture(scope="module")
-async def limited(
-    database_server: DatabaseServer,
-    smtp_server: Inbox,
-    sync_client: Sync,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[RowsOwner]:
-    """A second app whose JSON bulk_insert takes at most SMALL_BULK_LIMIT rows and
-    SMALL_BODY_LIMIT bytes."""
-    async with rows_owner(
-        database_server,
-        smtp_server,
-        sync_client,
-        tmp_path_factory.mktemp("rows_limited") / "data",
-        max_bulk_rows=SMALL_BULK_LIMIT,
-        max_bulk_body_bytes=SMALL_BODY_LIMIT,
-    ) as found:
-        yield found
+#: A second app whose JSON bulk_insert takes at most SMALL_BULK_LIMIT rows and
+#: SMALL_BODY_LIMIT bytes.
+limited = module_owner(
+    "rows_limited", max_bulk_rows=SMALL_BULK_LIMIT, max_bulk_body_bytes=SMALL_BODY_LIMIT
+)
 
 
 # ---------------------------------------------------------------- helpers
