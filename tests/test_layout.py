@@ -16,7 +16,10 @@ layout cannot rot (docs/architecture.md):
 
 from __future__ import annotations
 
+import argparse
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,18 +42,10 @@ LAYERS: dict[str, set[str]] = {
     "app.users": {"app.db"},
     "app.mail": {"app.kit"},
     "app.wiring": {"app.db", "app.background"},
-    "app.engine": {"app.db", "app.kit", "app.wiring", "app.background"},
-    "app.limits": {"app.db", "app.kit", "app.wiring", "app.background"},
-    "app.http": {"app.limits", "app.db", "app.kit", "app.wiring", "app.logs"},
-    "app.audit": {
-        "app.http",
-        "app.limits",
-        "app.db",
-        "app.kit",
-        "app.wiring",
-        "app.background",
-        "app.users",
-    },
+    "app.engine": {"app.db", "app.kit", "app.wiring"},
+    "app.limits": {"app.db", "app.kit", "app.wiring"},
+    "app.http": {"app.limits", "app.db", "app.kit", "app.wiring"},
+    "app.audit": {"app.http", "app.limits", "app.db", "app.kit", "app.wiring", "app.users"},
     "app.cli": {
         "app.audit",
         "app.http",
@@ -78,14 +73,25 @@ PUBLIC = BASE | {
     "app.audit",
     "app.cli",
 }
-#: Driver modules a feature must not touch: it goes through `app.db`'s handles.
+#: Driver modules and classes a feature must not touch: it goes through `app.db`'s
+#: handles (the driver's errors, results and constants it may use).
 DRIVER_INTERNALS = (
     "pymongo.asynchronous",
+    "pymongo.synchronous",
     "pymongo.mongo_client",
     "pymongo.database",
     "pymongo.collection",
+    "pymongo.cursor",
     "motor",
 )
+DRIVER_CLASSES = {
+    "MongoClient",
+    "AsyncMongoClient",
+    "Database",
+    "AsyncDatabase",
+    "Collection",
+    "AsyncCollection",
+}
 
 
 def module_name(path: Path, tree: Path = REPO) -> str:
@@ -102,11 +108,18 @@ def is_module(name: str, tree: Path = REPO) -> bool:
 
 def imported(path: Path, tree: Path = REPO) -> Iterator[tuple[int, str]]:
     """(line, module) of every import in `path`, lazy ones included; `from app
-    import audit` counts as importing `app.audit` (and only that)."""
+    import audit` counts as importing `app.audit` (and only that); `from pymongo
+    import MongoClient` as importing `pymongo.MongoClient`; a relative import as
+    `.` (refused: every import names its module in full)."""
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            yield node.lineno, "."
+        elif isinstance(node, ast.ImportFrom) and node.module == "pymongo":
+            for alias in node.names:
+                yield node.lineno, f"pymongo.{alias.name}"
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [f"{node.module}.{alias.name}" for alias in node.names]
             submodules = [name for name in names if is_module(name, tree)]
@@ -130,6 +143,34 @@ def is_feature(module: str) -> bool:
     return module.split(".")[0] in FEATURE_ROOTS
 
 
+def is_core(module: str) -> bool:
+    return module == "app" or module.startswith("app.")
+
+
+def is_driver_internal(module: str) -> bool:
+    parts = module.split(".")
+    return module.startswith(DRIVER_INTERNALS) or (
+        parts[0] == "pymongo" and parts[-1] in DRIVER_CLASSES
+    )
+
+
+def reaches_around(path: Path) -> Iterator[tuple[int, str]]:
+    """Attribute paths a feature must not take: a database's driver client
+    (`database.client[...]`) and the app's loose state (`app.state.x`,
+    `request.app.state`, `scope["app"].state`): features use `app.db`'s handles and
+    `app.wiring`'s typed state."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Attribute):
+            continue
+        owner = ast.unparse(node.value)
+        if node.attr == "client" and owner.split(".")[-1] == "database":
+            yield node.lineno, f"{owner}.client"
+        if node.attr == "state" and (
+            owner == "app" or owner.endswith(".app") or owner.endswith("['app']")
+        ):
+            yield node.lineno, f"{owner}.state"
+
+
 def core_problems(tree: Path = REPO) -> list[str]:
     problems = []
     for path in sources("app", tree=tree):
@@ -142,7 +183,10 @@ def core_problems(tree: Path = REPO) -> list[str]:
             if is_feature(target):
                 problems.append(f"{where}: the core never imports a feature")
                 continue
-            if not target.startswith("app") or target in BASE:
+            if target == ".":
+                problems.append(f"{path.relative_to(tree)}:{line}: a relative import")
+                continue
+            if not is_core(target) or target in BASE:
                 continue
             target_layer = layer_of(target)
             if target_layer == layer:
@@ -161,10 +205,16 @@ def feature_problems(tree: Path = REPO) -> list[str]:
     for path in sources(*FEATURE_ROOTS, tree=tree):
         for line, target in imported(path, tree):
             where = f"{path.relative_to(tree)}:{line} imports {target}"
-            if target.startswith(DRIVER_INTERNALS):
+            if target == ".":
+                problems.append(f"{path.relative_to(tree)}:{line}: a relative import")
+            elif is_driver_internal(target):
                 problems.append(f"{where}: features use app.db's handles, not the driver")
-            elif target.startswith("app") and target not in PUBLIC:
+            elif is_core(target) and target not in PUBLIC:
                 problems.append(f"{where}: features import a package root or flat module")
+        for line, reached in reaches_around(path):
+            problems.append(
+                f"{path.relative_to(tree)}:{line} reaches {reached}: use app.db/app.wiring"
+            )
     return problems
 
 
@@ -191,6 +241,8 @@ def test_the_scan_reports_the_imports_it_must_refuse(tmp_path: Path) -> None:
     )
     (tmp_path / "auth" / "probe.py").write_text(
         "from app.db.probe import Y\nfrom pymongo.asynchronous.collection import C\n"
+        "from pymongo import AsyncMongoClient\nfrom . import sibling\nimport appdirs\n"
+        "rows = self.database.client['x']\ncatalogue = request.app.state.catalogue\n"
     )
     assert core_problems(tmp_path) == [
         "app/db/probe.py:1 imports app.http: app.db may not import app.http",
@@ -201,6 +253,11 @@ def test_the_scan_reports_the_imports_it_must_refuse(tmp_path: Path) -> None:
         "auth/probe.py:1 imports app.db.probe: features import a package root or flat module",
         "auth/probe.py:2 imports pymongo.asynchronous.collection: features use app.db's "
         "handles, not the driver",
+        "auth/probe.py:3 imports pymongo.AsyncMongoClient: features use app.db's handles, "
+        "not the driver",
+        "auth/probe.py:4: a relative import",
+        "auth/probe.py:6 reaches self.database.client: use app.db/app.wiring",
+        "auth/probe.py:7 reaches request.app.state: use app.db/app.wiring",
     ]
 
 
@@ -220,3 +277,33 @@ def test_every_package_says_what_it_holds(root: str) -> None:
         if init.parent.name == "templates":
             continue
         assert ast.get_docstring(ast.parse(init.read_text())), init.relative_to(REPO)
+
+
+def test_importing_the_features_loads_neither_the_engine_nor_the_commands() -> None:
+    """A feature's command registers through `app.cli`'s light surface; the engine
+    and the server's commands are imported only when a command runs."""
+    script = (
+        "import sys\n"
+        "from app.features import FEATURES\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('app.engine', 'app.cli.')))\n"
+        "print(','.join(loaded))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "app.cli.support"
+
+
+def test_the_console_hands_every_server_command_to_the_server() -> None:
+    """`quarry` decides by the first word whether a command is the server's or the
+    client's, without importing the server: its list must be the parser's."""
+    from quarry_client.cli import SERVER_COMMANDS as CLIENT_SIDE
+
+    from app.cli import build_parser
+    from app.console import SERVER_COMMANDS
+
+    parser = build_parser()
+    commands = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    assert set(commands.choices) == SERVER_COMMANDS == CLIENT_SIDE

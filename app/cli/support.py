@@ -16,7 +16,6 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from app.db import Database
-from app.engine import run_database
 from app.settings import Settings
 from app.wiring import AppState
 
@@ -34,6 +33,8 @@ def load_settings() -> Settings:
 
 def run_on_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     """`work(database)` on the database of `settings`, opened for it and closed after."""
+
+    from app.engine import run_database  # only when a command runs
 
     async def run() -> T:
         state = AppState(settings)

@@ -9,14 +9,13 @@ process recovers without a restart.
 
 Which engine answers is learnt once, the first time the server is reached
 (`buildInfo`), and decides the adapter every handle uses from then on
-(`choose_adapter`, given by the composition root: `app.db.mongo.MongoAdapter`
-unless the engine layer says otherwise). A server started before its database
+(`choose_adapter`, which the engine layer gives: `app.db.mongo.MongoAdapter` on
+MongoDB, its own on the embedded engine). A server started before its database
 still starts; it learns the engine with its first successful call.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,6 @@ from pymongo.errors import PyMongoError
 
 from app.db.adapter import Document, EngineAdapter, EngineReads, Namespace
 from app.db.handles import DatabaseHandle
-from app.db.mongo import MongoAdapter
 from app.db.page_query import PageQuery
 from app.kit import DECIMAL_SUPPORTED
 from app.settings import Settings
@@ -38,10 +36,6 @@ UNKEEPABLE_DATABASE_PREFIXES = ("pg", "_")
 
 #: Given the server's `buildInfo`, the adapter for it.
 AdapterChooser = Callable[["Database", Document], EngineAdapter]
-
-
-def mongodb_only(database: Database, build_info: Document) -> EngineAdapter:
-    return MongoAdapter(database)
 
 
 def open_client(url: str, settings: Settings) -> AsyncMongoClient[Document]:
@@ -64,9 +58,11 @@ def open_client(url: str, settings: Settings) -> AsyncMongoClient[Document]:
 class Database:
     client: AsyncMongoClient[Document]
     control_db_name: str
+    #: The engine layer's (`app.engine.choose_adapter`): no default, since a
+    #: MongoDB adapter on the embedded engine would run without its fixes.
+    choose_adapter: AdapterChooser
     #: Seconds one read may take (`QUARRY_QUERY_TIMEOUT_MS`), see `query_time_ms`.
     query_timeout: float = 10.0
-    choose_adapter: AdapterChooser = mongodb_only
     #: What `/health` names the engine while it cannot be asked (an embedded
     #: engine this app runs: `ferretdb-postgresql`).
     engine_hint: str = ""
@@ -77,17 +73,18 @@ class Database:
     #: writes whose safety rests on a unique index answer 503.
     indexes_ready: set[str] = field(default_factory=set)
     _adapter: EngineAdapter | None = field(default=None, init=False, repr=False)
-    _choosing: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     # ------------------------------------------------------------ the engine
 
     async def adapter(self) -> EngineAdapter:
-        """The engine's adapter, chosen on the first call that reaches the server."""
-        if self._adapter is not None:
-            return self._adapter
-        async with self._choosing:
+        """The engine's adapter, chosen on the first call that reaches the server.
+
+        Calls made before then each ask the server (no lock: while it is down they
+        must all fail within one server-selection timeout, not one after another);
+        the first answer decides, and later ones keep that choice."""
+        if self._adapter is None:
+            info = await self.client.admin.command("buildInfo")
             if self._adapter is None:
-                info = await self.client.admin.command("buildInfo")
                 self._adapter = self.choose_adapter(self, info)
         return self._adapter
 

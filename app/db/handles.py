@@ -175,15 +175,23 @@ class Collection:
 
 
 class Cursor:
-    """A find, run when iterated or listed; the option methods return the cursor."""
+    """A find, run when first iterated or listed (once, like the driver's cursor);
+    the option methods return the cursor. `async with cursor:` lets go of the
+    server-side cursor when a read stops before its end."""
 
     def __init__(self, collection: Collection, spec: FindSpec) -> None:
         self._collection = collection
         self.spec = spec
         self._raw: RawCursor | None = None
+        self._rows: AsyncIterator[Document] | None = None
 
-    def sort(self, key: str | SortSpec, direction: int = 1) -> Cursor:
-        self.spec.sort = [(key, direction)] if isinstance(key, str) else list(key)
+    def sort(self, key: str | SortSpec | Mapping[str, int], direction: int = 1) -> Cursor:
+        if isinstance(key, str):
+            self.spec.sort = [(key, direction)]
+        elif isinstance(key, Mapping):
+            self.spec.sort = list(key.items())
+        else:
+            self.spec.sort = list(key)
         return self
 
     def skip(self, count: int) -> Cursor:
@@ -203,21 +211,26 @@ class Cursor:
         return self
 
     async def _open(self) -> RawCursor:
-        adapter = await self._collection._adapter()
-        self._raw = adapter.find(self._collection.namespace, self.spec)
+        if self._raw is None:
+            adapter = await self._collection._adapter()
+            self._raw = adapter.find(self._collection.namespace, self.spec)
+            self._rows = aiter(self._raw)
         return self._raw
 
     async def to_list(self, length: int | None = None) -> list[Document]:
-        cursor = await self._open()
-        return await cursor.to_list(length)
+        return await (await self._open()).to_list(length)
 
-    async def __aiter__(self) -> AsyncIterator[Document]:
-        cursor = await self._open()
+    def __aiter__(self) -> Cursor:
+        return self
+
+    async def __anext__(self) -> Document:
+        raw = await self._open()
+        assert self._rows is not None
         try:
-            async for document in cursor:
-                yield document
-        finally:
-            await cursor.close()
+            return await anext(self._rows)
+        except StopAsyncIteration:
+            await raw.close()
+            raise
 
     async def close(self) -> None:
         """Let go of the server-side cursor (a read stopped before its end)."""

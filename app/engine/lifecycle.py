@@ -48,33 +48,37 @@ def _watch(engine: EmbeddedEngine) -> Callable[[], Awaitable[None]]:
 async def run_database(state: AppState) -> AsyncIterator[None]:
     """Provides `state.database` (and the `EmbeddedEngine` when this app runs one)."""
     settings = state.settings
-    engine: EmbeddedEngine | None = None
-    url = settings.mongodb_url
-    if settings.embedded_engine:
-        engine = state.provide(await asyncio.to_thread(start_for_server, settings))
-        url = engine.url
-    database = Database(
-        client=open_client(url, settings),
-        control_db_name=settings.control_db,
-        query_timeout=settings.query_timeout_ms / 1000,
-        choose_adapter=choose_adapter,
-        engine_hint=engine.name if engine is not None else "",
-    )
-    conninfo = engine.postgres_conninfo() if engine is not None else None
-    if conninfo:
-        database.engine_reads = EngineSql(conninfo, statement_timeout_ms=settings.query_timeout_ms)
-    state.database = database
-    try:
-        async with contextlib.AsyncExitStack() as watching:
-            if engine is not None and engine.owned:
-                await watching.enter_async_context(
-                    state.background.every(
-                        "engine-watch", _watch(engine), ENGINE_WATCH_INTERVAL_SECONDS
-                    )
-                )
-            yield
-    finally:
-        await database.close()
+    async with contextlib.AsyncExitStack() as stack:
+        url = settings.mongodb_url
+        engine: EmbeddedEngine | None = None
+        if settings.embedded_engine:
+            engine = state.provide(await asyncio.to_thread(start_for_server, settings))
+            url = engine.url
+            if engine.owned:
+                stack.push_async_callback(_stop, engine)
+        database = Database(
+            client=open_client(url, settings),
+            control_db_name=settings.control_db,
+            query_timeout=settings.query_timeout_ms / 1000,
+            choose_adapter=choose_adapter,
+            engine_hint=engine.name if engine is not None else "",
+        )
+        stack.push_async_callback(database.close)
+        conninfo = engine.postgres_conninfo() if engine is not None else None
+        if conninfo:
+            database.engine_reads = EngineSql(
+                conninfo, statement_timeout_ms=settings.query_timeout_ms
+            )
+        state.database = database
         if engine is not None and engine.owned:
-            await asyncio.to_thread(engine.stop)
-            logger.info("embedded engine stopped")
+            await stack.enter_async_context(
+                state.background.every(
+                    "engine-watch", _watch(engine), ENGINE_WATCH_INTERVAL_SECONDS
+                )
+            )
+        yield
+
+
+async def _stop(engine: EmbeddedEngine) -> None:
+    await asyncio.to_thread(engine.stop)
+    logger.info("embedded engine stopped")

@@ -49,25 +49,27 @@ class Release:
 CURRENT = Release("current", REPO)
 
 
+def git(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *arguments], cwd=REPO, capture_output=True, text=True, check=False
+    )
+
+
 @contextlib.contextmanager
 def previous_release(parent: Path) -> Iterator[Release]:
     """`PREVIOUS_RELEASE` checked out beside the repository (a git worktree)."""
-    root = parent / "previous"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", "--force", str(root), PREVIOUS_RELEASE],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
+    git("worktree", "prune")  # what a killed run left registered
+    assert git("cat-file", "-e", f"{PREVIOUS_RELEASE}^{{commit}}").returncode == 0, (
+        f"{PREVIOUS_RELEASE} is not in this clone's history (a shallow clone?): the "
+        "upgrade tests need it; fetch it (git fetch --unshallow)"
     )
+    root = parent / "previous"
+    added = git("worktree", "add", "--detach", "--force", str(root), PREVIOUS_RELEASE)
+    assert added.returncode == 0, added.stderr
     try:
         yield Release(PREVIOUS_RELEASE[:12], root)
     finally:
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(root)],
-            cwd=REPO,
-            check=False,
-            capture_output=True,
-        )
+        git("worktree", "remove", "--force", str(root))
 
 
 @contextlib.contextmanager

@@ -148,12 +148,15 @@ def _follow(
                 dataset_id, last_event_id=after, poll_interval=poll_interval, control_events=True
             ):
                 received.put(event)
-        except Exception as exc:  # handed to the main thread, which raises it
+        except BaseException as exc:  # handed to the main thread, which raises it
             received.put(exc)
-        received.put(_END)
+        finally:
+            received.put(_END)
 
     interrupt = Interrupt()
     previous = signal.signal(signal.SIGINT, interrupt)
+    if previous is None:  # a handler not installed from Python: restore the default
+        previous = signal.SIG_DFL
     try:
         # A daemon: once Ctrl-C is pressed, a read still waiting for the server
         # does not keep the process alive.
@@ -165,7 +168,7 @@ def _follow(
                 continue
             if item is _END:
                 return False
-            if isinstance(item, Exception):
+            if isinstance(item, BaseException):
                 raise item
             assert isinstance(item, StreamEvent)
             if item.event == "connected":
