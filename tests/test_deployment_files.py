@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,19 @@ def test_docker_compose_config_accepts_the_file() -> None:
         [*command, "config", "--quiet"], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_file_the_server_reads_from_its_package_is_package_data() -> None:
+    """An installed (not editable) Quarry carries the engine's Go sources, its SQL
+    and the mail templates: every non-Python file of `app/` that git tracks is
+    matched by `[tool.setuptools.package-data]` (moving one breaks the wheel)."""
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["app"]
+    tracked = subprocess.run(
+        ["git", "ls-files", "app"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    data = [name.removeprefix("app/") for name in tracked if not name.endswith(".py")]
+    assert data, "app/ has data files"
+    unshipped = [name for name in data if not any(fnmatch.fnmatch(name, glob) for glob in globs)]
+    assert unshipped == []
