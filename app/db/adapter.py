@@ -105,6 +105,14 @@ class EngineReads(Protocol):
 
     async def by_ids(self, db_name: str, collection: str, ids: list[Any]) -> list[Any] | None: ...
 
+    async def find(self, db_name: str, collection: str, spec: FindSpec) -> list[Any] | None: ...
+
+    async def count_matching(
+        self, db_name: str, collection: str, filter: Document
+    ) -> int | None: ...
+
+    def declare_fields(self, db_name: str, collection: str, fields: dict[str, str]) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -213,6 +221,13 @@ class EngineAdapter(ABC):
 
     @abstractmethod
     async def drop_index(self, ns: Namespace, name: str) -> None: ...
+
+    async def declare_fields(self, ns: Namespace, fields: Mapping[str, str]) -> None:
+        """The collection's indexed top-level fields and their schema types (name →
+        `string`, `int`, `date`, ...), told after every schema change: an engine
+        that needs indexes of its own to read them fast builds them (the embedded
+        engine's typed keys). On MongoDB the indexes `create_indexes` made serve."""
+        return None
 
     @abstractmethod
     async def create_collection(self, ns: Namespace) -> None: ...

@@ -170,6 +170,11 @@ class Collection:
     async def drop_index(self, name: str) -> None:
         await (await self._adapter()).drop_index(self.namespace, name)
 
+    async def declare_fields(self, fields: Mapping[str, str]) -> None:
+        """The indexed top-level fields and their schema types (see
+        `EngineAdapter.declare_fields`)."""
+        await (await self._adapter()).declare_fields(self.namespace, fields)
+
     async def drop(self) -> None:
         await (await self._adapter()).drop_collection(self.namespace)
 

@@ -15,6 +15,10 @@ the MongoDB adapter with what FerretDB does differently taken over here:
   several indexed lookups and a batch of `_id`s in one statement each. A
   document that SQL cannot decode is read by `_id` through FerretDB, and when
   the SQL cannot answer at all, FerretDB is asked as before.
+- **Finds and counts by the read planner.** On PostgreSQL, a find, find_one or
+  filtered count whose filter and sort use only `_id` and schema fields with a
+  typed index is one SQL statement over those indexes (`app.engine.planner`);
+  anything else, or a field holding another type, is FerretDB's as before.
 - **Deleting many.** FerretDB deletes the matches in one SQL statement with a
   parameter per document: SQLite refuses more than 32,766, PostgreSQL's
   protocol more than 65,535, and nothing is deleted. Such a delete is done in
@@ -27,6 +31,7 @@ the MongoDB adapter with what FerretDB does differently taken over here:
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -40,11 +45,14 @@ from app.db import (
     Database,
     Document,
     EngineAdapter,
+    FindSpec,
     MongoAdapter,
     Namespace,
     PageQuery,
+    RawCursor,
     is_too_many_parameters,
 )
+from app.engine.planned_reads import PlannedCursor, wants_planner_for_one
 from app.errors import EngineUnsupported
 
 #: Below this many rows PostgreSQL's ANALYZE reads the whole table, so
@@ -97,10 +105,60 @@ class EmbeddedAdapter(MongoAdapter):
 
     # ------------------------------------------------------------------ reads
 
+    def find(self, ns: Namespace, spec: FindSpec) -> RawCursor:
+        """By the read planner on PostgreSQL when it can (`app.engine.planner`),
+        else FerretDB's cursor."""
+        fallback = functools.partial(super().find, ns, spec)
+        if self._sql() is None:
+            return fallback()
+        return PlannedCursor(functools.partial(self._planned_find, ns, spec), fallback)
+
+    async def find_one(
+        self, ns: Namespace, filter: Document, projection: Mapping[str, Any] | None
+    ) -> Document | None:
+        """By the read planner when the filter is more than equalities (those FerretDB
+        pushes down itself): any one match, as MongoDB's find_one."""
+        if self._sql() is not None and wants_planner_for_one(filter):
+            spec = FindSpec(filter=filter, projection=projection, sort=[("_id", 1)], limit=1)
+            found = await self._planned_find(ns, spec)
+            if found is not None:
+                return found[0] if found else None
+        return await super().find_one(ns, filter, projection)
+
     async def count_documents(
         self, ns: Namespace, filter: Document, *, max_time_ms: int | None
     ) -> int:
+        """By the read planner on PostgreSQL when it can, else by FerretDB."""
+        sql = self._sql()
+        if sql is not None and filter:
+            counted = await sql.count_matching(ns.database, ns.collection, filter)
+            if counted is not None:
+                return int(counted)
         return await super().count_documents(ns, self._evaluated(filter), max_time_ms=max_time_ms)
+
+    async def _planned_find(self, ns: Namespace, spec: FindSpec) -> list[Document] | None:
+        """A planned find's documents as the driver returns them (one whose stored
+        form SQL cannot read is read by `_id` through FerretDB), or None."""
+        sql = self._sql()
+        rows = None if sql is None else await sql.find(ns.database, ns.collection, spec)
+        if rows is None:
+            return None
+        collection = self.collection(ns)
+        documents = await asyncio.gather(
+            *(
+                _as_is(self._driver_form(row, ns))
+                if isinstance(row, dict)
+                else collection.find_one({"_id": row}, spec.projection)
+                for row in rows
+            )
+        )
+        return [d for d in documents if d is not None]
+
+    async def declare_fields(self, ns: Namespace, fields: Mapping[str, str]) -> None:
+        """Typed indexes for the read planner, built in the background (PostgreSQL)."""
+        sql = self._sql()
+        if sql is not None:
+            sql.declare_fields(ns.database, ns.collection, dict(fields))
 
     async def collection_size(self, ns: Namespace) -> int:
         """`SELECT count(*)` on FerretDB's table on PostgreSQL; otherwise `collStats`,

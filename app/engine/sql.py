@@ -11,6 +11,11 @@ candidates (`app.db.page_query`): FerretDB pushes neither `$or`, ranges, sorts n
 limits down and decodes every candidate; here the page's `_id`s and the total
 come from one SQL statement, its equalities served by the GIN shadow indexes.
 
+It also runs the read planner's finds and counts (`app.engine.planner`, run by
+`app.engine.planned_reads`) and hands the schema's indexed fields to the builder
+of their typed indexes (`app.engine.typed_indexes`, which has a connection of its
+own for its DDL).
+
 It reads committed rows only and never writes (the sessions are read-only).
 Anything unexpected — a table gone, PostgreSQL restarting — answers None and the
 caller asks FerretDB as before.
@@ -30,8 +35,10 @@ from bson import ObjectId
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from app.db import After, Before, Condition, Contains, Eq, PageQuery
+from app.db import After, Before, Condition, Contains, Eq, FindSpec, PageQuery
+from app.engine.planned_reads import PlannerStats, count_planned, find_planned
 from app.engine.sjson import SjsonError, decode_document
+from app.engine.typed_indexes import KeyCatalog, TypedIndexBuilder
 
 logger = logging.getLogger("quarry.engine")
 
@@ -159,6 +166,9 @@ class EngineSql:
         self._idle: list[psycopg.AsyncConnection[tuple[Any, ...]]] = []
         self._table_names: dict[tuple[str, str], str] = {}
         self._slots = asyncio.Semaphore(POOL_SIZE)
+        self.catalog = KeyCatalog()
+        self.planner_stats = PlannerStats()
+        self.typed_indexes = TypedIndexBuilder(conninfo, on_change=self.catalog.forget)
 
     async def count(self, db_name: str, collection: str) -> int | None:
         """The exact number of documents in `db_name.collection`, or None."""
@@ -275,6 +285,54 @@ class EngineSql:
             return [_read(row[0]) for row in await cursor.fetchall()]
         return None
 
+    async def find(
+        self, db_name: str, collection: str, spec: FindSpec
+    ) -> list[dict[str, Any] | Any] | None:
+        """A find the read planner serves: the documents in order (or, where the
+        stored form cannot be read, their `_id`s), projected — or None (ask
+        FerretDB)."""
+        async with self._connection("planned find") as connection:
+            if connection is None:
+                return None
+            tables = await self._tables(connection, db_name, {collection})
+            if collection not in tables:
+                return None
+            return await find_planned(
+                connection,
+                self.catalog,
+                self.planner_stats,
+                schema=db_name,
+                table=tables[collection],
+                spec=spec,
+                read=_read,
+            )
+        return None
+
+    async def count_matching(
+        self, db_name: str, collection: str, filter: dict[str, Any]
+    ) -> int | None:
+        """A filtered count the read planner serves, or None (ask FerretDB)."""
+        async with self._connection("planned count") as connection:
+            if connection is None:
+                return None
+            tables = await self._tables(connection, db_name, {collection})
+            if collection not in tables:
+                return None
+            return await count_planned(
+                connection,
+                self.catalog,
+                self.planner_stats,
+                schema=db_name,
+                table=tables[collection],
+                filter=filter,
+            )
+        return None
+
+    def declare_fields(self, db_name: str, collection: str, fields: dict[str, str]) -> None:
+        """The collection's indexed top-level fields and their schema types: their
+        typed indexes are built in the background."""
+        self.typed_indexes.declare(db_name, collection, fields)
+
     async def _tables(
         self, connection: psycopg.AsyncConnection[tuple[Any, ...]], db_name: str, names: set[str]
     ) -> dict[str, str]:
@@ -318,6 +376,7 @@ class EngineSql:
                 logger.info("engine SQL %s fell back to FerretDB: %s", purpose, type(exc).__name__)
                 if isinstance(exc, _DROPPED):
                     self._table_names.clear()  # a collection or database was dropped
+                    self.catalog.forget()
                 if isinstance(exc, psycopg.OperationalError):
                     with contextlib.suppress(psycopg.Error):
                         await connection.close()
@@ -338,6 +397,7 @@ class EngineSql:
         )
 
     async def close(self) -> None:
+        await self.typed_indexes.close()
         while self._idle:
             with contextlib.suppress(psycopg.Error):
                 await self._idle.pop().close()

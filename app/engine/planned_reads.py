@@ -1,0 +1,239 @@
+"""Planned reads run: a find or a count that `app.engine.planner` compiled, as one
+SQL statement whose answer counts only when the type guards hold in its own
+snapshot; and the cursor the adapter hands out for a find that may be served by
+SQL or by FerretDB.
+
+A statement reads, before anything else, the guard of every typed field it
+uses and of `_id` (`max(g)` from each index: one index descent) into a
+materialised CTE; the documents or the count are read only when all hold, and
+the statement returns whether they did. So a field that holds a value of another
+type is answered by FerretDB, decided in the same snapshot as the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from app.db import Document, FindSpec, RawCursor
+from app.engine.planner import (
+    ID_UNORDERED,
+    MAX_PLANNED_ROWS,
+    Expressions,
+    Plan,
+    Unplannable,
+    plan_read,
+    project,
+    projection_plan,
+)
+from app.engine.typed_indexes import KeyCatalog
+
+logger = logging.getLogger("quarry.engine")
+
+#: Top-level operators FerretDB itself pushes down to PostgreSQL (served by the
+#: GIN shadow indexes): a find_one with only these stays with FerretDB.
+_PUSHED_DOWN = frozenset({"$eq"})
+
+
+class PlannerStats(Counter[str]):
+    """How planned reads went: `served`, or why they fell back (tests read it)."""
+
+
+async def find_planned(
+    connection: psycopg.AsyncConnection[Any],
+    catalog: KeyCatalog,
+    stats: PlannerStats,
+    *,
+    schema: str,
+    table: str,
+    spec: FindSpec,
+    read: Callable[[dict[str, Any]], Any],
+) -> list[Any] | None:
+    """The documents of `spec`, in order (each decoded by `read`, projected), or
+    None: FerretDB answers."""
+    unsorted = not spec.sort
+    if spec.limit < 0 or spec.skip < 0 or (unsorted and (spec.skip or spec.limit)):
+        stats["unplannable"] += 1
+        return None
+    if spec.limit > MAX_PLANNED_ROWS:
+        stats["too many"] += 1
+        return None
+    try:
+        shape = projection_plan(spec.projection)
+    except Unplannable:
+        stats["unplannable"] += 1
+        return None
+    plan = await _plan(connection, catalog, stats, schema, table, spec.filter, spec.sort)
+    if plan is None:
+        return None
+    limit = spec.limit or MAX_PLANNED_ROWS + 1
+    statement, params = find_statement(schema, table, plan, limit, spec.skip)
+    cursor = await connection.execute(statement, params)
+    row = await cursor.fetchone()
+    if row is None or not row[0]:
+        stats["guard"] += 1
+        return None
+    stored = row[1] or []
+    if not spec.limit and len(stored) > MAX_PLANNED_ROWS:
+        stats["too many"] += 1
+        return None
+    stats["served"] += 1
+    rows = [read(document) for document in stored]
+    return [project(r, shape) if isinstance(r, dict) else r for r in rows]
+
+
+async def count_planned(
+    connection: psycopg.AsyncConnection[Any],
+    catalog: KeyCatalog,
+    stats: PlannerStats,
+    *,
+    schema: str,
+    table: str,
+    filter: Mapping[str, Any],
+) -> int | None:
+    """The number of documents matching `filter`, or None: FerretDB counts."""
+    plan = await _plan(connection, catalog, stats, schema, table, filter, None)
+    if plan is None:
+        return None
+    statement = sql.SQL(
+        "{guarded} SELECT (SELECT ok FROM g), "
+        "(SELECT count(*) FROM {table} WHERE (SELECT ok FROM g) AND {where})"
+    ).format(
+        guarded=_guards(schema, table, plan),
+        table=sql.Identifier(schema, table),
+        where=_where(plan),
+    )
+    cursor = await connection.execute(statement, plan.params)
+    row = await cursor.fetchone()
+    if row is None or not row[0]:
+        stats["guard"] += 1
+        return None
+    stats["served"] += 1
+    return int(row[1])
+
+
+def find_statement(
+    schema: str, table: str, plan: Plan, limit: int, skip: int
+) -> tuple[sql.Composable, list[Any]]:
+    """The statement of a planned find and its parameters."""
+    statement = sql.SQL(
+        "{guarded} SELECT (SELECT ok FROM g), ARRAY(SELECT _jsonb FROM {table} "
+        "WHERE (SELECT ok FROM g) AND {where} ORDER BY {order} LIMIT %s OFFSET %s)"
+    ).format(
+        guarded=_guards(schema, table, plan),
+        table=sql.Identifier(schema, table),
+        where=_where(plan),
+        order=plan.order,
+    )
+    return statement, [*plan.params, limit, skip]
+
+
+async def _plan(
+    connection: psycopg.AsyncConnection[Any],
+    catalog: KeyCatalog,
+    stats: PlannerStats,
+    schema: str,
+    table: str,
+    filter: Mapping[str, Any],
+    sort: list[tuple[str, int]] | None,
+) -> Plan | None:
+    keys = await catalog.keys(connection, schema, table)
+    if not keys.id_order:
+        stats["no index"] += 1
+        return None
+    try:
+        return plan_read(filter, sort, keys.fields)
+    except Unplannable:
+        stats["unplannable"] += 1
+        return None
+
+
+def _guards(schema: str, table: str, plan: Plan) -> sql.Composable:
+    """`WITH g AS (SELECT <every guard holds> AS ok)`."""
+    x = Expressions(in_statement=True)
+    relation = sql.Identifier(schema, table)
+    checks = [
+        sql.SQL("coalesce((SELECT max({}) FROM {}), 0) < {}").format(
+            x.id_rank(), relation, sql.Literal(ID_UNORDERED)
+        )
+    ]
+    for name, family in sorted(plan.families.items()):
+        checks.append(
+            sql.SQL("coalesce((SELECT max({}) FROM {}), 0) = 0").format(
+                x.guard(name, family), relation
+            )
+        )
+    return sql.SQL("WITH g AS MATERIALIZED (SELECT {} AS ok)").format(sql.SQL(" AND ").join(checks))
+
+
+def _where(plan: Plan) -> sql.Composable:
+    """The plan's condition, with `g = 0` for every typed field it uses: true of
+    every row once the guards hold, and what lets PostgreSQL read each typed index
+    (which leads with `g`) in key order."""
+    x = Expressions(in_statement=True)
+    zeros = [sql.SQL("{} = 0").format(x.guard(n, f)) for n, f in sorted(plan.families.items())]
+    return sql.SQL(" AND ").join([*zeros, sql.SQL("({})").format(plan.where)])
+
+
+def wants_planner_for_one(filter: Mapping[str, Any]) -> bool:
+    """Whether a find_one is worth planning: FerretDB answers top-level equalities
+    itself through the GIN shadow indexes (and keeps its natural order)."""
+    for key, value in filter.items():
+        if key.startswith("$"):
+            return True
+        operators = isinstance(value, Mapping) and any(str(k).startswith("$") for k in value)
+        if operators and set(value) - _PUSHED_DOWN:
+            return True
+    return False
+
+
+class PlannedCursor:
+    """A find's cursor: the planned documents when SQL answers, else FerretDB's
+    cursor, opened only then."""
+
+    def __init__(
+        self,
+        planned: Callable[[], Awaitable[list[Document] | None]],
+        fallback: Callable[[], RawCursor],
+    ) -> None:
+        self._planned = planned
+        self._fallback = fallback
+        self._cursor: RawCursor | None = None
+        self._documents: list[Document] | None = None
+        self._opened = False
+
+    async def _open(self) -> None:
+        if self._opened:
+            return
+        self._opened = True
+        self._documents = await self._planned()
+        if self._documents is None:
+            self._cursor = self._fallback()
+
+    def __aiter__(self) -> AsyncIterator[Document]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Document]:
+        await self._open()
+        if self._cursor is not None:
+            async for document in self._cursor:
+                yield document
+            return
+        for document in self._documents or []:
+            yield document
+
+    async def to_list(self, length: int | None = None) -> list[Document]:
+        await self._open()
+        if self._cursor is not None:
+            return await self._cursor.to_list(length)
+        documents = self._documents or []
+        return documents if length is None else documents[:length]
+
+    async def close(self) -> None:
+        if self._cursor is not None:
+            await self._cursor.close()

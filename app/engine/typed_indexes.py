@@ -1,0 +1,294 @@
+"""The typed-key indexes the read planner (`app.engine.planner`) reads through:
+built from the collection schemas, in the background, and looked up per table.
+
+For each collection the schema declares (`EngineAdapter.declare_fields`, called by
+management when a collection is created, its schema changes, and once at start)
+there is one btree index of `_id`'s key (type rank, number, string) and, for every
+top-level field marked `index` or `unique` with a scalar type, one of
+(guard, typed key, `_id`'s key) — the expressions of `planner.Expressions`. Each
+carries a comment `{"quarry": "typed key", "field": ..., "family": ...}`, which
+is how the planner learns which fields it may serve; it uses an index only while
+PostgreSQL says it is valid.
+
+Building is `CREATE INDEX CONCURRENTLY` on a connection of its own, one index at a
+time in one background task, then `ANALYZE` (so the planner has statistics for the
+new expressions): reads and writes go on meanwhile, and a large collection's
+build never holds up a request. A schema change re-declares the collection: the
+indexes of fields no longer indexed, or of a type that changed, are dropped
+`CONCURRENTLY`, the new ones built; until a new index is valid, reads of that
+field go to FerretDB. An index left invalid by an interrupted build is dropped
+and built again. A failure (PostgreSQL restarting, a lock) is retried later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from app.engine.planner import FAMILY_OF_SCHEMA_TYPE, Expressions
+
+logger = logging.getLogger("quarry.engine")
+
+#: Bumped when the key expressions change: every index is then built anew.
+LAYOUT = 1
+INDEX_PREFIX = "qk_"
+ID_FAMILY = "id"
+#: Seconds before a failed build is tried again.
+RETRY_SECONDS = 5.0
+#: Seconds the planner trusts what it read of a table's indexes (another server
+#: on the same engine may build or drop them; correctness never rests on it).
+CATALOG_SECONDS = 5.0
+
+_TABLE_OF = sql.SQL(
+    "SELECT _jsonb ->> 'table' FROM {}._ferretdb_database_metadata WHERE _jsonb -> '_id' = %s"
+)
+_INDEXES_OF = sql.SQL(
+    "SELECT ic.relname, obj_description(ic.oid, 'pg_class'), "
+    "i.indisvalid AND i.indisready AND i.indislive "
+    "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+    "JOIN pg_class tc ON tc.oid = i.indrelid JOIN pg_namespace n ON n.oid = tc.relnamespace "
+    "WHERE n.nspname = %s AND tc.relname = %s AND ic.relname LIKE 'qk\\_%%'"
+)
+
+
+@dataclass(frozen=True)
+class TypedIndex:
+    field: str
+    #: A key family of `planner.FAMILY_TYPES`, or `ID_FAMILY` for `_id`'s order.
+    family: str
+
+    def name(self, table: str) -> str:
+        digest = hashlib.md5(  # noqa: S324 (a name, not a secret)
+            json.dumps([table, self.field, self.family, LAYOUT]).encode()
+        ).hexdigest()
+        return INDEX_PREFIX + digest[:24]
+
+    def comment(self) -> str:
+        return json.dumps(
+            {"quarry": "typed key", "field": self.field, "family": self.family, "layout": LAYOUT}
+        )
+
+    def columns(self) -> sql.Composable:
+        expressions = Expressions(in_statement=False)
+        if self.family == ID_FAMILY:
+            return expressions.id_index_columns()
+        return expressions.field_index_columns(self.field, self.family)
+
+
+def wanted_indexes(fields: Mapping[str, str]) -> list[TypedIndex]:
+    """The indexes of a collection whose indexed fields have these schema types."""
+    wanted = [TypedIndex("_id", ID_FAMILY)]
+    for name, schema_type in sorted(fields.items()):
+        family = FAMILY_OF_SCHEMA_TYPE.get(schema_type)
+        if family is not None and name != "_id" and "." not in name:
+            wanted.append(TypedIndex(name, family))
+    return wanted
+
+
+def read_comment(comment: str | None) -> TypedIndex | None:
+    try:
+        parsed = json.loads(comment or "")
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict) or parsed.get("quarry") != "typed key":
+        return None
+    if parsed.get("layout") != LAYOUT:
+        return None
+    return TypedIndex(str(parsed["field"]), str(parsed["family"]))
+
+
+# ------------------------------------------------------------------- the catalog
+
+
+@dataclass(frozen=True)
+class TableKeys:
+    """What one table's valid typed indexes let the planner serve."""
+
+    #: Field → key family, for fields whose typed index is valid.
+    fields: Mapping[str, str]
+    #: `_id`'s order index is valid.
+    id_order: bool
+
+
+class KeyCatalog:
+    """The typed indexes of each table, read from PostgreSQL's catalog and kept for
+    `CATALOG_SECONDS` (or until the builder here changes them)."""
+
+    def __init__(self) -> None:
+        self._tables: dict[tuple[str, str], tuple[float, TableKeys]] = {}
+
+    async def keys(
+        self, connection: psycopg.AsyncConnection[Any], schema: str, table: str
+    ) -> TableKeys:
+        cached = self._tables.get((schema, table))
+        if cached is not None and time.monotonic() - cached[0] < CATALOG_SECONDS:
+            return cached[1]
+        cursor = await connection.execute(_INDEXES_OF, (schema, table))
+        fields: dict[str, str] = {}
+        id_order = False
+        for name, comment, valid in await cursor.fetchall():
+            index = read_comment(comment)
+            if index is None or not valid or index.name(table) != name:
+                continue
+            if index.family == ID_FAMILY:
+                id_order = True
+            else:
+                fields[index.field] = index.family
+        keys = TableKeys(fields=fields, id_order=id_order)
+        self._tables[(schema, table)] = (time.monotonic(), keys)
+        return keys
+
+    def forget(self, schema: str | None = None) -> None:
+        if schema is None:
+            self._tables.clear()
+            return
+        for key in [k for k in self._tables if k[0] == schema]:
+            del self._tables[key]
+
+
+# ------------------------------------------------------------------- the builder
+
+
+class TypedIndexBuilder:
+    """Brings each declared collection's typed indexes to what its schema wants,
+    one collection at a time, in one background task."""
+
+    def __init__(self, conninfo: str, *, on_change: Callable[[str], None]) -> None:
+        self._conninfo = conninfo
+        self._on_change = on_change
+        self._declared: dict[tuple[str, str], dict[str, str]] = {}
+        self._pending: dict[tuple[str, str], float] = {}
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def declare(self, db_name: str, collection: str, fields: Mapping[str, str]) -> None:
+        """Want the typed indexes of these indexed fields (name → schema type);
+        built in the background."""
+        self._declared[(db_name, collection)] = dict(fields)
+        self._pending[(db_name, collection)] = 0.0
+        self._idle.clear()
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._work())
+
+    async def settled(self) -> None:
+        """Wait until every declaration has been built (tests, benchmarks)."""
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _work(self) -> None:
+        while True:
+            due = [key for key, at in self._pending.items() if at <= time.monotonic()]
+            if not due:
+                if not self._pending:
+                    self._idle.set()
+                self._wake.clear()
+                wait = min((at for at in self._pending.values()), default=None)
+                delay = None if wait is None else max(0.05, wait - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            key = due[0]
+            fields = self._declared[key]
+            del self._pending[key]
+            try:
+                await self._reconcile(*key, fields)
+            except (psycopg.Error, OSError) as exc:
+                logger.warning(
+                    "typed indexes of %s.%s postponed: %s", key[0], key[1], type(exc).__name__
+                )
+                self._pending.setdefault(key, time.monotonic() + RETRY_SECONDS)
+
+    async def _reconcile(self, db_name: str, collection: str, fields: Mapping[str, str]) -> None:
+        async with await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, connect_timeout=5
+        ) as connection:
+            await connection.execute("SET lock_timeout = '5s'")
+            cursor = await connection.execute(
+                _TABLE_OF.format(sql.Identifier(db_name)), (psycopg.types.json.Jsonb(collection),)
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return  # no such collection (any more): nothing to index
+            table = str(row[0])
+            cursor = await connection.execute(_INDEXES_OF, (db_name, table))
+            existing = {name: (comment, valid) for name, comment, valid in await cursor.fetchall()}
+            wanted = {index.name(table): index for index in wanted_indexes(fields)}
+            changed = False
+            for name, (_, valid) in existing.items():
+                if name not in wanted or not valid:
+                    await connection.execute(
+                        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                            sql.Identifier(db_name, name)
+                        )
+                    )
+                    changed = True
+            if changed:
+                self._on_change(db_name)
+            built = False
+            for name, index in wanted.items():
+                present = existing.get(name)
+                if present is None or not present[1]:
+                    await self._build(connection, db_name, table, name, index)
+                    built = True
+                elif read_comment(present[0]) != index:
+                    await self._comment(connection, db_name, name, index)
+                    changed = True
+            if built:
+                await connection.execute(
+                    sql.SQL("ANALYZE {}").format(sql.Identifier(db_name, table))
+                )
+            if built or changed:
+                self._on_change(db_name)
+
+    async def _build(
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        schema: str,
+        table: str,
+        name: str,
+        index: TypedIndex,
+    ) -> None:
+        started = time.monotonic()
+        await connection.execute(
+            sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({})").format(
+                sql.Identifier(name), sql.Identifier(schema, table), index.columns()
+            )
+        )
+        await self._comment(connection, schema, name, index)
+        logger.info(
+            "typed index of %s.%s (%s, %s) built in %.1f s",
+            schema,
+            table,
+            index.field,
+            index.family,
+            time.monotonic() - started,
+        )
+
+    @staticmethod
+    async def _comment(
+        connection: psycopg.AsyncConnection[Any], schema: str, name: str, index: TypedIndex
+    ) -> None:
+        await connection.execute(
+            sql.SQL("COMMENT ON INDEX {} IS {}").format(
+                sql.Identifier(schema, name), sql.Literal(index.comment())
+            )
+        )
