@@ -24,6 +24,7 @@ from app.settings import Settings
 from app.wiring import AppState
 from management import repository as repo
 from management.journal import JournalEntry, journal_entries
+from management.service import indexed_field_types, ready_collections
 
 logger = logging.getLogger("quarry.management")
 #: The key of this package's control indexes in `Database.indexes_ready`.
@@ -103,12 +104,34 @@ async def _finish_collections(database: Database, record: Document) -> None:
         await repo.release_lock(db=database.control, name=f"database:{record['_id']}", token=token)
 
 
+async def declare_all_fields(database: Database) -> int:
+    """Tell the engine every ready collection's indexed fields (its typed indexes are
+    then checked, and built where missing, in the background); the number told."""
+    told = 0
+    for record in await repo.ready_databases(db=database.control):
+        for entry in ready_collections(record):
+            await repo.declare_fields(
+                database=database,
+                db_name=record["dbName"],
+                collection=entry["name"],
+                fields=indexed_field_types(entry),
+            )
+            told += 1
+    return told
+
+
 def maintenance_pass(database: Database, settings: Settings) -> Callable[[], Awaitable[None]]:
+    declared = False
+
     async def work() -> None:
+        nonlocal declared
         try:
             if MANAGEMENT not in database.indexes_ready:
                 await repo.ensure_indexes(db=database.control)
                 database.indexes_ready.add(MANAGEMENT)
+            if not declared:
+                await declare_all_fields(database)
+                declared = True
             await recover_imports(database, settings)
             await finish_stale_changes(database, settings)
             await repo.drop_stale_undo_scratch(database=database)

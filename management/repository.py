@@ -235,6 +235,23 @@ async def create_index(
     )
 
 
+async def declare_fields(
+    *, database: Database, db_name: str, collection: str, fields: dict[str, str]
+) -> None:
+    """Tell the engine the collection's indexed fields and their types (its typed
+    indexes for fast reads are built in the background)."""
+    await database.db(db_name)[collection].declare_fields(fields)
+
+
+async def ready_databases(*, db: DatabaseHandle) -> list[Document]:
+    """Every ready database's physical name and collections (a pass at start)."""
+    return await (
+        db[DATABASES]
+        .find({"state": "ready"}, projection={"dbName": 1, "collections": 1})
+        .to_list(None)
+    )
+
+
 async def drop_index(*, database: Database, db_name: str, collection: str, name: str) -> None:
     try:
         await database.db(db_name)[collection].drop_index(name)

@@ -127,6 +127,16 @@ def index_entries(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return indexes
 
 
+def indexed_field_types(entry: Document) -> dict[str, str]:
+    """The collection's fields marked `unique` or `index`, with their schema types:
+    what the engine may build typed indexes of (`EngineAdapter.declare_fields`)."""
+    return {
+        field["name"]: field["type"]
+        for field in entry.get("fields", [])
+        if field.get("unique") or field.get("index")
+    }
+
+
 def ready_collections(record: Document) -> list[Document]:
     """The collections a client may see (not half-created or half-dropped)."""
     return [
@@ -322,6 +332,12 @@ class ManagementService:
                 unique=index["unique"],
                 name=index["name"],
             )
+        await repo.declare_fields(
+            database=self.database,
+            db_name=db_name,
+            collection=entry["name"],
+            fields=indexed_field_types(entry),
+        )
 
     async def _locked(self, record: Document) -> str:
         token = await repo.acquire_lock(db=self.control, name=f"database:{record['_id']}")
@@ -428,6 +444,12 @@ class ManagementService:
                     collection=collection_name,
                     name=name,
                 )
+            await repo.declare_fields(
+                database=self.database,
+                db_name=current["dbName"],
+                collection=collection_name,
+                fields=indexed_field_types(entry),
+            )
             return entry
         finally:
             await self._release(record, token)

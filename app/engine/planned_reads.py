@@ -31,7 +31,7 @@ from app.engine.planner import (
     project,
     projection_plan,
 )
-from app.engine.typed_indexes import KeyCatalog
+from app.engine.typed_indexes import TableKeys
 
 logger = logging.getLogger("quarry.engine")
 
@@ -40,13 +40,23 @@ logger = logging.getLogger("quarry.engine")
 _PUSHED_DOWN = frozenset({"$eq"})
 
 
-class PlannerStats(Counter[str]):
-    """How planned reads went: `served`, or why they fell back (tests read it)."""
+class PlannerStats:
+    """How planned reads went, per database: `served`, or why they fell back —
+    `no index`, `unplannable`, `guard`, `too many` (tests read them)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, Counter[str]] = {}
+
+    def add(self, db_name: str, outcome: str) -> None:
+        self._counts.setdefault(db_name, Counter())[outcome] += 1
+
+    def of(self, db_name: str) -> Counter[str]:
+        return Counter(self._counts.get(db_name, Counter()))
 
 
 async def find_planned(
     connection: psycopg.AsyncConnection[Any],
-    catalog: KeyCatalog,
+    keys: TableKeys,
     stats: PlannerStats,
     *,
     schema: str,
@@ -58,17 +68,17 @@ async def find_planned(
     None: FerretDB answers."""
     unsorted = not spec.sort
     if spec.limit < 0 or spec.skip < 0 or (unsorted and (spec.skip or spec.limit)):
-        stats["unplannable"] += 1
+        stats.add(schema, "unplannable")
         return None
     if spec.limit > MAX_PLANNED_ROWS:
-        stats["too many"] += 1
+        stats.add(schema, "too many")
         return None
     try:
         shape = projection_plan(spec.projection)
     except Unplannable:
-        stats["unplannable"] += 1
+        stats.add(schema, "unplannable")
         return None
-    plan = await _plan(connection, catalog, stats, schema, table, spec.filter, spec.sort)
+    plan = _plan(keys, stats, schema, spec.filter, spec.sort)
     if plan is None:
         return None
     limit = spec.limit or MAX_PLANNED_ROWS + 1
@@ -76,20 +86,20 @@ async def find_planned(
     cursor = await connection.execute(statement, params)
     row = await cursor.fetchone()
     if row is None or not row[0]:
-        stats["guard"] += 1
+        stats.add(schema, "guard")
         return None
     stored = row[1] or []
     if not spec.limit and len(stored) > MAX_PLANNED_ROWS:
-        stats["too many"] += 1
+        stats.add(schema, "too many")
         return None
-    stats["served"] += 1
+    stats.add(schema, "served")
     rows = [read(document) for document in stored]
     return [project(r, shape) if isinstance(r, dict) else r for r in rows]
 
 
 async def count_planned(
     connection: psycopg.AsyncConnection[Any],
-    catalog: KeyCatalog,
+    keys: TableKeys,
     stats: PlannerStats,
     *,
     schema: str,
@@ -97,23 +107,15 @@ async def count_planned(
     filter: Mapping[str, Any],
 ) -> int | None:
     """The number of documents matching `filter`, or None: FerretDB counts."""
-    plan = await _plan(connection, catalog, stats, schema, table, filter, None)
+    plan = _plan(keys, stats, schema, filter, None)
     if plan is None:
         return None
-    statement = sql.SQL(
-        "{guarded} SELECT (SELECT ok FROM g), "
-        "(SELECT count(*) FROM {table} WHERE (SELECT ok FROM g) AND {where})"
-    ).format(
-        guarded=_guards(schema, table, plan),
-        table=sql.Identifier(schema, table),
-        where=_where(plan),
-    )
-    cursor = await connection.execute(statement, plan.params)
+    cursor = await connection.execute(count_statement(schema, table, plan), plan.params)
     row = await cursor.fetchone()
     if row is None or not row[0]:
-        stats["guard"] += 1
+        stats.add(schema, "guard")
         return None
-    stats["served"] += 1
+    stats.add(schema, "served")
     return int(row[1])
 
 
@@ -133,23 +135,32 @@ def find_statement(
     return statement, [*plan.params, limit, skip]
 
 
-async def _plan(
-    connection: psycopg.AsyncConnection[Any],
-    catalog: KeyCatalog,
+def count_statement(schema: str, table: str, plan: Plan) -> sql.Composable:
+    """The statement of a planned count (its parameters are the plan's)."""
+    return sql.SQL(
+        "{guarded} SELECT (SELECT ok FROM g), "
+        "(SELECT count(*) FROM {table} WHERE (SELECT ok FROM g) AND {where})"
+    ).format(
+        guarded=_guards(schema, table, plan),
+        table=sql.Identifier(schema, table),
+        where=_where(plan),
+    )
+
+
+def _plan(
+    keys: TableKeys,
     stats: PlannerStats,
     schema: str,
-    table: str,
     filter: Mapping[str, Any],
     sort: list[tuple[str, int]] | None,
 ) -> Plan | None:
-    keys = await catalog.keys(connection, schema, table)
     if not keys.id_order:
-        stats["no index"] += 1
+        stats.add(schema, "no index")
         return None
     try:
         return plan_read(filter, sort, keys.fields)
     except Unplannable:
-        stats["unplannable"] += 1
+        stats.add(schema, "unplannable")
         return None
 
 

@@ -40,9 +40,10 @@ FerretDB's updates of old documents after a type change and needs an exclusive
 lock to add or drop.
 
 **Keys compare as MongoDB compares** (FerretDB's `types.CompareOrder`): numbers
-of all three types by exact value — a double as its shortest decimal, or from
-2^53 up through `::float8::int8`, where the shortest decimal is not the exact
-value and would misorder against longs; strings by UTF-8 bytes (`COLLATE "C"`);
+of all three types by exact value — a double as its shortest decimal, or with
+a magnitude from 2^53 and within the 64-bit range (`-2^63` included, bounds
+compared as doubles) through `::float8::int8`, where the shortest decimal is not
+the exact value and would misorder against longs; strings by UTF-8 bytes (`COLLATE "C"`);
 ObjectIds by hex; dates by milliseconds; false before true; null and missing
 equal and before every value. The `_id` key is (type rank, number, string).
 Under a `NOT` (`$nor`, `$ne`, `$nin`) a comparison with a missing key is wrapped
@@ -139,7 +140,8 @@ class Expressions:
         return sql.SQL(
             "(CASE WHEN {t} IN ('int', 'long') THEN {n} "
             "WHEN {t} = 'double' THEN (CASE WHEN abs({n}) >= 9007199254740992 "
-            "AND {n} >= -9223372036854775808 AND {n} < 9223372036854775808 "
+            "AND {n}::float8 >= '-9223372036854775808'::float8 "
+            "AND {n}::float8 < '9223372036854775808'::float8 "
             "THEN {n}::float8::int8::numeric ELSE {n} END) END)"
         ).format(t=self.type_of(name), n=n)
 

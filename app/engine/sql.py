@@ -38,7 +38,7 @@ from psycopg.types.json import Jsonb
 from app.db import After, Before, Condition, Contains, Eq, FindSpec, PageQuery
 from app.engine.planned_reads import PlannerStats, count_planned, find_planned
 from app.engine.sjson import SjsonError, decode_document
-from app.engine.typed_indexes import KeyCatalog, TypedIndexBuilder
+from app.engine.typed_indexes import KeyCatalog, TableKeys, TypedIndexBuilder
 
 logger = logging.getLogger("quarry.engine")
 
@@ -291,18 +291,21 @@ class EngineSql:
         """A find the read planner serves: the documents in order (or, where the
         stored form cannot be read, their `_id`s), projected — or None (ask
         FerretDB)."""
+        if self._surely_unplanned(db_name, collection):
+            return None
         async with self._connection("planned find") as connection:
             if connection is None:
                 return None
-            tables = await self._tables(connection, db_name, {collection})
-            if collection not in tables:
+            found = await self._keys(connection, db_name, collection)
+            if found is None:
                 return None
+            table, keys = found
             return await find_planned(
                 connection,
-                self.catalog,
+                keys,
                 self.planner_stats,
                 schema=db_name,
-                table=tables[collection],
+                table=table,
                 spec=spec,
                 read=_read,
             )
@@ -312,21 +315,43 @@ class EngineSql:
         self, db_name: str, collection: str, filter: dict[str, Any]
     ) -> int | None:
         """A filtered count the read planner serves, or None (ask FerretDB)."""
+        if self._surely_unplanned(db_name, collection):
+            return None
         async with self._connection("planned count") as connection:
             if connection is None:
                 return None
-            tables = await self._tables(connection, db_name, {collection})
-            if collection not in tables:
+            found = await self._keys(connection, db_name, collection)
+            if found is None:
                 return None
+            table, keys = found
             return await count_planned(
                 connection,
-                self.catalog,
+                keys,
                 self.planner_stats,
                 schema=db_name,
-                table=tables[collection],
+                table=table,
                 filter=filter,
             )
         return None
+
+    def _surely_unplanned(self, db_name: str, collection: str) -> bool:
+        """Known without a connection: the collection has no typed indexes (every
+        collection of the control database, any without a schema)."""
+        table = self._table_names.get((db_name, collection))
+        keys = None if table is None else self.catalog.cached(db_name, table)
+        if keys is not None and not keys.id_order:
+            self.planner_stats.add(db_name, "no index")
+            return True
+        return False
+
+    async def _keys(
+        self, connection: psycopg.AsyncConnection[tuple[Any, ...]], db_name: str, collection: str
+    ) -> tuple[str, TableKeys] | None:
+        tables = await self._tables(connection, db_name, {collection})
+        if collection not in tables:
+            return None
+        table = tables[collection]
+        return table, await self.catalog.keys(connection, db_name, table)
 
     def declare_fields(self, db_name: str, collection: str, fields: dict[str, str]) -> None:
         """The collection's indexed top-level fields and their schema types: their

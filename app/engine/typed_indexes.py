@@ -127,12 +127,19 @@ class KeyCatalog:
     def __init__(self) -> None:
         self._tables: dict[tuple[str, str], tuple[float, TableKeys]] = {}
 
-    async def keys(
-        self, connection: psycopg.AsyncConnection[Any], schema: str, table: str
-    ) -> TableKeys:
+    def cached(self, schema: str, table: str) -> TableKeys | None:
+        """What was read of the table's indexes less than `CATALOG_SECONDS` ago."""
         cached = self._tables.get((schema, table))
         if cached is not None and time.monotonic() - cached[0] < CATALOG_SECONDS:
             return cached[1]
+        return None
+
+    async def keys(
+        self, connection: psycopg.AsyncConnection[Any], schema: str, table: str
+    ) -> TableKeys:
+        cached = self.cached(schema, table)
+        if cached is not None:
+            return cached
         cursor = await connection.execute(_INDEXES_OF, (schema, table))
         fields: dict[str, str] = {}
         id_order = False
