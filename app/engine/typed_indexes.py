@@ -17,7 +17,20 @@ build never holds up a request. A schema change re-declares the collection: the
 indexes of fields no longer indexed, or of a type that changed, are dropped
 `CONCURRENTLY`, the new ones built; until a new index is valid, reads of that
 field go to FerretDB. An index left invalid by an interrupted build is dropped
-and built again. A failure (PostgreSQL restarting, a lock) is retried later.
+and built again. A failure (PostgreSQL restarting, a lock) is retried later,
+backing off.
+
+**Never FerretDB's DDL as a deadlock's victim.** `CREATE INDEX CONCURRENTLY` holds
+the table's SHARE UPDATE EXCLUSIVE lock throughout and, before it finishes,
+waits for every transaction older than its snapshot. FerretDB creates and drops
+indexes in a transaction that takes the table's SHARE lock (its own btree index,
+the GIN shadow): when such a transaction is one the build waits for, each waits
+for the other. PostgreSQL cancels one of them, and it must be the build (a
+schema change answered 500 otherwise). So the builder's session has a
+`deadlock_timeout` of 10 ms (it finds the cycle first whenever it starts waiting
+after FerretDB) and a `lock_timeout` of half a second (shorter than FerretDB's
+one-second `deadlock_timeout`, for when it waits first); the cost is a retried
+build when some other transaction holds a snapshot for longer.
 """
 
 from __future__ import annotations
@@ -43,8 +56,11 @@ logger = logging.getLogger("quarry.engine")
 LAYOUT = 1
 INDEX_PREFIX = "qk_"
 ID_FAMILY = "id"
-#: Seconds before a failed build is tried again.
-RETRY_SECONDS = 5.0
+#: Seconds before a failed build is tried again, doubled each time up to the most.
+RETRY_SECONDS = 1.0
+RETRY_MOST_SECONDS = 300.0
+#: The builder's session (see the module docstring).
+SESSION_SETTINGS = ("SET lock_timeout = '500ms'", "SET deadlock_timeout = '10ms'")
 #: Seconds the planner trusts what it read of a table's indexes (another server
 #: on the same engine may build or drop them; correctness never rests on it).
 CATALOG_SECONDS = 5.0
@@ -175,6 +191,7 @@ class TypedIndexBuilder:
         self._on_change = on_change
         self._declared: dict[tuple[str, str], dict[str, str]] = {}
         self._pending: dict[tuple[str, str], float] = {}
+        self._failures: dict[tuple[str, str], int] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -185,6 +202,7 @@ class TypedIndexBuilder:
         built in the background."""
         self._declared[(db_name, collection)] = dict(fields)
         self._pending[(db_name, collection)] = 0.0
+        self._failures.pop((db_name, collection), None)  # a new wish: no backing off
         self._idle.clear()
         self._wake.set()
         if self._task is None or self._task.done():
@@ -219,16 +237,25 @@ class TypedIndexBuilder:
             try:
                 await self._reconcile(*key, fields)
             except (psycopg.Error, OSError) as exc:
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                delay = min(RETRY_MOST_SECONDS, RETRY_SECONDS * 2 ** (failures - 1))
                 logger.warning(
-                    "typed indexes of %s.%s postponed: %s", key[0], key[1], type(exc).__name__
+                    "typed indexes of %s.%s postponed %.0f s: %s",
+                    key[0],
+                    key[1],
+                    delay,
+                    type(exc).__name__,
                 )
-                self._pending.setdefault(key, time.monotonic() + RETRY_SECONDS)
+                self._pending.setdefault(key, time.monotonic() + delay)
+            else:
+                self._failures.pop(key, None)
 
     async def _reconcile(self, db_name: str, collection: str, fields: Mapping[str, str]) -> None:
         async with await psycopg.AsyncConnection.connect(
             self._conninfo, autocommit=True, connect_timeout=5
         ) as connection:
-            await connection.execute("SET lock_timeout = '5s'")
+            for setting in SESSION_SETTINGS:
+                await connection.execute(setting)
             cursor = await connection.execute(
                 _TABLE_OF.format(sql.Identifier(db_name)), (psycopg.types.json.Jsonb(collection),)
             )
@@ -260,11 +287,18 @@ class TypedIndexBuilder:
                     await self._comment(connection, db_name, name, index)
                     changed = True
             if built:
-                await connection.execute(
-                    sql.SQL("ANALYZE {}").format(sql.Identifier(db_name, table))
-                )
+                await self._analyze(connection, db_name, table)
             if built or changed:
                 self._on_change(db_name)
+
+    @staticmethod
+    async def _analyze(connection: psycopg.AsyncConnection[Any], schema: str, table: str) -> None:
+        """Statistics of the new expressions, so PostgreSQL's planner rates the typed
+        indexes right; when a lock is in the way, autovacuum's ANALYZE does it later."""
+        try:
+            await connection.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, table)))
+        except psycopg.errors.LockNotAvailable:
+            logger.info("ANALYZE of %s.%s left to autovacuum (locked)", schema, table)
 
     async def _build(
         self,

@@ -568,3 +568,25 @@ async def test_schemas_declare_typed_indexes_and_the_api_reads_through_them(
     unplannable = sql.planner_stats.of(db_name)["unplannable"]
     assert (await crud.find(filters='{"price": {"$gte": 5}}')).status_code == 200
     assert sql.planner_stats.of(db_name)["unplannable"] > unplannable
+
+
+async def test_ferretdb_index_changes_beside_typed_index_builds_never_fail(app: FastAPI) -> None:
+    """FerretDB's createIndexes/dropIndexes take the table's SHARE lock in a
+    transaction that a concurrent build waits for: the build, never FerretDB, gives
+    way (and is retried)."""
+    rng = random.Random(SEED)
+    documents = [
+        {"a": rng.random(), "b": f"{rng.random()}", "c": rng.randint(0, 10**6)}
+        for _ in range(20_000)
+    ]
+    seeded = await seed(state_of(app).database, documents, {})
+    types = {"a": "float", "b": "string", "c": "int"}
+    for round_number in range(6):
+        wanted = dict(list(types.items())[: 1 + round_number % 3])
+        await seeded.database.db(seeded.db_name)["items"].declare_fields(wanted)
+        name = f"by_{round_number}"
+        await seeded.raw.create_index([(rng.choice(list(types)), 1)], name=name)
+        await seeded.raw.drop_index(name)
+    await asyncio.wait_for(seeded.sql.typed_indexes.settled(), 60)
+    keys = await seeded.sql.count_matching(seeded.db_name, "items", {"a": {"$lt": 0.5}})
+    assert keys == await seeded.raw.count_documents({"a": {"$lt": 0.5}})
