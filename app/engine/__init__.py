@@ -10,6 +10,10 @@ when `QUARRY_MONGODB_URL` is unset.
 - `sql` + `sjson`: reads straight from FerretDB's tables (exact counts, one-
   statement pages and lookups) for what FerretDB would answer by decoding the
   whole collection.
+- `planner` + `planned_reads` + `typed_indexes`: finds and counts over `_id` and
+  the schema's indexed scalar fields compiled into one SQL statement, read
+  through btree indexes of typed keys built from the schema in the background,
+  answered only while a type guard holds (everything else: FerretDB).
 - `migrate`: `quarry engine migrate`, SQLite data copied into PostgreSQL.
 - `adapter`: `app.db`'s engine interface as FerretDB needs it; `lifecycle`: the
   app's database, with the engine when this app runs it.

@@ -130,7 +130,7 @@ class EmbeddedAdapter(MongoAdapter):
     ) -> int:
         """By the read planner on PostgreSQL when it can, else by FerretDB."""
         sql = self._sql()
-        if sql is not None and filter:
+        if sql is not None:
             counted = await sql.count_matching(ns.database, ns.collection, filter)
             if counted is not None:
                 return int(counted)

@@ -42,7 +42,8 @@ _PUSHED_DOWN = frozenset({"$eq"})
 
 class PlannerStats:
     """How planned reads went, per database: `served`, or why they fell back —
-    `no index`, `unplannable`, `guard`, `too many` (tests read them)."""
+    `no index`, `unplannable`, `guard`, `too many`, `whole collection` (tests and
+    benchmarks read them)."""
 
     def __init__(self) -> None:
         self._counts: dict[str, Counter[str]] = {}
@@ -65,10 +66,15 @@ async def find_planned(
     read: Callable[[dict[str, Any]], Any],
 ) -> list[Any] | None:
     """The documents of `spec`, in order (each decoded by `read`, projected), or
-    None: FerretDB answers."""
+    None: FerretDB answers. A find without a limit is read with a limit of
+    `MAX_PLANNED_ROWS + 1` and given to FerretDB when it reaches it (it then
+    costs what reading those rows costs, a fraction of FerretDB's own answer)."""
     unsorted = not spec.sort
     if spec.limit < 0 or spec.skip < 0 or (unsorted and (spec.skip or spec.limit)):
         stats.add(schema, "unplannable")
+        return None
+    if unsorted and not spec.filter:
+        stats.add(schema, "whole collection")  # FerretDB streams it as fast
         return None
     if spec.limit > MAX_PLANNED_ROWS:
         stats.add(schema, "too many")
@@ -82,7 +88,7 @@ async def find_planned(
     if plan is None:
         return None
     limit = spec.limit or MAX_PLANNED_ROWS + 1
-    statement, params = find_statement(schema, table, plan, limit, spec.skip)
+    statement, params = find_statement(schema, table, plan, limit, spec.skip, natural=unsorted)
     cursor = await connection.execute(statement, params)
     row = await cursor.fetchone()
     if row is None or not row[0]:
@@ -120,9 +126,10 @@ async def count_planned(
 
 
 def find_statement(
-    schema: str, table: str, plan: Plan, limit: int, skip: int
+    schema: str, table: str, plan: Plan, limit: int, skip: int, *, natural: bool = False
 ) -> tuple[sql.Composable, list[Any]]:
-    """The statement of a planned find and its parameters."""
+    """The statement of a planned find and its parameters; `natural`: in the table's
+    order, as FerretDB returns a find without sort (its scan of the table)."""
     statement = sql.SQL(
         "{guarded} SELECT (SELECT ok FROM g), ARRAY(SELECT _jsonb FROM {table} "
         "WHERE (SELECT ok FROM g) AND {where} ORDER BY {order} LIMIT %s OFFSET %s)"
@@ -130,7 +137,7 @@ def find_statement(
         guarded=_guards(schema, table, plan),
         table=sql.Identifier(schema, table),
         where=_where(plan),
-        order=plan.order,
+        order=sql.SQL("ctid") if natural else plan.order,
     )
     return statement, [*plan.params, limit, skip]
 

@@ -16,8 +16,9 @@ implicit equality, `$and`/`$or`/`$nor`, and `$type` with type names; values of
 the field's own type (null for the equalities and lists). Sorts on any number
 of typed fields and `_id`, either direction, ties always by `_id` ascending
 (MongoDB leaves their order open; the documents API always ends with `_id`);
-skip and limit (a find without sort only when it has neither); counts; top-level
-inclusion or exclusion projections.
+skip and limit; a find without sort when it has neither (in the table's order,
+as FerretDB's own scan returns it); counts; top-level inclusion or exclusion
+projections.
 
 **What falls back to FerretDB**, which stays correct: dotted paths, arrays,
 documents, regular expressions, `$not`, `$elemMatch`, `$size`, `$all`, `$mod`,
@@ -25,7 +26,13 @@ fields that are undeclared, not indexed or whose index is still being built,
 values of another type than the field's (MongoDB's type brackets), range
 operators with null, non-finite or Decimal128 values, dotted or computed
 projections, negative limits, finds of more than `MAX_PLANNED_ROWS` documents
-or without a limit — and any field that holds a value of another type.
+(a limit above it, or no limit and more matches), a whole collection read
+without sort (FerretDB streams it as fast), and a find without sort but with a
+skip or limit (which documents it returns is FerretDB's natural order) — and
+any field that holds a value of another type. Why: each of these either has
+MongoDB semantics the typed keys do not carry (arrays match by element, paths
+step through arrays, other types compare by type bracket, regular expressions
+need FerretDB's engine), or gains nothing from SQL.
 
 **The type guard.** Each typed index leads with `g`, 0 when the field is missing,
 null or of the declared type and 1 otherwise; the `_id` index leads with `_id`'s

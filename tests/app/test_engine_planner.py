@@ -221,19 +221,26 @@ async def test_sql_answers_what_ferretdb_answers(seeded: Seeded) -> None:
     served_before = seeded.stats()["served"]
     handle = seeded.database.db(seeded.db_name)[seeded.collection]
     for number in range(QUERIES):
-        filter = random_filter(rng)
+        filter = random_filter(rng) or leaf(rng)
         sort = random_sort(rng)
         skip = rng.choice([0, 0, 0, 1, 5, 37, 390])
         limit = rng.choice([1, 5, 20, 100, 1000])
+        unsorted = number % 10 == 5  # the whole answer, in no promised order
+        if unsorted:
+            sort, skip, limit = [], 0, 0
         what = described(filter, sort, skip, limit)
         spec = FindSpec(filter=filter, sort=sort, skip=skip, limit=limit)
         rows = await seeded.sql.find(seeded.db_name, seeded.collection, spec)
         assert rows is not None, f"not served: {what}"
         expected = await seeded.raw.find(filter, sort=sort, skip=skip, limit=limit).to_list(None)
-        assert [row["_id"] for row in rows] == [doc["_id"] for doc in expected], what
+        found_ids = [bson.encode({"_id": row["_id"]}) for row in rows]
+        expected_ids = [bson.encode({"_id": doc["_id"]}) for doc in expected]
+        if unsorted:
+            found_ids, expected_ids = sorted(found_ids), sorted(expected_ids)
+        assert found_ids == expected_ids, what
         counted = await seeded.sql.count_matching(seeded.db_name, seeded.collection, filter)
         assert counted == await seeded.raw.count_documents(filter), f"count: {what}"
-        if number % 10 == 0:  # the adapter's documents are the driver's, byte for byte
+        if number % 10 == 0 and not unsorted:  # the adapter's documents: the driver's
             documents = await handle.find(filter, sort=sort, skip=skip, limit=limit).to_list()
             assert [bson.encode(d) for d in documents] == [bson.encode(d) for d in expected], what
     through_adapter = (QUERIES + 9) // 10
