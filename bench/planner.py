@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from app.db import Database
@@ -69,6 +70,18 @@ FINDS: list[tuple[str, dict[str, Any], list[tuple[str, int]], int, int]] = [
         20,
     ),
     ("page 200 by date desc", {}, [("when", -1), ("_id", 1)], 199 * 20, 20),
+    (
+        "cursor page after price 500",
+        {
+            "$or": [
+                {"price": {"$gt": 500.0}},
+                {"$and": [{"price": {"$eq": 500.0}}, {"_id": {"$gt": ObjectId("0" * 24)}}]},
+            ]
+        },
+        [("price", 1), ("_id", 1)],
+        0,
+        21,
+    ),
     (
         "$nor, sort qty",
         {"$nor": [{"category": {"$in": ["c1", "c2"]}}, {"qty": {"$lt": 5000}}]},

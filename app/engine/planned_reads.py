@@ -127,19 +127,61 @@ async def count_planned(
 
 def find_statement(
     schema: str, table: str, plan: Plan, limit: int, skip: int, *, natural: bool = False
-) -> tuple[sql.Composable, list[Any]]:
+) -> tuple[sql.Composable, dict[str, Any]]:
     """The statement of a planned find and its parameters; `natural`: in the table's
-    order, as FerretDB returns a find without sort (its scan of the table)."""
+    order, as FerretDB returns a find without sort (its scan of the table). A
+    filter of branches (`Plan.branches`) is read branch by branch, each through its
+    index in order up to `skip + limit`, and merged."""
+    relation = sql.Identifier(schema, table)
+    params = {**plan.params, "limit": limit, "skip": skip}
+    if plan.branches and not natural:
+        return _union_statement(relation, schema, table, plan), params
+    order = sql.SQL("ctid") if natural else _order_by(plan.order)
     statement = sql.SQL(
         "{guarded} SELECT (SELECT ok FROM g), ARRAY(SELECT _jsonb FROM {table} "
-        "WHERE (SELECT ok FROM g) AND {where} ORDER BY {order} LIMIT %s OFFSET %s)"
+        "WHERE (SELECT ok FROM g) AND {where} ORDER BY {order} "
+        "LIMIT %(limit)s OFFSET %(skip)s)"
     ).format(
         guarded=_guards(schema, table, plan),
-        table=sql.Identifier(schema, table),
-        where=_where(plan),
-        order=sql.SQL("ctid") if natural else plan.order,
+        table=relation,
+        where=_where(plan, plan.where),
+        order=order,
     )
-    return statement, [*plan.params, limit, skip]
+    return statement, params
+
+
+def _union_statement(
+    relation: sql.Composable, schema: str, table: str, plan: Plan
+) -> sql.Composable:
+    keys = [sql.Identifier(f"k{n}") for n in range(len(plan.order))]
+    selected = sql.SQL(", ").join(
+        sql.SQL("{} AS {}").format(expression, key)
+        for (expression, _), key in zip(plan.order, keys, strict=True)
+    )
+    branches = sql.SQL(" UNION ALL ").join(
+        sql.SQL(
+            "(SELECT _jsonb, {selected} FROM {table} WHERE (SELECT ok FROM g) AND {where} "
+            "ORDER BY {order} LIMIT %(limit)s + %(skip)s)"
+        ).format(
+            selected=selected,
+            table=relation,
+            where=_where(plan, branch),
+            order=_order_by(plan.order),
+        )
+        for branch in plan.branches or []
+    )
+    merged = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(key, direction)
+        for (_, direction), key in zip(plan.order, keys, strict=True)
+    )
+    return sql.SQL(
+        "{guarded} SELECT (SELECT ok FROM g), ARRAY(SELECT u._jsonb FROM ({branches}) AS u "
+        "ORDER BY {merged} LIMIT %(limit)s OFFSET %(skip)s)"
+    ).format(guarded=_guards(schema, table, plan), branches=branches, merged=merged)
+
+
+def _order_by(terms: list[tuple[sql.Composable, sql.Composable]]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.SQL("{} {}").format(e, d) for e, d in terms)
 
 
 def count_statement(schema: str, table: str, plan: Plan) -> sql.Composable:
@@ -150,7 +192,7 @@ def count_statement(schema: str, table: str, plan: Plan) -> sql.Composable:
     ).format(
         guarded=_guards(schema, table, plan),
         table=sql.Identifier(schema, table),
-        where=_where(plan),
+        where=_where(plan, plan.where),
     )
 
 
@@ -189,13 +231,13 @@ def _guards(schema: str, table: str, plan: Plan) -> sql.Composable:
     return sql.SQL("WITH g AS MATERIALIZED (SELECT {} AS ok)").format(sql.SQL(" AND ").join(checks))
 
 
-def _where(plan: Plan) -> sql.Composable:
+def _where(plan: Plan, condition: sql.Composable) -> sql.Composable:
     """The plan's condition, with `g = 0` for every typed field it uses: true of
     every row once the guards hold, and what lets PostgreSQL read each typed index
     (which leads with `g`) in key order."""
     x = Expressions(in_statement=True)
     zeros = [sql.SQL("{} = 0").format(x.guard(n, f)) for n, f in sorted(plan.families.items())]
-    return sql.SQL(" AND ").join([*zeros, sql.SQL("({})").format(plan.where)])
+    return sql.SQL(" AND ").join([*zeros, sql.SQL("({})").format(condition)])
 
 
 def wants_planner_for_one(filter: Mapping[str, Any]) -> bool:

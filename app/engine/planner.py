@@ -304,14 +304,21 @@ def id_key(value: Any) -> tuple[int, Decimal, str]:
 
 @dataclass
 class Plan:
-    """One compiled read: its WHERE and ORDER BY (over `_jsonb` of one table), the
-    parameters in order, and the typed fields whose guards it needs."""
+    """One compiled read over `_jsonb` of one table: its WHERE, its ORDER BY (as
+    terms: expression, direction), its named parameters, and the typed fields
+    whose guards it needs."""
 
     where: sql.Composable
-    order: sql.Composable
-    params: list[Any]
+    order: list[tuple[sql.Composable, sql.Composable]]
+    params: dict[str, Any]
     #: The typed fields it reads (name → key family), whose guards it needs.
     families: dict[str, str] = field(default_factory=dict)
+    #: When the filter is an `$or` (beside other conditions): one WHERE per branch,
+    #: each excluding the branches before it, so that their union is the filter
+    #: and no document is in two. A sorted, limited find reads each through its
+    #: index in order and merges them (one OR over the whole would be a bitmap
+    #: scan of every match, then a sort: a cursor page's `$or` costs that).
+    branches: list[sql.Composable] | None = None
 
 
 def plan_read(
@@ -323,21 +330,45 @@ def plan_read(
     raises `Unplannable`."""
     compiler = _Compiler(typed)
     where = compiler.query(filter)
+    branches = compiler.branches(filter)
     order = compiler.order(sort or [])
     families = {name: typed[name] for name in compiler.used}
-    return Plan(where=where, order=order, params=compiler.params, families=families)
+    return Plan(
+        where=where, order=order, params=compiler.params, families=families, branches=branches
+    )
 
 
 class _Compiler:
     def __init__(self, typed: Mapping[str, str]) -> None:
         self.typed = typed
-        self.params: list[Any] = []
+        self.params: dict[str, Any] = {}
         self.used: set[str] = set()
         self.x = Expressions(in_statement=True)
 
+    def placeholder(self, value: Any) -> sql.Composable:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return sql.Placeholder(name)
+
     def param(self, value: Any, cast: str) -> sql.Composable:
-        self.params.append(value)
-        return sql.SQL("%s::{}").format(sql.SQL(cast))
+        return sql.SQL("{}::{}").format(self.placeholder(value), sql.SQL(cast))
+
+    def branches(self, query: Mapping[str, Any]) -> list[sql.Composable] | None:
+        """The filter as disjoint branches (see `Plan.branches`), when it is an
+        `$or`, or has one among its top-level conditions or in a top-level `$and`."""
+        conditions = [{key: value} for key, value in query.items() if key != "$and"]
+        for item in query.get("$and") or []:
+            conditions.extend({key: value} for key, value in item.items())
+        ors = [c for c in conditions if "$or" in c]
+        if not ors:
+            return None
+        common = [self.query(c) for c in conditions if c is not ors[0]]
+        alternatives = [self.query(item) for item in ors[0]["$or"]]
+        out = []
+        for number, alternative in enumerate(alternatives):
+            earlier = [_not(_or(alternatives[:number]))] if number else []
+            out.append(_and([*common, alternative, *earlier]))
+        return out
 
     # ---------------------------------------------------------------- filters
 
@@ -404,8 +435,9 @@ class _Compiler:
         values = [key_of(family, item) for item in arg if item is not None]
         parts: list[sql.Composable] = []
         if values:
-            self.params.append(values)
-            parts.append(sql.SQL("({} = ANY(%s::{}[]))").format(key, sql.SQL(cast)))
+            parts.append(
+                sql.SQL("({} = ANY({}::{}[]))").format(key, self.placeholder(values), sql.SQL(cast))
+            )
         if any(item is None for item in arg):
             parts.append(sql.SQL("({} IS NULL)").format(key))
         return _or(parts) if parts else sql.SQL("FALSE")
@@ -419,8 +451,9 @@ class _Compiler:
             kinds.update(TYPE_ALIASES[alias])
         if not kinds:
             return sql.SQL("FALSE")
-        self.params.append(sorted(kinds))
-        return sql.SQL("({} = ANY(%s::text[]))").format(self.x.type_of(name))
+        return sql.SQL("({} = ANY({}::text[]))").format(
+            self.x.type_of(name), self.placeholder(sorted(kinds))
+        )
 
     def id_operator(self, op: str, arg: Any) -> sql.Composable:
         columns = sql.SQL("({})").format(sql.SQL(", ").join(self.x.id_columns()))
@@ -457,33 +490,29 @@ class _Compiler:
 
     def id_param(self, value: Any) -> sql.Composable:
         rank, number, text = id_key(value)
-        self.params.extend([rank, number, text])
-        return sql.SQL('(%s::int4, %s::numeric, %s::text COLLATE "C")')
+        return sql.SQL('({}::int4, {}::numeric, {}::text COLLATE "C")').format(
+            self.placeholder(rank), self.placeholder(number), self.placeholder(text)
+        )
 
     # ------------------------------------------------------------------ sorts
 
-    def order(self, sort: list[tuple[str, int]]) -> sql.Composable:
-        terms: list[sql.Composable] = []
-        id_sorted = False
+    def order(self, sort: list[tuple[str, int]]) -> list[tuple[sql.Composable, sql.Composable]]:
+        terms: list[tuple[sql.Composable, sql.Composable]] = []
         for name, direction in sort:
             if direction not in (1, -1) or isinstance(direction, bool):
                 raise Unplannable("a sort direction other than 1 or -1")
-            word = "ASC" if direction == 1 else "DESC"
+            word = sql.SQL("ASC" if direction == 1 else "DESC")
             if name == "_id":
-                terms.extend(sql.SQL("{} {}").format(c, sql.SQL(word)) for c in self.x.id_columns())
-                id_sorted = True
-                break  # `_id` is unique: nothing after it changes the order
+                terms.extend((column, word) for column in self.x.id_columns())
+                return terms  # `_id` is unique: nothing after it changes the order
             family = self.typed.get(name)
             if family is None:
                 raise Unplannable(f"sort by {name!r}, which is not a typed field")
             self.used.add(name)
-            nulls = "NULLS FIRST" if direction == 1 else "NULLS LAST"
-            terms.append(
-                sql.SQL("{} {} {}").format(self.x.key(name, family), sql.SQL(word), sql.SQL(nulls))
-            )
-        if not id_sorted:
-            terms.extend(sql.SQL("{} ASC").format(c) for c in self.x.id_columns())
-        return sql.SQL(", ").join(terms)
+            nulls = "ASC NULLS FIRST" if direction == 1 else "DESC NULLS LAST"
+            terms.append((self.x.key(name, family), sql.SQL(nulls)))
+        terms.extend((column, sql.SQL("ASC")) for column in self.x.id_columns())
+        return terms
 
 
 _RANGES = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}

@@ -345,6 +345,7 @@ async def explained(app: FastAPI, database_server: DatabaseServer) -> AsyncItera
         yield Explained(seeded, connection, table, names)
 
 
+START_2020_FEB = datetime(2020, 2, 1, tzinfo=UTC)
 EXPLAINED = [
     # (filter, sort, skip, limit, the fields whose index the answer must be read by)
     ({}, [("price", 1), ("_id", 1)], 0, 21, {"price"}),
@@ -356,6 +357,13 @@ EXPLAINED = [
     ({"$or": [{"name": "item 00042"}, {"qty": {"$lt": 10}}]}, [("_id", 1)], 0, 21, {"name", "qty"}),
     ({}, [("when", -1), ("_id", 1)], 4000, 21, {"when"}),
     ({}, [("_id", 1)], 0, 21, {"_id"}),
+    # A cursor page (data_api/documents/query.py's keyset filter after price 500).
+    ({"$or": [{"price": {"$gt": 500.0}},
+              {"$and": [{"price": {"$eq": 500.0}}, {"_id": {"$gt": ObjectId("f" * 24)}}]}]},
+     [("price", 1), ("_id", 1)], 0, 21, {"price"}),
+    ({"qty": {"$gte": 5000},
+      "$or": [{"name": {"$gt": "item 04000"}}, {"when": {"$lt": START_2020_FEB}}]},
+     [("when", -1), ("_id", 1)], 40, 21, {"when"}),
     ({"qty": 7}, [("price", 1), ("_id", 1)], 0, 21, {"qty"}),
 ]  # fmt: skip
 
