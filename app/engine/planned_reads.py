@@ -127,7 +127,7 @@ async def count_planned(
 
 def find_statement(
     schema: str, table: str, plan: Plan, limit: int, skip: int, *, natural: bool = False
-) -> tuple[sql.Composable, dict[str, Any]]:
+) -> tuple[sql.Composed, dict[str, Any]]:
     """The statement of a planned find and its parameters; `natural`: in the table's
     order, as FerretDB returns a find without sort (its scan of the table). A
     filter of branches (`Plan.branches`) is read branch by branch, each through its
@@ -150,9 +150,7 @@ def find_statement(
     return statement, params
 
 
-def _union_statement(
-    relation: sql.Composable, schema: str, table: str, plan: Plan
-) -> sql.Composable:
+def _union_statement(relation: sql.Composable, schema: str, table: str, plan: Plan) -> sql.Composed:
     keys = [sql.Identifier(f"k{n}") for n in range(len(plan.order))]
     selected = sql.SQL(", ").join(
         sql.SQL("{} AS {}").format(expression, key)
@@ -184,7 +182,7 @@ def _order_by(terms: list[tuple[sql.Composable, sql.Composable]]) -> sql.Composa
     return sql.SQL(", ").join(sql.SQL("{} {}").format(e, d) for e, d in terms)
 
 
-def count_statement(schema: str, table: str, plan: Plan) -> sql.Composable:
+def count_statement(schema: str, table: str, plan: Plan) -> sql.Composed:
     """The statement of a planned count (its parameters are the plan's)."""
     return sql.SQL(
         "{guarded} SELECT (SELECT ok FROM g), "

@@ -244,7 +244,7 @@ def date_key(value: Any) -> int:
         raise Unplannable("not a date")
     if value.utcoffset() is not None:
         value = value - value.utcoffset()  # type: ignore[operator]
-    return calendar.timegm(value.timetuple()) * 1000 + value.microsecond // 1000
+    return int(calendar.timegm(value.timetuple()) * 1000 + value.microsecond // 1000)
 
 
 def family_of_value(value: Any) -> str | None:

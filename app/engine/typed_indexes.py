@@ -47,6 +47,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from app.engine.planner import FAMILY_OF_SCHEMA_TYPE, Expressions
 
@@ -257,7 +258,7 @@ class TypedIndexBuilder:
             for setting in SESSION_SETTINGS:
                 await connection.execute(setting)
             cursor = await connection.execute(
-                _TABLE_OF.format(sql.Identifier(db_name)), (psycopg.types.json.Jsonb(collection),)
+                _TABLE_OF.format(sql.Identifier(db_name)), (Jsonb(collection),)
             )
             row = await cursor.fetchone()
             if row is None:
