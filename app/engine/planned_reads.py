@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -26,6 +27,7 @@ from app.engine.planner import (
     MAX_PLANNED_ROWS,
     Expressions,
     Plan,
+    Shape,
     Unplannable,
     plan_read,
     project,
@@ -55,20 +57,24 @@ class PlannerStats:
         return Counter(self._counts.get(db_name, Counter()))
 
 
-async def find_planned(
-    connection: psycopg.AsyncConnection[Any],
-    keys: TableKeys,
-    stats: PlannerStats,
-    *,
-    schema: str,
-    table: str,
-    spec: FindSpec,
-    read: Callable[[dict[str, Any]], Any],
-) -> list[Any] | None:
-    """The documents of `spec`, in order (each decoded by `read`, projected), or
-    None: FerretDB answers. A find without a limit is read with a limit of
-    `MAX_PLANNED_ROWS + 1` and given to FerretDB when it reaches it (it then
-    costs what reading those rows costs, a fraction of FerretDB's own answer)."""
+@dataclass(frozen=True)
+class Prepared:
+    """A planned read ready to run: its statement and parameters."""
+
+    statement: sql.Composed
+    params: dict[str, Any]
+    #: A find's projection (None: whole documents); `limited`: the find has a limit.
+    shape: Shape | None = None
+    limited: bool = True
+
+
+def prepare_find(
+    keys: TableKeys, stats: PlannerStats, *, schema: str, table: str, spec: FindSpec
+) -> Prepared | None:
+    """`spec` planned (no I/O), or None: FerretDB answers. A find without a limit
+    is read with a limit of `MAX_PLANNED_ROWS + 1` and given to FerretDB when it
+    reaches it (it then costs what reading those rows costs, a fraction of
+    FerretDB's own answer)."""
     unsorted = not spec.sort
     if spec.limit < 0 or spec.skip < 0 or (unsorted and (spec.skip or spec.limit)):
         stats.add(schema, "unplannable")
@@ -89,34 +95,57 @@ async def find_planned(
         return None
     limit = spec.limit or MAX_PLANNED_ROWS + 1
     statement, params = find_statement(schema, table, plan, limit, spec.skip, natural=unsorted)
-    cursor = await connection.execute(statement, params)
+    return Prepared(statement, params, shape=shape, limited=bool(spec.limit))
+
+
+async def run_find(
+    connection: psycopg.AsyncConnection[Any],
+    prepared: Prepared,
+    stats: PlannerStats,
+    *,
+    schema: str,
+    read: Callable[[dict[str, Any]], Any],
+) -> list[Any] | None:
+    """The documents of a prepared find, in order (each decoded by `read`,
+    projected), or None: the guards did not hold, or too many matched."""
+    cursor = await connection.execute(prepared.statement, prepared.params)
     row = await cursor.fetchone()
     if row is None or not row[0]:
         stats.add(schema, "guard")
         return None
     stored = row[1] or []
-    if not spec.limit and len(stored) > MAX_PLANNED_ROWS:
+    if not prepared.limited and len(stored) > MAX_PLANNED_ROWS:
         stats.add(schema, "too many")
         return None
     stats.add(schema, "served")
     rows = [read(document) for document in stored]
-    return [project(r, shape) if isinstance(r, dict) else r for r in rows]
+    return [project(r, prepared.shape) if isinstance(r, dict) else r for r in rows]
 
 
-async def count_planned(
-    connection: psycopg.AsyncConnection[Any],
+def prepare_count(
     keys: TableKeys,
     stats: PlannerStats,
     *,
     schema: str,
     table: str,
     filter: Mapping[str, Any],
-) -> int | None:
-    """The number of documents matching `filter`, or None: FerretDB counts."""
+) -> Prepared | None:
+    """A count of `filter` planned (no I/O), or None: FerretDB counts."""
     plan = _plan(keys, stats, schema, filter, None)
     if plan is None:
         return None
-    cursor = await connection.execute(count_statement(schema, table, plan), plan.params)
+    return Prepared(count_statement(schema, table, plan), plan.params)
+
+
+async def run_count(
+    connection: psycopg.AsyncConnection[Any],
+    prepared: Prepared,
+    stats: PlannerStats,
+    *,
+    schema: str,
+) -> int | None:
+    """The number of matches of a prepared count, or None: the guards did not hold."""
+    cursor = await connection.execute(prepared.statement, prepared.params)
     row = await cursor.fetchone()
     if row is None or not row[0]:
         stats.add(schema, "guard")

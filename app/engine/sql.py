@@ -36,7 +36,13 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from app.db import After, Before, Condition, Contains, Eq, FindSpec, PageQuery
-from app.engine.planned_reads import PlannerStats, count_planned, find_planned
+from app.engine.planned_reads import (
+    PlannerStats,
+    prepare_count,
+    prepare_find,
+    run_count,
+    run_find,
+)
 from app.engine.sjson import SjsonError, decode_document
 from app.engine.typed_indexes import KeyCatalog, TableKeys, TypedIndexBuilder
 
@@ -290,24 +296,30 @@ class EngineSql:
     ) -> list[dict[str, Any] | Any] | None:
         """A find the read planner serves: the documents in order (or, where the
         stored form cannot be read, their `_id`s), projected — or None (ask
-        FerretDB)."""
-        if self._surely_unplanned(db_name, collection):
-            return None
+        FerretDB). Planned before a connection is taken when the table's indexes
+        are known, so what the planner cannot serve never waits for one."""
+        known = self._known_keys(db_name, collection)
+        prepared = None
+        if known is not None:
+            prepared = prepare_find(
+                known[1], self.planner_stats, schema=db_name, table=known[0], spec=spec
+            )
+            if prepared is None:
+                return None
         async with self._connection("planned find") as connection:
             if connection is None:
                 return None
-            found = await self._keys(connection, db_name, collection)
-            if found is None:
-                return None
-            table, keys = found
-            return await find_planned(
-                connection,
-                keys,
-                self.planner_stats,
-                schema=db_name,
-                table=table,
-                spec=spec,
-                read=_read,
+            if prepared is None:
+                found = await self._keys(connection, db_name, collection)
+                if found is None:
+                    return None
+                prepared = prepare_find(
+                    found[1], self.planner_stats, schema=db_name, table=found[0], spec=spec
+                )
+                if prepared is None:
+                    return None
+            return await run_find(
+                connection, prepared, self.planner_stats, schema=db_name, read=_read
             )
         return None
 
@@ -315,34 +327,35 @@ class EngineSql:
         self, db_name: str, collection: str, filter: dict[str, Any]
     ) -> int | None:
         """A filtered count the read planner serves, or None (ask FerretDB)."""
-        if self._surely_unplanned(db_name, collection):
-            return None
+        known = self._known_keys(db_name, collection)
+        prepared = None
+        if known is not None:
+            prepared = prepare_count(
+                known[1], self.planner_stats, schema=db_name, table=known[0], filter=filter
+            )
+            if prepared is None:
+                return None
         async with self._connection("planned count") as connection:
             if connection is None:
                 return None
-            found = await self._keys(connection, db_name, collection)
-            if found is None:
-                return None
-            table, keys = found
-            return await count_planned(
-                connection,
-                keys,
-                self.planner_stats,
-                schema=db_name,
-                table=table,
-                filter=filter,
-            )
+            if prepared is None:
+                found = await self._keys(connection, db_name, collection)
+                if found is None:
+                    return None
+                prepared = prepare_count(
+                    found[1], self.planner_stats, schema=db_name, table=found[0], filter=filter
+                )
+                if prepared is None:
+                    return None
+            return await run_count(connection, prepared, self.planner_stats, schema=db_name)
         return None
 
-    def _surely_unplanned(self, db_name: str, collection: str) -> bool:
-        """Known without a connection: the collection has no typed indexes (every
-        collection of the control database, any without a schema)."""
+    def _known_keys(self, db_name: str, collection: str) -> tuple[str, TableKeys] | None:
+        """The collection's table and typed indexes, when both are known without a
+        connection."""
         table = self._table_names.get((db_name, collection))
         keys = None if table is None else self.catalog.cached(db_name, table)
-        if keys is not None and not keys.id_order:
-            self.planner_stats.add(db_name, "no index")
-            return True
-        return False
+        return None if table is None or keys is None else (table, keys)
 
     async def _keys(
         self, connection: psycopg.AsyncConnection[tuple[Any, ...]], db_name: str, collection: str
