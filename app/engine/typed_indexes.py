@@ -221,76 +221,108 @@ class TypedIndexBuilder:
             self._task = None
 
     async def _work(self) -> None:
-        while True:
-            due = [key for key, at in self._pending.items() if at <= time.monotonic()]
-            if not due:
-                if not self._pending:
-                    self._idle.set()
-                self._wake.clear()
-                wait = min((at for at in self._pending.values()), default=None)
-                delay = None if wait is None else max(0.05, wait - time.monotonic())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                continue
-            key = due[0]
-            fields = self._declared[key]
-            del self._pending[key]
-            try:
-                await self._reconcile(*key, fields)
-            except (psycopg.Error, OSError) as exc:
-                failures = self._failures[key] = self._failures.get(key, 0) + 1
-                delay = min(RETRY_MOST_SECONDS, RETRY_SECONDS * 2 ** (failures - 1))
-                logger.warning(
-                    "typed indexes of %s.%s postponed %.0f s: %s",
-                    key[0],
-                    key[1],
-                    delay,
-                    type(exc).__name__,
-                )
-                self._pending.setdefault(key, time.monotonic() + delay)
-            else:
-                self._failures.pop(key, None)
+        """Reconcile what is due, one collection at a time, on one connection (kept
+        while there is work, closed when idle or after a failure)."""
+        connection: psycopg.AsyncConnection[Any] | None = None
+        try:
+            while True:
+                due = [key for key, at in self._pending.items() if at <= time.monotonic()]
+                if not due:
+                    if not self._pending:
+                        self._idle.set()
+                        if connection is not None:
+                            await connection.close()
+                            connection = None
+                    self._wake.clear()
+                    wait = min((at for at in self._pending.values()), default=None)
+                    delay = None if wait is None else max(0.05, wait - time.monotonic())
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                    continue
+                key = due[0]
+                fields = self._declared[key]
+                del self._pending[key]
+                try:
+                    if connection is None:
+                        connection = await self._connect()
+                    await self._reconcile(connection, *key, fields)
+                except (psycopg.Error, OSError) as exc:
+                    if connection is not None:
+                        with contextlib.suppress(psycopg.Error):
+                            await connection.close()
+                        connection = None
+                    self._postpone(key, exc)
+                else:
+                    self._failures.pop(key, None)
+        finally:
+            if connection is not None:
+                with contextlib.suppress(psycopg.Error):
+                    await connection.close()
 
-    async def _reconcile(self, db_name: str, collection: str, fields: Mapping[str, str]) -> None:
-        async with await psycopg.AsyncConnection.connect(
+    def _postpone(self, key: tuple[str, str], exc: BaseException) -> None:
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = min(RETRY_MOST_SECONDS, RETRY_SECONDS * 2 ** (failures - 1))
+        logger.warning(
+            "typed indexes of %s.%s postponed %.0f s: %s",
+            key[0],
+            key[1],
+            delay,
+            type(exc).__name__,
+        )
+        self._pending.setdefault(key, time.monotonic() + delay)
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        connection = await psycopg.AsyncConnection.connect(
             self._conninfo, autocommit=True, connect_timeout=5
-        ) as connection:
-            for setting in SESSION_SETTINGS:
-                await connection.execute(setting)
+        )
+        for setting in SESSION_SETTINGS:
+            await connection.execute(setting)
+        return connection
+
+    async def _reconcile(
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        db_name: str,
+        collection: str,
+        fields: Mapping[str, str],
+    ) -> None:
+        try:
             cursor = await connection.execute(
                 _TABLE_OF.format(sql.Identifier(db_name)), (Jsonb(collection),)
             )
-            row = await cursor.fetchone()
-            if row is None:
-                return  # no such collection (any more): nothing to index
-            table = str(row[0])
-            cursor = await connection.execute(_INDEXES_OF, (db_name, table))
-            existing = {name: (comment, valid) for name, comment, valid in await cursor.fetchall()}
-            wanted = {index.name(table): index for index in wanted_indexes(fields)}
-            changed = False
-            for name, (_, valid) in existing.items():
-                if name not in wanted or not valid:
-                    await connection.execute(
-                        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-                            sql.Identifier(db_name, name)
-                        )
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+            return  # no such database (any more)
+        row = await cursor.fetchone()
+        if row is None:
+            return  # no such collection (any more): nothing to index
+        table = str(row[0])
+        cursor = await connection.execute(_INDEXES_OF, (db_name, table))
+        existing = {name: (comment, valid) for name, comment, valid in await cursor.fetchall()}
+        wanted = {index.name(table): index for index in wanted_indexes(fields)}
+        changed = False
+        for name, (_, valid) in existing.items():
+            if name not in wanted or not valid:
+                await connection.execute(
+                    sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                        sql.Identifier(db_name, name)
                     )
-                    changed = True
-            if changed:
-                self._on_change(db_name)
-            built = False
-            for name, index in wanted.items():
-                present = existing.get(name)
-                if present is None or not present[1]:
-                    await self._build(connection, db_name, table, name, index)
-                    built = True
-                elif read_comment(present[0]) != index:
-                    await self._comment(connection, db_name, name, index)
-                    changed = True
-            if built:
-                await self._analyze(connection, db_name, table)
-            if built or changed:
-                self._on_change(db_name)
+                )
+                changed = True
+        if changed:
+            self._on_change(db_name)
+        built = False
+        for name, index in wanted.items():
+            present = existing.get(name)
+            if present is None or not present[1]:
+                await self._build(connection, db_name, table, name, index)
+                built = True
+            elif read_comment(present[0]) != index:
+                await self._comment(connection, db_name, name, index)
+                changed = True
+        if built:
+            await self._analyze(connection, db_name, table)
+        if built or changed:
+            self._on_change(db_name)
 
     @staticmethod
     async def _analyze(connection: psycopg.AsyncConnection[Any], schema: str, table: str) -> None:
