@@ -26,9 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from bson import ObjectId
@@ -38,6 +38,7 @@ from psycopg.types.json import Jsonb
 from app.db import After, Before, Condition, Contains, Eq, FindSpec, PageQuery
 from app.engine.planned_reads import (
     PlannerStats,
+    Prepared,
     prepare_count,
     prepare_find,
     run_count,
@@ -52,6 +53,9 @@ _TABLES_OF = sql.SQL(
     "SELECT _jsonb ->> '_id', _jsonb ->> 'table' FROM {}._ferretdb_database_metadata "
     "WHERE _jsonb -> '_id' = ANY(%s)"
 )
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+Answer = TypeVar("Answer")
+
 #: What a statement on a remembered table raises once its collection is dropped.
 _DROPPED = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
 #: Documents one lookup returns at most (lookups are for a handful of rows).
@@ -296,58 +300,57 @@ class EngineSql:
     ) -> list[dict[str, Any] | Any] | None:
         """A find the read planner serves: the documents in order (or, where the
         stored form cannot be read, their `_id`s), projected — or None (ask
-        FerretDB). Planned before a connection is taken when the table's indexes
-        are known, so what the planner cannot serve never waits for one."""
-        known = self._known_keys(db_name, collection)
-        prepared = None
-        if known is not None:
-            prepared = prepare_find(
-                known[1], self.planner_stats, schema=db_name, table=known[0], spec=spec
-            )
-            if prepared is None:
-                return None
-        async with self._connection("planned find") as connection:
-            if connection is None:
-                return None
-            if prepared is None:
-                found = await self._keys(connection, db_name, collection)
-                if found is None:
-                    return None
-                prepared = prepare_find(
-                    found[1], self.planner_stats, schema=db_name, table=found[0], spec=spec
-                )
-                if prepared is None:
-                    return None
+        FerretDB)."""
+
+        def prepare(table: str, keys: TableKeys) -> Prepared | None:
+            return prepare_find(keys, self.planner_stats, schema=db_name, table=table, spec=spec)
+
+        async def run(connection: Connection, prepared: Prepared) -> list[Any] | None:
             return await run_find(
                 connection, prepared, self.planner_stats, schema=db_name, read=_read
             )
-        return None
+
+        return await self._planned("planned find", db_name, collection, prepare, run)
 
     async def count_matching(
         self, db_name: str, collection: str, filter: dict[str, Any]
     ) -> int | None:
         """A filtered count the read planner serves, or None (ask FerretDB)."""
-        known = self._known_keys(db_name, collection)
-        prepared = None
-        if known is not None:
-            prepared = prepare_count(
-                known[1], self.planner_stats, schema=db_name, table=known[0], filter=filter
+
+        def prepare(table: str, keys: TableKeys) -> Prepared | None:
+            return prepare_count(
+                keys, self.planner_stats, schema=db_name, table=table, filter=filter
             )
-            if prepared is None:
-                return None
-        async with self._connection("planned count") as connection:
+
+        async def run(connection: Connection, prepared: Prepared) -> int | None:
+            return await run_count(connection, prepared, self.planner_stats, schema=db_name)
+
+        return await self._planned("planned count", db_name, collection, prepare, run)
+
+    async def _planned(
+        self,
+        purpose: str,
+        db_name: str,
+        collection: str,
+        prepare: Callable[[str, TableKeys], Prepared | None],
+        run: Callable[[Connection, Prepared], Awaitable[Answer | None]],
+    ) -> Answer | None:
+        """Plan, then run on a pooled connection. Planned before a connection is
+        taken when the table's typed indexes are known, so that a read the planner
+        cannot serve (the control database's, say) never waits for one."""
+        known = self._known_keys(db_name, collection)
+        prepared = None if known is None else prepare(*known)
+        if known is not None and prepared is None:
+            return None
+        async with self._connection(purpose) as connection:
             if connection is None:
                 return None
             if prepared is None:
                 found = await self._keys(connection, db_name, collection)
-                if found is None:
-                    return None
-                prepared = prepare_count(
-                    found[1], self.planner_stats, schema=db_name, table=found[0], filter=filter
-                )
+                prepared = None if found is None else prepare(*found)
                 if prepared is None:
                     return None
-            return await run_count(connection, prepared, self.planner_stats, schema=db_name)
+            return await run(connection, prepared)
         return None
 
     def _known_keys(self, db_name: str, collection: str) -> tuple[str, TableKeys] | None:
