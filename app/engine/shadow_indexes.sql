@@ -226,3 +226,33 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- FerretDB's DDL waits for Quarry's typed-index builder (app/engine/typed_indexes.py).
+--
+-- Why: the builder runs CREATE INDEX CONCURRENTLY, DROP INDEX CONCURRENTLY, COMMENT and
+-- ANALYZE on FerretDB's tables beside traffic. Raced by FerretDB's own DDL on the same
+-- tables, PostgreSQL cancels one side ("deadlock detected" with createIndexes, "tuple
+-- concurrently updated" with dropDatabase), and a cancelled FerretDB command is a
+-- failed request. So the builder holds this advisory lock (session level) while it
+-- changes a table's indexes, and FerretDB's drops and index changes take it (for their
+-- transaction) before they start: they wait for the table the builder is on instead of
+-- racing it. The builder's own DDL fires this trigger too and passes (a session holding
+-- an advisory lock is always granted it again). When a FerretDB statement waits here
+-- while the build waits for it, the builder's short deadlock_timeout makes the build the
+-- one cancelled (it is retried). Two int4 keys: a key space of its own.
+CREATE OR REPLACE FUNCTION quarry_ddl_waits_for_typed_indexes() RETURNS event_trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(1903520116, 1);
+END
+$$;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'quarry_typed_index_ddl') THEN
+        CREATE EVENT TRIGGER quarry_typed_index_ddl ON ddl_command_start
+            WHEN TAG IN ('DROP SCHEMA', 'DROP TABLE', 'CREATE INDEX', 'DROP INDEX')
+            EXECUTE FUNCTION quarry_ddl_waits_for_typed_indexes();
+    END IF;
+END
+$$;

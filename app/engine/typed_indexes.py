@@ -20,16 +20,19 @@ field go to FerretDB. An index left invalid by an interrupted build is dropped
 and built again. A failure (PostgreSQL restarting, a lock) is retried later,
 backing off.
 
-**Never FerretDB's DDL as a deadlock's victim.** `CREATE INDEX CONCURRENTLY` holds
-the table's SHARE UPDATE EXCLUSIVE lock throughout and, before it finishes,
-waits for every transaction older than its snapshot. FerretDB creates and drops
-indexes in a transaction that takes the table's SHARE lock (its own btree index,
-the GIN shadow): when such a transaction is one the build waits for, each waits
-for the other. PostgreSQL cancels one of them, and it must be the build (a
-schema change answered 500 otherwise). So the builder's session has a
+**FerretDB's DDL goes first.** Raced by FerretDB's own DDL on the same table,
+PostgreSQL cancels one side ("deadlock detected" beside createIndexes, "tuple
+concurrently updated" beside dropDatabase), and it must never be FerretDB's (a
+request answered 500). So while the builder changes a table's indexes it holds
+an advisory lock (`DDL_LOCK`) that FerretDB's drops and index changes take before
+they start (an event trigger of `shadow_indexes.sql`): they wait instead of
+racing. And where waits still cross — `CREATE INDEX CONCURRENTLY` waits for every
+transaction older than its snapshot, such as a FerretDB statement waiting for
+that lock, or one about to take the table's SHARE lock the build holds — the
+builder's session makes the build the one cancelled (and retried): a
 `deadlock_timeout` of 10 ms (it finds the cycle first whenever it starts waiting
 after FerretDB) and a `lock_timeout` of half a second (shorter than FerretDB's
-one-second `deadlock_timeout`, for when it waits first); the cost is a retried
+one-second `deadlock_timeout`, for when it waits first). The cost is a retried
 build when some other transaction holds a snapshot for longer.
 """
 
@@ -62,6 +65,9 @@ RETRY_SECONDS = 1.0
 RETRY_MOST_SECONDS = 300.0
 #: The builder's session (see the module docstring).
 SESSION_SETTINGS = ("SET lock_timeout = '500ms'", "SET deadlock_timeout = '10ms'")
+#: The advisory lock FerretDB's DDL waits for (`quarry_ddl_waits_for_typed_indexes` in
+#: shadow_indexes.sql), held while the builder changes a table's indexes.
+DDL_LOCK = (1903520116, 1)
 #: Seconds the planner trusts what it read of a table's indexes (another server
 #: on the same engine may build or drop them; correctness never rests on it).
 CATALOG_SECONDS = 5.0
@@ -295,7 +301,19 @@ class TypedIndexBuilder:
         row = await cursor.fetchone()
         if row is None:
             return  # no such collection (any more): nothing to index
-        table = str(row[0])
+        await connection.execute("SELECT pg_advisory_lock(%s, %s)", DDL_LOCK)
+        try:
+            await self._indexes(connection, db_name, str(row[0]), fields)
+        finally:
+            await connection.execute("SELECT pg_advisory_unlock(%s, %s)", DDL_LOCK)
+
+    async def _indexes(
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        db_name: str,
+        table: str,
+        fields: Mapping[str, str],
+    ) -> None:
         cursor = await connection.execute(_INDEXES_OF, (db_name, table))
         existing = {name: (comment, valid) for name, comment, valid in await cursor.fetchall()}
         wanted = {index.name(table): index for index in wanted_indexes(fields)}

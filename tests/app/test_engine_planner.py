@@ -605,3 +605,25 @@ async def test_ferretdb_index_changes_beside_typed_index_builds_never_fail(app: 
     await asyncio.wait_for(seeded.sql.typed_indexes.settled(), 60)
     keys = await seeded.sql.count_matching(seeded.db_name, "items", {"a": {"$lt": 0.5}})
     assert keys == await seeded.raw.count_documents({"a": {"$lt": 0.5}})
+
+
+@pytest.mark.parametrize("dropped", ["database", "collection"])
+async def test_drops_beside_typed_index_builds_never_fail(app: FastAPI, dropped: str) -> None:
+    """FerretDB's DROP SCHEMA / DROP TABLE raced a build ("tuple concurrently
+    updated"); they wait for the table the builder is on instead."""
+    database = state_of(app).database
+    sql = engine_sql(database)
+    rng = random.Random(SEED)
+    documents = [{"a": rng.random(), "b": f"{rng.random()}"} for _ in range(20_000)]
+    for _ in range(3):
+        db_name = f"quarry_test_planner_{uuid.uuid4().hex[:8]}"
+        await database.client[db_name]["items"].insert_many(documents)
+        await database.db(db_name)["items"].declare_fields({"a": "float", "b": "string"})
+        await asyncio.sleep(rng.uniform(0, 0.3))  # somewhere in the middle of the builds
+        if dropped == "database":
+            await database.client.drop_database(db_name)
+        else:
+            await database.client[db_name].drop_collection("items")
+        for document in documents:
+            document.pop("_id", None)
+    await asyncio.wait_for(sql.typed_indexes.settled(), 60)
