@@ -227,23 +227,55 @@ BEGIN
 END
 $$;
 
--- FerretDB's DDL waits for Quarry's typed-index builder (app/engine/typed_indexes.py).
+-- FerretDB's DDL cancels Quarry's typed-index builds in its database
+-- (app/engine/typed_indexes.py).
 --
 -- Why: the builder runs CREATE INDEX CONCURRENTLY, DROP INDEX CONCURRENTLY, COMMENT and
 -- ANALYZE on FerretDB's tables beside traffic. Raced by FerretDB's own DDL on the same
--- tables, PostgreSQL cancels one side ("deadlock detected" with createIndexes, "tuple
--- concurrently updated" with dropDatabase), and a cancelled FerretDB command is a
--- failed request. So the builder holds this advisory lock (session level) while it
--- changes a table's indexes, and FerretDB's drops and index changes take it (for their
--- transaction) before they start: they wait for the table the builder is on instead of
--- racing it. The builder's own DDL fires this trigger too and passes (a session holding
--- an advisory lock is always granted it again). When a FerretDB statement waits here
--- while the build waits for it, the builder's short deadlock_timeout makes the build the
--- one cancelled (it is retried). Two int4 keys: a key space of its own.
-CREATE OR REPLACE FUNCTION quarry_ddl_waits_for_typed_indexes() RETURNS event_trigger
+-- tables, PostgreSQL cancels one side ("deadlock detected" beside createIndexes,
+-- "tuple concurrently updated" beside dropDatabase and drop), and a cancelled FerretDB
+-- command is a failed request. Nor may FerretDB's DDL wait for a build: FerretDB holds
+-- its global metadata lock meanwhile, which stops every other request. So before
+-- FerretDB drops a schema or a table or creates or drops an index, the builds in that
+-- schema are cancelled (the builder tries again later) and the statement goes on once
+-- they have stopped (a few milliseconds; at most 2 s). The builder names its session after the schema it
+-- works on (`application_name`, with an md5 of the name: names are longer than it
+-- takes); FerretDB names every object `"schema"."object"`, so the schema is the first
+-- quoted name followed by a dot (for DROP SCHEMA, the only one).
+CREATE OR REPLACE FUNCTION quarry_typed_index_builder(schema_name text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'quarry typed indexes ' || left(md5(schema_name), 20)
+$$;
+
+CREATE OR REPLACE FUNCTION quarry_ddl_cancels_typed_index_builds() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    target text;
+    builder text;
+    waited int := 0;
 BEGIN
-    PERFORM pg_advisory_xact_lock(1903520116, 1);
+    IF current_setting('application_name') LIKE 'quarry typed indexes %' THEN
+        RETURN;  -- the builder's own statements
+    END IF;
+    target := substring(current_query() FROM '"((?:[^"]|"")+)"\.');
+    IF target IS NULL AND tg_tag = 'DROP SCHEMA' THEN
+        target := substring(current_query() FROM '"((?:[^"]|"")+)"');
+    END IF;
+    IF target IS NULL THEN
+        RETURN;
+    END IF;
+    builder := quarry_typed_index_builder(replace(target, '""', '"'));
+    -- Cancelled again while it is busy: a statement it starts after the first cancel
+    -- (its clean-up, its next try) must not hold this one up either.
+    LOOP
+        -- pg_stat_activity is read once per transaction unless its snapshot is cleared.
+        PERFORM pg_stat_clear_snapshot();
+        PERFORM pg_cancel_backend(pid) FROM pg_stat_activity
+        WHERE application_name = builder AND state = 'active' AND pid <> pg_backend_pid();
+        EXIT WHEN NOT FOUND OR waited >= 200;
+        PERFORM pg_sleep(0.01);
+        waited := waited + 1;
+    END LOOP;
 END
 $$;
 
@@ -252,7 +284,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = 'quarry_typed_index_ddl') THEN
         CREATE EVENT TRIGGER quarry_typed_index_ddl ON ddl_command_start
             WHEN TAG IN ('DROP SCHEMA', 'DROP TABLE', 'CREATE INDEX', 'DROP INDEX')
-            EXECUTE FUNCTION quarry_ddl_waits_for_typed_indexes();
+            EXECUTE FUNCTION quarry_ddl_cancels_typed_index_builds();
     END IF;
 END
 $$;

@@ -22,18 +22,19 @@ backing off.
 
 **FerretDB's DDL goes first.** Raced by FerretDB's own DDL on the same table,
 PostgreSQL cancels one side ("deadlock detected" beside createIndexes, "tuple
-concurrently updated" beside dropDatabase), and it must never be FerretDB's (a
-request answered 500). So while the builder changes a table's indexes it holds
-an advisory lock (`DDL_LOCK`) that FerretDB's drops and index changes take before
-they start (an event trigger of `shadow_indexes.sql`): they wait instead of
-racing. And where waits still cross — `CREATE INDEX CONCURRENTLY` waits for every
-transaction older than its snapshot, such as a FerretDB statement waiting for
-that lock, or one about to take the table's SHARE lock the build holds — the
-builder's session makes the build the one cancelled (and retried): a
-`deadlock_timeout` of 10 ms (it finds the cycle first whenever it starts waiting
-after FerretDB) and a `lock_timeout` of half a second (shorter than FerretDB's
-one-second `deadlock_timeout`, for when it waits first). The cost is a retried
-build when some other transaction holds a snapshot for longer.
+concurrently updated" beside a drop), and it must never be FerretDB's (a request
+answered 500); nor may FerretDB's DDL wait for a build, since FerretDB holds its
+global metadata lock meanwhile and every other request would wait too. So the
+builder names its session after the schema it works on (`BUILDER_NAME`), and an
+event trigger of `shadow_indexes.sql` cancels the builds in a schema before
+FerretDB drops a table or the schema there, or creates or drops an index; the
+builder tries again later. Where waits still cross — `CREATE INDEX CONCURRENTLY`
+waits for every transaction older than its snapshot, and one of those may be
+about to take the table's SHARE lock the build holds — the builder's session
+makes the build the one cancelled: a `deadlock_timeout` of 10 ms (it finds the
+cycle first whenever it starts waiting after FerretDB) and a `lock_timeout` of
+half a second (shorter than FerretDB's one-second `deadlock_timeout`, for when it
+waits first). The cost is a retried build.
 """
 
 from __future__ import annotations
@@ -60,14 +61,22 @@ logger = logging.getLogger("quarry.engine")
 LAYOUT = 1
 INDEX_PREFIX = "qk_"
 ID_FAMILY = "id"
-#: Seconds before a failed build is tried again, doubled each time up to the most.
+#: Seconds before a failed build is tried again, doubled each time up to the most;
+#: a build that gave way to FerretDB (cancelled, a lock it did not wait for) backs
+#: off to `GAVE_WAY_MOST_SECONDS` only: the DDL it gave way to is soon over.
 RETRY_SECONDS = 1.0
 RETRY_MOST_SECONDS = 300.0
+GAVE_WAY_MOST_SECONDS = 5.0
+GAVE_WAY = (
+    psycopg.errors.QueryCanceled,
+    psycopg.errors.LockNotAvailable,
+    psycopg.errors.DeadlockDetected,
+)
 #: The builder's session (see the module docstring).
 SESSION_SETTINGS = ("SET lock_timeout = '500ms'", "SET deadlock_timeout = '10ms'")
-#: The advisory lock FerretDB's DDL waits for (`quarry_ddl_waits_for_typed_indexes` in
-#: shadow_indexes.sql), held while the builder changes a table's indexes.
-DDL_LOCK = (1903520116, 1)
+#: The builder's `application_name` while it works on a schema, by which FerretDB's
+#: DDL there finds and cancels it (`quarry_typed_index_builder` in shadow_indexes.sql).
+BUILDER_NAME = "SELECT set_config('application_name', quarry_typed_index_builder(%s), false)"
 #: Seconds the planner trusts what it read of a table's indexes (another server
 #: on the same engine may build or drop them; correctness never rests on it).
 CATALOG_SECONDS = 5.0
@@ -267,7 +276,8 @@ class TypedIndexBuilder:
 
     def _postpone(self, key: tuple[str, str], exc: BaseException) -> None:
         failures = self._failures[key] = self._failures.get(key, 0) + 1
-        delay = min(RETRY_MOST_SECONDS, RETRY_SECONDS * 2 ** (failures - 1))
+        most = GAVE_WAY_MOST_SECONDS if isinstance(exc, GAVE_WAY) else RETRY_MOST_SECONDS
+        delay = min(most, RETRY_SECONDS * 2 ** (failures - 1))
         logger.warning(
             "typed indexes of %s.%s postponed %.0f s: %s",
             key[0],
@@ -301,11 +311,8 @@ class TypedIndexBuilder:
         row = await cursor.fetchone()
         if row is None:
             return  # no such collection (any more): nothing to index
-        await connection.execute("SELECT pg_advisory_lock(%s, %s)", DDL_LOCK)
-        try:
-            await self._indexes(connection, db_name, str(row[0]), fields)
-        finally:
-            await connection.execute("SELECT pg_advisory_unlock(%s, %s)", DDL_LOCK)
+        await connection.execute(BUILDER_NAME, (db_name,))
+        await self._indexes(connection, db_name, str(row[0]), fields)
 
     async def _indexes(
         self,

@@ -28,6 +28,7 @@ import psycopg
 import pytest
 from bson import Int64, ObjectId
 from fastapi import FastAPI
+from pymongo import MongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 
 from app.db import Database, FindSpec
@@ -627,3 +628,30 @@ async def test_drops_beside_typed_index_builds_never_fail(app: FastAPI, dropped:
         for document in documents:
             document.pop("_id", None)
     await asyncio.wait_for(sql.typed_indexes.settled(), 60)
+
+
+async def test_ferretdb_ddl_never_waits_for_a_build(
+    app: FastAPI, database_server: DatabaseServer
+) -> None:
+    """FerretDB holds its global metadata lock through a DDL statement: waiting there
+    for a build would stop every request. Here the event loop the builder runs on is
+    blocked by the very request that creates a collection, so only a DDL that never
+    waits for the builder can finish."""
+    rng = random.Random(SEED)
+    documents = [{"a": rng.random(), "b": f"{rng.random()}"} for _ in range(50_000)]
+    seeded = await seed(state_of(app).database, documents, {})
+    blocking: MongoClient[dict[str, Any]] = MongoClient(
+        database_server.url, socketTimeoutMS=10_000, serverSelectionTimeoutMS=5_000
+    )
+    try:
+        for number in range(3):
+            await seeded.database.db(seeded.db_name)["items"].declare_fields(
+                {"a": "float", "b": "string"} if number % 2 == 0 else {"b": "string"}
+            )
+            await asyncio.sleep(0.05 + rng.uniform(0, 0.1))  # the builder is at work
+            started = time.monotonic()
+            blocking[seeded.db_name][f"fresh_{number}"].insert_one({"x": 1})  # loop blocked
+            assert time.monotonic() - started < 3
+    finally:
+        blocking.close()
+    await asyncio.wait_for(seeded.sql.typed_indexes.settled(), 60)
