@@ -74,6 +74,8 @@ GAVE_WAY = (
 )
 #: The builder's session (see the module docstring).
 SESSION_SETTINGS = ("SET lock_timeout = '500ms'", "SET deadlock_timeout = '10ms'")
+#: Rows from which a table is analysed after a build (see `_analyze`).
+ANALYZE_FROM_ROWS = 10_000
 #: The builder's `application_name` while it works on a schema, by which FerretDB's
 #: DDL there finds and cancels it (`quarry_typed_index_builder` in shadow_indexes.sql).
 BUILDER_NAME = "SELECT set_config('application_name', quarry_typed_index_builder(%s), false)"
@@ -302,6 +304,7 @@ class TypedIndexBuilder:
         collection: str,
         fields: Mapping[str, str],
     ) -> None:
+        await connection.execute(BUILDER_NAME, (db_name,))
         try:
             cursor = await connection.execute(
                 _TABLE_OF.format(sql.Identifier(db_name)), (Jsonb(collection),)
@@ -311,7 +314,6 @@ class TypedIndexBuilder:
         row = await cursor.fetchone()
         if row is None:
             return  # no such collection (any more): nothing to index
-        await connection.execute(BUILDER_NAME, (db_name,))
         await self._indexes(connection, db_name, str(row[0]), fields)
 
     async def _indexes(
@@ -352,9 +354,20 @@ class TypedIndexBuilder:
     @staticmethod
     async def _analyze(connection: psycopg.AsyncConnection[Any], schema: str, table: str) -> None:
         """Statistics of the new expressions, so PostgreSQL's planner rates the typed
-        indexes right; when a lock is in the way, autovacuum's ANALYZE does it later."""
+        indexes right; when a lock is in the way, autovacuum's ANALYZE does it later.
+        Not for a small table: there is little to learn, and an ANALYZE of a new,
+        empty collection records it as empty, after which PostgreSQL prefers to scan
+        it whole — for FerretDB's lookups too — until autovacuum looks again."""
+        relation = sql.Identifier(schema, table)
+        cursor = await connection.execute(
+            sql.SQL("SELECT count(*) FROM (SELECT FROM {} LIMIT %s) AS sample").format(relation),
+            (ANALYZE_FROM_ROWS,),
+        )
+        row = await cursor.fetchone()
+        if row is None or row[0] < ANALYZE_FROM_ROWS:
+            return
         try:
-            await connection.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, table)))
+            await connection.execute(sql.SQL("ANALYZE {}").format(relation))
         except psycopg.errors.LockNotAvailable:
             logger.info("ANALYZE of %s.%s left to autovacuum (locked)", schema, table)
 
