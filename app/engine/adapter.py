@@ -27,11 +27,14 @@ the MongoDB adapter with what FerretDB does differently taken over here:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
 
 import bson
+from bson import Int64, Regex
 from pymongo.errors import OperationFailure
 from pymongo.results import DeleteResult, UpdateResult
 
@@ -45,6 +48,7 @@ from app.db import (
     PageQuery,
     is_too_many_parameters,
 )
+from app.engine.door import WriteDoor
 from app.errors import EngineUnsupported
 
 #: Below this many rows PostgreSQL's ANALYZE reads the whole table, so
@@ -54,6 +58,10 @@ EXACT_STATS_ROWS = 30_000
 DELETE_CHUNK = 20_000
 BACKEND_LABELS = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
 EMBEDDED_MISSING_STAGES = frozenset({"$bucket", "$facet", "$sortByCount"})
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+#: Times a single-document write by another filter than `_id` looks for its
+#: document again when the one it found stopped matching before it was locked.
+RESOLVE_ATTEMPTS = 3
 
 
 def choose_adapter(database: Database, build_info: Document) -> EngineAdapter:
@@ -171,21 +179,96 @@ class EmbeddedAdapter(MongoAdapter):
         raise EngineUnsupported(f"The {self.capabilities.label} engine has no change streams.")
 
     # ----------------------------------------------------------------- writes
+    # Every update, replace, find-and-modify and delete goes through the write
+    # door (`app.engine.door`) on PostgreSQL; inserts need no lock.
+
+    def _door(self) -> WriteDoor | None:
+        if not self.on_postgresql:
+            return None
+        door = getattr(self.database.engine_reads, "door", None)
+        if door is None:
+            # TODO(strict): refuse once every server finds its engine's PostgreSQL.
+            return None
+        return cast(WriteDoor, door)
+
+    async def _one(self, ns: Namespace, filter: Document, write: _Write[R], *, upsert: bool) -> R:
+        """`write` on the one document `filter` picks, under its lock (see `door`)."""
+        filter = self._evaluated(filter)
+        door = self._door()
+        if door is None:
+            return await write.run(filter, upsert)
+        named, document_id = _named_id(filter)
+        if named:
+            return await door.document(
+                ns.database,
+                ns.collection,
+                document_id,
+                lambda: self._written(ns, filter, write, upsert=upsert),
+            )
+        found: Document | None = None
+        for _ in range(RESOLVE_ATTEMPTS):
+            found = await super().find_one(ns, filter, {"_id": 1})
+            if found is None:
+                break
+            narrowed = _narrowed(filter, found["_id"])
+            result = await door.document(
+                ns.database,
+                ns.collection,
+                found["_id"],
+                lambda narrowed=narrowed: self._written(ns, narrowed, write, upsert=False),  # type: ignore[misc]
+            )
+            if write.matched(result):
+                return result
+        if found is None and not upsert:
+            return write.nothing()
+        return await door.collection(
+            ns.database, ns.collection, lambda: self._written(ns, filter, write, upsert=upsert)
+        )
+
+    async def _written(
+        self, ns: Namespace, filter: Document, write: _Write[R], *, upsert: bool
+    ) -> R:
+        """`write`, with an int32 `$inc` that would overflow made a long, as MongoDB
+        does (FerretDB 1.24 wraps it around). Runs under the document's lock, so
+        what it reads stays true until the write."""
+        increments = _int32_increments(write.update)
+        if not increments:
+            return await write.run(filter, upsert)
+        projection = dict.fromkeys(increments, 1)
+        if upsert:
+            current = await super().find_one(ns, filter, projection)
+            if current is not None:
+                write = write.with_update(_promoted(write.update, increments, current))
+            return await write.run(filter, upsert)
+        result = await write.run(_with(filter, _no_overflow(increments)), False)
+        if write.matched(result):
+            return result
+        current = await super().find_one(ns, _with(filter, _overflow(increments)), projection)
+        if current is None:
+            return result
+        promoted = write.with_update(_promoted(write.update, increments, current))
+        return await promoted.run(_narrowed(filter, current["_id"]), False)
 
     async def update_one(
         self, ns: Namespace, filter: Document, update: Document, *, upsert: bool
     ) -> UpdateResult:
-        return await super().update_one(ns, self._evaluated(filter), update, upsert=upsert)
+        base = super().update_one
 
-    async def update_many(
-        self, ns: Namespace, filter: Document, update: Document, *, upsert: bool
-    ) -> UpdateResult:
-        return await super().update_many(ns, self._evaluated(filter), update, upsert=upsert)
+        async def run(f: Document, u: Document, up: bool) -> UpdateResult:
+            return await base(ns, f, u, upsert=up)
+
+        return await self._one(ns, filter, _Write(run, update, _updated, _no_update), upsert=upsert)
 
     async def replace_one(
         self, ns: Namespace, filter: Document, replacement: Document, *, upsert: bool
     ) -> UpdateResult:
-        return await super().replace_one(ns, self._evaluated(filter), replacement, upsert=upsert)
+        base = super().replace_one
+
+        async def run(f: Document, u: Document, up: bool) -> UpdateResult:
+            return await base(ns, f, u, upsert=up)
+
+        write = _Write(run, replacement, _updated, _no_update)
+        return await self._one(ns, filter, write, upsert=upsert)
 
     async def find_one_and_update(
         self,
@@ -197,27 +280,73 @@ class EmbeddedAdapter(MongoAdapter):
         upsert: bool,
         return_after: bool,
     ) -> Document | None:
-        return await super().find_one_and_update(
-            ns,
-            self._evaluated(filter),
-            update,
-            projection=projection,
-            upsert=upsert,
-            return_after=return_after,
-        )
+        base = super().find_one_and_update
+
+        async def run(f: Document, u: Document, up: bool) -> Document | None:
+            return await base(ns, f, u, projection=projection, upsert=up, return_after=return_after)
+
+        write = _Write(run, update, _found, lambda: None)
+        return await self._one(ns, filter, write, upsert=upsert)
 
     async def delete_one(self, ns: Namespace, filter: Document) -> DeleteResult:
-        return await super().delete_one(ns, self._evaluated(filter))
+        base = super().delete_one
+
+        async def run(f: Document, u: Document, up: bool) -> DeleteResult:
+            return await base(ns, f)
+
+        write = _Write(run, {}, _deleted, lambda: _deletion(0))
+        return await self._one(ns, filter, write, upsert=False)
+
+    async def update_many(
+        self, ns: Namespace, filter: Document, update: Document, *, upsert: bool
+    ) -> UpdateResult:
+        filter = self._evaluated(filter)
+        door = self._door()
+        if door is None:
+            return await super().update_many(ns, filter, update, upsert=upsert)
+        return await door.collection(
+            ns.database, ns.collection, lambda: self._update_all(ns, filter, update, upsert)
+        )
+
+    async def _update_all(
+        self, ns: Namespace, filter: Document, update: Document, upsert: bool
+    ) -> UpdateResult:
+        """`update_many` under the collection's lock, with the documents whose int32
+        `$inc` would overflow updated one by one as longs."""
+        increments = _int32_increments(update)
+        if not increments:
+            return await super().update_many(ns, filter, update, upsert=upsert)
+        projection = dict.fromkeys(increments, 1)
+        found = self.collection(ns).find(_with(filter, _overflow(increments)), projection)
+        overflowing = [current async for current in found]
+        others = _with(filter, {"_id": {"$nin": [current["_id"] for current in overflowing]}})
+        result = await super().update_many(ns, others, update, upsert=False)
+        matched, modified = result.matched_count, result.modified_count
+        for current in overflowing:
+            promoted = _promoted(update, increments, current)
+            one = await super().update_one(ns, {"_id": current["_id"]}, promoted, upsert=False)
+            matched += one.matched_count
+            modified += one.modified_count
+        if matched == 0 and upsert:
+            return await super().update_many(ns, filter, update, upsert=True)
+        return UpdateResult({"n": matched, "nModified": modified, "ok": 1.0}, acknowledged=True)
 
     async def delete_many(self, ns: Namespace, filter: Document) -> DeleteResult:
         filter = self._evaluated(filter)
+        door = self._door()
+        if door is None:
+            return await self._delete_all(ns, filter)
+        return await door.collection(
+            ns.database, ns.collection, lambda: self._delete_all(ns, filter)
+        )
+
+    async def _delete_all(self, ns: Namespace, filter: Document) -> DeleteResult:
         try:
             return await super().delete_many(ns, filter)
         except OperationFailure as exc:
             if not is_too_many_parameters(exc):
                 raise
-        deleted = await self._delete_in_chunks(ns, filter)
-        return DeleteResult({"n": deleted, "ok": 1.0}, acknowledged=True)
+        return _deletion(await self._delete_in_chunks(ns, filter))
 
     async def _delete_in_chunks(self, ns: Namespace, filter: Document) -> int:
         """Delete the matches in `_id`-ordered slices of `DELETE_CHUNK`."""
@@ -236,6 +365,123 @@ class EmbeddedAdapter(MongoAdapter):
             deleted += removed
             if len(ids) < DELETE_CHUNK:
                 return deleted
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class _Write(Generic[R]):
+    """One single-document write: how to run it with a filter, and what its result
+    says (did it find its document; the result of finding none)."""
+
+    call: Callable[[Document, Document, bool], Awaitable[R]]
+    update: Document
+    matched: Callable[[R], bool]
+    nothing: Callable[[], R]
+
+    async def run(self, filter: Document, upsert: bool) -> R:
+        return await self.call(filter, self.update, upsert)
+
+    def with_update(self, update: Document) -> _Write[R]:
+        return _Write(self.call, update, self.matched, self.nothing)
+
+
+def _updated(result: UpdateResult) -> bool:
+    return result.matched_count > 0 or result.upserted_id is not None
+
+
+def _no_update() -> UpdateResult:
+    return UpdateResult({"n": 0, "nModified": 0, "ok": 1.0}, acknowledged=True)
+
+
+def _found(result: Document | None) -> bool:
+    return result is not None
+
+
+def _deleted(result: DeleteResult) -> bool:
+    return result.deleted_count > 0
+
+
+def _deletion(count: int) -> DeleteResult:
+    return DeleteResult({"n": count, "ok": 1.0}, acknowledged=True)
+
+
+def _named_id(filter: Document) -> tuple[bool, Any]:
+    """Whether `filter` names one document by `_id` (a value or `{"$eq": value}`)."""
+    if "_id" not in filter:
+        return False, None
+    value = filter["_id"]
+    if isinstance(value, (re.Pattern, Regex)):
+        return False, None
+    if isinstance(value, Mapping) and any(str(key).startswith("$") for key in value):
+        if list(value) == ["$eq"] and not isinstance(value["$eq"], (re.Pattern, Regex)):
+            return True, value["$eq"]
+        return False, None
+    return True, value
+
+
+def _with(filter: Document, clause: Document) -> Document:
+    """`filter` and `clause` (FerretDB still pushes `filter`'s `_id` down to SQL)."""
+    return {**filter, "$and": [*filter.get("$and", []), clause]}
+
+
+def _narrowed(filter: Document, document_id: Any) -> Document:
+    """`filter` and `_id` equal to `document_id`, at the top level where it is free:
+    FerretDB then reads only that row (it pushes a top-level `_id` down to SQL)."""
+    if "_id" in filter:
+        return _with(filter, {"_id": document_id})
+    return {**filter, "_id": document_id}
+
+
+def _int32_increments(update: Any) -> dict[str, int]:
+    """The `$inc` fields of `update` whose increment the driver sends as an int32."""
+    if not isinstance(update, Mapping):
+        return {}
+    increments = update.get("$inc")
+    if not isinstance(increments, Mapping):
+        return {}
+    return {
+        str(path): value
+        for path, value in increments.items()
+        if type(value) is int and value != 0 and INT32_MIN <= value <= INT32_MAX
+    }
+
+
+def _overflows(path: str, increment: int) -> Document:
+    if increment > 0:
+        return {path: {"$type": "int", "$gt": INT32_MAX - increment}}
+    return {path: {"$type": "int", "$lt": INT32_MIN - increment}}
+
+
+def _overflow(increments: dict[str, int]) -> Document:
+    return {"$or": [_overflows(path, n) for path, n in increments.items()]}
+
+
+def _no_overflow(increments: dict[str, int]) -> Document:
+    return {"$nor": [_overflows(path, n) for path, n in increments.items()]}
+
+
+def _promoted(update: Document, increments: dict[str, int], current: Document) -> Document:
+    """`update` with the increments that overflow `current`'s int32 values sent as
+    longs: FerretDB adds an int32 and a long as a long (MongoDB's result)."""
+    changed = dict(update["$inc"])
+    for path, increment in increments.items():
+        value = _value_at(current, path)
+        if type(value) is int and not INT32_MIN <= value + increment <= INT32_MAX:
+            changed[path] = Int64(increment)
+    return {**update, "$inc": changed}
+
+
+def _value_at(document: Any, path: str) -> Any:
+    for key in path.split("."):
+        if isinstance(document, Mapping):
+            document = document.get(key)
+        elif isinstance(document, list) and key.isdigit() and int(key) < len(document):
+            document = document[int(key)]
+        else:
+            return None
+    return document
 
 
 async def _as_is(document: Document) -> Document:

@@ -31,6 +31,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from app.db import After, Before, Condition, Contains, Eq, PageQuery
+from app.engine.door import WriteDoor
 from app.engine.sjson import SjsonError, decode_document
 
 logger = logging.getLogger("quarry.engine")
@@ -159,6 +160,8 @@ class EngineSql:
         self._idle: list[psycopg.AsyncConnection[tuple[Any, ...]]] = []
         self._table_names: dict[tuple[str, str], str] = {}
         self._slots = asyncio.Semaphore(POOL_SIZE)
+        #: The write door (`app.engine.door`) on the same PostgreSQL.
+        self.door = WriteDoor(conninfo, lock_timeout_ms=statement_timeout_ms)
 
     async def count(self, db_name: str, collection: str) -> int | None:
         """The exact number of documents in `db_name.collection`, or None."""
@@ -338,6 +341,7 @@ class EngineSql:
         )
 
     async def close(self) -> None:
+        await self.door.close()
         while self._idle:
             with contextlib.suppress(psycopg.Error):
                 await self._idle.pop().close()

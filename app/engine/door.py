@@ -1,0 +1,189 @@
+"""The write door: every update, replace, find-and-modify and delete Quarry sends to
+the embedded engine on PostgreSQL passes through here, and none of them can lose
+another's work.
+
+Why: FerretDB 1.24 updates by reading the matching documents with a plain
+SELECT, applying the operators in Go, and writing each document back by `_id` in
+a separate transaction — no row lock, no version check. Twenty clients each
+incrementing one counter fifty times kept 690 of the 1,000 increments, and two
+"update only if `version` is still 0" calls both succeeded in 187 of 200 trials.
+A delete is a read followed by a delete by `_id`, so a conditional delete could
+remove a document that a concurrent update had just made not match.
+
+How: PostgreSQL advisory locks, held in a transaction on a connection of the
+door's own around the one FerretDB command that does the write:
+
+- a write whose filter names one `_id` (the document path) takes the
+  collection's lock shared and the document's lock exclusive: writes to
+  different documents of a collection run side by side, writes to one document
+  one after another, each reading what the previous one committed (FerretDB
+  commits before it answers, and the lock is released after the answer);
+- a single-document write with another filter first finds its candidate's `_id`
+  (unlocked), then runs on the document path with the filter *and* that `_id`:
+  if the candidate stopped matching meanwhile, it looks again (a few times, then
+  takes the collection); an upsert that finds nothing takes the collection;
+- a write by filter (`update_many`, `delete_many`) takes the collection's lock
+  exclusive: it waits for the document writes in flight and holds the others
+  off until it is done.
+
+Inserts take no lock: a new document cannot lose an update, and a duplicate is
+refused by the unique index. Locks rather than updates compiled to SQL because
+FerretDB stays the only writer of its rows — an SQL `UPDATE` must keep its
+`$s` type header and key order exactly right, and mixing the two paths on one
+collection loses updates again (the study for this door measured both: the locks
+cost about 0.3 ms a write). The lock is taken with `lock_timeout` set to the
+query timeout: a write that cannot get it answers 503 (nothing written; retry).
+
+The write itself runs in a task of its own that the caller's cancellation does
+not stop (`asyncio.shield`): the lock is released only once FerretDB has
+answered, so a client that goes away cannot let the next writer read a document
+before this write is in it.
+
+Keys: the collection's lock is one `bigint` (a hash of database and collection
+names), a document's a pair of `int4` (the collection's hash, the `_id`'s) — the
+two forms are separate lock spaces in PostgreSQL, so a document's key can never
+be some collection's. Numerically equal `_id`s (1, 1.0, `Int64(1)`) hash alike,
+as they match the same document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import bson
+import psycopg
+
+from app.errors import DatabaseUnavailable
+
+logger = logging.getLogger("quarry.engine")
+
+T = TypeVar("T")
+
+#: Connections the door keeps: each write in flight holds one until FerretDB has
+#: answered. Writers beyond this wait for a connection (and then their lock).
+POOL_SIZE = 16
+
+_LOCK_DOCUMENT = "SELECT pg_advisory_xact_lock_shared(%s), pg_advisory_xact_lock(%s, %s)"
+_LOCK_COLLECTION = "SELECT pg_advisory_xact_lock(%s)"
+
+
+def _hash(data: bytes, size: int) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=size).digest(), "big", signed=True)
+
+
+def collection_key(database: str, collection: str) -> int:
+    """The collection's lock: a signed 64-bit hash of its names."""
+    return _hash(f"{database}\x00{collection}".encode(), 8)
+
+
+def document_key(database: str, collection: str, document_id: Any) -> tuple[int, int]:
+    """The document's lock: (the collection's 32-bit hash, the `_id`'s)."""
+    if isinstance(document_id, float) and document_id.is_integer():
+        document_id = int(document_id)
+    if isinstance(document_id, int) and not isinstance(document_id, bool):
+        encoded = b"n" + str(int(document_id)).encode()
+    else:
+        encoded = bson.encode({"": document_id})
+    return (
+        _hash(f"{database}\x00{collection}".encode(), 4),
+        _hash(encoded, 4),
+    )
+
+
+class WriteDoor:
+    """Advisory locks on the engine's PostgreSQL around FerretDB's writes."""
+
+    def __init__(self, conninfo: str, *, lock_timeout_ms: int = 10_000) -> None:
+        self._conninfo = conninfo
+        self._lock_timeout_ms = lock_timeout_ms
+        self._idle: list[psycopg.AsyncConnection[tuple[Any, ...]]] = []
+        self._slots = asyncio.Semaphore(POOL_SIZE)
+        self._running: set[asyncio.Task[Any]] = set()
+
+    async def document(
+        self, database: str, collection: str, document_id: Any, write: Callable[[], Awaitable[T]]
+    ) -> T:
+        """`write()` while holding this document's lock (and its collection's, shared)."""
+        high, low = document_key(database, collection, document_id)
+        params = (collection_key(database, collection), high, low)
+        return await self._run(_LOCK_DOCUMENT, params, write)
+
+    async def collection(
+        self, database: str, collection: str, write: Callable[[], Awaitable[T]]
+    ) -> T:
+        """`write()` while holding the collection's lock exclusively."""
+        return await self._run(_LOCK_COLLECTION, (collection_key(database, collection),), write)
+
+    async def _run(
+        self, statement: str, params: tuple[int, ...], write: Callable[[], Awaitable[T]]
+    ) -> T:
+        task = asyncio.ensure_future(self._locked(statement, params, write))
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+        return await asyncio.shield(task)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._running.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: its caller may have gone
+
+    async def _locked(
+        self, statement: str, params: tuple[int, ...], write: Callable[[], Awaitable[T]]
+    ) -> T:
+        async with self._slots, self._transaction() as connection:
+            try:
+                await connection.execute(statement, params)
+            except psycopg.errors.LockNotAvailable as exc:
+                raise DatabaseUnavailable(
+                    "The document is being written by other requests; retry shortly."
+                ) from exc
+            except psycopg.Error as exc:
+                logger.warning("write door: no lock (%s)", type(exc).__name__)
+                raise DatabaseUnavailable() from exc
+            return await write()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
+        connection = self._idle.pop() if self._idle else None
+        if connection is None or connection.closed:
+            try:
+                connection = await self._connect()
+            except psycopg.Error as exc:
+                logger.warning("write door: no connection to the engine (%s)", exc)
+                raise DatabaseUnavailable() from exc
+        try:
+            yield connection
+        finally:
+            # The transaction ends here (which releases the locks) whatever the
+            # write did; a connection that cannot end it is closed, which does too.
+            try:
+                await connection.rollback()
+            except psycopg.Error:
+                with contextlib.suppress(psycopg.Error):
+                    await connection.close()
+            if not connection.closed:
+                self._idle.append(connection)
+
+    async def _connect(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        # Read-only: the door only ever takes locks.
+        return await psycopg.AsyncConnection.connect(
+            self._conninfo,
+            connect_timeout=2,
+            options=(
+                "-c default_transaction_read_only=on "
+                f"-c lock_timeout={self._lock_timeout_ms} "
+                f"-c statement_timeout={self._lock_timeout_ms}"
+            ),
+        )
+
+    async def close(self) -> None:
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        while self._idle:
+            with contextlib.suppress(psycopg.Error):
+                await self._idle.pop().close()

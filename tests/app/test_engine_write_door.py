@@ -1,0 +1,289 @@
+"""The write door (`app.engine.door`): concurrent writes through Quarry's database
+layer lose nothing and a conditional write is a real compare-and-set — raced here
+through `app.db` handles and through HTTP. On the embedded engine FerretDB alone
+lost most of these (its update reads, then writes back by `_id` without a lock);
+on MongoDB the same calls are the driver's atomic operations and pass as well.
+
+Also: an int32 `$inc` that overflows becomes a long (MongoDB's rule; FerretDB
+wraps it around), on every write path that applies one."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import inspect
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from bson import Int64, ObjectId
+from fastapi import FastAPI
+from pymongo import MongoClient, ReturnDocument
+
+from app.clock import utc_now
+from app.db import Collection, EngineAdapter
+from app.engine import EmbeddedAdapter
+from app.wiring import state_of
+from data_api.datasets.repository import Catalogue
+from tests.fixtures.datasets import DATASETS, Register, create_dataset, dataset_row, tag_dataset
+from tests.fixtures.engine import REPO
+
+INT32_MAX = 2**31 - 1
+
+
+def collection_of(app: FastAPI, name: str) -> Collection:
+    database = state_of(app).database
+    return database.db(f"door_{ObjectId()}")[name]
+
+
+async def test_concurrent_increments_of_one_document_all_count(app: FastAPI) -> None:
+    counters = collection_of(app, "counters")
+    await counters.insert_one({"_id": "c", "n": 0})
+    clients, each = 20, 25
+
+    async def client() -> list[int]:
+        counts = []
+        for _ in range(each):
+            result = await counters.update_one({"_id": "c"}, {"$inc": {"n": 1}})
+            counts.append(result.modified_count)
+        return counts
+
+    answers = await asyncio.gather(*(client() for _ in range(clients)))
+    assert all(count == 1 for counts in answers for count in counts)
+    assert await counters.find_one({"_id": "c"}) == {"_id": "c", "n": clients * each}
+
+
+async def test_one_winner_of_each_compare_and_set(app: FastAPI) -> None:
+    """200 trials, 16 racers each, on "update only if `version` is still 0"."""
+    items = collection_of(app, "items")
+    trials, racers = 200, 16
+    await items.insert_many([{"_id": t, "version": 0} for t in range(trials)])
+
+    async def trial(t: int) -> int:
+        async def racer(r: int) -> int:
+            result = await items.update_one(
+                {"_id": t, "version": 0}, {"$set": {"version": 1, "winner": r}}
+            )
+            return result.modified_count
+
+        return sum(await asyncio.gather(*(racer(r) for r in range(racers))))
+
+    winners: list[int] = []
+    for start in range(0, trials, 20):  # 20 trials at a time
+        winners += await asyncio.gather(*(trial(t) for t in range(start, start + 20)))
+    assert winners == [1] * trials
+    stored = await items.find({}).to_list(None)
+    assert len(stored) == trials and all(d["version"] == 1 for d in stored)
+
+
+async def test_compare_and_set_by_another_field_than_id_has_one_winner(app: FastAPI) -> None:
+    """A single-document write by a filter without `_id` (a token, a claim)."""
+    tokens = collection_of(app, "tokens")
+    trials, racers = 30, 12
+    await tokens.insert_many([{"token": f"t{t}", "used": False} for t in range(trials)])
+
+    async def trial(t: int) -> list[Any]:
+        async def racer(r: int) -> Any:
+            return await tokens.find_one_and_update(
+                {"token": f"t{t}", "used": False},
+                {"$set": {"used": True, "by": r}},
+                return_document=ReturnDocument.AFTER,
+            )
+
+        return [d for d in await asyncio.gather(*(racer(r) for r in range(racers))) if d]
+
+    won = await asyncio.gather(*(trial(t) for t in range(trials)))
+    assert [len(w) for w in won] == [1] * trials
+    for t, (winner,) in enumerate(won):
+        stored = await tokens.find_one({"token": f"t{t}"})
+        assert stored is not None and stored["by"] == winner["by"] and stored["used"] is True
+
+
+async def test_parallel_sets_of_different_fields_are_all_kept(app: FastAPI) -> None:
+    documents = collection_of(app, "documents")
+    await documents.insert_one({"_id": 1})
+    await asyncio.gather(
+        *(documents.update_one({"_id": 1}, {"$set": {f"f{i}": i}}) for i in range(20))
+    )
+    stored = await documents.find_one({"_id": 1})
+    assert stored is not None and {k: v for k, v in stored.items() if k != "_id"} == {
+        f"f{i}": i for i in range(20)
+    }
+
+
+async def test_update_many_and_single_updates_on_the_same_documents_all_count(
+    app: FastAPI,
+) -> None:
+    counters = collection_of(app, "counters")
+    await counters.insert_many([{"_id": i, "group": "g", "n": 0} for i in range(10)])
+
+    async def singles() -> None:
+        for _ in range(5):
+            await asyncio.gather(
+                *(counters.update_one({"_id": i}, {"$inc": {"n": 1}}) for i in range(10))
+            )
+
+    async def manies() -> None:
+        for _ in range(5):
+            result = await counters.update_many({"group": "g"}, {"$inc": {"n": 100}})
+            assert result.matched_count == 10
+
+    await asyncio.gather(singles(), manies())
+    stored = await counters.find({}).to_list(None)
+    assert sorted(d["n"] for d in stored) == [505] * 10
+
+
+async def test_a_conditional_delete_never_removes_a_document_that_stopped_matching(
+    app: FastAPI,
+) -> None:
+    items = collection_of(app, "items")
+    trials = 40
+    await items.insert_many([{"_id": t, "version": 0} for t in range(trials)])
+
+    async def trial(t: int) -> tuple[int, int]:
+        deleted, updated = await asyncio.gather(
+            items.delete_one({"_id": t, "version": 0}),
+            items.update_one({"_id": t, "version": 0}, {"$set": {"version": 1}}),
+        )
+        return deleted.deleted_count, updated.modified_count
+
+    outcomes = await asyncio.gather(*(trial(t) for t in range(trials)))
+    assert all(sorted(outcome) == [0, 1] for outcome in outcomes), outcomes
+    for t, (deleted, _) in enumerate(outcomes):
+        stored = await items.find_one({"_id": t})
+        assert (stored is None) == bool(deleted)
+        if stored is not None:
+            assert stored["version"] == 1
+
+
+async def test_a_lapsed_lease_gets_exactly_one_new_holder(app: FastAPI) -> None:
+    """`Catalogue.take_lease`: delete-if-still-lapsed, then insert. A delete that
+    read the lapsed lease before a rival replaced it must not remove the rival's."""
+    catalogue = Catalogue(state_of(app).database)
+    now = utc_now()
+    prefix = f"door-{ObjectId()}"
+    for trial in range(60):
+        name = f"{prefix}-{trial}"
+        await catalogue.take_lease(name=name, holder="old", now=now, until=now)
+        later = now + timedelta(seconds=1)
+        results = await asyncio.gather(
+            *(
+                catalogue.take_lease(
+                    name=name, holder=f"h{r}", now=later, until=later + timedelta(minutes=1)
+                )
+                for r in range(16)
+            )
+        )
+        assert results.count(True) == 1, (trial, results)
+    await catalogue.control["leases"].delete_many({"_id": {"$regex": f"^{prefix}"}})
+
+
+async def test_int32_increment_overflow_becomes_a_long(
+    app: FastAPI, sync_client: MongoClient[dict[str, Any]]
+) -> None:
+    numbers = collection_of(app, "numbers")
+    await numbers.insert_many(
+        [
+            {"_id": "top", "n": INT32_MAX},
+            {"_id": "bottom", "n": -(2**31)},
+            {"_id": "small", "n": 5},
+            {"_id": "nested", "a": {"n": INT32_MAX - 1}},
+        ]
+    )
+    await numbers.update_one({"_id": "top"}, {"$inc": {"n": 1}})
+    await numbers.update_one({"_id": "bottom"}, {"$inc": {"n": -1}})
+    await numbers.update_one({"_id": "small"}, {"$inc": {"n": 1}})
+    after = await numbers.find_one_and_update(
+        {"_id": "nested"}, {"$inc": {"a.n": 5}}, return_document=ReturnDocument.AFTER
+    )
+    assert after == {"_id": "nested", "a": {"n": INT32_MAX + 4}}
+    raw = sync_client[numbers.database_name]["numbers"]
+    stored = {d["_id"]: d for d in raw.find({})}
+    assert stored["top"]["n"] == INT32_MAX + 1 and type(stored["top"]["n"]) is Int64
+    assert stored["bottom"]["n"] == -(2**31) - 1 and type(stored["bottom"]["n"]) is Int64
+    assert stored["small"]["n"] == 6 and type(stored["small"]["n"]) is int  # still an int32
+    assert type(stored["nested"]["a"]["n"]) is Int64
+
+
+async def test_int32_overflow_in_update_many_and_upserts(
+    app: FastAPI, sync_client: MongoClient[dict[str, Any]]
+) -> None:
+    numbers = collection_of(app, "numbers")
+    await numbers.insert_many([{"_id": i, "g": 1, "n": INT32_MAX - i} for i in range(4)])
+    result = await numbers.update_many({"g": 1}, {"$inc": {"n": 2}})
+    assert (result.matched_count, result.modified_count) == (4, 4)
+    await numbers.update_one({"_id": "u"}, {"$inc": {"n": INT32_MAX}}, upsert=True)
+    await numbers.update_one({"_id": "u"}, {"$inc": {"n": 1}}, upsert=True)
+    raw = sync_client[numbers.database_name]["numbers"]
+    stored = {d["_id"]: d["n"] for d in raw.find({})}
+    assert stored == {0: INT32_MAX + 2, 1: INT32_MAX + 1, 2: INT32_MAX, 3: INT32_MAX - 1,
+                      "u": INT32_MAX + 1}  # fmt: skip
+    assert [type(stored[i]) for i in range(4)] == [Int64, Int64, int, int]
+    assert type(stored["u"]) is Int64
+
+
+async def test_removing_the_public_tag_never_loses_to_a_concurrent_patch(
+    app: FastAPI, client: httpx.AsyncClient, register: Register
+) -> None:
+    """The tag comes off (204) while a PATCH of the description races it: the PATCH
+    must not write back the dataset it read with the tag still on."""
+    owner = await register()
+    public_id = await state_of(app).database.control["tags"].find_one({"name": "public"})
+    assert public_id is not None
+    dataset = await create_dataset(client, owner.bearer, name="raced")
+    for trial in range(20):
+        await tag_dataset(client, owner.bearer, dataset["id"], "public")
+        untag, patch = await asyncio.gather(
+            client.delete(
+                f"{DATASETS}/{dataset['id']}/tags/{public_id['_id']}", headers=owner.bearer
+            ),
+            client.patch(
+                f"{DATASETS}/{dataset['id']}",
+                json={"description": f"v{trial}"},
+                headers=owner.bearer,
+            ),
+        )
+        assert (untag.status_code, patch.status_code) == (204, 200), (untag.text, patch.text)
+        stored = await dataset_row(app, dataset["id"])
+        assert stored["tags"] == [] and stored["description"] == f"v{trial}", trial
+
+
+def test_every_write_of_the_embedded_adapter_goes_through_the_door() -> None:
+    """`EmbeddedAdapter` defines each update, replace, find-and-modify and delete
+    itself (none is inherited unlocked from `MongoAdapter`), and each one reaches
+    the door."""
+    writes = ["update_one", "update_many", "replace_one", "find_one_and_update",
+              "delete_one", "delete_many"]  # fmt: skip
+    assert set(writes) < set(EngineAdapter.__abstractmethods__)
+    for name in writes:
+        method = getattr(EmbeddedAdapter, name)
+        assert method.__qualname__ == f"EmbeddedAdapter.{name}", name
+        source = inspect.getsource(method)
+        assert "self._one(" in source or "door.collection(" in source, name
+
+
+def test_nothing_outside_the_engine_layer_writes_to_the_engine_by_another_route() -> None:
+    """Only `app/db` and `app/engine` hold the driver's client or PostgreSQL
+    connections: every other module writes through `app.db`'s handles, whose
+    writes the adapter sends through the door."""
+    offenders = []
+    for root in ("app", "auth", "data_api", "management"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            relative = path.relative_to(REPO).as_posix()
+            if relative.startswith(("app/db/", "app/engine/")):
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                    names += [alias.name for alias in node.names]
+                    if any(n.split(".")[0] in {"psycopg", "psycopg2", "asyncpg"} for n in names):
+                        offenders.append(f"{relative}:{node.lineno} imports a PostgreSQL driver")
+                if (
+                    isinstance(node, ast.Attribute)
+                    and node.attr == "client"
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id in {"database", "db"}
+                ):
+                    offenders.append(f"{relative}:{node.lineno} uses the driver's client")
+    assert offenders == []
