@@ -16,9 +16,11 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from bson import Int64, ObjectId
 from fastapi import FastAPI
 from pymongo import MongoClient, ReturnDocument
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from app.clock import utc_now
 from app.db import Collection, EngineAdapter
@@ -287,3 +289,30 @@ def test_nothing_outside_the_engine_layer_writes_to_the_engine_by_another_route(
                 ):
                     offenders.append(f"{relative}:{node.lineno} uses the driver's client")
     assert offenders == []
+
+
+async def test_a_unique_index_admits_one_document_without_its_key(app: FastAPI) -> None:
+    """MongoDB counts a missing key as null in a unique index (FerretDB 1.24 let any
+    number of documents lack it): the second document without `email`, or with
+    `email: null`, is a duplicate; compound keys count each missing part as null."""
+    people = collection_of(app, "people")
+    await people.create_index("email", unique=True, name="email_unique")
+    await people.create_index([("a", 1), ("b", 1)], unique=True, name="a_b_unique")
+    await people.insert_one({"_id": 1, "a": 1})
+    for duplicate in ({"_id": 2}, {"_id": 3, "email": None}):
+        with pytest.raises(DuplicateKeyError):
+            await people.insert_one(duplicate)
+    with pytest.raises(DuplicateKeyError):
+        await people.insert_one({"_id": 4, "email": "x", "a": 1, "b": None})
+    await people.insert_one({"_id": 5, "email": "y"})
+    await people.insert_one({"_id": 6, "email": "z", "a": 1, "b": 2})
+    assert [d["_id"] for d in await people.find({}).sort("_id").to_list(None)] == [1, 5, 6]
+
+
+async def test_a_unique_index_over_documents_lacking_its_key_is_refused(app: FastAPI) -> None:
+    people = collection_of(app, "people")
+    await people.insert_many([{"_id": 1}, {"_id": 2}])
+    with pytest.raises(OperationFailure):
+        await people.create_index("email", unique=True, name="email_unique")
+    await people.insert_one({"_id": 3})  # no unique index was left behind
+    assert await people.count_documents({}) == 3
