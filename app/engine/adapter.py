@@ -15,6 +15,13 @@ the MongoDB adapter with what FerretDB does differently taken over here:
   several indexed lookups and a batch of `_id`s in one statement each. A
   document that SQL cannot decode is read by `_id` through FerretDB, and when
   the SQL cannot answer at all, FerretDB is asked as before.
+- **Writes through the door.** Every update, replace, find-and-modify and delete
+  runs under the write door's PostgreSQL advisory locks (`app.engine.door`, which
+  says why locks): FerretDB's read-then-write-back loses concurrent updates. An
+  int32 `$inc` that would overflow is sent as a long under the same lock (MongoDB's
+  rule; FerretDB wraps it around). On PostgreSQL the door comes with the engine's
+  SQL (`Database.engine_reads`); without it (an engine reached only through
+  `QUARRY_MONGODB_URL`) writes go to FerretDB as they are.
 - **Deleting many.** FerretDB deletes the matches in one SQL statement with a
   parameter per document: SQLite refuses more than 32,766, PostgreSQL's
   protocol more than 65,535, and nothing is deleted. Such a delete is done in
