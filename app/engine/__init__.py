@@ -11,6 +11,8 @@ when `QUARRY_MONGODB_URL` is unset.
   statement pages and lookups) for what FerretDB would answer by decoding the
   whole collection.
 - `migrate`: `quarry engine migrate`, SQLite data copied into PostgreSQL.
+- `backup`: `quarry backup` / `quarry restore`, a consistent copy of a data
+  directory taken while serving (pg_dump) and put back into a stopped one.
 - `adapter`: `app.db`'s engine interface as FerretDB needs it; `lifecycle`: the
   app's database, with the engine when this app runs it.
 
@@ -19,6 +21,7 @@ services never test which engine runs (they ask `app.db` for capabilities).
 """
 
 from app.engine.adapter import EmbeddedAdapter, choose_adapter
+from app.engine.backup import BackupError, back_up, read_manifest, restore
 from app.engine.build import (
     GO_MISSING_MESSAGE,
     EngineError,
@@ -45,10 +48,12 @@ from app.engine.sql import EngineSql
 
 __all__ = [
     "GO_MISSING_MESSAGE",
+    "BackupError",
     "EmbeddedAdapter",
     "EmbeddedEngine",
     "EngineError",
     "EngineSql",
+    "back_up",
     "backend_dir",
     "build_engine",
     "choose_adapter",
@@ -57,9 +62,11 @@ __all__ = [
     "free_port",
     "migrate_sqlite_to_postgresql",
     "pid_alive",
+    "read_manifest",
     "read_registered",
     "refuse_unmigrated",
     "register",
+    "restore",
     "run_database",
     "sqlite_data_present",
     "start_engine",
