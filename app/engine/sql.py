@@ -11,7 +11,9 @@ candidates (`app.db.page_query`): FerretDB pushes neither `$or`, ranges, sorts n
 limits down and decodes every candidate; here the page's `_id`s and the total
 come from one SQL statement, its equalities served by the GIN shadow indexes.
 
-It reads committed rows only and never writes (the sessions are read-only).
+It reads committed rows only and cannot write: it connects as the engine's
+reader role (`EmbeddedEngine.postgres_conninfo`: SELECT on FerretDB's tables,
+advisory locks, no right to write or create anything), in read-only sessions.
 Anything unexpected — a table gone, PostgreSQL restarting — answers None and the
 caller asks FerretDB as before.
 """
@@ -328,8 +330,8 @@ class EngineSql:
                 self._idle.append(connection)
 
     async def _connect(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
-        # Read-only and time-limited at the session level: these connections have
-        # the superuser's rights, and must never use them to write.
+        # The role may not write anyway; read-only sessions say so at once, and
+        # the time limit keeps a slow statement from holding a connection.
         return await psycopg.AsyncConnection.connect(
             self._conninfo,
             autocommit=True,

@@ -239,23 +239,6 @@ def test_quarry_serve_killed_by_sigkill_leaves_no_engine_processes(tmp_path, eng
     wait_for(lambda: not postgres_pids(tmp_path / "data"), timeout=20)
 
 
-def test_sqlite_backend_stays_selectable(tmp_path, engine_binary) -> None:
-    port = free_port()
-    server = serve_process(tmp_path, engine_binary, port, QUARRY_EMBEDDED_BACKEND="sqlite")
-    try:
-        wait_for(lambda: _healthy(port), timeout=30)
-        body = httpx.get(f"http://127.0.0.1:{port}/health").json()
-        assert body["engine"] == "ferretdb-sqlite"
-        assert list((tmp_path / "data" / "db").glob("*.sqlite"))
-        assert not (tmp_path / "data" / "pg").exists()
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=20)
-    finally:
-        if server.poll() is None:
-            server.kill()
-    wait_for(lambda: not _engine_pids(tmp_path / "data"), timeout=10)
-
-
 def _healthy(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200

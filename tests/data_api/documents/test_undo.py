@@ -48,7 +48,7 @@ async def test_an_abandoned_batch_is_rolled_back_later_and_existing_documents_st
 ) -> None:
     if database_server.engine is None:
         pytest.skip("MongoDB may go on writing an abandoned batch after the rollback")
-    conninfo = database_server.engine.postgres_conninfo()
+    conninfo = database_server.engine.superuser_conninfo()
     if conninfo is None:
         pytest.skip("holding the batch back takes a lock in the engine's PostgreSQL")
     async with make_client(mongodb_socket_timeout_ms=300, maintenance_interval_seconds=3600) as (
