@@ -32,7 +32,10 @@ FerretDB stays the only writer of its rows — an SQL `UPDATE` must keep its
 `$s` type header and key order exactly right, and mixing the two paths on one
 collection loses updates again (the study for this door measured both: the locks
 cost about 0.3 ms a write). The lock is taken with `lock_timeout` set to the
-query timeout: a write that cannot get it answers 503 (nothing written; retry).
+query timeout. A write that cannot get its lock, or cannot reach the engine's
+PostgreSQL, fails as the driver fails when the engine is away (`AutoReconnect`:
+503 to a client, and every caller's handling of an engine outage — journals,
+rollbacks, retries — applies unchanged); nothing was written.
 
 The write itself runs in a task of its own that the caller's cancellation does
 not stop (`asyncio.shield`): the lock is released only once FerretDB has
@@ -57,8 +60,7 @@ from typing import Any, TypeVar
 
 import bson
 import psycopg
-
-from app.errors import DatabaseUnavailable
+from pymongo.errors import AutoReconnect
 
 logger = logging.getLogger("quarry.engine")
 
@@ -135,17 +137,34 @@ class WriteDoor:
     async def _locked(
         self, statement: str, params: tuple[int, ...], write: Callable[[], Awaitable[T]]
     ) -> T:
-        async with self._slots, self._transaction() as connection:
-            try:
-                await connection.execute(statement, params)
-            except psycopg.errors.LockNotAvailable as exc:
-                raise DatabaseUnavailable(
-                    "The document is being written by other requests; retry shortly."
-                ) from exc
-            except psycopg.Error as exc:
-                logger.warning("write door: no lock (%s)", type(exc).__name__)
-                raise DatabaseUnavailable() from exc
-            return await write()
+        async with self._slots:
+            for attempt in (1, 2):
+                async with self._transaction() as connection:
+                    try:
+                        await connection.execute(statement, params)
+                    except psycopg.errors.LockNotAvailable as exc:
+                        raise AutoReconnect(
+                            "write door: the document stayed locked by other writes "
+                            "for the whole query timeout; nothing was written"
+                        ) from exc
+                    except psycopg.OperationalError as exc:
+                        # The engine restarted since these connections were opened: every
+                        # idle one is as broken as this one. Once more on a new one.
+                        await self._close_idle()
+                        if attempt == 1:
+                            continue
+                        logger.warning("write door: no lock (%s)", type(exc).__name__)
+                        raise AutoReconnect(f"write door: no lock ({exc})") from exc
+                    except psycopg.Error as exc:
+                        logger.warning("write door: no lock (%s)", type(exc).__name__)
+                        raise AutoReconnect(f"write door: no lock ({exc})") from exc
+                    return await write()
+            raise AssertionError("unreachable")
+
+    async def _close_idle(self) -> None:
+        while self._idle:
+            with contextlib.suppress(psycopg.Error):
+                await self._idle.pop().close()
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[Any, ...]]]:
@@ -155,7 +174,7 @@ class WriteDoor:
                 connection = await self._connect()
             except psycopg.Error as exc:
                 logger.warning("write door: no connection to the engine (%s)", exc)
-                raise DatabaseUnavailable() from exc
+                raise AutoReconnect(f"write door: no connection to the engine ({exc})") from exc
         try:
             yield connection
         finally:
@@ -184,6 +203,4 @@ class WriteDoor:
     async def close(self) -> None:
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
-        while self._idle:
-            with contextlib.suppress(psycopg.Error):
-                await self._idle.pop().close()
+        await self._close_idle()

@@ -20,15 +20,17 @@ import pytest
 from bson import Int64, ObjectId
 from fastapi import FastAPI
 from pymongo import MongoClient, ReturnDocument
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import AutoReconnect, DuplicateKeyError, OperationFailure
 
 from app.clock import utc_now
 from app.db import Collection, EngineAdapter
-from app.engine import EmbeddedAdapter
+from app.engine import EmbeddedAdapter, EngineSql
+from app.errors import ErrorCode
 from app.wiring import state_of
 from data_api.datasets.repository import Catalogue
 from tests.fixtures.datasets import DATASETS, Register, create_dataset, dataset_row, tag_dataset
-from tests.fixtures.engine import REPO
+from tests.fixtures.engine import REPO, DatabaseServer
+from tests.fixtures.envelopes import assert_envelope
 
 INT32_MAX = 2**31 - 1
 
@@ -316,3 +318,64 @@ async def test_a_unique_index_over_documents_lacking_its_key_is_refused(app: Fas
         await people.create_index("email", unique=True, name="email_unique")
     await people.insert_one({"_id": 3})  # no unique index was left behind
     assert await people.count_documents({}) == 3
+
+
+async def test_the_door_reconnects_after_the_engine_restarts(
+    app: FastAPI, database_server: DatabaseServer
+) -> None:
+    """The door's pooled PostgreSQL connections die with a killed engine: the first
+    writes after it is back open new ones instead of failing."""
+    if not database_server.stoppable:
+        pytest.skip("needs the embedded engine to restart it")
+    counters = collection_of(app, "counters")
+    await counters.insert_one({"_id": "c", "n": 0})
+    await asyncio.gather(*(counters.update_one({"_id": "c"}, {"$inc": {"n": 1}}) for _ in range(8)))
+    await asyncio.to_thread(database_server.kill)  # SIGKILL: no goodbye to any client
+    await asyncio.to_thread(database_server.start)
+    await wait_until_reachable(counters)
+    results = await asyncio.gather(
+        *(counters.update_one({"_id": "c"}, {"$inc": {"n": 1}}) for _ in range(8))
+    )
+    assert [r.modified_count for r in results] == [1] * 8
+    assert await counters.find_one({"_id": "c"}) == {"_id": "c", "n": 16}
+
+
+async def wait_until_reachable(collection: Collection) -> None:
+    """Until the driver reads again (its own pool reconnects by itself)."""
+    for _ in range(100):
+        try:
+            await collection.find_one({})
+            return
+        except AutoReconnect:
+            await asyncio.sleep(0.1)
+    raise AssertionError("the engine did not come back")
+
+
+async def test_a_write_the_door_cannot_lock_fails_as_an_engine_outage(
+    app: FastAPI, client: httpx.AsyncClient, register: Register
+) -> None:
+    """Without the engine's PostgreSQL the door writes nothing and fails the way the
+    driver fails when the engine is away (`AutoReconnect`), so every caller's outage
+    handling applies: a client gets 503 `DATABASE_UNAVAILABLE`."""
+    database = state_of(app).database
+    if await database.engine_name() != "ferretdb-postgresql":
+        pytest.skip("the door is the embedded engine's")
+    counters = collection_of(app, "counters")
+    await counters.insert_one({"_id": "c", "n": 0})
+    owner = await register()
+    dataset = await create_dataset(client, owner.bearer, name="unlockable")
+    stored_before = await dataset_row(app, dataset["id"])
+    working = database.engine_reads
+    database.engine_reads = EngineSql("host=/nonexistent-quarry-socket-dir dbname=x user=x")
+    try:
+        with pytest.raises(AutoReconnect):
+            await counters.update_one({"_id": "c"}, {"$inc": {"n": 1}})
+        patched = await client.patch(
+            f"{DATASETS}/{dataset['id']}", json={"description": "x"}, headers=owner.bearer
+        )
+        assert_envelope(patched, 503, ErrorCode.DATABASE_UNAVAILABLE)
+    finally:
+        await database.engine_reads.close()
+        database.engine_reads = working
+    assert await counters.find_one({"_id": "c"}) == {"_id": "c", "n": 0}
+    assert await dataset_row(app, dataset["id"]) == stored_before
