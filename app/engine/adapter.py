@@ -20,8 +20,9 @@ the MongoDB adapter with what FerretDB does differently taken over here:
   says why locks): FerretDB's read-then-write-back loses concurrent updates. An
   int32 `$inc` that would overflow is sent as a long under the same lock (MongoDB's
   rule; FerretDB wraps it around). On PostgreSQL the door comes with the engine's
-  SQL (`Database.engine_reads`); without it (an engine reached only through
-  `QUARRY_MONGODB_URL`) writes go to FerretDB as they are.
+  SQL (`Database.engine_reads`, also found beside the engine's socket when the
+  server is given only its URL); without it a write is refused, never sent
+  unlocked.
 - **Deleting many.** FerretDB deletes the matches in one SQL statement with a
   parameter per document: SQLite refuses more than 32,766, PostgreSQL's
   protocol more than 65,535, and nothing is deleted. Such a delete is done in
@@ -42,7 +43,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import bson
 from bson import Int64, Regex
-from pymongo.errors import OperationFailure
+from pymongo.errors import AutoReconnect, OperationFailure
 from pymongo.results import DeleteResult, UpdateResult
 
 from app.db import (
@@ -194,8 +195,13 @@ class EmbeddedAdapter(MongoAdapter):
             return None
         door = getattr(self.database.engine_reads, "door", None)
         if door is None:
-            # TODO(strict): refuse once every server finds its engine's PostgreSQL.
-            return None
+            # Never a write without the door: nothing is written, and the caller
+            # sees an engine it cannot use (503), with the reason in the message.
+            raise AutoReconnect(
+                "the embedded engine's PostgreSQL is not known to this server, so its "
+                "writes cannot be made safe; give the engine's own socket URL (its "
+                "connection lies beside it) or let Quarry start the engine"
+            )
         return cast(WriteDoor, door)
 
     async def _one(self, ns: Namespace, filter: Document, write: _Write[R], *, upsert: bool) -> R:

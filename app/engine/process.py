@@ -68,7 +68,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from psycopg.conninfo import make_conninfo as psycopg_conninfo
 from pymongo import MongoClient
@@ -227,6 +227,27 @@ def _prepare_run_dir(socket_path: Path, data_root: Path, account: pwd.struct_pas
         trusted_dir(run_dir, owner=os.geteuid(), group=group)
     except PostgresSetupError as exc:
         raise EngineError(str(exc)) from None
+
+
+def conninfo_path(socket_path: Path) -> Path:
+    """Where a started engine leaves its reader conninfo, beside its socket."""
+    return socket_path.with_name(socket_path.name.removesuffix(".sock") + ".postgres")
+
+
+def conninfo_beside(url: str) -> str | None:
+    """The engine's PostgreSQL conninfo for a server given only the engine's URL
+    (`QUARRY_MONGODB_URL` naming an embedded engine's Unix socket), or None when
+    the URL is not one or nothing readable lies beside the socket."""
+    prefix = "mongodb://"
+    if not url.startswith(prefix):
+        return None
+    host = unquote(url[len(prefix) :].split("/?", 1)[0].split("?", 1)[0].rstrip("/"))
+    if not host.startswith("/") or not host.endswith(".sock"):
+        return None
+    try:
+        return conninfo_path(Path(host)).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def _postgres_socket_dir(socket_path: Path) -> Path:
@@ -437,6 +458,7 @@ class EmbeddedEngine:
                     f"see {log_path}:\n{_tail(log_path)}"
                 )
             if ping(engine.url, timeout_ms=300):
+                engine._publish_conninfo()
                 logger.info(
                     "embedded engine (%s) ready on %s (pid %d)",
                     engine.name,
@@ -462,6 +484,20 @@ class EmbeddedEngine:
         )
         self.pid, self.process, self._stdin = fresh.pid, fresh.process, fresh._stdin
         self.socket, self.postgres_port = fresh.socket, fresh.postgres_port
+
+    def _publish_conninfo(self) -> None:
+        """Write `postgres_conninfo()` beside the engine's socket (`conninfo_path`),
+        0600 in the socket's 0700 directory: whoever can reach the engine finds the
+        connection its write door and SQL reads need, and nobody else."""
+        conninfo = self.postgres_conninfo()
+        if conninfo is None:
+            return
+        path = conninfo_path(self.socket)
+        partial = path.with_name(path.name + ".partial")
+        descriptor = _open_private(partial, os.O_WRONLY | os.O_TRUNC)
+        with open(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(conninfo)
+        partial.replace(path)
 
     def running(self) -> bool:
         if self.process is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import inspect
+import stat
 from datetime import timedelta
 from typing import Any
 
@@ -23,8 +24,9 @@ from pymongo import MongoClient, ReturnDocument
 from pymongo.errors import AutoReconnect, DuplicateKeyError, OperationFailure
 
 from app.clock import utc_now
-from app.db import Collection, EngineAdapter
-from app.engine import EmbeddedAdapter, EngineSql
+from app.db import Collection, Database, EngineAdapter, open_client
+from app.engine import EmbeddedAdapter, EngineSql, choose_adapter
+from app.engine.process import conninfo_beside, conninfo_path
 from app.errors import ErrorCode
 from app.wiring import state_of
 from data_api.datasets.repository import Catalogue
@@ -379,3 +381,33 @@ async def test_a_write_the_door_cannot_lock_fails_as_an_engine_outage(
         database.engine_reads = working
     assert await counters.find_one({"_id": "c"}) == {"_id": "c", "n": 0}
     assert await dataset_row(app, dataset["id"]) == stored_before
+
+
+async def test_a_server_given_only_the_engines_url_finds_its_postgresql(
+    database_server: DatabaseServer, make_settings: Any
+) -> None:
+    """The engine leaves its reader conninfo beside its socket (0600, in the 0700
+    socket directory); a `Database` that has none refuses to write rather than
+    writing without the door."""
+    if database_server.engine is None:
+        pytest.skip("the embedded engine's")
+    socket = database_server.engine.socket
+    published = conninfo_path(socket)
+    assert stat.S_IMODE(published.stat().st_mode) == 0o600
+    assert conninfo_beside(database_server.url) == database_server.engine.postgres_conninfo()
+    assert conninfo_beside("mongodb://127.0.0.1:27017/") is None
+    settings = make_settings()
+    database = Database(
+        client=open_client(database_server.url, settings),
+        control_db_name=settings.control_db,
+        choose_adapter=choose_adapter,
+    )
+    try:
+        items = database.db(f"door_{ObjectId()}")["items"]
+        await items.insert_one({"_id": 1, "n": 0})  # inserts need no lock
+        with pytest.raises(AutoReconnect, match="not known to this server"):
+            await items.update_one({"_id": 1}, {"$inc": {"n": 1}})
+        assert await items.find_one({"_id": 1}) == {"_id": 1, "n": 0}
+        await database.drop_database(items.database_name)
+    finally:
+        await database.close()
