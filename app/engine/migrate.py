@@ -34,6 +34,7 @@ from typing import IO, Any
 
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
+from pymongo.errors import OperationFailure
 
 from app.db import UNKEEPABLE_DATABASE_PREFIXES
 from app.engine.build import EngineError, build_engine
@@ -190,10 +191,6 @@ def _index_specs(client: RawClient, database: str, collection: str) -> list[dict
 def _copy_collection(src: RawClient, dst: RawClient, database: str, collection: str) -> int:
     dst[database].create_collection(collection)
     target = dst[database][collection]
-    for spec in _index_specs(src, database, collection):
-        keys = list(dict(spec["key"]).items())
-        options = {k: spec[k] for k in ("unique", "sparse") if k in spec}
-        target.create_index(keys, name=spec["name"], **options)
     copied = 0
     batch: list[RawBSONDocument] = []
     for document in src[database][collection].find({}, batch_size=BATCH_DOCUMENTS):
@@ -205,6 +202,20 @@ def _copy_collection(src: RawClient, dst: RawClient, database: str, collection: 
     if batch:
         target.insert_many(batch, ordered=True)
         copied += len(batch)
+    # After the copy: on PostgreSQL a unique index admits one document without its
+    # key (MongoDB's rule, app/engine/shadow_indexes.sql), which SQLite's did not, so
+    # data that breaks it is named here instead of failing half-way through a batch.
+    for spec in _index_specs(src, database, collection):
+        keys = list(dict(spec["key"]).items())
+        options = {k: spec[k] for k in ("unique", "sparse") if k in spec}
+        try:
+            target.create_index(keys, name=spec["name"], **options)
+        except OperationFailure as exc:
+            raise MigrationFailed(
+                f"{database}.{collection}: the unique index {spec['name']} cannot be built on "
+                "PostgreSQL, where at most one document may lack (or hold null for) a unique "
+                f"key: give those documents distinct values in the SQLite data first ({exc})"
+            ) from None
     return copied
 
 
