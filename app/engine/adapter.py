@@ -190,9 +190,15 @@ class EmbeddedAdapter(MongoAdapter):
     # Every update, replace, find-and-modify and delete goes through the write
     # door (`app.engine.door`) on PostgreSQL; inserts need no lock.
 
-    def _door(self) -> WriteDoor | None:
+    def _door(self) -> WriteDoor:
         if not self.on_postgresql:
-            return None
+            # FerretDB on SQLite (or one Quarry did not build) cannot have the door:
+            # Quarry does not serve on it (`refuse_unmigrated`), and never writes
+            # to it unlocked either.
+            raise AutoReconnect(
+                "the embedded engine serves only on PostgreSQL (its writes need the "
+                "write door); move SQLite data with `quarry engine migrate`"
+            )
         door = getattr(self.database.engine_reads, "door", None)
         if door is None:
             # Never a write without the door: nothing is written, and the caller
@@ -208,8 +214,6 @@ class EmbeddedAdapter(MongoAdapter):
         """`write` on the one document `filter` picks, under its lock (see `door`)."""
         filter = self._evaluated(filter)
         door = self._door()
-        if door is None:
-            return await write.run(filter, upsert)
         named, document_id = _named_id(filter)
         if named:
             return await door.document(
@@ -247,7 +251,7 @@ class EmbeddedAdapter(MongoAdapter):
         increments = _int32_increments(write.update)
         if not increments:
             return await write.run(filter, upsert)
-        projection = dict.fromkeys(increments, 1)
+        projection = _top_level(increments)
         if upsert:
             current = await super().find_one(ns, filter, projection)
             if current is not None:
@@ -315,8 +319,6 @@ class EmbeddedAdapter(MongoAdapter):
     ) -> UpdateResult:
         filter = self._evaluated(filter)
         door = self._door()
-        if door is None:
-            return await super().update_many(ns, filter, update, upsert=upsert)
         return await door.collection(
             ns.database, ns.collection, lambda: self._update_all(ns, filter, update, upsert)
         )
@@ -329,7 +331,7 @@ class EmbeddedAdapter(MongoAdapter):
         increments = _int32_increments(update)
         if not increments:
             return await super().update_many(ns, filter, update, upsert=upsert)
-        projection = dict.fromkeys(increments, 1)
+        projection = _top_level(increments)
         found = self.collection(ns).find(_with(filter, _overflow(increments)), projection)
         overflowing = [current async for current in found]
         others = _with(filter, {"_id": {"$nin": [current["_id"] for current in overflowing]}})
@@ -347,8 +349,6 @@ class EmbeddedAdapter(MongoAdapter):
     async def delete_many(self, ns: Namespace, filter: Document) -> DeleteResult:
         filter = self._evaluated(filter)
         door = self._door()
-        if door is None:
-            return await self._delete_all(ns, filter)
         return await door.collection(
             ns.database, ns.collection, lambda: self._delete_all(ns, filter)
         )
@@ -459,6 +459,12 @@ def _int32_increments(update: Any) -> dict[str, int]:
         for path, value in increments.items()
         if type(value) is int and value != 0 and INT32_MIN <= value <= INT32_MAX
     }
+
+
+def _top_level(increments: dict[str, int]) -> Document:
+    """A projection of the fields the increments are in: the whole top-level field,
+    since FerretDB projects no array element by position (`"a.1"`)."""
+    return {path.split(".", 1)[0]: 1 for path in increments}
 
 
 def _overflows(path: str, increment: int) -> Document:

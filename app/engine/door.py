@@ -45,8 +45,8 @@ before this write is in it.
 Keys: the collection's lock is one `bigint` (a hash of database and collection
 names), a document's a pair of `int4` (the collection's hash, the `_id`'s) — the
 two forms are separate lock spaces in PostgreSQL, so a document's key can never
-be some collection's. Numerically equal `_id`s (1, 1.0, `Int64(1)`) hash alike,
-as they match the same document.
+be some collection's. Numerically equal `_id`s (1, 1.0, `Int64(1)`, also inside
+an embedded-document `_id`) hash alike, as they match the same document.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from typing import Any, TypeVar
 
 import bson
 import psycopg
+from bson import Int64
 from pymongo.errors import AutoReconnect
 
 logger = logging.getLogger("quarry.engine")
@@ -85,16 +86,28 @@ def collection_key(database: str, collection: str) -> int:
 
 def document_key(database: str, collection: str, document_id: Any) -> tuple[int, int]:
     """The document's lock: (the collection's 32-bit hash, the `_id`'s)."""
-    if isinstance(document_id, float) and document_id.is_integer():
-        document_id = int(document_id)
-    if isinstance(document_id, int) and not isinstance(document_id, bool):
-        encoded = b"n" + str(int(document_id)).encode()
-    else:
-        encoded = bson.encode({"": document_id})
+    encoded = bson.encode({"": _numbers_as_one(document_id)})
     return (
         _hash(f"{database}\x00{collection}".encode(), 4),
         _hash(encoded, 4),
     )
+
+
+def _numbers_as_one(value: Any) -> Any:
+    """`value` with every integral number (int32, long, integral double; also inside
+    documents and arrays) as one type, so that `_id`s that match the same document
+    hash alike."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return Int64(int(value)) if -(2**63) <= value < 2**63 else value
+    if isinstance(value, int):
+        return Int64(value)
+    if isinstance(value, dict):
+        return {key: _numbers_as_one(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers_as_one(item) for item in value]
+    return value
 
 
 class WriteDoor:
@@ -142,7 +155,7 @@ class WriteDoor:
                 async with self._transaction() as connection:
                     try:
                         await connection.execute(statement, params)
-                    except psycopg.errors.LockNotAvailable as exc:
+                    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
                         raise AutoReconnect(
                             "write door: the document stayed locked by other writes "
                             "for the whole query timeout; nothing was written"
@@ -196,7 +209,9 @@ class WriteDoor:
             options=(
                 "-c default_transaction_read_only=on "
                 f"-c lock_timeout={self._lock_timeout_ms} "
-                f"-c statement_timeout={self._lock_timeout_ms}"
+                # Above the lock's, so that a lock not granted is reported as such
+                # (LockNotAvailable), not as a statement cancelled first.
+                f"-c statement_timeout={self._lock_timeout_ms + 5_000}"
             ),
         )
 
