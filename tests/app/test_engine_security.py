@@ -21,11 +21,13 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import bson
+import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -33,9 +35,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pymongo import MongoClient
 from pymongo.uri_parser import parse_uri
 
-from app.engine import EmbeddedEngine
+from app.engine import EmbeddedEngine, free_port
 from app.engine.postgres import SYSTEM_USER, cluster_paths
-from tests.fixtures.engine import REPO, DatabaseServer
+from tests.fixtures.engine import REPO, DatabaseServer, serve_process
 
 OTHER_USER = "nobody"
 
@@ -369,3 +371,52 @@ def test_a_data_directory_too_deep_for_a_socket_path_gets_a_private_one(
     finally:
         engine.stop()
         shutil.rmtree(engine.socket.parent, ignore_errors=True)
+
+
+def test_what_a_serving_server_writes_is_private(
+    tmp_path: Path, engine_binary: Path, database_server: DatabaseServer
+) -> None:
+    """`quarry serve` creates its files 0600 and directories 0700 (umask 077): the
+    mail outbox, which holds live verification links, and the rest of the data
+    directory, also on an engine reached through `QUARRY_MONGODB_URL`."""
+    port = free_port()
+    server = serve_process(
+        tmp_path,
+        engine_binary,
+        port,
+        QUARRY_MONGODB_URL=database_server.url,
+        QUARRY_CONTROL_DB=f"quarry_modes_{os.getpid()}",
+        QUARRY_SMTP_HOST="",
+        QUARRY_ENV="development",
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(port):
+            assert server.poll() is None and time.monotonic() < deadline, "no /health"
+            time.sleep(0.2)
+        registered = httpx.post(
+            f"http://127.0.0.1:{port}/core/register",
+            json={"email": "modes@example.com", "firstName": "A", "lastName": "B",
+                  "password": "correct horse battery staple 9"},
+            timeout=30,
+        )  # fmt: skip
+        assert registered.status_code == 201, registered.text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    data = tmp_path / "data"
+    mails = list((data / "outbox").glob("*.eml"))
+    assert mails, sorted(p.name for p in data.rglob("*"))
+    for path in [data, *data.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if path.is_symlink() or path.is_socket():
+            continue
+        allowed = 0o700 if path.is_dir() else 0o600
+        assert mode & ~allowed == 0, f"{path}: {oct(mode)}"
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
