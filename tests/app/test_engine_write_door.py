@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from bson import Int64, ObjectId
 from fastapi import FastAPI
@@ -26,6 +27,7 @@ from pymongo.errors import AutoReconnect, DuplicateKeyError, OperationFailure
 from app.clock import utc_now
 from app.db import Collection, Database, EngineAdapter, open_client
 from app.engine import EmbeddedAdapter, EngineSql, choose_adapter
+from app.engine.door import WriteDoor, document_key
 from app.engine.process import conninfo_beside, conninfo_path
 from app.errors import ErrorCode
 from app.wiring import state_of
@@ -411,3 +413,52 @@ async def test_a_server_given_only_the_engines_url_finds_its_postgresql(
         await database.drop_database(items.database_name)
     finally:
         await database.close()
+
+
+async def test_a_write_held_off_by_a_lock_fails_within_the_lock_timeout_as_such(
+    database_server: DatabaseServer,
+) -> None:
+    """Another session holds the document's lock: the door gives up after its lock
+    timeout and says so (not as a cancelled statement, retried for twice as long)."""
+    if database_server.engine is None:
+        pytest.skip("the embedded engine's")
+    conninfo = database_server.engine.postgres_conninfo()
+    assert conninfo is not None
+    door = WriteDoor(conninfo, lock_timeout_ms=300)
+    high, low = document_key("db", "c", 7)
+    holder = await psycopg.AsyncConnection.connect(conninfo)
+    ran = []
+    try:
+        await holder.execute("SELECT pg_advisory_xact_lock(%s, %s)", (high, low))
+
+        async def write() -> None:
+            ran.append(True)
+
+        with pytest.raises(AutoReconnect, match="stayed locked"):
+            await door.document("db", "c", 7, write)
+        assert ran == []
+    finally:
+        await holder.close()
+        await door.close()
+
+
+def test_lock_keys_are_one_for_numerically_equal_ids() -> None:
+    assert (
+        document_key("d", "c", 5) == document_key("d", "c", Int64(5)) == document_key("d", "c", 5.0)
+    )
+    assert document_key("d", "c", {"a": Int64(5), "b": [1.0]}) == document_key(
+        "d", "c", {"a": 5, "b": [Int64(1)]}
+    )
+    assert document_key("d", "c", 5) != document_key("d", "c", "5")
+    assert document_key("d", "c", True) != document_key("d", "c", 1)
+
+
+async def test_int32_overflow_of_an_array_element_becomes_a_long(
+    app: FastAPI, sync_client: MongoClient[dict[str, Any]]
+) -> None:
+    numbers = collection_of(app, "numbers")
+    await numbers.insert_one({"_id": 1, "arr": [0, INT32_MAX]})
+    await numbers.update_one({"_id": 1}, {"$inc": {"arr.1": 1}})
+    stored = sync_client[numbers.database_name]["numbers"].find_one({"_id": 1})
+    assert stored == {"_id": 1, "arr": [0, INT32_MAX + 1]}
+    assert type(stored["arr"][1]) is Int64
