@@ -40,7 +40,12 @@ rollbacks, retries — applies unchanged); nothing was written.
 The write itself runs in a task of its own that the caller's cancellation does
 not stop (`asyncio.shield`): the lock is released only once FerretDB has
 answered, so a client that goes away cannot let the next writer read a document
-before this write is in it.
+before this write is in it. When the answer never comes (a socket timeout, or
+the driver's monitor cutting connections to an engine that stopped answering),
+the door keeps the lock until FerretDB's PostgreSQL sessions that were at work
+before that moment are done (`pg_stat_activity`, at most `SETTLE_SECONDS`).
+What this cannot see is FerretDB between its read and its write-back (Go
+applying the operators, microseconds) — the one window left.
 
 Keys: the collection's lock is one `bigint` (a hash of database and collection
 names), a document's a pair of `int4` (the collection's hash, the `_id`'s) — the
@@ -61,7 +66,7 @@ from typing import Any, TypeVar
 import bson
 import psycopg
 from bson import Int64
-from pymongo.errors import AutoReconnect
+from pymongo.errors import AutoReconnect, ConnectionFailure
 
 logger = logging.getLogger("quarry.engine")
 
@@ -73,6 +78,16 @@ POOL_SIZE = 16
 
 _LOCK_DOCUMENT = "SELECT pg_advisory_xact_lock_shared(%s), pg_advisory_xact_lock(%s, %s)"
 _LOCK_COLLECTION = "SELECT pg_advisory_xact_lock(%s)"
+#: FerretDB's sessions (its pool names itself `FerretDB`) still running a
+#: statement, or inside a transaction, that began before the given moment.
+_BUSY_ENGINE_SESSIONS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+    "AND application_name = 'FerretDB' AND state IS DISTINCT FROM 'idle' "
+    "AND (query_start <= %s OR xact_start <= %s)"
+)
+#: How long the door keeps a lock after a write whose answer never came, at most.
+SETTLE_SECONDS = 30.0
+SETTLE_POLL_SECONDS = 0.02
 
 
 def _hash(data: bytes, size: int) -> int:
@@ -171,8 +186,36 @@ class WriteDoor:
                     except psycopg.Error as exc:
                         logger.warning("write door: no lock (%s)", type(exc).__name__)
                         raise AutoReconnect(f"write door: no lock ({exc})") from exc
-                    return await write()
+                    try:
+                        return await write()
+                    except ConnectionFailure:
+                        await self._settle(connection)
+                        raise
             raise AssertionError("unreachable")
+
+    async def _settle(self, connection: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
+        """After a write whose answer never came (a socket timeout, the driver's
+        monitor cutting connections): keep the lock until FerretDB's PostgreSQL
+        sessions that were at work before now are done, so the next writer reads
+        this write's result if it happened (at most `SETTLE_SECONDS`)."""
+        try:
+            cursor = await connection.execute("SELECT clock_timestamp()")
+            row = await cursor.fetchone()
+            failed_at = row[0] if row else None
+            deadline = asyncio.get_running_loop().time() + SETTLE_SECONDS
+            while failed_at is not None and asyncio.get_running_loop().time() < deadline:
+                # Statistics are a snapshot per transaction (this one holds the lock).
+                await connection.execute("SELECT pg_stat_clear_snapshot()")
+                cursor = await connection.execute(_BUSY_ENGINE_SESSIONS, (failed_at, failed_at))
+                busy = await cursor.fetchone()
+                if not busy or not busy[0]:
+                    return
+                await asyncio.sleep(SETTLE_POLL_SECONDS)
+            logger.warning(
+                "write door: FerretDB still busy %s s after a lost answer", SETTLE_SECONDS
+            )
+        except psycopg.Error as exc:
+            logger.warning("write door: could not wait for FerretDB (%s)", type(exc).__name__)
 
     async def _close_idle(self) -> None:
         while self._idle:

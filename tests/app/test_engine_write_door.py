@@ -22,7 +22,7 @@ import pytest
 from bson import Int64, ObjectId
 from fastapi import FastAPI
 from pymongo import MongoClient, ReturnDocument
-from pymongo.errors import AutoReconnect, DuplicateKeyError, OperationFailure
+from pymongo.errors import AutoReconnect, DuplicateKeyError, NetworkTimeout, OperationFailure
 
 from app.clock import utc_now
 from app.db import Collection, Database, EngineAdapter, open_client
@@ -33,8 +33,9 @@ from app.errors import ErrorCode
 from app.wiring import state_of
 from data_api.datasets.repository import Catalogue
 from tests.fixtures.datasets import DATASETS, Register, create_dataset, dataset_row, tag_dataset
-from tests.fixtures.engine import REPO, DatabaseServer
+from tests.fixtures.engine import REPO, DatabaseServer, engine_sql
 from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.served import holding_writes
 
 INT32_MAX = 2**31 - 1
 
@@ -462,3 +463,40 @@ async def test_int32_overflow_of_an_array_element_becomes_a_long(
     stored = sync_client[numbers.database_name]["numbers"].find_one({"_id": 1})
     assert stored == {"_id": 1, "arr": [0, INT32_MAX + 1]}
     assert type(stored["arr"][1]) is Int64
+
+
+async def test_a_write_whose_answer_never_came_keeps_its_lock_until_ferretdb_is_done(
+    database_server: DatabaseServer, make_settings: Any
+) -> None:
+    """A socket timeout ends the client's wait, not FerretDB's write: the next writer
+    must not read the document before that write is in it. Here FerretDB's
+    write-back is held by a SHARE lock on its table past a 300 ms socket timeout."""
+    if database_server.engine is None:
+        pytest.skip("the embedded engine's")
+    settings = make_settings(mongodb_socket_timeout_ms=300)
+    database = Database(
+        client=open_client(database_server.url, settings),
+        control_db_name=settings.control_db,
+        choose_adapter=choose_adapter,
+        engine_reads=engine_sql(database_server),
+    )
+    superuser = database_server.engine.superuser_conninfo()
+    assert superuser is not None
+    counters = database.db(f"door_{ObjectId()}")["counters"]
+    try:
+        await counters.insert_one({"_id": "c", "n": 0})
+        with holding_writes(superuser, counters.database_name, "counters"):
+            first = asyncio.create_task(counters.update_one({"_id": "c"}, {"$inc": {"n": 1}}))
+            await asyncio.sleep(0.1)
+            second = asyncio.create_task(counters.update_one({"_id": "c"}, {"$inc": {"n": 1}}))
+            # Past the first's socket timeout: its answer is lost, its write is not
+            # done, and the second writer still waits for the first's lock.
+            await asyncio.sleep(1.0)
+            assert not first.done() and not second.done()
+        with pytest.raises(NetworkTimeout):
+            await first  # reported once FerretDB finished it
+        assert (await second).modified_count == 1
+        assert await counters.find_one({"_id": "c"}) == {"_id": "c", "n": 2}
+        await database.drop_database(counters.database_name)
+    finally:
+        await database.close()

@@ -460,6 +460,9 @@ func setupReader(ctx context.Context, conn *pgx.Conn, reader, password string) e
 		"REVOKE EXECUTE ON FUNCTION lo_creat(integer), lo_create(oid), lo_from_bytea(oid, bytea) FROM PUBLIC",
 		"ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT USAGE ON SCHEMAS TO " + role,
 		"ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT SELECT ON TABLES TO " + role,
+		// The write door sees whether FerretDB's sessions are still at work after a
+		// write whose answer never came (their state, not hidden as for other roles).
+		"GRANT pg_read_all_stats TO " + role,
 	}
 	rows, err := conn.Query(ctx, "SELECT nspname FROM pg_namespace "+
 		"WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' ORDER BY nspname")
