@@ -376,6 +376,13 @@ class EmbeddedEngine:
             private_dir(data_root, account)
         except PostgresSetupError as exc:
             raise EngineError(str(exc)) from None
+        replaced = data_dir.with_name(data_dir.name + ".replaced")
+        if not data_dir.exists() and replaced.exists():
+            raise EngineError(
+                f"{data_dir} is missing and {replaced} exists: a `quarry restore` was "
+                f"interrupted between its two renames. Rename {replaced.name} back to "
+                f"{data_dir.name} (the data before the restore) or run the restore again."
+            )
         data_dir.mkdir(mode=0o700, exist_ok=True)
         if backend == "sqlite":
             data_dir.chmod(0o700)
@@ -508,8 +515,15 @@ class EmbeddedEngine:
         """Stop the engine: close its stdin, then SIGTERM, then SIGKILL if it lingers.
 
         The engine stops FerretDB, then gives PostgreSQL a fast shutdown, before
-        it exits; this waits for that.
+        it exits; this waits for that. The conninfo it left beside its socket goes
+        with it (a restart writes it again).
         """
+        try:
+            self._stop_process(timeout)
+        finally:
+            conninfo_path(self.socket).unlink(missing_ok=True)
+
+    def _stop_process(self, timeout: float) -> None:
         if self._stdin is not None:
             with contextlib.suppress(OSError):
                 self._stdin.close()

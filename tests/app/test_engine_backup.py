@@ -28,6 +28,8 @@ from typing import IO, Any
 import pytest
 from quarry_client import Quarry
 
+from app.engine import EmbeddedEngine, EngineError
+from app.engine.process import conninfo_path
 from tests.fixtures.mailbox import Inbox
 from tests.fixtures.quarry_server import QUARRY, logged_in, serve_quarry, server_environment
 
@@ -374,3 +376,27 @@ def test_restore_refuses_a_damaged_backup(source: Source, root: Path) -> None:
     assert not (root / "never" / "pg").exists()
     with contextlib.suppress(FileNotFoundError):
         assert not any((root / "never").iterdir())
+
+
+def test_an_interrupted_restore_is_not_served_as_an_empty_database(
+    tmp_path: Path, engine_binary: Path
+) -> None:
+    """Killed between the restore's two renames: `pg/` is gone, `pg.replaced` holds
+    the data. A start must refuse (and say what to do), not make a new empty `pg/`."""
+    data = tmp_path / "data"
+    (data / "pg.replaced").mkdir(parents=True)
+    with pytest.raises(EngineError, match="interrupted"):
+        EmbeddedEngine.start(binary=engine_binary, data_dir=data / "pg")
+    assert not (data / "pg").exists()
+
+
+def test_a_stopped_engine_leaves_no_conninfo_beside_its_socket(
+    tmp_path: Path, engine_binary: Path
+) -> None:
+    engine = EmbeddedEngine.start(binary=engine_binary, data_dir=tmp_path / "data" / "pg")
+    published = conninfo_path(engine.socket)
+    try:
+        assert published.is_file()
+    finally:
+        engine.stop()
+    assert not published.exists()

@@ -272,30 +272,69 @@ def test_every_write_of_the_embedded_adapter_goes_through_the_door() -> None:
 
 
 def test_nothing_outside_the_engine_layer_writes_to_the_engine_by_another_route() -> None:
-    """Only `app/db` and `app/engine` hold the driver's client or PostgreSQL
-    connections: every other module writes through `app.db`'s handles, whose
-    writes the adapter sends through the door."""
+    """Only `app/db` and `app/engine` hold the driver's client, make one, or hold
+    PostgreSQL connections; elsewhere the adapter is asked only for its
+    capabilities. So every other module writes through `app.db`'s handles, whose
+    writes the adapter sends through the door. (Aggregations cannot write: the
+    pipeline compiler refuses `$out` and `$merge`.)"""
     offenders = []
     for root in ("app", "auth", "data_api", "management"):
         for path in sorted((REPO / root).rglob("*.py")):
             relative = path.relative_to(REPO).as_posix()
             if relative.startswith(("app/db/", "app/engine/")):
                 continue
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-            for node in ast.walk(tree):
-                if isinstance(node, (ast.Import, ast.ImportFrom)):
-                    names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-                    names += [alias.name for alias in node.names]
-                    if any(n.split(".")[0] in {"psycopg", "psycopg2", "asyncpg"} for n in names):
-                        offenders.append(f"{relative}:{node.lineno} imports a PostgreSQL driver")
-                if (
-                    isinstance(node, ast.Attribute)
-                    and node.attr == "client"
-                    and isinstance(node.value, ast.Name)
-                    and node.value.id in {"database", "db"}
-                ):
-                    offenders.append(f"{relative}:{node.lineno} uses the driver's client")
+            offenders += route_offences(relative, ast.parse(path.read_text(encoding="utf-8")))
     assert offenders == []
+
+
+def route_offences(relative: str, tree: ast.AST) -> list[str]:
+    found = []
+    capability_reads = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr == "capabilities"
+        and isinstance(node.value, ast.Await)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [alias.name for alias in node.names]
+            if any(n.split(".")[0] in {"psycopg", "psycopg2", "asyncpg"} for n in names):
+                found.append(f"{relative}:{node.lineno} imports a PostgreSQL driver")
+        starlette_client = isinstance(node, ast.Attribute) and (
+            isinstance(node.value, ast.Name) and node.value.id == "request"
+        )
+        if isinstance(node, ast.Attribute) and node.attr == "client" and not starlette_client:
+            found.append(f"{relative}:{node.lineno} uses a driver's client")
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name in {"open_client", "AsyncMongoClient", "MongoClient"}:
+                found.append(f"{relative}:{node.lineno} makes a driver client")
+        if (
+            isinstance(node, ast.Await)
+            and isinstance(node.value, ast.Call)
+            and getattr(node.value.func, "attr", None) == "adapter"
+            and id(node) not in capability_reads
+        ):
+            found.append(f"{relative}:{node.lineno} uses the engine adapter directly")
+    return found
+
+
+def test_the_route_check_finds_what_it_forbids() -> None:
+    probe = ast.parse(
+        "import psycopg\n"
+        "async def f(database, request):\n"
+        "    request.client\n"
+        "    database.client['x']['y'].update_one({}, {})\n"
+        "    self.state.database.client\n"
+        "    open_client('mongodb://x', s)\n"
+        "    (await database.adapter()).collection(ns).delete_many({})\n"
+        "    (await database.adapter()).capabilities\n"
+    )
+    assert sorted(o.split(" ", 1)[0] for o in route_offences("probe.py", probe)) == [
+        "probe.py:1", "probe.py:4", "probe.py:5", "probe.py:6", "probe.py:7",
+    ]  # fmt: skip
 
 
 async def test_a_unique_index_admits_one_document_without_its_key(app: FastAPI) -> None:
