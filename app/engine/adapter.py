@@ -253,9 +253,10 @@ class EmbeddedAdapter(MongoAdapter):
             return await write.run(filter, upsert)
         projection = _top_level(increments)
         if upsert:
-            current = await super().find_one(ns, filter, projection)
-            if current is not None:
-                write = write.with_update(_promoted(write.update, increments, current))
+            # The document updated, or the one an upsert would insert, which starts
+            # from the filter's equalities (`{"n": 2147483647}` then `$inc` 1).
+            current = await super().find_one(ns, filter, projection) or _seeded(filter)
+            write = write.with_update(_promoted(write.update, increments, current))
             return await write.run(filter, upsert)
         result = await write.run(_with(filter, _no_overflow(increments)), False)
         if write.matched(result):
@@ -459,6 +460,21 @@ def _int32_increments(update: Any) -> dict[str, int]:
         for path, value in increments.items()
         if type(value) is int and value != 0 and INT32_MIN <= value <= INT32_MAX
     }
+
+
+def _seeded(filter: Document) -> Document:
+    """The fields an upsert's new document takes from `filter`: its top-level
+    equalities (a value, or `{"$eq": value}`)."""
+    seeded: Document = {}
+    for key, value in filter.items():
+        if key.startswith("$"):
+            continue
+        if isinstance(value, Mapping) and any(str(k).startswith("$") for k in value):
+            if list(value) != ["$eq"]:
+                continue
+            value = value["$eq"]
+        seeded[key] = value
+    return seeded
 
 
 def _top_level(increments: dict[str, int]) -> Document:

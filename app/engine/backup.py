@@ -163,6 +163,12 @@ def _write_backup(
     journal_copy = files / JOURNAL
     committed = _copy_committed_journal(data_dir / JOURNAL, journal_copy)
     with _exported_snapshot(address, password) as (snapshot, server_version, others):
+        # Committed while the copy above ran: its writes may be in the snapshot, so
+        # it is kept too (rolling back an entry whose writes are not there removes
+        # nothing: a rollback takes back only what it finds as the entry wrote it).
+        committed += _copy_committed_journal(
+            data_dir / JOURNAL, journal_copy, skip=frozenset(committed)
+        )
         # Still there after the snapshot: in flight at it (see the module docstring).
         in_flight = [name for name in committed if (data_dir / JOURNAL / name).is_dir()]
         for name in set(committed) - set(in_flight):
@@ -214,13 +220,15 @@ def _write_backup(
     return manifest
 
 
-def _copy_committed_journal(source: Path, copy: Path) -> list[str]:
+def _copy_committed_journal(
+    source: Path, copy: Path, *, skip: frozenset[str] = frozenset()
+) -> list[str]:
     """Copy every committed journal entry (its `meta.json` first: an entry that
-    has it is complete and no longer changes); the names copied."""
+    has it is complete and no longer changes) not in `skip`; the names copied."""
     if not source.is_dir():
         return []
     copied = []
-    for entry in sorted(p for p in source.iterdir() if p.is_dir()):
+    for entry in sorted(p for p in source.iterdir() if p.is_dir() and p.name not in skip):
         try:
             meta = (entry / JOURNAL_COMMITTED).read_bytes()
             kept = _private_dir(copy / entry.name, parents=True)

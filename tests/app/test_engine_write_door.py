@@ -223,12 +223,14 @@ async def test_int32_overflow_in_update_many_and_upserts(
     assert (result.matched_count, result.modified_count) == (4, 4)
     await numbers.update_one({"_id": "u"}, {"$inc": {"n": INT32_MAX}}, upsert=True)
     await numbers.update_one({"_id": "u"}, {"$inc": {"n": 1}}, upsert=True)
+    # An upsert that inserts starts from the filter's equalities.
+    await numbers.update_one({"_id": "s", "n": INT32_MAX}, {"$inc": {"n": 1}}, upsert=True)
     raw = sync_client[numbers.database_name]["numbers"]
     stored = {d["_id"]: d["n"] for d in raw.find({})}
     assert stored == {0: INT32_MAX + 2, 1: INT32_MAX + 1, 2: INT32_MAX, 3: INT32_MAX - 1,
-                      "u": INT32_MAX + 1}  # fmt: skip
+                      "u": INT32_MAX + 1, "s": INT32_MAX + 1}  # fmt: skip
     assert [type(stored[i]) for i in range(4)] == [Int64, Int64, int, int]
-    assert type(stored["u"]) is Int64
+    assert type(stored["u"]) is Int64 and type(stored["s"]) is Int64
 
 
 async def test_removing_the_public_tag_never_loses_to_a_concurrent_patch(
