@@ -35,6 +35,7 @@ the MongoDB adapter with what FerretDB does differently taken over here:
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
@@ -57,7 +58,11 @@ from app.db import (
     is_too_many_parameters,
 )
 from app.engine.door import WriteDoor
+from app.engine.process import conninfo_at
+from app.engine.sql import EngineSql
 from app.errors import EngineUnsupported
+
+logger = logging.getLogger("quarry.engine")
 
 #: Below this many rows PostgreSQL's ANALYZE reads the whole table, so
 #: FerretDB's `collStats` count is exact (300 x default_statistics_target).
@@ -199,6 +204,8 @@ class EmbeddedAdapter(MongoAdapter):
                 "the embedded engine serves only on PostgreSQL (its writes need the "
                 "write door); move SQLite data with `quarry engine migrate`"
             )
+        if self.database.engine_reads is None:
+            self._find_engine_sql()
         door = getattr(self.database.engine_reads, "door", None)
         if door is None:
             # Never a write without the door: nothing is written, and the caller
@@ -209,6 +216,19 @@ class EmbeddedAdapter(MongoAdapter):
                 "connection lies beside it) or let Quarry start the engine"
             )
         return cast(WriteDoor, door)
+
+    def _find_engine_sql(self) -> None:
+        """The engine's PostgreSQL from the conninfo beside the socket the driver
+        reaches it on — for a server that started while the engine was down, or a
+        `Database` made without it — looked for again at each write until found."""
+        for host, _ in self.client.topology_description.server_descriptions():
+            conninfo = conninfo_at(str(host))
+            if conninfo:
+                self.database.engine_reads = EngineSql(
+                    conninfo, statement_timeout_ms=self.database.query_time_ms
+                )
+                logger.info("the embedded engine's PostgreSQL found beside %s", host)
+                return
 
     async def _one(self, ns: Namespace, filter: Document, write: _Write[R], *, upsert: bool) -> R:
         """`write` on the one document `filter` picks, under its lock (see `door`)."""

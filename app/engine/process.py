@@ -241,7 +241,12 @@ def conninfo_beside(url: str) -> str | None:
     prefix = "mongodb://"
     if not url.startswith(prefix):
         return None
-    host = unquote(url[len(prefix) :].split("/?", 1)[0].split("?", 1)[0].rstrip("/"))
+    return conninfo_at(unquote(url[len(prefix) :].split("/?", 1)[0].split("?", 1)[0].rstrip("/")))
+
+
+def conninfo_at(host: str) -> str | None:
+    """The conninfo an engine listening on the Unix socket `host` left beside it,
+    or None (not a socket path, or nothing readable there)."""
     if not host.startswith("/") or not host.endswith(".sock"):
         return None
     try:

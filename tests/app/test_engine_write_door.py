@@ -431,12 +431,13 @@ async def test_a_server_given_only_the_engines_url_finds_its_postgresql(
     database_server: DatabaseServer, make_settings: Any
 ) -> None:
     """The engine leaves its reader conninfo beside its socket (0600, in the 0700
-    socket directory); a `Database` that has none refuses to write rather than
-    writing without the door."""
+    socket directory). A `Database` made without the engine's SQL finds it there
+    at its first write (also one that started while the engine was down), and
+    while there is none to find it refuses to write rather than write without
+    the door."""
     if database_server.engine is None:
         pytest.skip("the embedded engine's")
-    socket = database_server.engine.socket
-    published = conninfo_path(socket)
+    published = conninfo_path(database_server.engine.socket)
     assert stat.S_IMODE(published.stat().st_mode) == 0o600
     assert conninfo_beside(database_server.url) == database_server.engine.postgres_conninfo()
     assert conninfo_beside("mongodb://127.0.0.1:27017/") is None
@@ -446,12 +447,19 @@ async def test_a_server_given_only_the_engines_url_finds_its_postgresql(
         control_db_name=settings.control_db,
         choose_adapter=choose_adapter,
     )
+    hidden = published.with_name(published.name + ".hidden")
     try:
         items = database.db(f"door_{ObjectId()}")["items"]
         await items.insert_one({"_id": 1, "n": 0})  # inserts need no lock
-        with pytest.raises(AutoReconnect, match="not known to this server"):
-            await items.update_one({"_id": 1}, {"$inc": {"n": 1}})
+        published.rename(hidden)
+        try:
+            with pytest.raises(AutoReconnect, match="not known to this server"):
+                await items.update_one({"_id": 1}, {"$inc": {"n": 1}})
+        finally:
+            hidden.rename(published)
         assert await items.find_one({"_id": 1}) == {"_id": 1, "n": 0}
+        assert (await items.update_one({"_id": 1}, {"$inc": {"n": 1}})).modified_count == 1
+        assert database.engine_reads is not None
         await database.drop_database(items.database_name)
     finally:
         await database.close()
