@@ -68,6 +68,7 @@ from app.engine.process import (
     EmbeddedEngine,
     backend_dir,
     engine_name,
+    open_engine_lock,
     pid_alive,
     sqlite_data_present,
 )
@@ -618,7 +619,7 @@ def _ferretdb_version(settings: Settings) -> str:
 def _try_lock(data_dir: Path) -> IO[str] | None:
     """The data directory's engine lock, or None when an engine (or a server's
     engine, or a migration) holds it."""
-    lock = open(data_dir / "engine.lock", "w")  # noqa: SIM115 (returned held)
+    lock = open_engine_lock(data_dir)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -39,7 +39,13 @@ from pymongo.errors import OperationFailure
 from app.db import UNKEEPABLE_DATABASE_PREFIXES
 from app.engine.build import EngineError, build_engine
 from app.engine.postgres import has_cluster
-from app.engine.process import EmbeddedEngine, backend_dir, read_registered, sqlite_data_present
+from app.engine.process import (
+    EmbeddedEngine,
+    backend_dir,
+    open_engine_lock,
+    read_registered,
+    sqlite_data_present,
+)
 from app.settings import Settings
 
 BATCH_DOCUMENTS = 1_000
@@ -94,7 +100,7 @@ def migrate_sqlite_to_postgresql(settings: Settings, *, report: Callable[[str], 
 @contextmanager
 def _exclusive(data_dir: Path) -> Iterator[IO[str]]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / "engine.lock", "w") as lock:
+    with open_engine_lock(data_dir) as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -552,13 +552,16 @@ class EmbeddedEngine:
                 os.kill(self.pid, signal.SIGKILL)
 
 
+def open_engine_lock(data_root: Path) -> IO[str]:
+    """`QUARRY_DATA_DIR/engine.lock`, opened for `flock` (created 0600)."""
+    return open(_open_private(data_root / "engine.lock", os.O_WRONLY), "w")
+
+
 def _lock_data_dir(data_dir: Path, wait: float = 0.0) -> IO[str]:
     """Lock the data directory so that two engines never share its files; `wait`
     seconds for a holder that is going away (a restart after a crash, whose
     processes are still exiting)."""
-    lock = open(  # noqa: SIM115 (handed to the child)
-        _open_private(data_dir.parent / "engine.lock", os.O_WRONLY), "w"
-    )
+    lock = open_engine_lock(data_dir.parent)
     deadline = time.monotonic() + wait
     while True:
         try:

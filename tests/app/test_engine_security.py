@@ -37,6 +37,7 @@ from pymongo.uri_parser import parse_uri
 
 from app.engine import EmbeddedEngine, free_port
 from app.engine.postgres import SYSTEM_USER, cluster_paths
+from app.engine.process import open_engine_lock
 from tests.fixtures.engine import REPO, DatabaseServer, serve_process
 
 OTHER_USER = "nobody"
@@ -420,3 +421,14 @@ def _answers(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_the_engine_lock_is_created_private(tmp_path: Path) -> None:
+    """Every holder of `engine.lock` (engine, migrate, backup, restore) opens it
+    through one helper, which creates it 0600."""
+    with open_engine_lock(tmp_path) as lock:
+        assert stat.S_IMODE(os.fstat(lock.fileno()).st_mode) == 0o600
+    sources = "".join(
+        (REPO / "app" / "engine" / name).read_text() for name in ("migrate.py", "backup.py")
+    )
+    assert '"engine.lock"' not in sources
