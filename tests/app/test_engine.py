@@ -23,7 +23,7 @@ from app.engine import EmbeddedEngine, EngineError, free_port, pid_alive
 from app.main import create_app
 from app.settings import Settings
 from app.wiring import state_of
-from tests.fixtures.engine import REPO, serve_process
+from tests.fixtures.engine import REPO, run_quarry, serve_process
 
 
 def embedded_settings(tmp_path: Path, engine_binary: Path, **overrides) -> Settings:
@@ -268,14 +268,7 @@ def test_engine_cli_start_status_stop_and_server_reuse(tmp_path, engine_binary) 
     }
 
     def quarry(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_quarry(env, *args)
 
     assert quarry("engine", "status").returncode == 3
     started = quarry("engine", "start")

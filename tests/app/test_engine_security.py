@@ -20,7 +20,6 @@ import socket
 import stat
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +37,7 @@ from pymongo.uri_parser import parse_uri
 from app.engine import EmbeddedEngine, free_port
 from app.engine.postgres import SYSTEM_USER, cluster_paths
 from app.engine.process import open_engine_lock
-from tests.fixtures.engine import REPO, DatabaseServer, serve_process
+from tests.fixtures.engine import REPO, DatabaseServer, run_quarry, serve_process
 
 OTHER_USER = "nobody"
 
@@ -323,14 +322,7 @@ def test_the_data_directory_is_closed_to_other_users(tmp_path: Path, engine_bina
     }
 
     def quarry(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_quarry(env, *args)
 
     started = quarry("engine", "start")
     assert started.returncode == 0, started.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from pymongo import MongoClient
 from app.engine import EmbeddedEngine, EngineError, free_port
 from app.main import create_app
 from app.settings import Settings
-from tests.fixtures.engine import REPO, serve_process
+from tests.fixtures.engine import run_quarry, serve_process
 
 
 @pytest.fixture
@@ -89,14 +88,7 @@ def test_engine_start_with_the_sqlite_setting_is_refused(
     }
 
     def quarry(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_quarry(env, *args)
 
     started = quarry("engine", "start")
     if started.returncode == 0:
