@@ -1,7 +1,7 @@
 """The `quarry` executable: the server's commands (`serve`, `engine`, `users`,
-`audit`, `search`: `app.cli`) and the client's (`login`, `keys`, `db`, `import`,
-`export`, `datasets`, `entries`, `rows`: `quarry_client.cli`, the `client/`
-package).
+`audit`, `search`, `backup`, `restore`: `app.cli`) and the client's (`login`,
+`keys`, `db`, `import`, `export`, `datasets`, `entries`, `rows`:
+`quarry_client.cli`, the `client/` package).
 
 Kept apart from `app.cli` so that a client command imports nothing of the server
 (no driver, no engine): it starts as fast as the client alone. Options before a
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 #: First arguments `app.cli` runs; any other command is the client's.
-SERVER_COMMANDS = frozenset({"serve", "engine", "users", "audit", "search"})
+SERVER_COMMANDS = frozenset({"serve", "engine", "users", "audit", "search", "backup", "restore"})
 #: Arguments that, alone or first, ask the top-level command about itself.
 ABOUT = frozenset({"-h", "--help", "--version"})
 

@@ -13,7 +13,7 @@ times timeseries rows: bulk inserts beside raw `insert_many` of the same buckets
 NDJSON loads (and the server's peak RSS), range reads out of 10,000 and 10,000,000
 rows, CSV downloads, aggregates and SSE fan-out; `client` times the `quarry import`
 command beside curl and the Python client's document iteration beside the raw
-driver. One
+driver; `writes` times the write door beside FerretDB alone (bench/writes.py). One
 benchmark user sends far more than the default limits allow, so every served API
 runs with the limits out of reach
 (`bench.rate_limit.LIMITS_OUT_OF_REACH`: paid for, never refusing) unless the
@@ -40,6 +40,7 @@ from bench import (
     management,
     rate_limit,
     rows,
+    writes,
 )
 from bench.harness import Row, database_url, print_table, served_api, write_results
 
@@ -56,7 +57,7 @@ ON_ENGINE = {
     "rows": rows,
     "client": client,
 }
-SUITES = (*ON_API, *ON_ENGINE, "engine")
+SUITES = (*ON_API, *ON_ENGINE, "engine", "writes")
 
 
 def main(names: list[str]) -> None:
@@ -68,7 +69,7 @@ def main(names: list[str]) -> None:
         os.environ.setdefault(name, value)
     rows: list[Row] = []
     figures: dict[str, Any] = {}
-    shared = [name for name in selected if name != "engine"]
+    shared = [name for name in selected if name not in ("engine", "writes")]
     if shared:
         with database_url() as mongodb_url, served_api(mongodb_url) as api:
             for name in shared:
@@ -78,6 +79,10 @@ def main(names: list[str]) -> None:
                     new_rows, new_figures = ON_ENGINE[name].run_all(mongodb_url)
                 rows += new_rows
                 figures.update(new_figures)
+    if "writes" in selected:
+        new_rows, new_figures = writes.run_all()
+        rows += new_rows
+        figures.update(new_figures)
     if "engine" in selected:
         new_rows, new_figures = engine.run_all()
         rows += new_rows

@@ -32,7 +32,8 @@ write) before the next figure. A load on SQLite starts requests for the same
 seconds and stops at the cap; an update whose smaller size was stopped is not run
 at the larger one.
 The 1,000,000-document import runs on SQLite only with `QUARRY_BENCH_ENGINE_FULL=1`.
-`QUARRY_BENCH_ENGINE_BACKENDS` (default `postgresql,sqlite`) picks the backends.
+`QUARRY_BENCH_ENGINE_BACKENDS` (default `postgresql`; a server on SQLite is refused, so
+`sqlite` no longer serves) picks the backends.
 Skipped when `QUARRY_BENCH_MONGODB_URL` is set: these figures are the embedded
 engine's.
 """
@@ -81,7 +82,7 @@ Document = dict[str, Any]
 
 CAP = float(os.environ.get("QUARRY_BENCH_ENGINE_CAP_SECONDS", "60"))
 FULL = os.environ.get("QUARRY_BENCH_ENGINE_FULL") == "1"
-BACKENDS = tuple(os.environ.get("QUARRY_BENCH_ENGINE_BACKENDS", "postgresql,sqlite").split(","))
+BACKENDS = tuple(os.environ.get("QUARRY_BENCH_ENGINE_BACKENDS", "postgresql").split(","))
 SECONDS = float(os.environ.get("QUARRY_BENCH_SECONDS", "10"))
 READ_SIZES = (10_000, 100_000)
 CLIENTS = (1, 32)

@@ -115,7 +115,7 @@ async def run(engine: EmbeddedEngine) -> None:
     database = Database(
         client=client, control_db_name="bench_control", choose_adapter=choose_adapter
     )
-    sql = EngineSql(conninfo)
+    sql = EngineSql(conninfo, owner_conninfo=engine.superuser_conninfo())
     database.engine_reads = sql
     raw = client["bench_planner"]["items"]
     handle = database.db("bench_planner")["items"]
@@ -126,7 +126,7 @@ async def run(engine: EmbeddedEngine) -> None:
     print(f"inserted {DOCUMENTS:,} documents in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
     await handle.declare_fields(TYPES)
-    await sql.typed_indexes.settled()
+    await sql.indexes_settled()
     print(f"typed indexes built in {time.perf_counter() - started:.1f} s")
     print(f"{'query':40} {'adapter':>10} {'raw driver':>12}  same")
     for name, filter, sort, skip, limit in FINDS:

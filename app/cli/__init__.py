@@ -1,7 +1,8 @@
-"""The server's command line: `quarry serve|engine|audit` and the commands the
-features contribute (`users`, `search`).
+"""The server's command line: `quarry serve|engine|audit|backup|restore` and the
+commands the features contribute (`users`, `search`).
 
-- `serve`, `engine`, `audit`: the core's commands, one module each.
+- `serve`, `engine`, `audit`, `backup` (`backup` and `restore`): the core's
+  commands, one module each.
 - `commands`: the parser (the features' commands come through their
   `Feature.commands` hook) and `main`.
 - `support`: what a command needs — `load_settings`, and `run_on_database` to

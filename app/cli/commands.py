@@ -1,4 +1,5 @@
-"""The parser of the server's commands: the core's (`serve`, `engine`, `audit`)
+"""The parser of the server's commands: the core's (`serve`, `engine`, `audit`,
+`backup`, `restore`)
 and those the features contribute (`users`, `search`, ...: `Feature.commands`,
 collected by the composition root in `app.features`)."""
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from app import __version__
-from app.cli import audit, engine, serve
+from app.cli import audit, backup, engine, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"quarry {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    for register in (serve.register_command, engine.register_command, audit.register_command):
+    for register in (
+        serve.register_command,
+        engine.register_command,
+        audit.register_command,
+        backup.register_commands,
+    ):
         register(commands)
     for feature in FEATURES:
         if feature.commands is not None:

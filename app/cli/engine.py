@@ -1,8 +1,11 @@
 """`quarry engine build|start|stop|status|migrate`: the embedded engine by hand.
 
 `start` runs a detached engine for the data directory (recorded in
-`QUARRY_DATA_DIR/engine.json`) that servers on that directory then use; `migrate`
-copies a data directory's SQLite data into PostgreSQL (`app.engine.migrate`).
+`QUARRY_DATA_DIR/engine.json`) that servers on that directory then use; it and
+`status` name the Unix socket it listens on, reachable by this OS user only.
+Like `quarry serve`, `start` refuses the SQLite backend and SQLite data that was
+not migrated; `migrate` copies a data directory's SQLite data into PostgreSQL
+(`app.engine.migrate`).
 """
 
 from __future__ import annotations
@@ -75,4 +78,4 @@ def engine_command(args: argparse.Namespace) -> int:
 
 def _describe(engine: EmbeddedEngine) -> str:
     postgres = f", postgres pid {engine.postgres_pid}" if engine.postgres_pid else ""
-    return f"{engine.name}, pid {engine.pid}{postgres}, {engine.url}"
+    return f"{engine.name}, pid {engine.pid}{postgres}, socket {engine.socket}, {engine.url}"

@@ -41,6 +41,11 @@ def register_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    # Everything the server creates (the mail outbox, the search index, import
+    # spools and journals, the secret key, uploads in transit) is its own: 0700
+    # directories, 0600 files — also when QUARRY_MONGODB_URL leaves the data
+    # directory to the operator.
+    os.umask(0o077)
     overrides = {}
     if args.host:
         overrides["QUARRY_HOST"] = args.host

@@ -15,6 +15,8 @@ when `QUARRY_MONGODB_URL` is unset.
   through btree indexes of typed keys built from the schema in the background,
   answered only while a type guard holds (everything else: FerretDB).
 - `migrate`: `quarry engine migrate`, SQLite data copied into PostgreSQL.
+- `backup`: `quarry backup` / `quarry restore`, a consistent copy of a data
+  directory taken while serving (pg_dump) and put back into a stopped one.
 - `adapter`: `app.db`'s engine interface as FerretDB needs it; `lifecycle`: the
   app's database, with the engine when this app runs it.
 
@@ -23,6 +25,7 @@ services never test which engine runs (they ask `app.db` for capabilities).
 """
 
 from app.engine.adapter import EmbeddedAdapter, choose_adapter
+from app.engine.backup import BackupError, back_up, read_manifest, restore
 from app.engine.build import (
     GO_MISSING_MESSAGE,
     EngineError,
@@ -49,10 +52,12 @@ from app.engine.sql import EngineSql
 
 __all__ = [
     "GO_MISSING_MESSAGE",
+    "BackupError",
     "EmbeddedAdapter",
     "EmbeddedEngine",
     "EngineError",
     "EngineSql",
+    "back_up",
     "backend_dir",
     "build_engine",
     "choose_adapter",
@@ -61,9 +66,11 @@ __all__ = [
     "free_port",
     "migrate_sqlite_to_postgresql",
     "pid_alive",
+    "read_manifest",
     "read_registered",
     "refuse_unmigrated",
     "register",
+    "restore",
     "run_database",
     "sqlite_data_present",
     "start_engine",

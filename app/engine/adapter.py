@@ -19,6 +19,14 @@ the MongoDB adapter with what FerretDB does differently taken over here:
   filtered count whose filter and sort use only `_id` and schema fields with a
   typed index is one SQL statement over those indexes (`app.engine.planner`);
   anything else, or a field holding another type, is FerretDB's as before.
+- **Writes through the door.** Every update, replace, find-and-modify and delete
+  runs under the write door's PostgreSQL advisory locks (`app.engine.door`, which
+  says why locks): FerretDB's read-then-write-back loses concurrent updates. An
+  int32 `$inc` that would overflow is sent as a long under the same lock (MongoDB's
+  rule; FerretDB wraps it around). On PostgreSQL the door comes with the engine's
+  SQL (`Database.engine_reads`, also found beside the engine's socket when the
+  server is given only its URL); without it a write is refused, never sent
+  unlocked.
 - **Deleting many.** FerretDB deletes the matches in one SQL statement with a
   parameter per document: SQLite refuses more than 32,766, PostgreSQL's
   protocol more than 65,535, and nothing is deleted. Such a delete is done in
@@ -32,12 +40,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Mapping
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
 
 import bson
-from pymongo.errors import OperationFailure
+from bson import Int64, Regex
+from pymongo.errors import AutoReconnect, OperationFailure
 from pymongo.results import DeleteResult, UpdateResult
 
 from app.db import (
@@ -52,8 +64,13 @@ from app.db import (
     RawCursor,
     is_too_many_parameters,
 )
+from app.engine.door import WriteDoor
 from app.engine.planned_reads import PlannedCursor, wants_planner_for_one
+from app.engine.process import conninfo_at
+from app.engine.sql import EngineSql
 from app.errors import EngineUnsupported
+
+logger = logging.getLogger("quarry.engine")
 
 #: Below this many rows PostgreSQL's ANALYZE reads the whole table, so
 #: FerretDB's `collStats` count is exact (300 x default_statistics_target).
@@ -62,6 +79,10 @@ EXACT_STATS_ROWS = 30_000
 DELETE_CHUNK = 20_000
 BACKEND_LABELS = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
 EMBEDDED_MISSING_STAGES = frozenset({"$bucket", "$facet", "$sortByCount"})
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+#: Times a single-document write by another filter than `_id` looks for its
+#: document again when the one it found stopped matching before it was locked.
+RESOLVE_ATTEMPTS = 3
 
 
 def choose_adapter(database: Database, build_info: Document) -> EngineAdapter:
@@ -229,21 +250,123 @@ class EmbeddedAdapter(MongoAdapter):
         raise EngineUnsupported(f"The {self.capabilities.label} engine has no change streams.")
 
     # ----------------------------------------------------------------- writes
+    # Every update, replace, find-and-modify and delete goes through the write
+    # door (`app.engine.door`) on PostgreSQL; inserts need no lock.
+
+    def _door(self) -> WriteDoor:
+        if not self.on_postgresql:
+            # FerretDB on SQLite (or one Quarry did not build) cannot have the door:
+            # Quarry does not serve on it (`refuse_unmigrated`), and never writes
+            # to it unlocked either.
+            raise AutoReconnect(
+                "the embedded engine serves only on PostgreSQL (its writes need the "
+                "write door); move SQLite data with `quarry engine migrate`"
+            )
+        if self.database.engine_reads is None:
+            self._find_engine_sql()
+        door = getattr(self.database.engine_reads, "door", None)
+        if door is None:
+            # Never a write without the door: nothing is written, and the caller
+            # sees an engine it cannot use (503), with the reason in the message.
+            raise AutoReconnect(
+                "the embedded engine's PostgreSQL is not known to this server, so its "
+                "writes cannot be made safe; give the engine's own socket URL (its "
+                "connection lies beside it) or let Quarry start the engine"
+            )
+        return cast(WriteDoor, door)
+
+    def _find_engine_sql(self) -> None:
+        """The engine's PostgreSQL from the conninfo beside the socket the driver
+        reaches it on — for a server that started while the engine was down, or a
+        `Database` made without it — looked for again at each write until found."""
+        for host, _ in self.client.topology_description.server_descriptions():
+            conninfo = conninfo_at(str(host))
+            if conninfo:
+                self.database.engine_reads = EngineSql(
+                    conninfo,
+                    owner_conninfo=conninfo_at(str(host), owner=True),
+                    statement_timeout_ms=self.database.query_time_ms,
+                )
+                logger.info("the embedded engine's PostgreSQL found beside %s", host)
+                return
+
+    async def _one(self, ns: Namespace, filter: Document, write: _Write[R], *, upsert: bool) -> R:
+        """`write` on the one document `filter` picks, under its lock (see `door`)."""
+        filter = self._evaluated(filter)
+        door = self._door()
+        named, document_id = _named_id(filter)
+        if named:
+            return await door.document(
+                ns.database,
+                ns.collection,
+                document_id,
+                lambda: self._written(ns, filter, write, upsert=upsert),
+            )
+        found: Document | None = None
+        for _ in range(RESOLVE_ATTEMPTS):
+            found = await super().find_one(ns, filter, {"_id": 1})
+            if found is None:
+                break
+            narrowed = _narrowed(filter, found["_id"])
+            result = await door.document(
+                ns.database,
+                ns.collection,
+                found["_id"],
+                lambda narrowed=narrowed: self._written(ns, narrowed, write, upsert=False),  # type: ignore[misc]
+            )
+            if write.matched(result):
+                return result
+        if found is None and not upsert:
+            return write.nothing()
+        return await door.collection(
+            ns.database, ns.collection, lambda: self._written(ns, filter, write, upsert=upsert)
+        )
+
+    async def _written(
+        self, ns: Namespace, filter: Document, write: _Write[R], *, upsert: bool
+    ) -> R:
+        """`write`, with an int32 `$inc` that would overflow made a long, as MongoDB
+        does (FerretDB 1.24 wraps it around). Runs under the document's lock, so
+        what it reads stays true until the write."""
+        increments = _int32_increments(write.update)
+        if not increments:
+            return await write.run(filter, upsert)
+        projection = _top_level(increments)
+        if upsert:
+            # The document updated, or the one an upsert would insert, which starts
+            # from the filter's equalities (`{"n": 2147483647}` then `$inc` 1).
+            current = await super().find_one(ns, filter, projection) or _seeded(filter)
+            write = write.with_update(_promoted(write.update, increments, current))
+            return await write.run(filter, upsert)
+        result = await write.run(_with(filter, _no_overflow(increments)), False)
+        if write.matched(result):
+            return result
+        overflowing = await super().find_one(ns, _with(filter, _overflow(increments)), projection)
+        if overflowing is None:
+            return result
+        promoted = write.with_update(_promoted(write.update, increments, overflowing))
+        return await promoted.run(_narrowed(filter, overflowing["_id"]), False)
 
     async def update_one(
         self, ns: Namespace, filter: Document, update: Document, *, upsert: bool
     ) -> UpdateResult:
-        return await super().update_one(ns, self._evaluated(filter), update, upsert=upsert)
+        base = super().update_one
 
-    async def update_many(
-        self, ns: Namespace, filter: Document, update: Document, *, upsert: bool
-    ) -> UpdateResult:
-        return await super().update_many(ns, self._evaluated(filter), update, upsert=upsert)
+        async def run(f: Document, u: Document, up: bool) -> UpdateResult:
+            return await base(ns, f, u, upsert=up)
+
+        return await self._one(ns, filter, _Write(run, update, _updated, _no_update), upsert=upsert)
 
     async def replace_one(
         self, ns: Namespace, filter: Document, replacement: Document, *, upsert: bool
     ) -> UpdateResult:
-        return await super().replace_one(ns, self._evaluated(filter), replacement, upsert=upsert)
+        base = super().replace_one
+
+        async def run(f: Document, u: Document, up: bool) -> UpdateResult:
+            return await base(ns, f, u, upsert=up)
+
+        write = _Write(run, replacement, _updated, _no_update)
+        return await self._one(ns, filter, write, upsert=upsert)
 
     async def find_one_and_update(
         self,
@@ -255,27 +378,69 @@ class EmbeddedAdapter(MongoAdapter):
         upsert: bool,
         return_after: bool,
     ) -> Document | None:
-        return await super().find_one_and_update(
-            ns,
-            self._evaluated(filter),
-            update,
-            projection=projection,
-            upsert=upsert,
-            return_after=return_after,
-        )
+        base = super().find_one_and_update
+
+        async def run(f: Document, u: Document, up: bool) -> Document | None:
+            return await base(ns, f, u, projection=projection, upsert=up, return_after=return_after)
+
+        write = _Write(run, update, _found, lambda: None)
+        return await self._one(ns, filter, write, upsert=upsert)
 
     async def delete_one(self, ns: Namespace, filter: Document) -> DeleteResult:
-        return await super().delete_one(ns, self._evaluated(filter))
+        base = super().delete_one
+
+        async def run(f: Document, u: Document, up: bool) -> DeleteResult:
+            return await base(ns, f)
+
+        write = _Write(run, {}, _deleted, lambda: _deletion(0))
+        return await self._one(ns, filter, write, upsert=False)
+
+    async def update_many(
+        self, ns: Namespace, filter: Document, update: Document, *, upsert: bool
+    ) -> UpdateResult:
+        filter = self._evaluated(filter)
+        door = self._door()
+        return await door.collection(
+            ns.database, ns.collection, lambda: self._update_all(ns, filter, update, upsert)
+        )
+
+    async def _update_all(
+        self, ns: Namespace, filter: Document, update: Document, upsert: bool
+    ) -> UpdateResult:
+        """`update_many` under the collection's lock, with the documents whose int32
+        `$inc` would overflow updated one by one as longs."""
+        increments = _int32_increments(update)
+        if not increments:
+            return await super().update_many(ns, filter, update, upsert=upsert)
+        projection = _top_level(increments)
+        found = self.collection(ns).find(_with(filter, _overflow(increments)), projection)
+        overflowing = [current async for current in found]
+        others = _with(filter, {"_id": {"$nin": [current["_id"] for current in overflowing]}})
+        result = await super().update_many(ns, others, update, upsert=False)
+        matched, modified = result.matched_count, result.modified_count
+        for current in overflowing:
+            promoted = _promoted(update, increments, current)
+            one = await super().update_one(ns, {"_id": current["_id"]}, promoted, upsert=False)
+            matched += one.matched_count
+            modified += one.modified_count
+        if matched == 0 and upsert:
+            return await super().update_many(ns, filter, update, upsert=True)
+        return UpdateResult({"n": matched, "nModified": modified, "ok": 1.0}, acknowledged=True)
 
     async def delete_many(self, ns: Namespace, filter: Document) -> DeleteResult:
         filter = self._evaluated(filter)
+        door = self._door()
+        return await door.collection(
+            ns.database, ns.collection, lambda: self._delete_all(ns, filter)
+        )
+
+    async def _delete_all(self, ns: Namespace, filter: Document) -> DeleteResult:
         try:
             return await super().delete_many(ns, filter)
         except OperationFailure as exc:
             if not is_too_many_parameters(exc):
                 raise
-        deleted = await self._delete_in_chunks(ns, filter)
-        return DeleteResult({"n": deleted, "ok": 1.0}, acknowledged=True)
+        return _deletion(await self._delete_in_chunks(ns, filter))
 
     async def _delete_in_chunks(self, ns: Namespace, filter: Document) -> int:
         """Delete the matches in `_id`-ordered slices of `DELETE_CHUNK`."""
@@ -294,6 +459,144 @@ class EmbeddedAdapter(MongoAdapter):
             deleted += removed
             if len(ids) < DELETE_CHUNK:
                 return deleted
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class _Write(Generic[R]):
+    """One single-document write: how to run it with a filter, and what its result
+    says (did it find its document; the result of finding none)."""
+
+    call: Callable[[Document, Document, bool], Awaitable[R]]
+    update: Document
+    matched: Callable[[R], bool]
+    nothing: Callable[[], R]
+
+    async def run(self, filter: Document, upsert: bool) -> R:
+        return await self.call(filter, self.update, upsert)
+
+    def with_update(self, update: Document) -> _Write[R]:
+        return _Write(self.call, update, self.matched, self.nothing)
+
+
+def _updated(result: UpdateResult) -> bool:
+    return result.matched_count > 0 or result.upserted_id is not None
+
+
+def _no_update() -> UpdateResult:
+    return UpdateResult({"n": 0, "nModified": 0, "ok": 1.0}, acknowledged=True)
+
+
+def _found(result: Document | None) -> bool:
+    return result is not None
+
+
+def _deleted(result: DeleteResult) -> bool:
+    return result.deleted_count > 0
+
+
+def _deletion(count: int) -> DeleteResult:
+    return DeleteResult({"n": count, "ok": 1.0}, acknowledged=True)
+
+
+def _named_id(filter: Document) -> tuple[bool, Any]:
+    """Whether `filter` names one document by `_id` (a value or `{"$eq": value}`)."""
+    if "_id" not in filter:
+        return False, None
+    value = filter["_id"]
+    if isinstance(value, (re.Pattern, Regex)):
+        return False, None
+    if isinstance(value, Mapping) and any(str(key).startswith("$") for key in value):
+        if list(value) == ["$eq"] and not isinstance(value["$eq"], (re.Pattern, Regex)):
+            return True, value["$eq"]
+        return False, None
+    return True, value
+
+
+def _with(filter: Document, clause: Document) -> Document:
+    """`filter` and `clause` (FerretDB still pushes `filter`'s `_id` down to SQL)."""
+    return {**filter, "$and": [*filter.get("$and", []), clause]}
+
+
+def _narrowed(filter: Document, document_id: Any) -> Document:
+    """`filter` and `_id` equal to `document_id`, at the top level where it is free:
+    FerretDB then reads only that row (it pushes a top-level `_id` down to SQL)."""
+    if "_id" in filter:
+        return _with(filter, {"_id": document_id})
+    return {**filter, "_id": document_id}
+
+
+def _int32_increments(update: Any) -> dict[str, int]:
+    """The `$inc` fields of `update` whose increment the driver sends as an int32."""
+    if not isinstance(update, Mapping):
+        return {}
+    increments = update.get("$inc")
+    if not isinstance(increments, Mapping):
+        return {}
+    return {
+        str(path): value
+        for path, value in increments.items()
+        if type(value) is int and value != 0 and INT32_MIN <= value <= INT32_MAX
+    }
+
+
+def _seeded(filter: Document) -> Document:
+    """The fields an upsert's new document takes from `filter`: its top-level
+    equalities (a value, or `{"$eq": value}`)."""
+    seeded: Document = {}
+    for key, value in filter.items():
+        if key.startswith("$"):
+            continue
+        if isinstance(value, Mapping) and any(str(k).startswith("$") for k in value):
+            if list(value) != ["$eq"]:
+                continue
+            value = value["$eq"]
+        seeded[key] = value
+    return seeded
+
+
+def _top_level(increments: dict[str, int]) -> Document:
+    """A projection of the fields the increments are in: the whole top-level field,
+    since FerretDB projects no array element by position (`"a.1"`)."""
+    return {path.split(".", 1)[0]: 1 for path in increments}
+
+
+def _overflows(path: str, increment: int) -> Document:
+    if increment > 0:
+        return {path: {"$type": "int", "$gt": INT32_MAX - increment}}
+    return {path: {"$type": "int", "$lt": INT32_MIN - increment}}
+
+
+def _overflow(increments: dict[str, int]) -> Document:
+    return {"$or": [_overflows(path, n) for path, n in increments.items()]}
+
+
+def _no_overflow(increments: dict[str, int]) -> Document:
+    return {"$nor": [_overflows(path, n) for path, n in increments.items()]}
+
+
+def _promoted(update: Document, increments: dict[str, int], current: Document) -> Document:
+    """`update` with the increments that overflow `current`'s int32 values sent as
+    longs: FerretDB adds an int32 and a long as a long (MongoDB's result)."""
+    changed = dict(update["$inc"])
+    for path, increment in increments.items():
+        value = _value_at(current, path)
+        if type(value) is int and not INT32_MIN <= value + increment <= INT32_MAX:
+            changed[path] = Int64(increment)
+    return {**update, "$inc": changed}
+
+
+def _value_at(document: Any, path: str) -> Any:
+    for key in path.split("."):
+        if isinstance(document, Mapping):
+            document = document.get(key)
+        elif isinstance(document, list) and key.isdigit() and int(key) < len(document):
+            document = document[int(key)]
+        else:
+            return None
+    return document
 
 
 async def _as_is(document: Document) -> Document:

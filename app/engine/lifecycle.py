@@ -6,8 +6,11 @@ the one `quarry engine start` registered for the data directory) and watches
 one it owns: if it dies, it is started again on the same port and the driver
 reconnects by itself; requests meanwhile answer 503. On PostgreSQL the engine's
 own SQL is handed to the database for the reads FerretDB does slowly
-(`app.engine.sql`). The adapter is chosen once, when the server first answers:
-the embedded engine's for FerretDB, MongoDB's otherwise (`choose_adapter`).
+(`app.engine.sql`) and for the write door's locks (`app.engine.door`) — also when
+`QUARRY_MONGODB_URL` names an embedded engine's socket, whose PostgreSQL
+connection lies beside it (`conninfo_beside`). The adapter is chosen once, when
+the server first answers: the embedded engine's for FerretDB, MongoDB's otherwise
+(`choose_adapter`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from app.db import Database, open_client
 from app.engine.adapter import choose_adapter
 from app.engine.build import EngineError
-from app.engine.process import EmbeddedEngine, start_for_server
+from app.engine.process import EmbeddedEngine, conninfo_beside, start_for_server
 from app.engine.sql import EngineSql
 from app.wiring import AppState
 
@@ -64,10 +67,15 @@ async def run_database(state: AppState) -> AsyncIterator[None]:
             engine_hint=engine.name if engine is not None else "",
         )
         stack.push_async_callback(database.close)
-        conninfo = engine.postgres_conninfo() if engine is not None else None
+        # An engine this app runs knows its PostgreSQL; one reached through
+        # QUARRY_MONGODB_URL (another server's, a test's) left it beside its socket.
+        if engine is not None:
+            conninfo, owner = engine.postgres_conninfo(), engine.superuser_conninfo()
+        else:
+            conninfo, owner = conninfo_beside(url), conninfo_beside(url, owner=True)
         if conninfo:
             database.engine_reads = EngineSql(
-                conninfo, statement_timeout_ms=settings.query_timeout_ms
+                conninfo, owner_conninfo=owner, statement_timeout_ms=settings.query_timeout_ms
             )
         state.database = database
         if engine is not None and engine.owned:

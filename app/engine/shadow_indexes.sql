@@ -24,6 +24,15 @@
 -- every start the engine also runs `quarry_gin_plan()`'s statements (below) in
 -- the background, which brings back shadows that went missing.
 --
+-- Unique indexes and missing keys: FerretDB's unique index is a btree on
+-- `(_jsonb -> 'key')`, where a document without the key gives SQL NULL, and NULLs
+-- are distinct, so any number of documents could lack a unique key. MongoDB
+-- counts a missing key as null: at most one document may lack it. For every
+-- FerretDB unique index whose keys are all top-level (`_id` aside), a unique
+-- index `qnul_<md5>` on `coalesce(_jsonb -> 'key', 'null')` keeps that rule; a
+-- write it refuses is refused like any other duplicate. It is created and
+-- dropped with the GIN shadows (in FerretDB's transaction, and by the catch-up).
+--
 -- This depends on FerretDB's internal layout (table and column names, the JSON
 -- shape above). `quarry_check_layout` fails loudly when a row does not have that
 -- shape, which makes FerretDB's own DDL fail instead of silently going slow; the
@@ -62,6 +71,33 @@ LANGUAGE sql IMMUTABLE AS $$
         (SELECT string_agg(format('(_jsonb -> %L) jsonb_path_ops', k), ', ') FROM unnest(keys) AS k))
 $$;
 
+-- The missing-key unique index of one FerretDB unique index (NULL when there is
+-- none: not unique, the `_id` index, or a dotted key, which MongoDB indexes through
+-- arrays and this expression cannot).
+CREATE OR REPLACE FUNCTION quarry_nul_name(index_doc jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN (index_doc ->> 'unique')::boolean IS NOT TRUE THEN NULL
+        WHEN index_doc -> 'key' ? '_id' THEN NULL
+        WHEN cardinality(quarry_gin_keys(index_doc))
+             <> (SELECT count(*) FROM jsonb_object_keys(index_doc -> 'key')) THEN NULL
+        ELSE 'qnul_' || left(md5((index_doc ->> 'pgindex') || ':'
+                                 || array_to_string(quarry_gin_keys(index_doc), ',')), 24)
+    END
+$$;
+
+CREATE OR REPLACE FUNCTION quarry_nul_create(
+    schema_name text, table_name text, nul_name text, keys text[], beside_traffic boolean
+) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT format(
+        'CREATE UNIQUE INDEX %s IF NOT EXISTS %I ON %I.%I (%s)',
+        CASE WHEN beside_traffic THEN 'CONCURRENTLY' ELSE '' END,
+        nul_name, schema_name, table_name,
+        (SELECT string_agg(format('(coalesce(_jsonb -> %L, ''null''::jsonb))', k), ', ')
+         FROM unnest(keys) AS k))
+$$;
+
 CREATE OR REPLACE FUNCTION quarry_check_layout(schema_name text, meta jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -93,6 +129,7 @@ DECLARE
     keys text[];
     wanted text[] := '{}';
     gin_name text;
+    nul_name text;
     existing record;
 BEGIN
     PERFORM quarry_check_layout(schema_name, meta);
@@ -106,11 +143,17 @@ BEGIN
         gin_name := quarry_gin_name(idx ->> 'pgindex', keys);
         wanted := wanted || gin_name;
         EXECUTE quarry_gin_create(schema_name, table_name, gin_name, keys, false);
+        nul_name := quarry_nul_name(idx);
+        IF nul_name IS NOT NULL THEN
+            wanted := wanted || nul_name;
+            EXECUTE quarry_nul_create(schema_name, table_name, nul_name, keys, false);
+        END IF;
     END LOOP;
     FOR existing IN
         SELECT i.indexname FROM pg_indexes i
         WHERE i.schemaname = schema_name AND i.tablename = table_name
-          AND i.indexname LIKE 'qgin\_%' AND NOT (i.indexname = ANY (wanted))
+          AND (i.indexname LIKE 'qgin\_%' OR i.indexname LIKE 'qnul\_%')
+          AND NOT (i.indexname = ANY (wanted))
     LOOP
         EXECUTE format('DROP INDEX IF EXISTS %I.%I', schema_name, existing.indexname);
     END LOOP;
@@ -171,6 +214,14 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION quarry_index_invalid(schema_name text, index_name text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_index i
+                   JOIN pg_class c ON c.oid = i.indexrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = schema_name AND c.relname = index_name AND NOT i.indisvalid)
+$$;
+
 -- The catch-up the engine runs after start, beside traffic, one statement at a
 -- time: CREATE INDEX CONCURRENTLY for every shadow index that is missing (or was
 -- left invalid by an interrupted build, dropped first), DROP INDEX CONCURRENTLY
@@ -185,6 +236,7 @@ DECLARE
     keys text[];
     wanted text[];
     gin_name text;
+    nul_name text;
     table_name text;
     existing record;
 BEGIN
@@ -202,11 +254,20 @@ BEGIN
                 CONTINUE WHEN cardinality(keys) = 0;
                 gin_name := quarry_gin_name(idx ->> 'pgindex', keys);
                 wanted := wanted || gin_name;
-                IF EXISTS (SELECT 1 FROM pg_index i
-                           JOIN pg_class c ON c.oid = i.indexrelid
-                           JOIN pg_namespace n ON n.oid = c.relnamespace
-                           WHERE n.nspname = meta_table.schemaname AND c.relname = gin_name
-                             AND NOT i.indisvalid) THEN
+                nul_name := quarry_nul_name(idx);
+                IF nul_name IS NOT NULL THEN
+                    wanted := wanted || nul_name;
+                    IF quarry_index_invalid(meta_table.schemaname, nul_name) THEN
+                        RETURN NEXT format('DROP INDEX CONCURRENTLY IF EXISTS %I.%I',
+                                           meta_table.schemaname, nul_name);
+                    END IF;
+                    IF to_regclass(format('%I.%I', meta_table.schemaname, nul_name)) IS NULL
+                       OR quarry_index_invalid(meta_table.schemaname, nul_name) THEN
+                        RETURN NEXT quarry_nul_create(meta_table.schemaname, table_name, nul_name,
+                                                      keys, true);
+                    END IF;
+                END IF;
+                IF quarry_index_invalid(meta_table.schemaname, gin_name) THEN
                     RETURN NEXT format('DROP INDEX CONCURRENTLY IF EXISTS %I.%I',
                                        meta_table.schemaname, gin_name);
                 ELSIF to_regclass(format('%I.%I', meta_table.schemaname, gin_name)) IS NOT NULL THEN
@@ -217,7 +278,8 @@ BEGIN
             FOR existing IN
                 SELECT i.indexname FROM pg_indexes i
                 WHERE i.schemaname = meta_table.schemaname AND i.tablename = table_name
-                  AND i.indexname LIKE 'qgin\_%' AND NOT (i.indexname = ANY (wanted))
+                  AND (i.indexname LIKE 'qgin\_%' OR i.indexname LIKE 'qnul\_%')
+                  AND NOT (i.indexname = ANY (wanted))
             LOOP
                 RETURN NEXT format('DROP INDEX CONCURRENTLY IF EXISTS %I.%I',
                                    meta_table.schemaname, existing.indexname);

@@ -14,9 +14,11 @@ come from one SQL statement, its equalities served by the GIN shadow indexes.
 It also runs the read planner's finds and counts (`app.engine.planner`, run by
 `app.engine.planned_reads`) and hands the schema's indexed fields to the builder
 of their typed indexes (`app.engine.typed_indexes`, which has a connection of its
-own for its DDL).
+own for its DDL, as the engine's owner: see that module).
 
-It reads committed rows only and never writes (the sessions are read-only).
+It reads committed rows only and cannot write: it connects as the engine's
+reader role (`EmbeddedEngine.postgres_conninfo`: SELECT on FerretDB's tables,
+advisory locks, no right to write or create anything), in read-only sessions.
 Anything unexpected — a table gone, PostgreSQL restarting — answers None and the
 caller asks FerretDB as before.
 """
@@ -36,6 +38,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from app.db import After, Before, Condition, Contains, Eq, FindSpec, PageQuery
+from app.engine.door import WriteDoor
 from app.engine.planned_reads import (
     PlannerStats,
     Prepared,
@@ -170,7 +173,13 @@ class EngineSql:
     """A few autocommit, read-only connections, opened on first use and again after
     a failure."""
 
-    def __init__(self, conninfo: str, *, statement_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        owner_conninfo: str | None = None,
+        statement_timeout_ms: int = 10_000,
+    ) -> None:
         self._conninfo = conninfo
         self._statement_timeout_ms = statement_timeout_ms
         self._idle: list[psycopg.AsyncConnection[tuple[Any, ...]]] = []
@@ -178,7 +187,15 @@ class EngineSql:
         self._slots = asyncio.Semaphore(POOL_SIZE)
         self.catalog = KeyCatalog()
         self.planner_stats = PlannerStats()
-        self.typed_indexes = TypedIndexBuilder(conninfo, on_change=self.catalog.forget)
+        #: Builds typed indexes as the tables' owner; without that conninfo none are
+        #: built here (those another server built still serve).
+        self.typed_indexes = (
+            None
+            if owner_conninfo is None
+            else TypedIndexBuilder(owner_conninfo, on_change=self.catalog.forget)
+        )
+        #: The write door (`app.engine.door`) on the same PostgreSQL.
+        self.door = WriteDoor(conninfo, lock_timeout_ms=statement_timeout_ms)
 
     async def count(self, db_name: str, collection: str) -> int | None:
         """The exact number of documents in `db_name.collection`, or None."""
@@ -369,10 +386,16 @@ class EngineSql:
         table = tables[collection]
         return table, await self.catalog.keys(connection, db_name, table)
 
+    async def indexes_settled(self) -> None:
+        """Wait until every declared typed index is built (tests, benchmarks)."""
+        if self.typed_indexes is not None:
+            await self.typed_indexes.settled()
+
     def declare_fields(self, db_name: str, collection: str, fields: dict[str, str]) -> None:
         """The collection's indexed top-level fields and their schema types: their
         typed indexes are built in the background."""
-        self.typed_indexes.declare(db_name, collection, fields)
+        if self.typed_indexes is not None:
+            self.typed_indexes.declare(db_name, collection, fields)
 
     async def _tables(
         self, connection: psycopg.AsyncConnection[tuple[Any, ...]], db_name: str, names: set[str]
@@ -425,8 +448,8 @@ class EngineSql:
                 self._idle.append(connection)
 
     async def _connect(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
-        # Read-only and time-limited at the session level: these connections have
-        # the superuser's rights, and must never use them to write.
+        # The role may not write anyway; read-only sessions say so at once, and
+        # the time limit keeps a slow statement from holding a connection.
         return await psycopg.AsyncConnection.connect(
             self._conninfo,
             autocommit=True,
@@ -438,7 +461,9 @@ class EngineSql:
         )
 
     async def close(self) -> None:
-        await self.typed_indexes.close()
+        if self.typed_indexes is not None:
+            await self.typed_indexes.close()
+        await self.door.close()
         while self._idle:
             with contextlib.suppress(psycopg.Error):
                 await self._idle.pop().close()

@@ -23,7 +23,7 @@ from app.engine import EmbeddedEngine, EngineError, free_port, pid_alive
 from app.main import create_app
 from app.settings import Settings
 from app.wiring import state_of
-from tests.fixtures.engine import REPO, serve_process
+from tests.fixtures.engine import REPO, run_quarry, serve_process
 
 
 def embedded_settings(tmp_path: Path, engine_binary: Path, **overrides) -> Settings:
@@ -239,23 +239,6 @@ def test_quarry_serve_killed_by_sigkill_leaves_no_engine_processes(tmp_path, eng
     wait_for(lambda: not postgres_pids(tmp_path / "data"), timeout=20)
 
 
-def test_sqlite_backend_stays_selectable(tmp_path, engine_binary) -> None:
-    port = free_port()
-    server = serve_process(tmp_path, engine_binary, port, QUARRY_EMBEDDED_BACKEND="sqlite")
-    try:
-        wait_for(lambda: _healthy(port), timeout=30)
-        body = httpx.get(f"http://127.0.0.1:{port}/health").json()
-        assert body["engine"] == "ferretdb-sqlite"
-        assert list((tmp_path / "data" / "db").glob("*.sqlite"))
-        assert not (tmp_path / "data" / "pg").exists()
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=20)
-    finally:
-        if server.poll() is None:
-            server.kill()
-    wait_for(lambda: not _engine_pids(tmp_path / "data"), timeout=10)
-
-
 def _healthy(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
@@ -285,14 +268,7 @@ def test_engine_cli_start_status_stop_and_server_reuse(tmp_path, engine_binary) 
     }
 
     def quarry(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_quarry(env, *args)
 
     assert quarry("engine", "status").returncode == 3
     started = quarry("engine", "start")

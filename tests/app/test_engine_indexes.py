@@ -22,7 +22,6 @@ import pytest
 from pymongo import MongoClient
 
 from app.engine import EmbeddedEngine, EngineSql
-from app.engine.postgres import cluster_paths
 from app.wiring import state_of
 from tests.fixtures.documents import Crud
 from tests.fixtures.engine import TEST_BACKEND, DatabaseServer
@@ -37,15 +36,9 @@ GIN_KEY = re.compile(r"\(_jsonb -> '([^']+)'::text\)\) jsonb_path_ops")
 
 
 def pg_connect(engine: EmbeddedEngine) -> psycopg.Connection[Any]:
-    _, password_file, _ = cluster_paths(engine.data_dir)
-    return psycopg.connect(
-        host="127.0.0.1",
-        port=engine.postgres_port,
-        user="postgres",
-        password=password_file.read_text().strip(),
-        dbname="ferretdb",
-        autocommit=True,
-    )
+    conninfo = engine.superuser_conninfo()
+    assert conninfo is not None
+    return psycopg.connect(conninfo, autocommit=True)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import gridfs
@@ -19,7 +18,7 @@ from pymongo import MongoClient
 from app.engine import EmbeddedEngine, free_port
 from app.engine import migrate as engine_migrate
 from app.settings import Settings
-from tests.fixtures.engine import REPO, serve_process
+from tests.fixtures.engine import run_quarry, serve_process
 
 FILE_BYTES = os.urandom(700_000)  # several GridFS chunks
 
@@ -31,14 +30,7 @@ def _quarry(data: Path, engine_binary: Path, *args: str) -> subprocess.Completed
         "QUARRY_FERRETDB_BIN": str(engine_binary),
         "QUARRY_MONGODB_URL": "",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_quarry(env, *args, timeout=300)
 
 
 def _fill_sqlite(data: Path, engine_binary: Path, *, extra_database: str | None = None) -> None:

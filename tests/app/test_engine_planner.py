@@ -198,7 +198,7 @@ async def seed(
     for start in range(0, len(documents), 5000):
         await raw.insert_many(documents[start : start + 5000])
     await database.db(db_name)["items"].declare_fields(types)
-    await sql.typed_indexes.settled()
+    await sql.indexes_settled()
     return Seeded(database, sql, db_name, "items", documents)
 
 
@@ -510,7 +510,7 @@ async def test_after_a_type_change_sql_stays_off_until_the_guard_holds(
         assert found == await seeded.raw.find(filter, sort=sort, limit=20).to_list(None)
         assert seeded.stats()["unplannable"] == unplannable + 1  # no valid index
         await blocker.rollback()
-    await seeded.sql.typed_indexes.settled()
+    await seeded.sql.indexes_settled()
     guarded = seeded.stats()["guard"]
     assert await seeded.sql.count_matching(seeded.db_name, "items", filter) is None
     assert seeded.stats()["guard"] == guarded + 1  # strings remain
@@ -540,7 +540,7 @@ async def test_schemas_declare_typed_indexes_and_the_api_reads_through_them(
     )
     rows = [{"price": (n * 37) % 101 / 4, "sku": f"sku-{n:03d}", "note": "x"} for n in range(120)]
     assert (await crud.insert(rows)).status_code == 201
-    await sql.typed_indexes.settled()
+    await sql.indexes_settled()
     physical = await crud.physical()
     db_name = physical.database.name
     served = sql.planner_stats.of(db_name)["served"]
@@ -580,7 +580,7 @@ async def test_schemas_declare_typed_indexes_and_the_api_reads_through_them(
         headers=crud.account.bearer,
     )
     assert response.status_code == 200, response.text
-    await sql.typed_indexes.settled()
+    await sql.indexes_settled()
     unplannable = sql.planner_stats.of(db_name)["unplannable"]
     assert (await crud.find(filters='{"price": {"$gte": 5}}')).status_code == 200
     assert sql.planner_stats.of(db_name)["unplannable"] > unplannable
@@ -603,7 +603,7 @@ async def test_ferretdb_index_changes_beside_typed_index_builds_never_fail(app: 
         name = f"by_{round_number}"
         await seeded.raw.create_index([(rng.choice(list(types)), 1)], name=name)
         await seeded.raw.drop_index(name)
-    await asyncio.wait_for(seeded.sql.typed_indexes.settled(), 60)
+    await asyncio.wait_for(seeded.sql.indexes_settled(), 60)
     keys = await seeded.sql.count_matching(seeded.db_name, "items", {"a": {"$lt": 0.5}})
     assert keys == await seeded.raw.count_documents({"a": {"$lt": 0.5}})
 
@@ -627,7 +627,7 @@ async def test_drops_beside_typed_index_builds_never_fail(app: FastAPI, dropped:
             await database.client[db_name].drop_collection("items")
         for document in documents:
             document.pop("_id", None)
-    await asyncio.wait_for(sql.typed_indexes.settled(), 60)
+    await asyncio.wait_for(sql.indexes_settled(), 60)
 
 
 async def test_ferretdb_ddl_never_waits_for_a_build(
@@ -654,4 +654,4 @@ async def test_ferretdb_ddl_never_waits_for_a_build(
             assert time.monotonic() - started < 3
     finally:
         blocking.close()
-    await asyncio.wait_for(seeded.sql.typed_indexes.settled(), 60)
+    await asyncio.wait_for(seeded.sql.indexes_settled(), 60)

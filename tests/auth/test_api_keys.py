@@ -172,8 +172,13 @@ async def test_sweep_removes_expired_rows(make_client, inbox) -> None:
         past = datetime.now(UTC) - timedelta(seconds=5)
         future = datetime.now(UTC) + timedelta(days=1)
         for name in ("refresh_tokens", "api_keys", "login_attempts"):
+            # Distinct values for the collections' unique keys (`parent`, `key_hash`): a
+            # unique index admits one document without its key, as on MongoDB.
             await control[name].insert_many(
-                [{"expires_at": past, "k": 1}, {"expires_at": future, "k": 2}]
+                [
+                    {"expires_at": past, "k": 1, "parent": "p1", "key_hash": "h1"},
+                    {"expires_at": future, "k": 2, "parent": "p2", "key_hash": "h2"},
+                ]
             )
         import asyncio
 

@@ -32,7 +32,7 @@ from management.lifecycle import recover_imports
 from management.repository import drop_stale_undo_scratch
 from tests.fixtures.accounts import Account
 from tests.fixtures.documents import Crud, api_key, journal_empty
-from tests.fixtures.engine import TEST_BACKEND, DatabaseServer
+from tests.fixtures.engine import TEST_BACKEND, DatabaseServer, engine_sql
 from tests.fixtures.envelopes import assert_envelope
 
 PRODUCTS = 20_000
@@ -164,6 +164,7 @@ async def test_update_past_the_socket_timeout_answers_504_and_undoes_only_its_ow
         client=open_client(database_server.url, settings),
         control_db_name=settings.control_db,
         choose_adapter=choose_adapter,
+        engine_reads=engine_sql(database_server),
     )
     try:
         await recover_imports(database, settings)
@@ -175,7 +176,7 @@ async def test_update_past_the_socket_timeout_answers_504_and_undoes_only_its_ow
         await recover_imports(database, settings)
         assert await asyncio.to_thread(snapshot, sync_client, db_name) == after
     finally:
-        await database.client.close()
+        await database.close()
 
 
 async def test_a_read_past_its_server_side_limit_is_stopped_and_answers_504(

@@ -12,11 +12,22 @@
 //     and Quarry's supervisor starts both again;
 //   - on a clean stop FerretDB stops first, then postgres gets a fast shutdown.
 //
-// The engine listens on one loopback TCP address, stops cleanly on
-// SIGINT/SIGTERM and, with -watch-stdin, also when its standard input reaches
-// EOF: the Python server holds the write end of that pipe, so the engine (and
-// with it postgres) dies with the server even when the server is killed with
-// SIGKILL and never gets the chance to stop it.
+// Nothing of it is reachable over the network. The engine listens on one Unix
+// socket (-listen-unix) in a directory only Quarry's OS user enters, and never
+// on TCP: FerretDB does no authentication and acts as the PostgreSQL superuser,
+// so the socket's directory is the only door. postgres listens on no TCP
+// address either, only on a Unix socket in a directory of its own account
+// (-postgres-socket-dir), and takes SCRAM passwords only. The process umask is
+// 077: every file it or postgres creates is its owner's alone.
+//
+// At every start the setup also creates (or corrects) the login role Quarry's
+// own SQL connections use (-postgres-reader): it may read every table of every
+// FerretDB database, also those made later, and write nothing.
+//
+// The engine stops cleanly on SIGINT/SIGTERM and, with -watch-stdin, also when
+// its standard input reaches EOF: the Python server holds the write end of that
+// pipe, so the engine (and with it postgres) dies with the server even when the
+// server is killed with SIGKILL and never gets the chance to stop it.
 package main
 
 import (
@@ -51,35 +62,41 @@ const engineVersion = "v1.24.2"
 const ferretDatabase = "ferretdb"
 
 type options struct {
-	listen      string
-	backend     string
-	dataDir     string
-	watchStdin  bool
-	logLevel    string
-	pgBin       string
-	pgData      string
-	pgPort      int
-	pgUser      string
-	pgPassword  string
-	pgLog       string
-	pgSetup     string
-	pgPool      int
-	pgArgs      []string
-	readyTimout time.Duration
+	listenUnix       string
+	backend          string
+	dataDir          string
+	watchStdin       bool
+	logLevel         string
+	pgBin            string
+	pgData           string
+	pgPort           int
+	pgSocketDir      string
+	pgUser           string
+	pgPassword       string
+	pgReader         string
+	pgReaderPassword string
+	pgLog            string
+	pgSetup          string
+	pgPool           int
+	pgArgs           []string
+	readyTimout      time.Duration
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.listen, "listen", "127.0.0.1:27017", "TCP address to listen on")
+	flag.StringVar(&o.listenUnix, "listen-unix", "", "Unix socket to listen on (the only listener)")
 	flag.StringVar(&o.backend, "backend", "postgresql", "postgresql or sqlite")
 	flag.StringVar(&o.dataDir, "data-dir", "data", "directory for the SQLite files (sqlite backend)")
 	flag.BoolVar(&o.watchStdin, "watch-stdin", false, "exit when standard input is closed")
 	flag.StringVar(&o.logLevel, "log-level", "warn", "debug, info, warn or error")
 	flag.StringVar(&o.pgBin, "postgres-bin", "", "directory holding the postgres binary")
 	flag.StringVar(&o.pgData, "postgres-data", "", "PostgreSQL data directory (initialised)")
-	flag.IntVar(&o.pgPort, "postgres-port", 0, "loopback port of PostgreSQL")
+	flag.IntVar(&o.pgPort, "postgres-port", 5432, "PostgreSQL's port (it names the socket; no TCP)")
+	flag.StringVar(&o.pgSocketDir, "postgres-socket-dir", "", "directory of PostgreSQL's Unix socket")
 	flag.StringVar(&o.pgUser, "postgres-os-user", "", "run postgres as this OS user (when root)")
 	flag.StringVar(&o.pgPassword, "postgres-password-file", "", "file with the superuser password")
+	flag.StringVar(&o.pgReader, "postgres-reader", "", "read-only login role to create or correct at start")
+	flag.StringVar(&o.pgReaderPassword, "postgres-reader-password-file", "", "file with that role's password")
 	flag.StringVar(&o.pgLog, "postgres-log", "", "file that receives postgres' output")
 	flag.StringVar(&o.pgSetup, "postgres-setup", "", "SQL file run in the ferretdb database at start")
 	flag.DurationVar(&o.readyTimout, "postgres-timeout", 60*time.Second, "how long postgres may take to start")
@@ -87,6 +104,8 @@ func main() {
 	lockFD := flag.Int("lock-fd", -1, "inherited file descriptor of the data-directory lock")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	// Private files from the first byte: the socket, SQLite's files, postgres'.
+	syscall.Umask(0o077)
 	if *lockFD >= 0 {
 		// The lock is this process's to hold, not postgres': a postgres that
 		// outlives a killed engine for a moment must not keep a new one out
@@ -121,8 +140,11 @@ func main() {
 	// buildInfo answers with this document; Quarry reads it to name the engine.
 	info.BuildEnvironment.Set("quarry.backend", o.backend)
 
+	if o.listenUnix == "" {
+		fail("-listen-unix is required: the engine listens on a Unix socket only")
+	}
 	config := &ferretdb.Config{
-		Listener: ferretdb.ListenerConfig{TCP: o.listen},
+		Listener: ferretdb.ListenerConfig{Unix: o.listenUnix},
 		Logger:   logger,
 		Handler:  o.backend,
 	}
@@ -185,47 +207,59 @@ func run(ctx context.Context, stop context.CancelFunc, config *ferretdb.Config, 
 
 // postgres is the PostgreSQL server this engine runs.
 type postgres struct {
-	cmd      *exec.Cmd
-	port     int
-	password string
-	pool     int
-	logPath  string
-	exited   chan struct{}
-	exitErr  error
+	cmd       *exec.Cmd
+	socketDir string
+	port      int
+	password  string
+	pool      int
+	logPath   string
+	exited    chan struct{}
+	exitErr   error
 }
 
+// url reaches database as the superuser through the Unix socket.
 func (p *postgres) url(database string) string {
+	return p.urlWith(database, url.Values{})
+}
+
+func (p *postgres) urlWith(database string, query url.Values) string {
+	query.Set("host", p.socketDir)
+	query.Set("port", strconv.Itoa(p.port))
 	u := url.URL{
-		Scheme: "postgres",
-		User:   url.UserPassword("postgres", p.password),
-		Host:   "127.0.0.1:" + strconv.Itoa(p.port),
-		Path:   "/" + database,
+		Scheme:   "postgres",
+		User:     url.UserPassword("postgres", p.password),
+		Path:     "/" + database,
+		RawQuery: query.Encode(),
 	}
 	return u.String()
 }
 
 // poolURL is FerretDB's URL: url plus the size of its connection pool.
 func (p *postgres) poolURL(database string) string {
-	if p.pool <= 0 {
-		return p.url(database)
+	query := url.Values{}
+	if p.pool > 0 {
+		query.Set("pool_max_conns", strconv.Itoa(p.pool))
 	}
-	return p.url(database) + "?pool_max_conns=" + strconv.Itoa(p.pool)
+	return p.urlWith(database, query)
 }
 
 // startPostgres runs postgres as a child that dies with this process, waits
 // until it accepts connections, creates the ferretdb database and runs the
 // setup SQL (Quarry's index triggers) before FerretDB sees a request.
 func startPostgres(ctx context.Context, o *options) (*postgres, error) {
-	if o.pgBin == "" || o.pgData == "" || o.pgPort == 0 {
-		return nil, errors.New("the postgresql backend needs -postgres-bin, -postgres-data and -postgres-port")
+	if o.pgBin == "" || o.pgData == "" || o.pgSocketDir == "" || o.pgPort == 0 {
+		return nil, errors.New("the postgresql backend needs -postgres-bin, -postgres-data, -postgres-socket-dir and -postgres-port")
 	}
-	password := ""
-	if o.pgPassword != "" {
-		b, err := os.ReadFile(o.pgPassword)
-		if err != nil {
-			return nil, fmt.Errorf("cannot read the postgres password: %w", err)
-		}
-		password = strings.TrimSpace(string(b))
+	password, err := readSecret(o.pgPassword, "the postgres password")
+	if err != nil {
+		return nil, err
+	}
+	readerPassword, err := readSecret(o.pgReaderPassword, "the reader role's password")
+	if err != nil {
+		return nil, err
+	}
+	if o.pgReader != "" && readerPassword == "" {
+		return nil, errors.New("-postgres-reader needs -postgres-reader-password-file")
 	}
 
 	// A postgres left over from an engine that was just killed gets the
@@ -240,7 +274,7 @@ func startPostgres(ctx context.Context, o *options) (*postgres, error) {
 		}
 		err = p.waitReady(ctx, o.readyTimout)
 		if err == nil {
-			if err = p.setup(ctx, o.pgSetup); err != nil {
+			if err = p.setup(ctx, o.pgSetup, o.pgReader, readerPassword); err != nil {
 				p.shutdown()
 				return nil, err
 			}
@@ -265,6 +299,14 @@ func spawnPostgres(o *options, password string) (*postgres, error) {
 	}
 
 	args := append([]string{"-D", o.pgData, "-p", strconv.Itoa(o.pgPort)}, o.pgArgs...)
+	// Last, so that no argument before can open another door: no TCP address,
+	// one Unix socket in a directory of postgres' own account, for it alone.
+	quotedDir := `"` + strings.ReplaceAll(o.pgSocketDir, `"`, `""`) + `"`
+	args = append(args,
+		"-c", "listen_addresses=",
+		"-c", "unix_socket_directories="+quotedDir,
+		"-c", "unix_socket_permissions=0700",
+	)
 	cmd := exec.Command(filepath.Join(o.pgBin, "postgres"), args...)
 	cmd.Dir = o.pgData
 	cmd.Stdout = logFile
@@ -287,7 +329,10 @@ func spawnPostgres(o *options, password string) (*postgres, error) {
 		cmd.Env = append(cmd.Env, "HOME="+o.pgData, "USER="+o.pgUser)
 	}
 
-	p := &postgres{cmd: cmd, port: o.pgPort, password: password, pool: o.pgPool, logPath: o.pgLog, exited: make(chan struct{})}
+	p := &postgres{
+		cmd: cmd, socketDir: o.pgSocketDir, port: o.pgPort, password: password,
+		pool: o.pgPool, logPath: o.pgLog, exited: make(chan struct{}),
+	}
 	started := make(chan error, 1)
 	// The parent-death signal is sent when the thread that forked the child
 	// exits, not the process: fork from a goroutine locked to its own thread,
@@ -336,7 +381,7 @@ func (p *postgres) waitReady(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
-func (p *postgres) setup(ctx context.Context, setupFile string) error {
+func (p *postgres) setup(ctx context.Context, setupFile, reader, readerPassword string) error {
 	conn, err := pgx.Connect(ctx, p.url("postgres"))
 	if err != nil {
 		return fmt.Errorf("cannot connect to postgres: %w", err)
@@ -350,23 +395,106 @@ func (p *postgres) setup(ctx context.Context, setupFile string) error {
 	if err != nil {
 		return fmt.Errorf("cannot create the %s database: %w", ferretDatabase, err)
 	}
-	if setupFile == "" {
-		return nil
-	}
-	sql, err := os.ReadFile(setupFile)
-	if err != nil {
-		return fmt.Errorf("cannot read -postgres-setup: %w", err)
-	}
 	conn, err = pgx.Connect(ctx, p.url(ferretDatabase))
 	if err != nil {
 		return fmt.Errorf("cannot connect to postgres: %w", err)
 	}
 	defer conn.Close(ctx)
-	// Simple protocol: the file holds several statements.
-	if _, err = conn.Exec(ctx, string(sql), pgx.QueryExecModeSimpleProtocol); err != nil {
-		return fmt.Errorf("the engine setup SQL (%s) failed: %w", setupFile, err)
+	if setupFile != "" {
+		sql, err := os.ReadFile(setupFile)
+		if err != nil {
+			return fmt.Errorf("cannot read -postgres-setup: %w", err)
+		}
+		// Simple protocol: the file holds several statements.
+		if _, err = conn.Exec(ctx, string(sql), pgx.QueryExecModeSimpleProtocol); err != nil {
+			return fmt.Errorf("the engine setup SQL (%s) failed: %w", setupFile, err)
+		}
+	}
+	if reader != "" {
+		if err := setupReader(ctx, conn, reader, readerPassword); err != nil {
+			return fmt.Errorf("cannot set up the reader role %s: %w", reader, err)
+		}
 	}
 	return nil
+}
+
+// setupReader creates (or corrects) the login role of Quarry's own SQL
+// connections, in the ferretdb database, at every start. It may:
+//   - read every table of every schema, also of schemas and tables FerretDB
+//     (connected as the superuser "postgres") creates later: default privileges
+//     for what comes, grants for what is there (schemas made before the role
+//     existed, an upgraded data directory);
+//   - take advisory locks (EXECUTE on those functions is PUBLIC's).
+//
+// It may not write: no INSERT, UPDATE, DELETE or TRUNCATE anywhere, no CREATE
+// in any schema or database, no temporary tables, no large objects, no other
+// database; its sessions are read-only by default as well. Not
+// pg_read_all_data: that role reads the system catalogs too, password hashes
+// (pg_authid) included.
+func setupReader(ctx context.Context, conn *pgx.Conn, reader, password string) error {
+	role := pgx.Identifier{reader}.Sanitize()
+	database := pgx.Identifier{ferretDatabase}.Sanitize()
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", reader).Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, "CREATE ROLE "+role); err != nil {
+			return err
+		}
+	}
+	var setPassword string
+	err := conn.QueryRow(ctx, "SELECT format('ALTER ROLE %I WITH PASSWORD %L', $1::text, $2::text)", reader, password).Scan(&setPassword)
+	if err != nil {
+		return err
+	}
+	statements := []string{
+		"ALTER ROLE " + role + " WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS",
+		setPassword,
+		"ALTER ROLE " + role + " SET default_transaction_read_only = on",
+		// Nobody but the superuser (and this role, to connect) uses any database.
+		"REVOKE ALL ON DATABASE " + database + ", postgres, template1 FROM PUBLIC",
+		"REVOKE ALL ON DATABASE " + database + ", postgres, template1 FROM " + role,
+		"GRANT CONNECT ON DATABASE " + database + " TO " + role,
+		"REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+		"REVOKE EXECUTE ON FUNCTION lo_creat(integer), lo_create(oid), lo_from_bytea(oid, bytea) FROM PUBLIC",
+		"ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT USAGE ON SCHEMAS TO " + role,
+		"ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT SELECT ON TABLES TO " + role,
+		// The write door sees whether FerretDB's sessions are still at work after a
+		// write whose answer never came (their state, not hidden as for other roles).
+		"GRANT pg_read_all_stats TO " + role,
+	}
+	rows, err := conn.Query(ctx, "SELECT nspname FROM pg_namespace "+
+		"WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' ORDER BY nspname")
+	if err != nil {
+		return err
+	}
+	schemas, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, schema := range schemas {
+		name := pgx.Identifier{schema}.Sanitize()
+		statements = append(statements,
+			"GRANT USAGE ON SCHEMA "+name+" TO "+role,
+			"GRANT SELECT ON ALL TABLES IN SCHEMA "+name+" TO "+role,
+		)
+	}
+	// One round trip, one implicit transaction: all of it or none.
+	_, err = conn.Exec(ctx, strings.Join(statements, ";\n"), pgx.QueryExecModeSimpleProtocol)
+	return err
+}
+
+// readSecret is the first line of file, or "" when file is "".
+func readSecret(file, what string) (string, error) {
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("cannot read %s: %w", what, err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 // catchUpShadowIndexes runs, one at a time and beside traffic, the statements

@@ -2,7 +2,8 @@
 export, datasets, entries, rows), built on the blocking `Quarry` client with
 Typer and Rich (the `cli` extra: `pip install 'quarry-client[cli]'`).
 
-The server's own commands (`serve`, `engine`, `users`, `audit`, `search`) live in
+The server's own commands (`serve`, `engine`, `users`, `audit`, `search`,
+`backup`, `restore`) live in
 the server package (`app.cli`); `main` hands them over when it is installed, so
 the one `quarry` executable runs both, whichever package installed it."""
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import sys
 
 #: First arguments that belong to the server's command line (`app.cli`).
-SERVER_COMMANDS = frozenset({"serve", "engine", "users", "audit", "search"})
+SERVER_COMMANDS = frozenset({"serve", "engine", "users", "audit", "search", "backup", "restore"})
 
 CLI_EXTRA_MISSING = (
     "quarry: the command line needs Typer and Rich; install them with "

@@ -20,7 +20,7 @@ from app.wiring import state_of
 from data_api.documents import repository
 from management.lifecycle import recover_imports
 from tests.fixtures.documents import Crud, api_key, journal_empty
-from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.engine import DatabaseServer, engine_sql
 from tests.fixtures.envelopes import assert_envelope
 from tests.fixtures.served import holding_writes
 
@@ -48,7 +48,7 @@ async def test_an_abandoned_batch_is_rolled_back_later_and_existing_documents_st
 ) -> None:
     if database_server.engine is None:
         pytest.skip("MongoDB may go on writing an abandoned batch after the rollback")
-    conninfo = database_server.engine.postgres_conninfo()
+    conninfo = database_server.engine.superuser_conninfo()
     if conninfo is None:
         pytest.skip("holding the batch back takes a lock in the engine's PostgreSQL")
     async with make_client(mongodb_socket_timeout_ms=300, maintenance_interval_seconds=3600) as (
@@ -94,11 +94,12 @@ async def test_an_abandoned_batch_is_rolled_back_later_and_existing_documents_st
             client=open_client(database_server.url, settings),
             control_db_name=settings.control_db,
             choose_adapter=choose_adapter,
+            engine_reads=engine_sql(database_server),
         )
         try:
             await recover_imports(database, settings)
         finally:
-            await database.client.close()
+            await database.close()
         assert journal_empty(app)
         assert list(items.find()) == [{"_id": "keep", "v": "existed before"}]
 

@@ -189,7 +189,7 @@ async def test_a_json_bulk_insert_the_engine_dies_under_is_all_or_nothing_and_sw
     headers = {**owner.headers, "content-type": "application/json"}
     dataset = await owner.dataset("json-crash")
     body = orjson.dumps({"dataset": dataset, "rows": rows})
-    conninfo = crashing.engine.engine.postgres_conninfo() if crashing.engine.engine else None
+    conninfo = crashing.engine.engine.superuser_conninfo() if crashing.engine.engine else None
     if conninfo is None:
         pytest.skip("holding the write back takes a lock in the engine's PostgreSQL")
     # The directory write that makes the buckets visible waits behind a lock, so
