@@ -127,6 +127,89 @@ class Documents:
         assert ordered.json()["pagination"]["total_items"] == 2
 
 
+class UniqueMissingKey:
+    """Documents that lack a `unique` field, written while the engine let several do
+    so (before issue 25's missing-key rule). The rule's index cannot be built over
+    them; the collection keeps serving: they stay readable and updatable, a present
+    value is still refused twice, and no write fails on the half-built index."""
+
+    name = "unique-missing-key"
+
+    async def write(self, api: Api, written: Written) -> None:
+        account = await register_account(api.http, api.inbox)
+        created = await api.http.post(
+            "/api/create_database",
+            json={
+                "db_name": "codes",
+                "collections": [
+                    {
+                        "name": "items",
+                        "fields": [{"name": "code", "type": "string", "unique": True}],
+                    }
+                ],
+            },
+            headers=account.bearer,
+        )
+        assert created.status_code == 201, created.text
+        database_id = created.json()["database"]["id"]
+        inserted = await api.http.post(
+            "/api/crud",
+            json={
+                "database_id": database_id,
+                "collection_name": "items",
+                "data": [{"n": 1}, {"n": 2}, {"code": "a", "n": 3}],
+            },
+            headers=account.bearer,
+        )
+        assert inserted.status_code == 201, inserted.text
+        written["account"] = account
+        written["database_id"] = database_id
+        written["ids"] = inserted.json()["inserted_ids"]
+
+    async def check(self, api: Api, written: Written) -> None:
+        account = await logged_in(api, written["account"])
+        where = {"database_id": written["database_id"], "collection_name": "items"}
+        first, second, _ = written["ids"]
+        for document_id, n in ((first, 1), (second, 2)):
+            changed = await api.http.patch(
+                "/api/crud",
+                json={
+                    **where,
+                    "filters": {"_id": document_id},
+                    "update_data": {"$set": {"n": n * 10}},
+                },
+                headers=account.bearer,
+            )
+            assert changed.status_code == 200, changed.text
+            assert changed.json()["modified_count"] == 1, changed.text
+            read = await api.http.get(
+                f"/api/crud/{document_id}", params=where, headers=account.bearer
+            )
+            assert read.json()["data"] == {"_id": document_id, "n": n * 10}, read.text
+        duplicate = await api.http.post(
+            "/api/crud", json={**where, "data": [{"code": "a"}]}, headers=account.bearer
+        )
+        assert_envelope(duplicate, 409, ErrorCode.DUPLICATE_KEY)
+        fresh = await api.http.post(
+            "/api/crud", json={**where, "data": [{"code": "b"}]}, headers=account.bearer
+        )
+        assert fresh.status_code == 201, fresh.text
+        # A schema change makes FerretDB rewrite the collection's index metadata, which
+        # the engine's trigger follows: it must not fail on the rule it cannot build.
+        indexed = await api.http.post(
+            "/api/update_schema",
+            json={
+                **where,
+                "fields": [
+                    {"name": "code", "type": "string", "unique": True},
+                    {"name": "n", "type": "int", "index": True},
+                ],
+            },
+            headers=account.bearer,
+        )
+        assert indexed.status_code == 200, indexed.text
+
+
 class DatasetsAndEntries:
     """A dataset shared with a reader, an entry with its extracted text, and the
     search index built for it."""
@@ -230,6 +313,7 @@ class AuditRecords:
 CASES: tuple[UpgradeCase, ...] = (
     Accounts(),
     Documents(),
+    UniqueMissingKey(),
     DatasetsAndEntries(),
     Rows(),
     AuditRecords(),
