@@ -188,7 +188,7 @@ def _union_statement(relation: sql.Composable, schema: str, table: str, plan: Pl
     branches = sql.SQL(" UNION ALL ").join(
         sql.SQL(
             "(SELECT _jsonb, {selected} FROM {table} WHERE (SELECT ok FROM g) AND {where} "
-            "ORDER BY {order} LIMIT %(limit)s + %(skip)s)"
+            "ORDER BY {order} LIMIT %(limit)s::int8 + %(skip)s::int8)"
         ).format(
             selected=selected,
             table=relation,
@@ -292,6 +292,7 @@ class PlannedCursor:
         self._fallback = fallback
         self._cursor: RawCursor | None = None
         self._documents: list[Document] | None = None
+        self._position = 0
         self._opened = False
 
     async def _open(self) -> None:
@@ -311,15 +312,21 @@ class PlannedCursor:
             async for document in self._cursor:
                 yield document
             return
-        for document in self._documents or []:
-            yield document
+        documents = self._documents or []
+        while self._position < len(documents):
+            self._position += 1  # handed out: consumed, as by the driver's cursor
+            yield documents[self._position - 1]
 
     async def to_list(self, length: int | None = None) -> list[Document]:
         await self._open()
         if self._cursor is not None:
             return await self._cursor.to_list(length)
+        # As the driver's cursor: what is returned is consumed.
         documents = self._documents or []
-        return documents if length is None else documents[:length]
+        end = len(documents) if length is None else min(len(documents), self._position + length)
+        taken = documents[self._position : end]
+        self._position = end
+        return taken
 
     async def close(self) -> None:
         if self._cursor is not None:

@@ -115,6 +115,10 @@ ID_RANKS = {"int": 2, "long": 2, "double": 2, "string": 3, "objectId": 7}
 ID_UNORDERED = 100
 #: Documents one planned find returns at most; larger reads go to FerretDB.
 MAX_PLANNED_ROWS = 10_000
+#: An `$or` of at most this many alternatives is read branch by branch
+#: (`Plan.branches`: each branch excludes the earlier ones, so the statement grows
+#: with the square of the count); a longer one is one condition over the indexes.
+MAX_BRANCHES = 16
 
 _SAFE_INTEGER = 2**53
 _INT64 = 2**63
@@ -333,9 +337,17 @@ def plan_read(
     """`filter` and `sort` over the typed fields `typed` (field → key family);
     raises `Unplannable`."""
     compiler = _Compiler(typed)
-    where = compiler.query(filter)
-    branches = compiler.branches(filter)
-    order = compiler.order(sort or [])
+    try:
+        where = compiler.query(filter)
+        # Branches serve a sorted find only (a count, an unsorted find read it whole).
+        branches = compiler.branches(filter) if sort else None
+        order = compiler.order(sort or [])
+    except Unplannable:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+        # A value of a shape the compiler does not expect (an unhashable `$type`, a
+        # driver type it has no key for): FerretDB decides what it means.
+        raise Unplannable(f"{type(exc).__name__} while planning") from exc
     families = {name: typed[name] for name in compiler.used}
     return Plan(
         where=where, order=order, params=compiler.params, families=families, branches=branches
@@ -364,7 +376,7 @@ class _Compiler:
         for item in query.get("$and") or []:
             conditions.extend({key: value} for key, value in item.items())
         ors = [c for c in conditions if "$or" in c]
-        if not ors:
+        if not ors or not isinstance(ors[0]["$or"], list) or len(ors[0]["$or"]) > MAX_BRANCHES:
             return None
         common = [self.query(c) for c in conditions if c is not ors[0]]
         alternatives = [self.query(item) for item in ors[0]["$or"]]
@@ -425,7 +437,7 @@ class _Compiler:
             inside = self.membership(key, family, cast, arg)
             return inside if op == "$in" else _not(inside)
         if op == "$exists":
-            if not isinstance(arg, bool | int):
+            if not isinstance(arg, bool):
                 raise Unplannable("$exists without a boolean")
             present = sql.SQL("(_jsonb ? {})").format(self.x.literal(name))
             return present if arg else sql.SQL("(NOT {})").format(present)
@@ -450,7 +462,9 @@ class _Compiler:
         aliases = arg if isinstance(arg, list) else [arg]
         kinds: set[str] = set()
         for alias in aliases:
-            if isinstance(alias, bool) or alias not in TYPE_ALIASES:
+            if isinstance(alias, bool) or not isinstance(alias, str | int | float):
+                raise Unplannable("an unknown $type")
+            if alias not in TYPE_ALIASES:
                 raise Unplannable("an unknown $type")
             kinds.update(TYPE_ALIASES[alias])
         if not kinds:
@@ -485,7 +499,7 @@ class _Compiler:
                 )
             return inside if op == "$in" else _not(inside)
         if op == "$exists":
-            if not isinstance(arg, bool | int):
+            if not isinstance(arg, bool):
                 raise Unplannable("$exists without a boolean")
             return sql.SQL("TRUE") if arg else sql.SQL("FALSE")
         if op == "$type":
@@ -550,6 +564,8 @@ def projection_plan(projection: Mapping[str, Any] | None) -> Shape | None:
     raises `Unplannable` for anything else (dotted paths, operators, values)."""
     if not projection:
         return None
+    if not isinstance(projection, Mapping):
+        raise Unplannable("a projection that is not a document (a list of names)")
     flags: dict[str, bool] = {}
     for name, flag in projection.items():
         if not isinstance(name, str) or not name or "." in name or name.startswith("$"):

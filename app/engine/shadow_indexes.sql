@@ -161,7 +161,7 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION quarry_metadata_changed() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
 BEGIN
     PERFORM quarry_sync_gin(TG_TABLE_SCHEMA, NEW._jsonb);
     RETURN NULL;
@@ -178,7 +178,7 @@ END
 $$;
 
 CREATE OR REPLACE FUNCTION quarry_table_created() RETURNS event_trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
 DECLARE
     command record;
 BEGIN
@@ -300,8 +300,9 @@ $$;
 -- its global metadata lock meanwhile, which stops every other request. So before
 -- FerretDB drops a schema or a table or creates or drops an index, the builds in that
 -- schema are cancelled (the builder tries again later) and the statement goes on once
--- they have stopped (a few milliseconds; at most 2 s). The builder names its session after the schema it
--- works on (`application_name`, with an md5 of the name: names are longer than it
+-- they have stopped (a few milliseconds; at most 2 s). The trigger functions fix their
+-- search_path: a restore (pg_restore) runs with an empty one. The builder names its
+-- session after the schema it works on (`application_name`, with an md5 of the name: names are longer than it
 -- takes); FerretDB names every object `"schema"."object"`, so the schema is the first
 -- quoted name followed by a dot (for DROP SCHEMA, the only one).
 CREATE OR REPLACE FUNCTION quarry_typed_index_builder(schema_name text) RETURNS text
@@ -310,7 +311,7 @@ LANGUAGE sql IMMUTABLE AS $$
 $$;
 
 CREATE OR REPLACE FUNCTION quarry_ddl_cancels_typed_index_builds() RETURNS event_trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
 DECLARE
     target text;
     builder text;
@@ -338,6 +339,12 @@ BEGIN
         PERFORM pg_sleep(0.01);
         waited := waited + 1;
     END LOOP;
+EXCEPTION
+    -- Making way is a courtesy: it never fails the statement it runs for (a
+    -- restore's, an administrator's, FerretDB's).
+    WHEN query_canceled THEN RAISE;
+    WHEN OTHERS THEN
+        RAISE WARNING 'quarry: typed-index builds not cancelled: %', SQLERRM;
 END
 $$;
 

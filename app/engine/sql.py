@@ -444,6 +444,12 @@ class EngineSql:
                 if isinstance(exc, psycopg.OperationalError):
                     with contextlib.suppress(psycopg.Error):
                         await connection.close()
+            except BaseException:
+                # Cancelled (a client gone, a time limit) or a bug: the connection may
+                # be mid-statement, so it is closed, never handed out again.
+                with contextlib.suppress(Exception):
+                    await connection.close()
+                raise
             if not connection.closed:
                 self._idle.append(connection)
 

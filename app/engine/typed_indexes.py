@@ -82,6 +82,10 @@ BUILDER_NAME = "SELECT set_config('application_name', quarry_typed_index_builder
 #: Seconds the planner trusts what it read of a table's indexes (another server
 #: on the same engine may build or drop them; correctness never rests on it).
 CATALOG_SECONDS = 5.0
+#: ... and that a table has none (the control database's, a collection without a
+#: schema): its reads then never wait for a pooled connection to learn it again.
+#: This server's builder forgets it as soon as it builds one.
+UNINDEXED_CATALOG_SECONDS = 60.0
 
 _TABLE_OF = sql.SQL(
     "SELECT _jsonb ->> 'table' FROM {}._ferretdb_database_metadata WHERE _jsonb -> '_id' = %s"
@@ -164,9 +168,10 @@ class KeyCatalog:
     def cached(self, schema: str, table: str) -> TableKeys | None:
         """What was read of the table's indexes less than `CATALOG_SECONDS` ago."""
         cached = self._tables.get((schema, table))
-        if cached is not None and time.monotonic() - cached[0] < CATALOG_SECONDS:
-            return cached[1]
-        return None
+        if cached is None:
+            return None
+        keep = CATALOG_SECONDS if cached[1].id_order else UNINDEXED_CATALOG_SECONDS
+        return cached[1] if time.monotonic() - cached[0] < keep else None
 
     async def keys(
         self, connection: psycopg.AsyncConnection[Any], schema: str, table: str

@@ -33,8 +33,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 
 from app.db import Database, FindSpec
 from app.engine import EngineSql
-from app.engine.planned_reads import count_statement, find_statement
-from app.engine.planner import plan_read
+from app.engine.planned_reads import PlannedCursor, count_statement, find_statement
+from app.engine.planner import MAX_BRANCHES, Unplannable, plan_read, projection_plan
 from app.wiring import state_of
 from tests.fixtures.engine import TEST_BACKEND, DatabaseServer
 
@@ -273,6 +273,98 @@ async def test_find_one_and_counts_through_the_adapter(seeded: Seeded) -> None:
     assert await handle.count_documents(filter) == await seeded.raw.count_documents(filter)
     assert seeded.stats()["served"] == served + 2
     assert await handle.find_one({"n": {"$gt": 1e308}}) is None
+
+
+async def test_a_long_or_is_one_condition_and_a_short_one_is_read_by_branches(
+    seeded: Seeded,
+) -> None:
+    """Read branch by branch, each `$or` alternative excludes the earlier ones, so the
+    statement grows with the square of their number (1,000 alternatives made 65 MB of
+    SQL and held the event loop for seconds): past `MAX_BRANCHES` it is one condition,
+    and either way the answer is FerretDB's."""
+    typed = {"s": "string", "i": "number", "n": "number"}
+    sort = [("n", 1), ("_id", 1)]
+    short = {"$or": [{"s": "a"}, {"i": {"$gte": 0}}]}
+    long = {"$or": [{"s": f"v{n}"} for n in range(1000)] + short["$or"]}
+    assert len(plan_read(short, sort, typed).branches or []) == 2
+    assert plan_read(long, sort, typed).branches is None
+    assert len(plan_read({"$or": [{"s": "a"}] * MAX_BRANCHES}, sort, typed).branches or []) == (
+        MAX_BRANCHES
+    )
+    handle = seeded.database.db(seeded.db_name)[seeded.collection]
+    for filter in (short, long):
+        served = seeded.stats()["served"]
+        found = await handle.find(filter, sort=sort, limit=20).to_list()
+        expected = await seeded.raw.find(filter, sort=sort, limit=20).to_list(None)
+        assert [bson.encode(d) for d in found] == [bson.encode(d) for d in expected]
+        assert seeded.stats()["served"] == served + 1
+
+
+async def test_a_deep_page_of_an_or_is_served(seeded: Seeded) -> None:
+    """skip + limit past 32,767 (sent as int2, their sum overflowed: a fallback)."""
+    handle = seeded.database.db(seeded.db_name)[seeded.collection]
+    filter, sort = {"$or": [{"s": "a"}, {"i": {"$gte": 0}}]}, [("n", 1), ("_id", 1)]
+    served = seeded.stats()["served"]
+    assert await handle.find(filter, sort=sort, skip=32_760, limit=20).to_list() == []
+    assert seeded.stats()["served"] == served + 1
+    page = await handle.find(filter, sort=sort, skip=3, limit=32_765).to_list()
+    expected = await seeded.raw.find(filter, sort=sort, skip=3).to_list(None)
+    assert [d["_id"] for d in page] == [d["_id"] for d in expected]
+
+
+@pytest.mark.parametrize(
+    ("filter", "projection"),
+    [
+        ({"s": {"$type": {}}}, None),  # unhashable
+        ({"s": {"$type": [[1]]}}, None),
+        ({"s": {"$exists": 1}}, None),  # FerretDB reads a non-bool its own way
+        ({"_id": {"$exists": 0}}, None),
+        ({"s": "a"}, ["s"]),  # the driver's list form
+    ],
+)
+def test_shapes_it_does_not_expect_are_unplannable_not_errors(
+    filter: dict[str, Any], projection: Any
+) -> None:
+    with pytest.raises(Unplannable):
+        plan_read(filter, [("s", 1)], {"s": "string"})
+        projection_plan(projection)
+
+
+async def test_a_planned_cursor_consumes_what_it_hands_out() -> None:
+    """As the driver's cursor: `to_list(n)` then iteration go on where it stopped."""
+    documents = [{"_id": n} for n in range(5)]
+
+    async def planned() -> list[dict[str, Any]]:
+        return list(documents)
+
+    def fallback() -> Any:
+        raise AssertionError("FerretDB is not asked when SQL answered")
+
+    cursor = PlannedCursor(planned, fallback)
+    assert await cursor.to_list(2) == documents[:2]
+    assert [d async for d in cursor] == documents[2:]
+    assert await cursor.to_list() == []
+
+
+async def test_ddl_with_an_empty_search_path_passes_the_engine_triggers(
+    app: FastAPI, database_server: DatabaseServer
+) -> None:
+    """pg_restore runs with an empty search_path and quotes names that start with a
+    digit (Quarry's physical names may): the triggers must find their functions."""
+    assert database_server.engine is not None
+    conninfo = database_server.engine.superuser_conninfo()
+    assert conninfo
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as connection:
+        await connection.execute('CREATE SCHEMA "9planner"')
+        try:
+            await connection.execute("SET search_path = ''")
+            await connection.execute('CREATE TABLE "9planner".t (a int)')
+            await connection.execute('CREATE INDEX planner_idx ON "9planner".t (a)')
+            await connection.execute('DROP INDEX "9planner".planner_idx')
+            await connection.execute('DROP TABLE "9planner".t')
+        finally:
+            await connection.execute("SET search_path = public")
+            await connection.execute('DROP SCHEMA "9planner" CASCADE')
 
 
 async def test_nan_cannot_be_stored(seeded: Seeded) -> None:
