@@ -75,6 +75,15 @@ from management.errors import (
     UniqueIndexConflict,
 )
 from management.importer import MAX_REPORTED_ERRORS, prepare_import, read_batches
+from management.index_checks import ViolationChecks
+from management.indexes import (
+    IndexDefinition,
+    as_definitions,
+    declared_entries,
+    index_problems,
+    indexed_field_types,
+    key_spec,
+)
 from management.journal import JournalEntry
 from management.schemas import CollectionDefinition, ExportFormat, OnError
 
@@ -113,28 +122,9 @@ def physical_name(display_name: str) -> str:
     return f"{slug}_{secrets.randbelow(1_000_000):06d}"
 
 
-def index_entries(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    indexes = []
-    for field in fields:
-        if field.get("unique"):
-            indexes.append(
-                {"name": f"{field['name']}_unique", "field": field["name"], "unique": True}
-            )
-        elif field.get("index"):
-            indexes.append(
-                {"name": f"{field['name']}_index", "field": field["name"], "unique": False}
-            )
-    return indexes
-
-
-def indexed_field_types(entry: Document) -> dict[str, str]:
-    """The collection's fields marked `unique` or `index`, with their schema types:
-    what the engine may build typed indexes of (`EngineAdapter.declare_fields`)."""
-    return {
-        field["name"]: field["type"]
-        for field in entry.get("fields", [])
-        if field.get("unique") or field.get("index")
-    }
+def _signature(index: Document, fields: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """What makes an engine index: its keys and directions, and uniqueness."""
+    return (tuple(key_spec(index, fields)), bool(index["unique"]))
 
 
 def ready_collections(record: Document) -> list[Document]:
@@ -151,10 +141,14 @@ def collection_schema(entry: Document | None) -> CompiledSchema:
 
 
 class ManagementService:
-    def __init__(self, *, database: Database, settings: Settings) -> None:
+    def __init__(
+        self, *, database: Database, settings: Settings, checks: ViolationChecks | None = None
+    ) -> None:
         self.database = database
         self.settings = settings
         self.control = database.control
+        #: Where a schema change asks for its violations to be counted (None: not).
+        self.checks = checks
 
     # ------------------------------------------------------------------ lookup
 
@@ -297,7 +291,12 @@ class ManagementService:
                         {**detail, "loc": ["collections", position, "fields", *detail["loc"]]}
                     )
                 continue
-            entries.append(self._entry(definition.name, fields, definition.strict, state))
+            indexes, index_issues = index_problems(fields, definition.indexes)
+            problems += [
+                {**detail, "loc": ["collections", position, *detail["loc"]]}
+                for detail in index_issues
+            ]
+            entries.append(self._entry(definition.name, fields, definition.strict, state, indexes))
         if problems:
             raise SchemaInvalid(problems)
         if clashes:
@@ -310,12 +309,18 @@ class ManagementService:
         return [stored_definition(field) for field in fields]
 
     @staticmethod
-    def _entry(name: str, fields: list[dict[str, Any]], strict: bool, state: str) -> Document:
+    def _entry(
+        name: str,
+        fields: list[dict[str, Any]],
+        strict: bool,
+        state: str,
+        indexes: list[dict[str, Any]] | None = None,
+    ) -> Document:
         return {
             "name": name,
             "fields": fields,
             "strict": strict,
-            "indexes": index_entries(fields),
+            "indexes": index_problems(fields, [])[0] if indexes is None else indexes,
             "schema_version": 1,
             "state": state,
             "created_at": utc_now(),
@@ -328,7 +333,7 @@ class ManagementService:
                 database=self.database,
                 db_name=db_name,
                 collection=entry["name"],
-                field=index["field"],
+                keys=key_spec(index, entry["fields"]),
                 unique=index["unique"],
                 name=index["name"],
             )
@@ -408,9 +413,17 @@ class ManagementService:
         collection_name: str,
         fields: list[Any],
         strict: bool | None,
-    ) -> Document:
-        """Raises `DatabaseNotFound`, `CollectionNotFound`, `SchemaInvalid`,
-        `UniqueIndexConflict`, `DatabaseBusy`, `DatabaseUnavailable`."""
+        indexes: list[IndexDefinition] | None = None,
+    ) -> tuple[str, Document]:
+        """The physical database's name and the updated entry. Raises
+        `DatabaseNotFound`, `CollectionNotFound`, `SchemaInvalid`, `UniqueIndexConflict`,
+        `DatabaseBusy`, `DatabaseUnavailable`.
+
+        `indexes` None keeps the declared indexes (checked against the new fields).
+        An index whose definition changed under the same name is dropped before
+        the new one is made (two cannot share a name) and made again if that fails.
+        Afterwards the fields whose indexed type is new are counted for documents
+        of another type in the background (`ViolationChecks`)."""
         record = await self.owned_database(caller=caller, database_id=database_id)
         token = await self._locked(record)
         try:
@@ -423,10 +436,24 @@ class ManagementService:
                 raise SchemaInvalid(
                     [{**detail, "loc": ["fields", *detail["loc"]]} for detail in exc.details]
                 ) from None
-            old_indexes = {index["name"]: index for index in entry.get("indexes", [])}
-            new_indexes = index_entries(stored)
+            declared = as_definitions(declared_entries(entry)) if indexes is None else indexes
+            new_indexes, problems = index_problems(stored, declared)
+            if problems:
+                raise SchemaInvalid(problems)
+            db_name = current["dbName"]
+            old_fields = entry.get("fields", [])
+            old_types = indexed_field_types(entry)
+            old_indexes = {
+                index["name"]: _signature(index, old_fields) for index in entry.get("indexes", [])
+            }
+            changed = [
+                index
+                for index in new_indexes
+                if index["name"] in old_indexes
+                and old_indexes[index["name"]] != _signature(index, stored)
+            ]
             added = [index for index in new_indexes if index["name"] not in old_indexes]
-            await self._create_indexes(current["dbName"], collection_name, added)
+            await self._replace_indexes(db_name, entry, changed, added)
             entry.update(
                 fields=stored,
                 strict=new_strict,
@@ -439,20 +466,50 @@ class ManagementService:
             kept = {index["name"] for index in new_indexes}
             for name in old_indexes.keys() - kept:
                 await repo.drop_index(
-                    database=self.database,
-                    db_name=current["dbName"],
-                    collection=collection_name,
-                    name=name,
+                    database=self.database, db_name=db_name, collection=collection_name, name=name
                 )
+            new_types = indexed_field_types(entry)
             await repo.declare_fields(
                 database=self.database,
-                db_name=current["dbName"],
+                db_name=db_name,
                 collection=collection_name,
-                fields=indexed_field_types(entry),
+                fields=new_types,
             )
-            return entry
+            if self.checks is not None:
+                retyped = {f: t for f, t in new_types.items() if old_types.get(f) != t}
+                self.checks.want(str(current["_id"]), db_name, collection_name, retyped)
+            return db_name, entry
         finally:
             await self._release(record, token)
+
+    async def _replace_indexes(
+        self, db_name: str, entry: Document, changed: list[Document], added: list[Document]
+    ) -> None:
+        """Drop the indexes whose definition changed, then make them and the new
+        ones; on a failure the changed ones are made again as they were."""
+        collection = entry["name"]
+        before = {index["name"]: index for index in entry.get("indexes", [])}
+        for index in changed:
+            await repo.drop_index(
+                database=self.database, db_name=db_name, collection=collection, name=index["name"]
+            )
+        try:
+            await self._create_indexes(db_name, collection, [*changed, *added])
+        except BaseException:
+            for index in changed:
+                old = before[index["name"]]
+                try:
+                    await repo.create_index(
+                        database=self.database,
+                        db_name=db_name,
+                        collection=collection,
+                        keys=key_spec(old, entry.get("fields", [])),
+                        unique=old["unique"],
+                        name=old["name"],
+                    )
+                except PyMongoError:
+                    logger.warning("could not restore index %s after a failed update", old["name"])
+            raise
 
     async def _create_indexes(self, db_name: str, collection: str, indexes: list[Document]) -> None:
         made: list[str] = []
@@ -463,13 +520,14 @@ class ManagementService:
                         database=self.database,
                         db_name=db_name,
                         collection=collection,
-                        field=index["field"],
+                        keys=key_spec(index, []),
                         unique=index["unique"],
                         name=index["name"],
                     )
                 except OperationFailure as exc:
                     if index["unique"] and is_duplicate_key(exc):
-                        raise UniqueIndexConflict(index["field"]) from None
+                        fields = [field for field, _ in key_spec(index, [])]
+                        raise UniqueIndexConflict(", ".join(fields)) from None
                     raise
                 made.append(index["name"])
         except BaseException:

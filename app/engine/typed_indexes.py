@@ -129,6 +129,23 @@ def wanted_indexes(fields: Mapping[str, str]) -> list[TypedIndex]:
     return wanted
 
 
+def guarded_count(schema: str, table: str, index: TypedIndex) -> sql.Composable:
+    """The number of documents the index's type guard holds off: the index leads
+    with the guard, so this reads one range of it, not the table."""
+    guard = Expressions(in_statement=False).guard(index.field, index.family)
+    return sql.SQL("SELECT count(*) FROM {} WHERE {} = 1").format(
+        sql.Identifier(schema, table), guard
+    )
+
+
+async def index_validity(
+    connection: psycopg.AsyncConnection[Any], schema: str, table: str
+) -> dict[str, bool]:
+    """Each typed index of the table (by name): valid (serving) or not."""
+    cursor = await connection.execute(_INDEXES_OF, (schema, table))
+    return {name: bool(valid) for name, _, valid in await cursor.fetchall()}
+
+
 def read_comment(comment: str | None) -> TypedIndex | None:
     try:
         parsed = json.loads(comment or "")
@@ -210,6 +227,7 @@ class TypedIndexBuilder:
         self._declared: dict[tuple[str, str], dict[str, str]] = {}
         self._pending: dict[tuple[str, str], float] = {}
         self._failures: dict[tuple[str, str], int] = {}
+        self._working: tuple[str, str] | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -225,6 +243,12 @@ class TypedIndexBuilder:
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._work())
+
+    def building(self, db_name: str, collection: str) -> bool:
+        """The collection's declaration is not reconciled yet (due, backing off
+        after a failure, or under way)."""
+        key = (db_name, collection)
+        return key in self._pending or self._working == key
 
     async def settled(self) -> None:
         """Wait until every declaration has been built (tests, benchmarks)."""
@@ -259,6 +283,7 @@ class TypedIndexBuilder:
                 key = due[0]
                 fields = self._declared[key]
                 del self._pending[key]
+                self._working = key
                 try:
                     if connection is None:
                         connection = await self._connect()
@@ -271,6 +296,8 @@ class TypedIndexBuilder:
                     self._postpone(key, exc)
                 else:
                     self._failures.pop(key, None)
+                finally:
+                    self._working = None
         finally:
             if connection is not None:
                 with contextlib.suppress(psycopg.Error):
