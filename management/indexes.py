@@ -125,8 +125,13 @@ def declared_entries(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def as_definitions(entries: Iterable[Mapping[str, Any]]) -> list[IndexDefinition]:
+    """Stored declarations as they were declared (a derived name left out again)."""
     return [
-        IndexDefinition(name=entry["name"], keys=entry["keys"], unique=entry["unique"])
+        IndexDefinition(
+            name=None if entry["name"] == derived_name(entry["keys"]) else entry["name"],
+            keys=entry["keys"],
+            unique=entry["unique"],
+        )
         for entry in entries
     ]
 
