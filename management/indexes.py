@@ -11,15 +11,16 @@ its key is the field, ascending, of the field's type), and `{name, field,
 unique, declared: true, keys: [{field, type, direction}]}` for a declared one
 (`field` is its first key's, for the clients that read only that).
 
-Rules (422 `VALIDATION_ERROR` with every problem located, `INVALID_NAME` for a
-bad name): 1-8 keys, at most `MAX_DECLARED_INDEXES` declared indexes; key fields
-are top-level or dotted names whose every part is a field name, never `_id`,
-and one field at most once per index; where the field is declared in `fields`
-the key's type must be the field's, and one undeclared field has one type
+Rules (422 `VALIDATION_ERROR` with every problem located and typed — `invalid_name`,
+`index_name_taken`, `index_keys_taken`, `type_mismatch`, `duplicate_key` — the name
+rule being the database names'): 1-8 keys, at most `MAX_DECLARED_INDEXES` declared
+indexes; key fields are top-level or dotted names whose every part is a field name,
+never `_id`, and one field at most once per index; where the field is declared in
+`fields` the key's type must be the field's, and one undeclared field has one type
 across indexes; a name is unique among the collection's indexes (field flags'
-`<field>_unique`/`<field>_index` included, `_id_` reserved), and so is a key
-pattern (fields and directions). A name left out is derived from the keys as
-MongoDB derives it (`price_1_sku_-1`).
+`<field>_unique`/`<field>_index` included, `_id_` reserved), and so is a key pattern
+(fields and directions). A name left out is derived from the keys as MongoDB derives
+it (`price_1_sku_-1`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ Decided where the spec is silent: an empty logical database has no physical
 database until its first collection (MongoDB creates databases lazily); a
 collection created by an import keeps its empty schema; `update_schema` creates
 new indexes before saving the schema and drops removed ones after, and a unique
-index that existing documents violate is 409 `DUPLICATE_KEY`; export files are
+index that existing documents violate is 409 `DUPLICATE_KEY` (compound declared
+indexes too: `management.indexes` holds their rules, `management.index_service`
+their state, violations and conversion); export files are
 relaxed Extended JSON (as `mongoexport` writes) so that they import back with
 their types, and CSV takes its header from the schema fields, `_id`, and the
 fields of the first 1,000 documents (later extra fields are not exported).

@@ -225,7 +225,7 @@ class EngineAdapter(ABC):
     async def drop_index(self, ns: Namespace, name: str) -> None: ...
 
     async def declare_fields(self, ns: Namespace, fields: Mapping[str, str]) -> None:
-        """The collection's indexed top-level fields and their schema types (name →
+        """Every field an index of the collection keys, with its schema type (name →
         `string`, `int`, `date`, ...), told after every schema change: an engine
         that needs indexes of its own to read them fast builds them (the embedded
         engine's typed keys). On MongoDB the indexes `create_indexes` made serve."""

@@ -4,7 +4,8 @@ built from the collection schemas, in the background, and looked up per table.
 For each collection the schema declares (`EngineAdapter.declare_fields`, called by
 management when a collection is created, its schema changes, and once at start)
 there is one btree index of `_id`'s key (type rank, number, string) and, for every
-top-level field marked `index` or `unique` with a scalar type, one of
+top-level field with a scalar type that an index keys (a schema field marked
+`index` or `unique`, or a key of a declared index), one of
 (guard, typed key, `_id`'s key) — the expressions of `planner.Expressions`. Each
 carries a comment `{"quarry": "typed key", "field": ..., "family": ...}`, which
 is how the planner learns which fields it may serve; it uses an index only while
@@ -35,6 +36,12 @@ makes the build the one cancelled: a `deadlock_timeout` of 10 ms (it finds the
 cycle first whenever it starts waiting after FerretDB) and a `lock_timeout` of
 half a second (shorter than FerretDB's one-second `deadlock_timeout`, for when it
 waits first). The cost is a retried build.
+
+**In sight.** `TypedIndexBuilder.building` says whether a collection's declaration
+is still to be reconciled, `index_validity` which typed indexes serve, and
+`guarded_count` how many documents a guard holds off — read through the index,
+which leads with the guard — so `get_metadata` can show each index as building,
+valid or off (`EngineSql.typed_key_guards`, `EmbeddedAdapter.field_guards`).
 """
 
 from __future__ import annotations
