@@ -181,8 +181,8 @@ def _unbuilt_guard(field: str, *, present: bool) -> FieldGuard:
         return FieldGuard("building", f"the typed index of {field} is being built")
     return FieldGuard(
         "off",
-        f"no typed index of {field} exists: it is built after the next schema change "
-        "or server start",
+        f"no typed index of {field} is built yet: the builder is told of every "
+        "collection at start and after each schema change",
     )
 
 
