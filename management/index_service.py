@@ -124,7 +124,7 @@ class IndexService:
         counts = {"converted": 0, "unconvertible": 0, "changed": 0}
         query = violation_filter(field, schema_type)
         if query is None:
-            return {"declared_type": schema_type, **counts, "remaining": 0}
+            return {"declared_type": schema_type, **counts, "remaining": 0, "cap": CONVERT_CAP}
         left_in_place = read = 0
         while counts["converted"] < CONVERT_CAP and read < READ_CAP:
             batch = await repo.find_violations(
@@ -149,7 +149,12 @@ class IndexService:
             database=self.database, db_name=db_name, collection=collection_name, query=query
         )
         remaining = max(0, total - counts["unconvertible"])
-        return {"declared_type": schema_type, **counts, "remaining": remaining}
+        return {
+            "declared_type": schema_type,
+            **counts,
+            "remaining": remaining,
+            "cap": CONVERT_CAP,
+        }
 
     async def _convert_one(
         self, db_name: str, collection: str, field: str, schema_type: str, document: Document

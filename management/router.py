@@ -14,7 +14,7 @@ from app.kit import Pagination, to_plain
 from app.schema import parse_filter_json
 from app.wiring import request_state
 from management.index_checks import ViolationChecks
-from management.index_service import CONVERT_CAP, IndexService
+from management.index_service import IndexService
 from management.schemas import (
     CollectionAnswer,
     CollectionCount,
@@ -268,7 +268,7 @@ async def convert_index_violations(
         collection_name=body.collection_name,
         field=body.field,
     )
-    return ConversionAnswer(field=body.field, cap=CONVERT_CAP, **result)
+    return ConversionAnswer(field=body.field, **result)
 
 
 @router.post(

@@ -25,12 +25,13 @@ from bson import Int64, ObjectId
 from fastapi import FastAPI
 from pymongo.asynchronous.collection import AsyncCollection
 
+from app.db import Collection
 from app.engine import EngineSql
 from app.errors import ErrorCode
 from app.wiring import state_of
+from management import index_service
 from management import repository as management_repository
 from management.index_checks import ViolationChecks
-from management.index_service import CONVERT_CAP
 from tests.fixtures.accounts import Account, register_account
 from tests.fixtures.databases import unique_name
 from tests.fixtures.engine import DatabaseServer
@@ -92,6 +93,12 @@ class Served:
     async def raw(self, database_id: str, collection: str = "orders") -> AsyncCollection[Any]:
         """The collection through the driver alone: no schema, no validation."""
         return state_of(self.app).database.client[await self.db_name(database_id)][collection]
+
+    async def handle(self, database_id: str, collection: str = "orders") -> Collection:
+        """The collection through the engine adapter: the write path every Quarry
+        write takes (on the embedded engine, the write door's locks; a raw driver
+        write beside it could lose an update to FerretDB's read-then-write-back)."""
+        return state_of(self.app).database.db(await self.db_name(database_id))[collection]
 
     def engine_indexes(self, db_name: str, collection: str = "orders") -> dict[str, Any]:
         return {i["name"]: i for i in self.sync[db_name][collection].list_indexes()}
@@ -488,7 +495,7 @@ async def test_conversion_converts_what_converts_and_leaves_the_rest(served: Ser
         "ref": (1, 1, 0),
         "ok": (1, 1, 0),
     }
-    assert answers["price"]["cap"] == CONVERT_CAP
+    assert answers["price"]["cap"] == index_service.CONVERT_CAP == 1000
     stored = {d["_id"]: d async for d in raw.find({})}
     assert stored[1]["price"] == 42.0 and isinstance(stored[1]["price"], float)
     assert stored[2]["price"] == 7.0 and isinstance(stored[2]["price"], float)
@@ -507,6 +514,25 @@ async def test_conversion_converts_what_converts_and_leaves_the_rest(served: Ser
     assert (await served.indexes(database_id))["price"]["state"] == "valid"
 
 
+async def test_each_call_converts_up_to_the_cap_and_says_what_remains(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_service, "CONVERT_CAP", 3)
+    database_id = await served.create(ORDERS)
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"_id": n, "price": "x" if n == 2 else str(n)} for n in range(1, 7)])
+    first = (await served.convert(database_id, "price")).json()
+    assert (first["converted"], first["unconvertible"], first["remaining"], first["cap"]) == (
+        3,
+        1,
+        2,
+        3,
+    )
+    second = (await served.convert(database_id, "price")).json()
+    assert (second["converted"], second["unconvertible"], second["remaining"]) == (2, 1, 0)
+    assert [d["price"] async for d in raw.find({}).sort("_id", 1)] == [1.0, "x", 3.0, 4.0, 5.0, 6.0]
+
+
 async def test_conversion_never_overwrites_a_concurrent_write(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -515,12 +541,13 @@ async def test_conversion_never_overwrites_a_concurrent_write(
     database_id = await served.create(ORDERS)
     raw = await served.raw(database_id)
     await raw.insert_many([{"_id": n, "price": str(n)} for n in range(1, 6)])
+    writer = await served.handle(database_id)
     real_find = management_repository.find_violations
 
     async def find_then_race(**kwargs: Any) -> list[dict[str, Any]]:
         found = await real_find(**kwargs)
         if found:
-            await raw.update_one({"_id": 3}, {"$set": {"price": "30"}})
+            await writer.update_one({"_id": 3}, {"$set": {"price": "30"}})
         return found
 
     monkeypatch.setattr(management_repository, "find_violations", find_then_race)
@@ -537,10 +564,11 @@ async def test_conversion_races_concurrent_updates_without_losing_them(served: S
     database_id = await served.create(ORDERS)
     raw = await served.raw(database_id)
     await raw.insert_many([{"_id": n, "price": str(n)} for n in range(40)])
+    writer = await served.handle(database_id)
 
     async def overwrite() -> None:
         for n in range(0, 40, 2):
-            await raw.update_one({"_id": n}, {"$set": {"price": f"new-{n}"}})
+            await writer.update_one({"_id": n}, {"$set": {"price": f"new-{n}"}})
 
     answer, _ = await asyncio.gather(served.convert(database_id, "price"), overwrite())
     assert answer.status_code == 200, answer.text
