@@ -422,8 +422,10 @@ class ManagementService:
         `DatabaseBusy`, `DatabaseUnavailable`.
 
         `indexes` None keeps the declared indexes (checked against the new fields).
-        An index whose definition changed under the same name is dropped before
-        the new one is made (two cannot share a name) and made again if that fails.
+        An index in the way of a new one — its definition changed under the same
+        name, or it is going and has the keys of a new one (a rename, or a field's
+        `index` becoming `unique`: an engine keeps one index per key pattern) — is
+        dropped before the new one is made, and made again if that fails.
         Afterwards the fields whose indexed type is new are counted for documents
         of another type in the background (`ViolationChecks`)."""
         record = await self.owned_database(caller=caller, database_id=database_id)
@@ -448,14 +450,20 @@ class ManagementService:
             old_indexes = {
                 index["name"]: _signature(index, old_fields) for index in entry.get("indexes", [])
             }
-            changed = [
+            kept = {index["name"] for index in new_indexes}
+            made = [
                 index
                 for index in new_indexes
-                if index["name"] in old_indexes
-                and old_indexes[index["name"]] != _signature(index, stored)
+                if old_indexes.get(index["name"]) != _signature(index, stored)
             ]
-            added = [index for index in new_indexes if index["name"] not in old_indexes]
-            await self._replace_indexes(db_name, entry, changed, added)
+            made_patterns = {_signature(index, stored)[0] for index in made}
+            in_the_way = [
+                name
+                for name, signature in old_indexes.items()
+                if (name in kept and any(index["name"] == name for index in made))
+                or (name not in kept and signature[0] in made_patterns)
+            ]
+            await self._replace_indexes(db_name, entry, in_the_way, made)
             entry.update(
                 fields=stored,
                 strict=new_strict,
@@ -465,8 +473,7 @@ class ManagementService:
             await repo.save_collections(
                 db=self.control, database_id=current["_id"], collections=current["collections"]
             )
-            kept = {index["name"] for index in new_indexes}
-            for name in old_indexes.keys() - kept:
+            for name in old_indexes.keys() - kept - set(in_the_way):
                 await repo.drop_index(
                     database=self.database, db_name=db_name, collection=collection_name, name=name
                 )
@@ -485,21 +492,21 @@ class ManagementService:
             await self._release(record, token)
 
     async def _replace_indexes(
-        self, db_name: str, entry: Document, changed: list[Document], added: list[Document]
+        self, db_name: str, entry: Document, in_the_way: list[str], made: list[Document]
     ) -> None:
-        """Drop the indexes whose definition changed, then make them and the new
-        ones; on a failure the changed ones are made again as they were."""
+        """Drop the indexes in the way, then make the new and changed ones; on a
+        failure the dropped ones are made again as they were."""
         collection = entry["name"]
         before = {index["name"]: index for index in entry.get("indexes", [])}
-        for index in changed:
+        for name in in_the_way:
             await repo.drop_index(
-                database=self.database, db_name=db_name, collection=collection, name=index["name"]
+                database=self.database, db_name=db_name, collection=collection, name=name
             )
         try:
-            await self._create_indexes(db_name, collection, [*changed, *added])
+            await self._create_indexes(db_name, collection, made)
         except BaseException:
-            for index in changed:
-                old = before[index["name"]]
+            for name in in_the_way:
+                old = before[name]
                 try:
                     await repo.create_index(
                         database=self.database,

@@ -338,6 +338,44 @@ async def test_update_schema_adds_keeps_and_removes_declared_indexes(served: Ser
     assert await served.indexes(database_id) == {}
 
 
+async def test_an_index_renamed_or_made_unique_replaces_the_one_in_its_way(
+    served: Served,
+) -> None:
+    """An engine keeps one index per key pattern: the old one goes first."""
+    database_id = await served.create(
+        {"name": "orders", "fields": [{"name": "sku", "type": "string", "index": True}]}
+    )
+    db_name = await served.db_name(database_id)
+    price = [{"field": "price", "type": "float", "direction": -1}]
+    first = await served.update_schema(
+        database_id,
+        fields=[{"name": "sku", "type": "string", "index": True}],
+        indexes=[{"keys": price}],
+    )
+    assert first.status_code == 200, first.text
+    renamed = await served.update_schema(
+        database_id,
+        fields=[{"name": "sku", "type": "string", "unique": True}],
+        indexes=[{"name": "by_price", "keys": price}],
+    )
+    assert renamed.status_code == 200, renamed.text
+    engine = served.engine_indexes(db_name)
+    assert set(engine) == {"_id_", "sku_unique", "by_price"}
+    assert engine["by_price"]["key"] == {"price": -1}
+    assert engine["sku_unique"]["unique"] is True
+    # A replacement the documents refuse puts back what was in its way.
+    assert (await served.insert(database_id, [{"price": 1.0, "sku": "a"}])).status_code == 201
+    assert (await served.insert(database_id, [{"price": 1.0, "sku": "b"}])).status_code == 201
+    refused = await served.update_schema(
+        database_id,
+        fields=[{"name": "sku", "type": "string", "unique": True}],
+        indexes=[{"name": "one_price", "keys": price, "unique": True}],
+    )
+    assert_envelope(refused, 409, ErrorCode.DUPLICATE_KEY)
+    assert set(served.engine_indexes(db_name)) == {"_id_", "sku_unique", "by_price"}
+    assert set(await served.indexes(database_id)) == {"sku_unique", "by_price"}
+
+
 async def test_a_unique_index_existing_documents_violate_changes_nothing(served: Served) -> None:
     database_id = await served.create(ORDERS)
     assert (await served.insert(database_id, [{"sku": "a"}, {"sku": "a"}])).status_code == 201
