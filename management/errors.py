@@ -132,3 +132,17 @@ class ImportRejected(QuarryError):
             f"Record {index} was refused by the database ({reason}); the import was rolled back.",
             details=[{"index": index, "loc": [index], "msg": reason, "type": "rejected"}],
         )
+
+
+class NotAnIndexKey(QuarryError):
+    """Violations are listed and converted for the key fields of indexes only."""
+
+    status_code = 422
+    error_code = ErrorCode.VALIDATION_ERROR
+
+    def __init__(self, field: str, collection: str) -> None:
+        super().__init__(
+            f"Field '{field}' is not a key of an index of collection '{collection}'; "
+            "violations are those of indexed fields' declared types.",
+            details=[{"loc": ["field"], "msg": "not an index key", "type": "not_indexed"}],
+        )

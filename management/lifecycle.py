@@ -1,5 +1,5 @@
-"""Start and stop the management package with the app: control-database indexes
-and the maintenance task.
+"""Start and stop the management package with the app: control-database indexes,
+the maintenance task, and the index violation checks (`management.index_checks`).
 
 The maintenance task finishes what a failed request could not: it rolls back
 imports whose journal no live request holds (`management.journal`), and it
@@ -23,8 +23,10 @@ from app.db import Database, Document
 from app.settings import Settings
 from app.wiring import AppState
 from management import repository as repo
+from management.index_checks import CHECK_INTERVAL_SECONDS, TASK_NAME, ViolationChecks
+from management.indexes import indexed_field_types
 from management.journal import JournalEntry, journal_entries
-from management.service import indexed_field_types, ready_collections
+from management.service import ready_collections
 
 logger = logging.getLogger("quarry.management")
 #: The key of this package's control indexes in `Database.indexes_ready`.
@@ -143,16 +145,22 @@ def maintenance_pass(database: Database, settings: Settings) -> Callable[[], Awa
 
 @contextlib.asynccontextmanager
 async def lifecycle(state: AppState) -> AsyncIterator[None]:
-    """Creates the control indexes (or leaves it to the maintenance task) and runs it."""
+    """Creates the control indexes (or leaves it to the maintenance task) and runs it,
+    and the background count of index violations after schema changes."""
     database, settings = state.database, state.settings
     try:
         await repo.ensure_indexes(db=database.control)
         database.indexes_ready.add(MANAGEMENT)
     except PyMongoError as exc:
         logger.warning("management indexes not created yet (%s); retrying", type(exc).__name__)
-    async with state.background.every(
-        "management-maintenance",
-        maintenance_pass(database, settings),
-        settings.maintenance_interval_seconds,
+    checks = state.provide(ViolationChecks(database))
+    async with (
+        state.background.every(
+            "management-maintenance",
+            maintenance_pass(database, settings),
+            settings.maintenance_interval_seconds,
+        ),
+        state.background.every(TASK_NAME, checks.run_due, CHECK_INTERVAL_SECONDS),
     ):
         yield
+    state.forget(ViolationChecks)

@@ -36,6 +36,7 @@ from app.db import (
     Database,
     DatabaseHandle,
     Document,
+    FieldGuard,
     UndoReport,
     delete_if_written,
     drop_stale_scratch,
@@ -227,12 +228,17 @@ async def create_collection(*, database: Database, db_name: str, name: str) -> N
 
 
 async def create_index(
-    *, database: Database, db_name: str, collection: str, field: str, unique: bool, name: str
+    *,
+    database: Database,
+    db_name: str,
+    collection: str,
+    keys: list[tuple[str, int]],
+    unique: bool,
+    name: str,
 ) -> None:
-    """Raises `OperationFailure` (e.g. duplicates for a unique index)."""
-    await database.db(db_name)[collection].create_index(
-        [(field, ASCENDING)], unique=unique, name=name
-    )
+    """`keys`: `[(field, 1 | -1), ...]`. Raises `OperationFailure` (e.g. duplicates
+    for a unique index)."""
+    await database.db(db_name)[collection].create_index(keys, unique=unique, name=name)
 
 
 async def declare_fields(
@@ -241,6 +247,56 @@ async def declare_fields(
     """Tell the engine the collection's indexed fields and their types (its typed
     indexes for fast reads are built in the background)."""
     await database.db(db_name)[collection].declare_fields(fields)
+
+
+async def field_guards(
+    *, database: Database, db_name: str, collection: str, fields: dict[str, str]
+) -> dict[str, FieldGuard]:
+    """The engine's type guard of each indexed field (name → schema type)."""
+    return await database.db(db_name)[collection].field_guards(fields)
+
+
+async def find_violations(
+    *,
+    database: Database,
+    db_name: str,
+    collection: str,
+    query: Document,
+    field: str,
+    skip: int,
+    limit: int,
+) -> list[Document]:
+    """Matching documents' `_id` and `field`, in `_id` order."""
+    cursor = database.db(db_name)[collection].find(
+        query, projection={"_id": 1, field: 1}, sort=[("_id", ASCENDING)], skip=skip, limit=limit
+    )
+    return await cursor.to_list()
+
+
+async def count_matching(
+    *, database: Database, db_name: str, collection: str, query: Document
+) -> int:
+    return await database.db(db_name)[collection].count_documents(query)
+
+
+async def set_value_if_unchanged(
+    *,
+    database: Database,
+    db_name: str,
+    collection: str,
+    document_id: Any,
+    field: str,
+    old: Any,
+    new: Any,
+) -> bool:
+    """Set `field` to `new` where it still holds `old`: one conditional update, so a
+    write that changed the document meanwhile is never overwritten (on the embedded
+    engine it runs under the write door's lock, as every update). False when the
+    document no longer matched."""
+    result = await database.db(db_name)[collection].update_one(
+        {"_id": document_id, field: {"$eq": old}}, {"$set": {field: new}}
+    )
+    return result.modified_count == 1
 
 
 async def ready_databases(*, db: DatabaseHandle) -> list[Document]:

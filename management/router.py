@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
 from app.audit import annotate_current
 from app.http import CallerDep, DatabaseDep, SettingsDep, error_responses
 from app.kit import Pagination, to_plain
 from app.schema import parse_filter_json
+from app.wiring import request_state
+from management.index_checks import ViolationChecks
+from management.index_service import IndexService
 from management.schemas import (
     CollectionAnswer,
     CollectionCount,
@@ -19,6 +22,8 @@ from management.schemas import (
     CollectionMetadata,
     CollectionOut,
     CollectionsAnswer,
+    ConversionAnswer,
+    ConvertViolationsRequest,
     CreateCollectionsRequest,
     CreateDatabaseAnswer,
     CreateDatabaseRequest,
@@ -31,6 +36,9 @@ from management.schemas import (
     DroppedCollectionsAnswer,
     ExportFormat,
     ImportAnswer,
+    IndexOut,
+    IndexViolation,
+    IndexViolationsAnswer,
     MessageAnswer,
     MetadataAnswer,
     OnError,
@@ -42,11 +50,21 @@ from management.service import ManagementService, ready_collections
 router = APIRouter(tags=["databases"])
 
 
-def get_management_service(database: DatabaseDep, settings: SettingsDep) -> ManagementService:
-    return ManagementService(database=database, settings=settings)
+def get_management_service(
+    request: Request, database: DatabaseDep, settings: SettingsDep
+) -> ManagementService:
+    checks = request_state(request).find(ViolationChecks)
+    return ManagementService(database=database, settings=settings, checks=checks)
 
 
 ServiceDep = Annotated[ManagementService, Depends(get_management_service)]
+
+
+def get_index_service(service: ServiceDep) -> IndexService:
+    return IndexService(management=service)
+
+
+IndexServiceDep = Annotated[IndexService, Depends(get_index_service)]
 DatabaseId = Annotated[
     str, Query(min_length=1, max_length=64, examples=["60c72b2f9b1d8b1a2d3e4567"])
 ]
@@ -63,12 +81,15 @@ def _collection_out(entry: dict[str, Any]) -> CollectionOut:
     )
 
 
-def _collection_metadata(entry: dict[str, Any]) -> CollectionMetadata:
+async def _collection_metadata(
+    indexes: IndexService, db_name: str, entry: dict[str, Any]
+) -> CollectionMetadata:
+    states = await indexes.index_states(db_name, entry)
     return CollectionMetadata(
         name=entry["name"],
         fields=to_plain(entry["fields"]),
         strict=entry["strict"],
-        indexes=entry.get("indexes", []),
+        indexes=[IndexOut.model_validate(state) for state in states],
     )
 
 
@@ -124,11 +145,15 @@ async def list_databases(
     "/api/get_metadata", response_model=MetadataAnswer, responses=error_responses(401, 404, 422)
 )
 async def get_metadata(
-    database_id: DatabaseId, caller: CallerDep, service: ServiceDep
+    database_id: DatabaseId, caller: CallerDep, service: ServiceDep, indexes: IndexServiceDep
 ) -> MetadataAnswer:
-    """The whole metadata document of one database, schemas and indexes included."""
+    """The whole metadata document of one database, schemas and indexes (with their
+    state) included."""
     record = await service.owned_database(caller=caller, database_id=database_id)
-    collections = [_collection_metadata(entry) for entry in ready_collections(record)]
+    collections = [
+        await _collection_metadata(indexes, record["dbName"], entry)
+        for entry in ready_collections(record)
+    ]
     return MetadataAnswer(
         data=DatabaseMetadata(
             _id=str(record["_id"]),
@@ -180,18 +205,70 @@ async def create_collections(
     responses=error_responses(401, 404, 409, 413, 422),
 )
 async def update_schema(
-    body: UpdateSchemaRequest, caller: CallerDep, service: ServiceDep
+    body: UpdateSchemaRequest, caller: CallerDep, service: ServiceDep, indexes: IndexServiceDep
 ) -> CollectionAnswer:
-    """Replace a collection's field schema; indexes follow, documents are not rewritten."""
+    """Replace a collection's field schema (and declared indexes, when given); indexes
+    follow, documents are not rewritten."""
     _audit_database(body.database_id, collection=body.collection_name)
-    entry = await service.update_schema(
+    db_name, entry = await service.update_schema(
         caller=caller,
         database_id=body.database_id,
         collection_name=body.collection_name,
         fields=body.fields,
         strict=body.strict,
+        indexes=body.indexes,
     )
-    return CollectionAnswer(collection=_collection_metadata(entry))
+    return CollectionAnswer(collection=await _collection_metadata(indexes, db_name, entry))
+
+
+@router.get(
+    "/api/index_violations",
+    response_model=IndexViolationsAnswer,
+    responses=error_responses(401, 404, 422),
+)
+async def index_violations(
+    database_id: DatabaseId,
+    collection_name: Annotated[str, Query(min_length=1, max_length=200)],
+    field: Annotated[str, Query(min_length=1, max_length=1024)],
+    caller: CallerDep,
+    indexes: IndexServiceDep,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> IndexViolationsAnswer:
+    """The documents whose indexed field holds another type than declared."""
+    declared_type, listed, total = await indexes.list_violations(
+        caller=caller,
+        database_id=database_id,
+        collection_name=collection_name,
+        field=field,
+        page=page,
+        page_size=page_size,
+    )
+    return IndexViolationsAnswer(
+        field=field,
+        declared_type=declared_type,
+        data=[IndexViolation.model_validate(item) for item in listed],
+        pagination=Pagination.of(page=page, page_size=page_size, total_items=total),
+    )
+
+
+@router.post(
+    "/api/convert_index_violations",
+    response_model=ConversionAnswer,
+    responses=error_responses(401, 404, 409, 422),
+)
+async def convert_index_violations(
+    body: ConvertViolationsRequest, caller: CallerDep, indexes: IndexServiceDep
+) -> ConversionAnswer:
+    """Convert the violations of an indexed field that convert losslessly (capped per call)."""
+    _audit_database(body.database_id, collection=body.collection_name, field=body.field)
+    result = await indexes.convert_violations(
+        caller=caller,
+        database_id=body.database_id,
+        collection_name=body.collection_name,
+        field=body.field,
+    )
+    return ConversionAnswer(field=body.field, **result)
 
 
 @router.post(

@@ -9,8 +9,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.clock import UtcDatetime
+from app.db import GuardState
 from app.kit import Pagination
 from app.schema import FieldDefinition
+from management.indexes import MAX_DECLARED_INDEXES, IndexDefinition
 
 NameText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 IdText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -23,18 +25,47 @@ _USERS_EXAMPLE = {
     ],
     "strict": False,
 }
+_ORDERS_EXAMPLE = {
+    "name": "orders",
+    "fields": [{"name": "sku", "type": "string", "required": True}],
+    "indexes": [
+        {
+            "name": "by_price",
+            "keys": [
+                {"field": "price", "type": "float", "direction": -1},
+                {"field": "sku", "type": "string", "direction": 1},
+            ],
+            "unique": True,
+        }
+    ],
+    "strict": False,
+}
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Indexes declared without declaring their fields (`management.indexes`).
+DeclaredIndexes = Annotated[
+    list[IndexDefinition],
+    Field(
+        max_length=MAX_DECLARED_INDEXES,
+        description=f"Indexes of their own (at most {MAX_DECLARED_INDEXES}, 1-8 keys each); "
+        "their fields need not be declared in `fields`.",
+    ),
+]
+
+
 class CollectionDefinition(StrictModel):
     name: NameText
     fields: list[FieldDefinition] = Field(default_factory=list, max_length=500)
+    indexes: DeclaredIndexes = Field(default_factory=list)
     strict: bool = False
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": _USERS_EXAMPLE})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [_USERS_EXAMPLE, _ORDERS_EXAMPLE]}
+    )
 
 
 class CreateDatabaseRequest(StrictModel):
@@ -58,7 +89,38 @@ class UpdateSchemaRequest(StrictModel):
     database_id: IdText
     collection_name: NameText
     fields: list[FieldDefinition] = Field(max_length=500)
+    #: Omitted: the declared indexes stay as they are; `[]`: none.
+    indexes: DeclaredIndexes | None = None
     strict: bool | None = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "database_id": "60c72b2f9b1d8b1a2d3e4567",
+                "collection_name": "orders",
+                "fields": [{"name": "sku", "type": "string", "required": True}],
+                "indexes": _ORDERS_EXAMPLE["indexes"],
+            }
+        },
+    )
+
+
+class ConvertViolationsRequest(StrictModel):
+    database_id: IdText
+    collection_name: NameText
+    field: str = Field(min_length=1, max_length=1024)
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "database_id": "60c72b2f9b1d8b1a2d3e4567",
+                "collection_name": "orders",
+                "field": "price",
+            }
+        },
+    )
 
 
 class DropDatabaseRequest(StrictModel):
@@ -95,10 +157,60 @@ class CollectionOut(BaseModel):
     strict: bool
 
 
+class GuardOut(BaseModel):
+    """The type guard of one key field: is an index serving reads of it."""
+
+    state: GuardState
+    reason: str | None = None
+    #: Documents holding a type that holds the guard off (null: not counted).
+    violations: int | None = None
+
+
+class IndexKeyOut(BaseModel):
+    field: str
+    type: str
+    direction: Literal[1, -1]
+    guard: GuardOut
+
+
 class IndexOut(BaseModel):
     name: str
+    #: The first key's field (a field flag's index has only that one).
     field: str
     unique: bool
+    #: Declared in `indexes` (else made by a field's `unique`/`index` flag).
+    declared: bool = False
+    keys: list[IndexKeyOut]
+    #: `building` until every key's typed index serves; `off` when a key's guard is.
+    state: GuardState
+    reason: str | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "name": "by_price",
+                "field": "price",
+                "unique": False,
+                "declared": True,
+                "keys": [
+                    {
+                        "field": "price",
+                        "type": "float",
+                        "direction": -1,
+                        "guard": {
+                            "state": "off",
+                            "reason": "3 documents hold another type in price; "
+                            "GET /api/index_violations lists them",
+                            "violations": 3,
+                        },
+                    }
+                ],
+                "state": "off",
+                "reason": "3 documents hold another type in price; "
+                "GET /api/index_violations lists them",
+            }
+        }
+    )
 
 
 class CollectionMetadata(CollectionOut):
@@ -169,6 +281,76 @@ class MessageAnswer(BaseModel):
 class DroppedCollectionsAnswer(BaseModel):
     success: bool = True
     dropped_collections: list[str]
+
+
+class IndexViolation(BaseModel):
+    #: The document's `_id` as API JSON (an ObjectId as its hex string).
+    id: Any = Field(alias="_id", serialization_alias="_id")
+    #: The `$type` name of what the field holds (`string`, `double`, `array`, ...).
+    type: str
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class IndexViolationsAnswer(BaseModel):
+    success: bool = True
+    field: str
+    #: The type the field's indexes declare.
+    declared_type: str
+    data: list[IndexViolation]
+    pagination: Pagination
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "success": True,
+                "field": "price",
+                "declared_type": "float",
+                "data": [{"_id": "60c72b2f9b1d8b1a2d3e4567", "type": "string"}],
+                "pagination": {
+                    "page": 1,
+                    "page_size": 50,
+                    "total_items": 1,
+                    "total_pages": 1,
+                    "has_next": False,
+                    "has_previous": False,
+                },
+            }
+        }
+    )
+
+
+class ConversionAnswer(BaseModel):
+    success: bool = True
+    field: str
+    declared_type: str
+    #: Documents whose value was converted in this call.
+    converted: int
+    #: Documents this call read whose value does not convert without loss.
+    unconvertible: int
+    #: Documents changed by another write between this call's read and its update
+    #: (left as that write made them).
+    changed: int
+    #: Violating documents this call did not convert and a further call may
+    #: (the cap was reached, or they changed meanwhile): call again while above 0.
+    remaining: int
+    #: Documents one call converts at most.
+    cap: int
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "success": True,
+                "field": "price",
+                "declared_type": "float",
+                "converted": 1000,
+                "unconvertible": 2,
+                "changed": 0,
+                "remaining": 340,
+                "cap": 1000,
+            }
+        }
+    )
 
 
 class RecordError(BaseModel):

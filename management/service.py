@@ -20,7 +20,9 @@ Decided where the spec is silent: an empty logical database has no physical
 database until its first collection (MongoDB creates databases lazily); a
 collection created by an import keeps its empty schema; `update_schema` creates
 new indexes before saving the schema and drops removed ones after, and a unique
-index that existing documents violate is 409 `DUPLICATE_KEY`; export files are
+index that existing documents violate is 409 `DUPLICATE_KEY` (compound declared
+indexes too: `management.indexes` holds their rules, `management.index_service`
+their state, violations and conversion); export files are
 relaxed Extended JSON (as `mongoexport` writes) so that they import back with
 their types, and CSV takes its header from the schema fields, `_id`, and the
 fields of the first 1,000 documents (later extra fields are not exported).
@@ -75,6 +77,15 @@ from management.errors import (
     UniqueIndexConflict,
 )
 from management.importer import MAX_REPORTED_ERRORS, prepare_import, read_batches
+from management.index_checks import ViolationChecks
+from management.indexes import (
+    IndexDefinition,
+    as_definitions,
+    declared_entries,
+    index_problems,
+    indexed_field_types,
+    key_spec,
+)
 from management.journal import JournalEntry
 from management.schemas import CollectionDefinition, ExportFormat, OnError
 
@@ -113,28 +124,9 @@ def physical_name(display_name: str) -> str:
     return f"{slug}_{secrets.randbelow(1_000_000):06d}"
 
 
-def index_entries(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    indexes = []
-    for field in fields:
-        if field.get("unique"):
-            indexes.append(
-                {"name": f"{field['name']}_unique", "field": field["name"], "unique": True}
-            )
-        elif field.get("index"):
-            indexes.append(
-                {"name": f"{field['name']}_index", "field": field["name"], "unique": False}
-            )
-    return indexes
-
-
-def indexed_field_types(entry: Document) -> dict[str, str]:
-    """The collection's fields marked `unique` or `index`, with their schema types:
-    what the engine may build typed indexes of (`EngineAdapter.declare_fields`)."""
-    return {
-        field["name"]: field["type"]
-        for field in entry.get("fields", [])
-        if field.get("unique") or field.get("index")
-    }
+def _signature(index: Document, fields: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """What makes an engine index: its keys and directions, and uniqueness."""
+    return (tuple(key_spec(index, fields)), bool(index["unique"]))
 
 
 def ready_collections(record: Document) -> list[Document]:
@@ -151,10 +143,14 @@ def collection_schema(entry: Document | None) -> CompiledSchema:
 
 
 class ManagementService:
-    def __init__(self, *, database: Database, settings: Settings) -> None:
+    def __init__(
+        self, *, database: Database, settings: Settings, checks: ViolationChecks | None = None
+    ) -> None:
         self.database = database
         self.settings = settings
         self.control = database.control
+        #: Where a schema change asks for its violations to be counted (None: not).
+        self.checks = checks
 
     # ------------------------------------------------------------------ lookup
 
@@ -297,7 +293,12 @@ class ManagementService:
                         {**detail, "loc": ["collections", position, "fields", *detail["loc"]]}
                     )
                 continue
-            entries.append(self._entry(definition.name, fields, definition.strict, state))
+            indexes, index_issues = index_problems(fields, definition.indexes)
+            problems += [
+                {**detail, "loc": ["collections", position, *detail["loc"]]}
+                for detail in index_issues
+            ]
+            entries.append(self._entry(definition.name, fields, definition.strict, state, indexes))
         if problems:
             raise SchemaInvalid(problems)
         if clashes:
@@ -310,12 +311,18 @@ class ManagementService:
         return [stored_definition(field) for field in fields]
 
     @staticmethod
-    def _entry(name: str, fields: list[dict[str, Any]], strict: bool, state: str) -> Document:
+    def _entry(
+        name: str,
+        fields: list[dict[str, Any]],
+        strict: bool,
+        state: str,
+        indexes: list[dict[str, Any]] | None = None,
+    ) -> Document:
         return {
             "name": name,
             "fields": fields,
             "strict": strict,
-            "indexes": index_entries(fields),
+            "indexes": index_problems(fields, [])[0] if indexes is None else indexes,
             "schema_version": 1,
             "state": state,
             "created_at": utc_now(),
@@ -328,7 +335,7 @@ class ManagementService:
                 database=self.database,
                 db_name=db_name,
                 collection=entry["name"],
-                field=index["field"],
+                keys=key_spec(index, entry["fields"]),
                 unique=index["unique"],
                 name=index["name"],
             )
@@ -408,9 +415,19 @@ class ManagementService:
         collection_name: str,
         fields: list[Any],
         strict: bool | None,
-    ) -> Document:
-        """Raises `DatabaseNotFound`, `CollectionNotFound`, `SchemaInvalid`,
-        `UniqueIndexConflict`, `DatabaseBusy`, `DatabaseUnavailable`."""
+        indexes: list[IndexDefinition] | None = None,
+    ) -> tuple[str, Document]:
+        """The physical database's name and the updated entry. Raises
+        `DatabaseNotFound`, `CollectionNotFound`, `SchemaInvalid`, `UniqueIndexConflict`,
+        `DatabaseBusy`, `DatabaseUnavailable`.
+
+        `indexes` None keeps the declared indexes (checked against the new fields).
+        An index in the way of a new one — its definition changed under the same
+        name, or it is going and has the keys of a new one (a rename, or a field's
+        `index` becoming `unique`: an engine keeps one index per key pattern) — is
+        dropped before the new one is made, and made again if that fails.
+        Afterwards the fields whose indexed type is new are counted for documents
+        of another type in the background (`ViolationChecks`)."""
         record = await self.owned_database(caller=caller, database_id=database_id)
         token = await self._locked(record)
         try:
@@ -423,10 +440,30 @@ class ManagementService:
                 raise SchemaInvalid(
                     [{**detail, "loc": ["fields", *detail["loc"]]} for detail in exc.details]
                 ) from None
-            old_indexes = {index["name"]: index for index in entry.get("indexes", [])}
-            new_indexes = index_entries(stored)
-            added = [index for index in new_indexes if index["name"] not in old_indexes]
-            await self._create_indexes(current["dbName"], collection_name, added)
+            declared = as_definitions(declared_entries(entry)) if indexes is None else indexes
+            new_indexes, problems = index_problems(stored, declared)
+            if problems:
+                raise SchemaInvalid(problems)
+            db_name = current["dbName"]
+            old_fields = entry.get("fields", [])
+            old_types = indexed_field_types(entry)
+            old_indexes = {
+                index["name"]: _signature(index, old_fields) for index in entry.get("indexes", [])
+            }
+            kept = {index["name"] for index in new_indexes}
+            made = [
+                index
+                for index in new_indexes
+                if old_indexes.get(index["name"]) != _signature(index, stored)
+            ]
+            made_patterns = {_signature(index, stored)[0] for index in made}
+            in_the_way = [
+                name
+                for name, signature in old_indexes.items()
+                if (name in kept and any(index["name"] == name for index in made))
+                or (name not in kept and signature[0] in made_patterns)
+            ]
+            await self._replace_indexes(db_name, entry, in_the_way, made)
             entry.update(
                 fields=stored,
                 strict=new_strict,
@@ -436,23 +473,52 @@ class ManagementService:
             await repo.save_collections(
                 db=self.control, database_id=current["_id"], collections=current["collections"]
             )
-            kept = {index["name"] for index in new_indexes}
-            for name in old_indexes.keys() - kept:
+            for name in old_indexes.keys() - kept - set(in_the_way):
                 await repo.drop_index(
-                    database=self.database,
-                    db_name=current["dbName"],
-                    collection=collection_name,
-                    name=name,
+                    database=self.database, db_name=db_name, collection=collection_name, name=name
                 )
+            new_types = indexed_field_types(entry)
             await repo.declare_fields(
                 database=self.database,
-                db_name=current["dbName"],
+                db_name=db_name,
                 collection=collection_name,
-                fields=indexed_field_types(entry),
+                fields=new_types,
             )
-            return entry
+            if self.checks is not None:
+                retyped = {f: t for f, t in new_types.items() if old_types.get(f) != t}
+                self.checks.want(str(current["_id"]), db_name, collection_name, retyped)
+            return db_name, entry
         finally:
             await self._release(record, token)
+
+    async def _replace_indexes(
+        self, db_name: str, entry: Document, in_the_way: list[str], made: list[Document]
+    ) -> None:
+        """Drop the indexes in the way, then make the new and changed ones; on a
+        failure the dropped ones are made again as they were."""
+        collection = entry["name"]
+        before = {index["name"]: index for index in entry.get("indexes", [])}
+        for name in in_the_way:
+            await repo.drop_index(
+                database=self.database, db_name=db_name, collection=collection, name=name
+            )
+        try:
+            await self._create_indexes(db_name, collection, made)
+        except BaseException:
+            for name in in_the_way:
+                old = before[name]
+                try:
+                    await repo.create_index(
+                        database=self.database,
+                        db_name=db_name,
+                        collection=collection,
+                        keys=key_spec(old, entry.get("fields", [])),
+                        unique=old["unique"],
+                        name=old["name"],
+                    )
+                except PyMongoError:
+                    logger.warning("could not restore index %s after a failed update", old["name"])
+            raise
 
     async def _create_indexes(self, db_name: str, collection: str, indexes: list[Document]) -> None:
         made: list[str] = []
@@ -463,13 +529,14 @@ class ManagementService:
                         database=self.database,
                         db_name=db_name,
                         collection=collection,
-                        field=index["field"],
+                        keys=key_spec(index, []),
                         unique=index["unique"],
                         name=index["name"],
                     )
                 except OperationFailure as exc:
                     if index["unique"] and is_duplicate_key(exc):
-                        raise UniqueIndexConflict(index["field"]) from None
+                        fields = [field for field, _ in key_spec(index, [])]
+                        raise UniqueIndexConflict(", ".join(fields)) from None
                     raise
                 made.append(index["name"])
         except BaseException:

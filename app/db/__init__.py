@@ -8,6 +8,8 @@
   between engines (reads, counts, pages, writes, index management), and
   `Capabilities`; `mongo`: its MongoDB implementation (the embedded engine's
   lives in `app.engine`, chosen once at start by the composition root).
+- `field_guards`: the types each schema type holds, the filter of documents
+  holding another type, and `FieldGuard`, an indexed field's guard state.
 - `page_query`: sorted pages with totals; `undo`: taking back a failed write;
   `driver_errors`: what a driver error means on either engine.
 
@@ -41,6 +43,12 @@ from app.db.driver_errors import (
     is_transient,
     outcome_unknown,
 )
+from app.db.field_guards import (
+    FieldGuard,
+    GuardState,
+    guard_filter,
+    violation_filter,
+)
 from app.db.handles import Collection, Cursor, DatabaseHandle
 from app.db.mongo import MongoAdapter
 from app.db.page_query import After, Before, Condition, Contains, Eq, IdIn, PageQuery
@@ -70,7 +78,9 @@ __all__ = [
     "EngineAdapter",
     "EngineReads",
     "Eq",
+    "FieldGuard",
     "FindSpec",
+    "GuardState",
     "IdIn",
     "MongoAdapter",
     "Namespace",
@@ -81,6 +91,7 @@ __all__ = [
     "drop_stale_scratch",
     "duplicate_index",
     "engine_message",
+    "guard_filter",
     "is_duplicate_key",
     "is_duplicate_key_message",
     "is_too_many_parameters",
@@ -89,4 +100,5 @@ __all__ = [
     "outcome_unknown",
     "restore_into",
     "undo_update",
+    "violation_filter",
 ]

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from pymongo import IndexModel
 from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 
+from app.db.field_guards import FieldGuard
+
 if TYPE_CHECKING:
     from app.db.page_query import PageQuery
 
@@ -223,11 +225,17 @@ class EngineAdapter(ABC):
     async def drop_index(self, ns: Namespace, name: str) -> None: ...
 
     async def declare_fields(self, ns: Namespace, fields: Mapping[str, str]) -> None:
-        """The collection's indexed top-level fields and their schema types (name →
+        """Every field an index of the collection keys, with its schema type (name →
         `string`, `int`, `date`, ...), told after every schema change: an engine
         that needs indexes of its own to read them fast builds them (the embedded
         engine's typed keys). On MongoDB the indexes `create_indexes` made serve."""
         return None
+
+    @abstractmethod
+    async def field_guards(self, ns: Namespace, fields: Mapping[str, str]) -> dict[str, FieldGuard]:
+        """The type guard of each of these indexed fields (name → schema type): is
+        its index serving, being built, or off (and why), and how many documents
+        hold a type it does not let pass (`app.db.field_guards`)."""
 
     @abstractmethod
     async def create_collection(self, ns: Namespace) -> None: ...

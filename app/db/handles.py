@@ -17,6 +17,7 @@ from pymongo import IndexModel, ReturnDocument
 from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 
 from app.db.adapter import Document, EngineAdapter, FindSpec, Namespace, RawCursor, SortSpec
+from app.db.field_guards import FieldGuard
 
 if TYPE_CHECKING:
     from app.db.database import Database
@@ -174,6 +175,10 @@ class Collection:
         """The indexed top-level fields and their schema types (see
         `EngineAdapter.declare_fields`)."""
         await (await self._adapter()).declare_fields(self.namespace, fields)
+
+    async def field_guards(self, fields: Mapping[str, str]) -> dict[str, FieldGuard]:
+        """The type guard of each indexed field (see `EngineAdapter.field_guards`)."""
+        return await (await self._adapter()).field_guards(self.namespace, fields)
 
     async def drop(self) -> None:
         await (await self._adapter()).drop_collection(self.namespace)

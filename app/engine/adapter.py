@@ -57,6 +57,7 @@ from app.db import (
     Database,
     Document,
     EngineAdapter,
+    FieldGuard,
     FindSpec,
     MongoAdapter,
     Namespace,
@@ -66,6 +67,7 @@ from app.db import (
 )
 from app.engine.door import WriteDoor
 from app.engine.planned_reads import PlannedCursor, wants_planner_for_one
+from app.engine.planner import FAMILY_OF_SCHEMA_TYPE
 from app.engine.process import conninfo_at
 from app.engine.sql import EngineSql
 from app.errors import EngineUnsupported
@@ -180,6 +182,36 @@ class EmbeddedAdapter(MongoAdapter):
         sql = self._sql()
         if sql is not None:
             sql.declare_fields(ns.database, ns.collection, dict(fields))
+
+    async def field_guards(self, ns: Namespace, fields: Mapping[str, str]) -> dict[str, FieldGuard]:
+        """The guards of the typed indexes (PostgreSQL, `EngineSql.typed_key_guards`):
+        off, with the reason, for a field that has no typed key (dotted, or a type
+        the keys do not order) and wherever the builder is not (SQLite, or a
+        server given only the engine's URL without its owner's access)."""
+        families: dict[str, str] = {}
+        guards: dict[str, FieldGuard] = {}
+        for name, schema_type in fields.items():
+            family = FAMILY_OF_SCHEMA_TYPE.get(schema_type)
+            if "." in name:
+                guards[name] = FieldGuard(
+                    "off", f"{name} is dotted: only top-level fields have typed keys"
+                )
+            elif family is None:
+                guards[name] = FieldGuard("off", f"{schema_type} fields have no typed key")
+            else:
+                families[name] = family
+        if families:
+            sql = self._sql()
+            found = (
+                None
+                if sql is None
+                else await sql.typed_key_guards(ns.database, ns.collection, families)
+            )
+            for name in families:
+                guards[name] = (found or {}).get(name) or FieldGuard(
+                    "off", "the typed-index builder is unavailable on this engine"
+                )
+        return guards
 
     async def collection_size(self, ns: Namespace) -> int:
         """`SELECT count(*)` on FerretDB's table on PostgreSQL; otherwise `collStats`,

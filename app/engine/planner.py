@@ -10,15 +10,15 @@ answers the same in milliseconds (`python -m bench.planner`: 2-9 ms through the
 adapter at 100,000 documents, decoding included; FerretDB itself: 3-5 s).
 
 **What SQL serves.** Filters whose every field is `_id` or a *typed field* (a
-top-level field declared `index: true` or `unique` with a scalar type — string,
-int/float/number, bool, date, id — whose typed index, `app.engine.typed_indexes`,
-is built): `$eq`, `$ne`, `$gt`, `$gte`, `$lt`, `$lte`, `$in`, `$nin`, `$exists`,
-implicit equality, `$and`/`$or`/`$nor`, and `$type` with type names; values of
-the field's own type (null for the equalities and lists). Sorts on any number
-of typed fields and `_id`, either direction, ties always by `_id` ascending
-(MongoDB leaves their order open; the documents API always ends with `_id`);
-skip and limit; a find without sort when it has neither (in the table's order,
-as FerretDB's own scan returns it); counts; top-level inclusion or exclusion
+top-level field declared `index: true` or `unique`, or a key of a declared index,
+with a scalar type — string, int/float/number, bool, date, id — whose typed index,
+`app.engine.typed_indexes`, is built): `$eq`, `$ne`, `$gt`, `$gte`, `$lt`, `$lte`,
+`$in`, `$nin`, `$exists`, implicit equality, `$and`/`$or`/`$nor`, and `$type` with
+type names; values of the field's own type (null for the equalities and lists).
+Sorts on any number of typed fields and `_id`, either direction, ties always by
+`_id` ascending (MongoDB leaves their order open; the documents API always ends with
+`_id`); skip and limit; a find without sort when it has neither (in the table's
+order, as FerretDB's own scan returns it); counts; top-level inclusion or exclusion
 projections. A sorted, limited find whose filter has an `$or` (a cursor page's
 keyset filter is one) reads each branch through its own index in key order and
 merges them (`Plan.branches`), instead of one bitmap scan of every match.

@@ -37,7 +37,7 @@ from bson import ObjectId
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from app.db import After, Before, Condition, Contains, Eq, FindSpec, PageQuery
+from app.db import After, Before, Condition, Contains, Eq, FieldGuard, FindSpec, PageQuery
 from app.engine.door import WriteDoor
 from app.engine.planned_reads import (
     PlannerStats,
@@ -48,7 +48,14 @@ from app.engine.planned_reads import (
     run_find,
 )
 from app.engine.sjson import SjsonError, decode_document
-from app.engine.typed_indexes import KeyCatalog, TableKeys, TypedIndexBuilder
+from app.engine.typed_indexes import (
+    KeyCatalog,
+    TableKeys,
+    TypedIndex,
+    TypedIndexBuilder,
+    guarded_count,
+    index_validity,
+)
 
 logger = logging.getLogger("quarry.engine")
 
@@ -167,6 +174,16 @@ class _Compiler:
             alias=sql.Identifier(inner),
             where=self.where(inner, condition.clauses),
         )
+
+
+def _unbuilt_guard(field: str, *, present: bool) -> FieldGuard:
+    if present:
+        return FieldGuard("building", f"the typed index of {field} is being built")
+    return FieldGuard(
+        "off",
+        f"no typed index of {field} is built yet: the builder is told of every "
+        "collection at start and after each schema change",
+    )
 
 
 class EngineSql:
@@ -390,6 +407,44 @@ class EngineSql:
         """Wait until every declared typed index is built (tests, benchmarks)."""
         if self.typed_indexes is not None:
             await self.typed_indexes.settled()
+
+    async def typed_key_guards(
+        self, db_name: str, collection: str, families: dict[str, str]
+    ) -> dict[str, FieldGuard] | None:
+        """The guard of each field's typed index (field → key family): building
+        while the builder has the collection's declaration to do or the index is
+        not valid yet; else off while documents hold another type (counted through
+        the index, which leads with the guard), valid otherwise. None when the
+        builder is not here or the collection has no table (yet)."""
+        builder = self.typed_indexes
+        if builder is None:
+            return None
+        async with self._connection("typed key guards") as connection:
+            if connection is None:
+                return None
+            tables = await self._tables(connection, db_name, {collection})
+            if collection not in tables:
+                return None
+            table = tables[collection]
+            validity = await index_validity(connection, db_name, table)
+            building = builder.building(db_name, collection)
+            guards = {}
+            for field, family in families.items():
+                index = TypedIndex(field, family)
+                valid = validity.get(index.name(table))
+                if not valid:
+                    guards[field] = _unbuilt_guard(field, present=valid is not None or building)
+                    continue
+                cursor = await connection.execute(guarded_count(db_name, table, index))
+                row = await cursor.fetchone()
+                count = int(row[0]) if row else 0
+                guards[field] = (
+                    FieldGuard("off", f"{count} documents hold another type in {field}", count)
+                    if count
+                    else FieldGuard("valid", None, 0)
+                )
+            return guards
+        return None
 
     def declare_fields(self, db_name: str, collection: str, fields: dict[str, str]) -> None:
         """The collection's indexed top-level fields and their schema types: their

@@ -4,7 +4,8 @@ built from the collection schemas, in the background, and looked up per table.
 For each collection the schema declares (`EngineAdapter.declare_fields`, called by
 management when a collection is created, its schema changes, and once at start)
 there is one btree index of `_id`'s key (type rank, number, string) and, for every
-top-level field marked `index` or `unique` with a scalar type, one of
+top-level field with a scalar type that an index keys (a schema field marked
+`index` or `unique`, or a key of a declared index), one of
 (guard, typed key, `_id`'s key) — the expressions of `planner.Expressions`. Each
 carries a comment `{"quarry": "typed key", "field": ..., "family": ...}`, which
 is how the planner learns which fields it may serve; it uses an index only while
@@ -35,6 +36,12 @@ makes the build the one cancelled: a `deadlock_timeout` of 10 ms (it finds the
 cycle first whenever it starts waiting after FerretDB) and a `lock_timeout` of
 half a second (shorter than FerretDB's one-second `deadlock_timeout`, for when it
 waits first). The cost is a retried build.
+
+**In sight.** `TypedIndexBuilder.building` says whether a collection's declaration
+is still to be reconciled, `index_validity` which typed indexes serve, and
+`guarded_count` how many documents a guard holds off — read through the index,
+which leads with the guard — so `get_metadata` can show each index as building,
+valid or off (`EngineSql.typed_key_guards`, `EmbeddedAdapter.field_guards`).
 """
 
 from __future__ import annotations
@@ -133,6 +140,23 @@ def wanted_indexes(fields: Mapping[str, str]) -> list[TypedIndex]:
     return wanted
 
 
+def guarded_count(schema: str, table: str, index: TypedIndex) -> sql.Composable:
+    """The number of documents the index's type guard holds off: the index leads
+    with the guard, so this reads one range of it, not the table."""
+    guard = Expressions(in_statement=False).guard(index.field, index.family)
+    return sql.SQL("SELECT count(*) FROM {} WHERE {} = 1").format(
+        sql.Identifier(schema, table), guard
+    )
+
+
+async def index_validity(
+    connection: psycopg.AsyncConnection[Any], schema: str, table: str
+) -> dict[str, bool]:
+    """Each typed index of the table (by name): valid (serving) or not."""
+    cursor = await connection.execute(_INDEXES_OF, (schema, table))
+    return {name: bool(valid) for name, _, valid in await cursor.fetchall()}
+
+
 def read_comment(comment: str | None) -> TypedIndex | None:
     try:
         parsed = json.loads(comment or "")
@@ -215,6 +239,7 @@ class TypedIndexBuilder:
         self._declared: dict[tuple[str, str], dict[str, str]] = {}
         self._pending: dict[tuple[str, str], float] = {}
         self._failures: dict[tuple[str, str], int] = {}
+        self._working: tuple[str, str] | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -230,6 +255,12 @@ class TypedIndexBuilder:
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._work())
+
+    def building(self, db_name: str, collection: str) -> bool:
+        """The collection's declaration is not reconciled yet (due, backing off
+        after a failure, or under way)."""
+        key = (db_name, collection)
+        return key in self._pending or self._working == key
 
     async def settled(self) -> None:
         """Wait until every declaration has been built (tests, benchmarks)."""
@@ -264,6 +295,7 @@ class TypedIndexBuilder:
                 key = due[0]
                 fields = self._declared[key]
                 del self._pending[key]
+                self._working = key
                 try:
                     if connection is None:
                         connection = await self._connect()
@@ -276,6 +308,8 @@ class TypedIndexBuilder:
                     self._postpone(key, exc)
                 else:
                     self._failures.pop(key, None)
+                finally:
+                    self._working = None
         finally:
             if connection is not None:
                 with contextlib.suppress(psycopg.Error):

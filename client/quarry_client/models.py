@@ -296,6 +296,10 @@ class CollectionDefinition(BaseModel):
 
     name: str
     fields: list[FieldDefinition] | None = None
+    indexes: list[IndexDefinition] | None = Field(
+        default=None,
+        description="Indexes of their own (at most 64, 1-8 keys each); their fields need not be declared in `fields`.",
+    )
     strict: bool = False
 
 
@@ -360,6 +364,27 @@ class ColumnOut(BaseModel):
     name: str
     dtype: Literal["float", "int", "string", "bool"]
     created_at: datetime
+
+
+class ConversionAnswer(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    success: bool = True
+    field: str
+    declared_type: str
+    converted: int
+    unconvertible: int
+    changed: int
+    remaining: int
+    cap: int
+
+
+class ConvertViolationsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    database_id: str
+    collection_name: str
+    field: str
 
 
 class CountAnswer(BaseModel):
@@ -785,6 +810,16 @@ class FindAnswer(BaseModel):
     pagination: DocumentPagination
 
 
+class GuardOut(BaseModel):
+    """The type guard of one key field: is an index serving reads of it."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    state: Literal["building", "valid", "off"]
+    reason: str | None = None
+    violations: int | None = None
+
+
 class HealthReport(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -805,12 +840,64 @@ class ImportAnswer(BaseModel):
     errors: list[RecordError] | None = None
 
 
+class IndexDefinition(BaseModel):
+    """An index declared without declaring its fields."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str | None = None
+    keys: list[IndexKey]
+    unique: bool = False
+
+
+class IndexKey(BaseModel):
+    """One key of a declared index: a field, its type and the key's direction."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    field: str
+    type: Literal[
+        "string", "int", "float", "number", "bool", "date", "id", "object", "array", "any"
+    ]
+    direction: Literal[1, -1] = 1
+
+
+class IndexKeyOut(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    field: str
+    type: str
+    direction: Literal[1, -1]
+    guard: GuardOut
+
+
 class IndexOut(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     name: str
     field: str
     unique: bool
+    declared: bool = False
+    keys: list[IndexKeyOut]
+    state: Literal["building", "valid", "off"]
+    reason: str | None = None
+
+
+class IndexViolation(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    id: Any = Field(alias="_id")
+    type: str
+
+
+class IndexViolationsAnswer(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    success: bool = True
+    field: str
+    declared_type: str
+    data: list[IndexViolation]
+    pagination: Pagination
 
 
 class InsertAnswer(BaseModel):
@@ -1197,6 +1284,7 @@ class UpdateSchemaRequest(BaseModel):
     database_id: str
     collection_name: str
     fields: list[FieldDefinition]
+    indexes: list[IndexDefinition] | None = None
     strict: bool | None = None
 
 

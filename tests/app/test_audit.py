@@ -575,12 +575,25 @@ async def test_management_and_document_writes_name_their_database(
         headers=account.bearer,
     )
     assert inserted.status_code == 201, inserted.text
+    converted = await client.post(
+        "/api/convert_index_violations",
+        json={"database_id": database_id, "collection_name": "users", "field": "a"},
+        headers=account.bearer,
+    )
+    assert converted.status_code == 422, converted.text  # `a` is no index key
     records = state_of(app).database.control["audit_log"]
-    for action in ("management.create_database", "documents.insert_documents"):
+    for action in (
+        "management.create_database",
+        "documents.insert_documents",
+        "management.convert_index_violations",
+    ):
         record = await records.find_one({"action": action})
         assert record is not None, action
         assert record["resource_type"] == "database"
         assert record["resource_id"] == database_id
+    record = await records.find_one({"action": "management.convert_index_violations"})
+    assert record is not None
+    assert record["details"]["field"] == "a"
 
 
 async def test_a_time_without_a_zone_is_utc_and_an_oversized_cursor_is_refused(

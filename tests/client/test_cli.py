@@ -284,7 +284,33 @@ def test_db_schema_prints_and_sets_from_a_file(
         ("email", "string", True)
     ]
     shown = run_quarry(env, "db", "schema", database["name"], "people")
-    assert shown.returncode == 0 and "email" in shown.stdout
+    assert shown.returncode == 0 and "email" in shown.stdout and "email_unique" in shown.stdout
+
+
+def test_db_schema_sets_declared_indexes_and_violations_are_converted(
+    env: dict[str, str], tmp_path: Path, quarry: Quarry, sync_client: Any
+) -> None:
+    database = new_database(quarry, "orders")
+    index = {
+        "name": "by_price",
+        "keys": [{"field": "price", "type": "float", "direction": -1}],
+        "unique": False,
+    }
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps({"fields": [], "indexes": [index]}))
+    updated = run_json(env, "db", "schema", database["id"], "orders", "--set", str(path))
+    assert updated["indexes"] == [index]
+    assert [s["name"] for s in updated["index_states"]] == ["by_price"]
+    db_name = quarry.databases.get(database["id"]).dbName
+    sync_client[db_name]["orders"].insert_many([{"price": "3"}, {"price": "x"}])
+    listed = run_json(env, "db", "violations", database["name"], "orders", "price")
+    assert [v["type"] for v in listed] == ["string", "string"]
+    converted = run_json(env, "db", "violations", database["name"], "orders", "price", "--convert")
+    assert (converted["converted"], converted["unconvertible"]) == (1, 1)
+    assert sorted(map(str, (d["price"] for d in sync_client[db_name]["orders"].find()))) == [
+        "3.0",
+        "x",
+    ]
 
 
 # ------------------------------------------------------------------ import and export

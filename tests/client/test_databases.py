@@ -183,6 +183,31 @@ def test_update_schema_replaces_the_fields_and_the_indexes_follow(quarry: Quarry
         quarry.documents.insert(database_id, "users", {"email": "a@b.c", "extra": 1})
 
 
+def test_declared_indexes_their_violations_and_their_conversion(
+    quarry: Quarry, sync_client: Raw
+) -> None:
+    orders = {
+        "name": "orders",
+        "indexes": [{"keys": [{"field": "price", "type": "float", "direction": -1}]}],
+    }
+    database_id, db_name = new_database(quarry, orders)
+    (index,) = quarry.databases.get(database_id).collections[0].indexes
+    assert (index.name, index.declared, index.keys[0].direction) == ("price_-1", True, -1)
+    assert index.state in ("building", "valid", "off")
+    sync_client[db_name]["orders"].insert_many([{"price": "12"}, {"price": "cheap"}])
+    listed = quarry.databases.violations(database_id, "orders", "price", page_size=1)
+    assert listed.pagination.total_items == 2 and listed.data[0].type == "string"
+    assert [v.type for v in quarry.databases.iter_violations(database_id, "orders", "price")] == [
+        "string",
+        "string",
+    ]
+    converted = quarry.databases.convert_violations(database_id, "orders", "price")
+    assert (converted.converted, converted.unconvertible, converted.remaining) == (1, 1, 0)
+    updated = quarry.databases.update_schema(database_id, "orders", [], indexes=[])
+    assert updated.indexes == []
+    assert [i["name"] for i in sync_client[db_name]["orders"].list_indexes()] == ["_id_"]
+
+
 def test_drop_collections_drops_all_named_or_none(quarry: Quarry, sync_client: Raw) -> None:
     database_id, db_name = new_database(quarry, USERS, EVENTS)
     with pytest.raises(NotFound) as caught:

@@ -117,7 +117,9 @@ async def test_update_schema_moves_indexes_with_the_fields(
     assert response.status_code == 200, response.text
     collection = response.json()["collection"]
     assert collection["strict"] is True
-    assert collection["indexes"] == [{"name": "handle_unique", "field": "handle", "unique": True}]
+    assert [(i["name"], i["field"], i["unique"]) for i in collection["indexes"]] == [
+        ("handle_unique", "handle", True)
+    ]
     db_name = await _physical(client, owner, database_id)
     names = {index["name"] for index in sync_client[db_name]["users"].list_indexes()}
     assert names == {"_id_", "handle_unique"}

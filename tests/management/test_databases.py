@@ -6,6 +6,7 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -47,9 +48,15 @@ async def test_create_database_answers_the_seed_shape_and_makes_the_physical_dat
     assert indexes["email_unique"]["unique"] is True
     assert indexes["email_unique"]["key"] == {"email": 1}
     assert "signup_date_index" in indexes
-    assert data["collections"][0]["indexes"] == [
-        {"name": "email_unique", "field": "email", "unique": True},
-        {"name": "signup_date_index", "field": "signup_date", "unique": False},
+    assert [
+        {key: index[key] for key in ("name", "field", "unique", "declared")}
+        for index in data["collections"][0]["indexes"]
+    ] == [
+        {"name": "email_unique", "field": "email", "unique": True, "declared": False},
+        {"name": "signup_date_index", "field": "signup_date", "unique": False, "declared": False},
+    ]
+    assert data["collections"][0]["indexes"][0]["keys"] == [
+        {"field": "email", "type": "string", "direction": 1, "guard": ANY}
     ]
 
 

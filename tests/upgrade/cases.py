@@ -125,6 +125,38 @@ class Documents:
         assert ordered.status_code == 200, ordered.text
         assert [d["email"] for d in ordered.json()["data"]] == ["ada@example.com"]
         assert ordered.json()["pagination"]["total_items"] == 2
+        await self.check_indexes(api, account, written["database_id"])
+
+    @staticmethod
+    async def check_indexes(api: Api, account: Account, database_id: str) -> None:
+        """Index entries stored before declared indexes existed (`{name, field,
+        unique}`) read with their keys and state, and a declared index joins them."""
+        metadata = await api.http.get(
+            "/api/get_metadata", params={"database_id": database_id}, headers=account.bearer
+        )
+        assert metadata.status_code == 200, metadata.text
+        (users,) = metadata.json()["data"]["collections"]
+        indexes = {index["name"]: index for index in users["indexes"]}
+        assert set(indexes) == {"email_unique", "signup_date_index"}
+        assert [
+            (k["field"], k["type"], k["direction"]) for k in indexes["email_unique"]["keys"]
+        ] == [("email", "string", 1)]
+        assert indexes["email_unique"]["declared"] is False
+        # Valid once the builder has reached the old collection (told at start).
+        assert indexes["email_unique"]["state"] in ("building", "valid", "off")
+        declared = await api.http.post(
+            "/api/update_schema",
+            json={
+                "database_id": database_id,
+                "collection_name": "users",
+                "fields": USERS_SCHEMA,
+                "indexes": [{"keys": [{"field": "age", "type": "int", "direction": -1}]}],
+            },
+            headers=account.bearer,
+        )
+        assert declared.status_code == 200, declared.text
+        names = {index["name"] for index in declared.json()["collection"]["indexes"]}
+        assert names == {"email_unique", "signup_date_index", "age_-1"}
 
 
 class UniqueMissingKey:

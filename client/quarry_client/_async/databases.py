@@ -21,6 +21,9 @@ from quarry_client.routes import management as r
 CollectionSpec = m.CollectionDefinition | Mapping[str, Any]
 #: One field of a schema, e.g. `{"name": "email", "type": "string", "unique": True}`.
 FieldSpec = m.FieldDefinition | Mapping[str, Any]
+#: An index declared on its own, e.g. `{"keys": [{"field": "price", "type": "float",
+#: "direction": -1}], "unique": False}` (`name` derived from the keys when left out).
+IndexSpec = m.IndexDefinition | Mapping[str, Any]
 #: Called with (bytes sent so far, total bytes) as the upload's chunks go out;
 #: the total is None when it is not known in advance (a stream of documents).
 Progress = Callable[[int, int | None], None]
@@ -104,8 +107,11 @@ class AsyncDatabases:
         fields: Iterable[FieldSpec],
         *,
         strict: bool | None = None,
+        indexes: Iterable[IndexSpec] | None = None,
     ) -> m.CollectionMetadata:
-        """Replace a collection's field schema (documents are not rewritten)."""
+        """Replace a collection's field schema (documents are not rewritten) and,
+        when `indexes` is given, its declared indexes (`[]`: none; None keeps them).
+        The answer's indexes carry their state (`building`, `valid`, `off`)."""
         body = m.UpdateSchemaRequest(
             database_id=database_id,
             collection_name=collection,
@@ -113,8 +119,47 @@ class AsyncDatabases:
         )
         if strict is not None:
             body.strict = strict
+        if indexes is not None:
+            body.indexes = [_index(spec) for spec in indexes]
         answer: m.CollectionAnswer = await self._t.call(r.UPDATE_SCHEMA, body=body)
         return answer.collection
+
+    async def violations(
+        self, database_id: str, collection: str, field: str, *, page: int = 1, page_size: int = 50
+    ) -> m.IndexViolationsAnswer:
+        """One page of the documents whose indexed `field` holds another type than its
+        indexes declare (`_id` and the type each holds), in `_id` order."""
+        params = {
+            "database_id": database_id,
+            "collection_name": collection,
+            "field": field,
+            "page": page,
+            "page_size": page_size,
+        }
+        answer: m.IndexViolationsAnswer = await self._t.call(r.INDEX_VIOLATIONS, params=params)
+        return answer
+
+    async def iter_violations(
+        self, database_id: str, collection: str, field: str, *, page_size: int = 100
+    ) -> AsyncIterator[m.IndexViolation]:
+        """Every violation of `field`, page after page."""
+        params = {"database_id": database_id, "collection_name": collection, "field": field}
+        pages = self._t.every_page(r.INDEX_VIOLATIONS, params=params, page_size=page_size)
+        async for violation in pages:
+            yield violation
+
+    async def convert_violations(
+        self, database_id: str, collection: str, field: str
+    ) -> m.ConversionAnswer:
+        """Convert the violations of `field` that convert without loss (a string of an
+        integer, a number of the other numeric type, an ISO-8601 string, a 24-hex
+        string, "true"/"false"); at most `cap` per call: call again while
+        `remaining` is above 0 (and something was converted)."""
+        body = m.ConvertViolationsRequest(
+            database_id=database_id, collection_name=collection, field=field
+        )
+        answer: m.ConversionAnswer = await self._t.call(r.CONVERT_INDEX_VIOLATIONS, body=body)
+        return answer
 
     async def drop(self, database_id: str, *, confirmation: str) -> m.ManagementMessageAnswer:
         """Drop a database and everything in it; `confirmation` must be its exact
@@ -251,6 +296,12 @@ def _collection(spec: CollectionSpec) -> m.CollectionDefinition:
     if isinstance(spec, m.CollectionDefinition):
         return spec
     return m.CollectionDefinition.model_validate(dict(spec))
+
+
+def _index(spec: IndexSpec) -> m.IndexDefinition:
+    if isinstance(spec, m.IndexDefinition):
+        return spec
+    return m.IndexDefinition.model_validate(dict(spec))
 
 
 def _field(spec: FieldSpec) -> m.FieldDefinition:

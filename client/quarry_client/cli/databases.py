@@ -1,5 +1,6 @@
-"""`quarry db create|list|collections|drop|schema`: logical databases and their
-collections' field schemas."""
+"""`quarry db create|list|collections|drop|schema|violations`: logical databases,
+their collections' field schemas and declared indexes, and the documents that hold
+an index off."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Group
 
 from quarry_client import Quarry
 from quarry_client.cli.options import JsonOption, ProfileOption, YesOption
@@ -108,18 +110,22 @@ def collection_schema(
             "--set",
             metavar="FILE.json",
             help="Replace the schema with this file: a list of fields, or "
-            '{"fields": [...], "strict": bool} (the shape --json prints).',
+            '{"fields": [...], "indexes": [...], "strict": bool} (the shape --json '
+            "prints; declared indexes are kept when the file has no indexes).",
         ),
     ] = None,
     profile: ProfileOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Print a collection's field schema, or replace it from a JSON file (--set)."""
+    """Print a collection's field schema and indexes (with their state), or replace
+    them from a JSON file (--set)."""
     with connect(json_output=json_output, profile=profile) as session:
         target = resolve_database(session.client, database)
         if set_from is not None:
-            fields, strict = _read_schema_file(set_from)
-            session.client.databases.update_schema(target.id, collection, fields, strict=strict)
+            fields, strict, indexes = _read_schema_file(set_from)
+            session.client.databases.update_schema(
+                target.id, collection, fields, strict=strict, indexes=indexes
+            )
             session.output.note(f"Updated the schema of {target.name}.{collection}.")
         _print_schema(session.output, session.client, target.id, target.name, collection)
 
@@ -139,7 +145,21 @@ def _print_schema(
         "collection": collection,
         "strict": found.strict,
         "fields": found.fields,
-        "indexes": found.indexes,
+        # Declared indexes as a --set file declares them; every index's state apart.
+        "indexes": [
+            {
+                "name": i.name,
+                "keys": [
+                    {"field": k.field, "type": k.type, "direction": k.direction} for k in i.keys
+                ],
+                "unique": i.unique,
+            }
+            for i in found.indexes
+            if i.declared
+        ],
+        "index_states": [
+            {"name": i.name, "state": i.state, "reason": i.reason} for i in found.indexes
+        ],
     }
     rows = [
         (
@@ -152,8 +172,24 @@ def _print_schema(
         for f in found.fields
     ]
     title = f"{name}.{collection} (strict: {str(found.strict).lower()})"
-    human = table(title, ["field", "type", "flags", "default", "enum"], rows)
-    output.result(document, human if rows else f"{title}: no fields declared.")
+    human: Any = (
+        table(title, ["field", "type", "flags", "default", "enum"], rows)
+        if rows
+        else f"{title}: no fields declared."
+    )
+    if found.indexes:
+        index_rows = [
+            (
+                i.name,
+                ", ".join(f"{k.field} {k.type} {k.direction}" for k in i.keys),
+                "unique" if i.unique else "",
+                i.state,
+                i.reason or "",
+            )
+            for i in found.indexes
+        ]
+        human = Group(human, table(None, ["index", "keys", "", "state", "reason"], index_rows))
+    output.result(document, human)
 
 
 def _flags(field: dict[str, Any]) -> str:
@@ -163,8 +199,10 @@ def _flags(field: dict[str, Any]) -> str:
     return ", ".join(flags)
 
 
-def _read_schema_file(path: Path) -> tuple[list[dict[str, Any]], bool | None]:
-    """The fields (and `strict`, when given) of a schema file."""
+def _read_schema_file(
+    path: Path,
+) -> tuple[list[dict[str, Any]], bool | None, list[dict[str, Any]] | None]:
+    """The fields (and `strict` and the declared indexes, when given) of a schema file."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -174,8 +212,59 @@ def _read_schema_file(path: Path) -> tuple[list[dict[str, Any]], bool | None]:
     except ValueError as exc:
         raise CliError(f"{path} is not valid JSON: {exc}.") from exc
     if isinstance(document, list):
-        return document, None
+        return document, None, None
     if isinstance(document, dict) and isinstance(document.get("fields"), list):
         strict = document.get("strict")
-        return document["fields"], strict if isinstance(strict, bool) else None
+        indexes = document.get("indexes")
+        return (
+            document["fields"],
+            strict if isinstance(strict, bool) else None,
+            indexes if isinstance(indexes, list) else None,
+        )
     raise CliError(f'{path}: expected a list of fields or {{"fields": [...], "strict": ...}}.')
+
+
+@db_app.command("violations")
+def index_violations(
+    database: DatabaseArgument,
+    collection: Annotated[str, typer.Argument(help="The collection.")],
+    field: Annotated[str, typer.Argument(help="A key field of one of its indexes.")],
+    convert: Annotated[
+        bool,
+        typer.Option(
+            "--convert",
+            help="Convert what converts without loss, call after call until nothing is left.",
+        ),
+    ] = False,
+    profile: ProfileOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List the documents whose indexed field holds another type than declared (or,
+    with --convert, convert them)."""
+    with connect(json_output=json_output, profile=profile) as session:
+        target = resolve_database(session.client, database)
+        databases = session.client.databases
+        if convert:
+            totals = {"converted": 0, "unconvertible": 0, "changed": 0, "remaining": 0}
+            while True:
+                answer = databases.convert_violations(target.id, collection, field)
+                totals["converted"] += answer.converted
+                totals["changed"] += answer.changed
+                totals["unconvertible"] = answer.unconvertible
+                totals["remaining"] = answer.remaining
+                if answer.remaining == 0 or answer.converted == 0:
+                    break
+            session.output.result(
+                totals,
+                f"Converted {totals['converted']:,} documents of {target.name}.{collection} "
+                f"({field}); {totals['unconvertible']:,} do not convert, "
+                f"{totals['remaining']:,} remain.",
+            )
+            return
+        found = list(databases.iter_violations(target.id, collection, field))
+        rows = [(str(v.id), v.type) for v in found]
+        human = table(f"{target.name}.{collection} {field}", ["_id", "holds"], rows)
+        session.output.result(
+            [{"_id": v.id, "type": v.type} for v in found],
+            human if found else f"No document holds another type in {field}.",
+        )

@@ -42,6 +42,18 @@ DROP_COLLECTIONS = endpoint(
     body=m.DropCollectionsRequest,
     answer=m.DroppedCollectionsAnswer,
 )
+INDEX_VIOLATIONS = endpoint(
+    "GET",
+    "/api/index_violations",
+    answer=m.IndexViolationsAnswer,
+    query=("database_id", "collection_name", "field", "page", "page_size"),
+)
+CONVERT_INDEX_VIOLATIONS = endpoint(
+    "POST",
+    "/api/convert_index_violations",
+    body=m.ConvertViolationsRequest,
+    answer=m.ConversionAnswer,
+)
 #: Multipart (`database_id`, `collection_name`, `on_error`, `json_file`), streamed.
 IMPORT_DATA = endpoint("POST", "/api/import_data", answer=m.ImportAnswer)
 #: A streamed download: JSON array, JSON Lines or CSV.

@@ -1,0 +1,232 @@
+"""The state of a collection's indexes and the documents that hold them off:
+`get_metadata`'s `state`/`reason` per index and per key, `index_violations`
+(the list) and `convert_index_violations` (the repair).
+
+**State.** Each key field's type guard comes from the engine
+(`EngineAdapter.field_guards`: on the embedded engine `building` while its typed
+index is not serving yet, `off` while documents hold another type, for a type or
+a dotted field without typed keys, or without the typed-index builder; on
+MongoDB always `valid`, its own indexes serving, with the violations counted all
+the same). An index is `off` when one of its keys is, else `building` when one
+is, else `valid`; its reason joins its keys'.
+
+**Violations** of a field are the documents whose field holds neither the type
+its indexes declare, null nor nothing (`app.db.violation_filter`), listed in
+`_id` order with the type each holds.
+
+**Conversion** rewrites what converts without loss (`management.indexes.
+lossless_conversion`), each document by one conditional update on the value it
+was read with (`repository.set_value_if_unchanged`), so a write that changed it
+meanwhile wins and is counted as `changed`. One call converts at most
+`CONVERT_CAP` documents and reads at most `READ_CAP` (a bounded request); the
+answer's `remaining` says how many violations it left that a further call may
+convert. Reads go in `_id` order, skipping the documents left in place (a
+converted one leaves the filter, so no keyset over mixed `_id` types is needed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.db import Database, Document, FieldGuard, GuardState, violation_filter
+from app.http import Caller
+from app.kit import to_plain
+from management import repository as repo
+from management.errors import NotAnIndexKey
+from management.indexes import (
+    UNCONVERTIBLE,
+    bson_type_name,
+    index_keys,
+    lossless_conversion,
+)
+from management.service import ManagementService
+
+#: Documents one conversion call converts at most.
+CONVERT_CAP = 1_000
+#: Documents one conversion call reads at most (converted or not).
+READ_CAP = 10_000
+CONVERT_BATCH = 200
+LISTING_HINT = "GET /api/index_violations lists them"
+_SEVERITY: dict[GuardState, int] = {"valid": 0, "building": 1, "off": 2}
+_MISSING = object()
+
+
+class IndexService:
+    def __init__(self, *, management: ManagementService) -> None:
+        self.management = management
+        self.database: Database = management.database
+
+    # ------------------------------------------------------------------- state
+
+    async def index_states(self, db_name: str, entry: Document) -> list[dict[str, Any]]:
+        """The collection's indexes as `IndexOut` reads them, each with its state."""
+        fields = entry.get("fields", [])
+        indexes = entry.get("indexes", [])
+        types: dict[str, str] = {}
+        for index in indexes:
+            for key in index_keys(index, fields):
+                types.setdefault(key["field"], key["type"])
+        guards = (
+            await repo.field_guards(
+                database=self.database, db_name=db_name, collection=entry["name"], fields=types
+            )
+            if types
+            else {}
+        )
+        return [_index_out(index, fields, guards) for index in indexes]
+
+    # -------------------------------------------------------------- violations
+
+    async def list_violations(
+        self,
+        *,
+        caller: Caller,
+        database_id: str,
+        collection_name: str,
+        field: str,
+        page: int,
+        page_size: int,
+    ) -> tuple[str, list[dict[str, Any]], int]:
+        """The field's declared type, one page of `{_id, type}` and the total.
+        Raises `DatabaseNotFound`, `CollectionNotFound`, `NotAnIndexKey`."""
+        db_name, schema_type = await self._indexed_field(
+            caller, database_id, collection_name, field
+        )
+        query = violation_filter(field, schema_type)
+        if query is None:
+            return schema_type, [], 0
+        found = await repo.find_violations(
+            database=self.database,
+            db_name=db_name,
+            collection=collection_name,
+            query=query,
+            field=field,
+            skip=(page - 1) * page_size,
+            limit=page_size,
+        )
+        total = await repo.count_matching(
+            database=self.database, db_name=db_name, collection=collection_name, query=query
+        )
+        listed = [
+            {"_id": to_plain(document["_id"]), "type": _type_at(document, field)}
+            for document in found
+        ]
+        return schema_type, listed, total
+
+    async def convert_violations(
+        self, *, caller: Caller, database_id: str, collection_name: str, field: str
+    ) -> dict[str, Any]:
+        """Convert what converts losslessly (see the module docstring). Raises
+        `DatabaseNotFound`, `CollectionNotFound`, `NotAnIndexKey`."""
+        db_name, schema_type = await self._indexed_field(
+            caller, database_id, collection_name, field
+        )
+        counts = {"converted": 0, "unconvertible": 0, "changed": 0}
+        query = violation_filter(field, schema_type)
+        if query is None:
+            return {"declared_type": schema_type, **counts, "remaining": 0, "cap": CONVERT_CAP}
+        left_in_place = read = 0
+        while counts["converted"] < CONVERT_CAP and read < READ_CAP:
+            batch = await repo.find_violations(
+                database=self.database,
+                db_name=db_name,
+                collection=collection_name,
+                query=query,
+                field=field,
+                skip=left_in_place,
+                limit=min(CONVERT_BATCH, CONVERT_CAP - counts["converted"], READ_CAP - read),
+            )
+            if not batch:
+                break
+            read += len(batch)
+            for document in batch:
+                outcome = await self._convert_one(
+                    db_name, collection_name, field, schema_type, document
+                )
+                counts[outcome] += 1
+                left_in_place += outcome != "converted"
+        total = await repo.count_matching(
+            database=self.database, db_name=db_name, collection=collection_name, query=query
+        )
+        remaining = max(0, total - counts["unconvertible"])
+        return {
+            "declared_type": schema_type,
+            **counts,
+            "remaining": remaining,
+            "cap": CONVERT_CAP,
+        }
+
+    async def _convert_one(
+        self, db_name: str, collection: str, field: str, schema_type: str, document: Document
+    ) -> str:
+        old = _value_at(document, field)
+        new = UNCONVERTIBLE if old is _MISSING else lossless_conversion(schema_type, old)
+        if new is UNCONVERTIBLE:
+            return "unconvertible"
+        written = await repo.set_value_if_unchanged(
+            database=self.database,
+            db_name=db_name,
+            collection=collection,
+            document_id=document["_id"],
+            field=field,
+            old=old,
+            new=new,
+        )
+        return "converted" if written else "changed"
+
+    async def _indexed_field(
+        self, caller: Caller, database_id: str, collection_name: str, field: str
+    ) -> tuple[str, str]:
+        """The physical database's name and the type the field's indexes declare."""
+        record = await self.management.owned_database(caller=caller, database_id=database_id)
+        entry = self.management.find_collection(record, collection_name)
+        fields = entry.get("fields", [])
+        for index in entry.get("indexes", []):
+            for key in index_keys(index, fields):
+                if key["field"] == field:
+                    return str(record["dbName"]), str(key["type"])
+        raise NotAnIndexKey(field, collection_name)
+
+
+def _guard_out(guard: FieldGuard) -> dict[str, Any]:
+    reason = guard.reason
+    if guard.state == "off" and guard.violations:
+        reason = f"{reason}; {LISTING_HINT}"
+    return {"state": guard.state, "reason": reason, "violations": guard.violations}
+
+
+def _index_out(
+    index: Document, fields: list[dict[str, Any]], guards: dict[str, FieldGuard]
+) -> dict[str, Any]:
+    keys = []
+    for key in index_keys(index, fields):
+        guard = guards.get(key["field"]) or FieldGuard("off", "the engine did not say")
+        keys.append({**key, "guard": _guard_out(guard)})
+    state: GuardState = max(
+        (key["guard"]["state"] for key in keys), key=lambda s: _SEVERITY[s], default="valid"
+    )
+    reasons = [key["guard"]["reason"] for key in keys if key["guard"]["state"] == state]
+    return {
+        "name": index["name"],
+        "field": index["field"],
+        "unique": bool(index["unique"]),
+        "declared": bool(index.get("declared")),
+        "keys": keys,
+        "state": state,
+        "reason": None if state == "valid" else "; ".join(r for r in reasons if r) or None,
+    }
+
+
+def _type_at(document: Document, path: str) -> str:
+    value = _value_at(document, path)
+    return "array" if value is _MISSING else bson_type_name(value)
+
+
+def _value_at(document: Any, path: str) -> Any:
+    """The value at a dotted path, or `_MISSING` (also through an array, which
+    holds no single value to convert)."""
+    for part in path.split("."):
+        if not isinstance(document, dict) or part not in document:
+            return _MISSING
+        document = document[part]
+    return document

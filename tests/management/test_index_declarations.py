@@ -1,0 +1,665 @@
+"""Declared indexes (compound, directional, unique, without declaring their fields),
+their state in `get_metadata` (building → valid, off with the reason), and the
+documents that hold them off: listed, converted, counted in the background.
+
+One app and two owners serve the whole module (registering is the slow part);
+each test makes its own database. What bypasses validation (documents of another
+type) is written with the raw driver on the test's own engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from bson import Int64, ObjectId
+from fastapi import FastAPI
+from pymongo.asynchronous.collection import AsyncCollection
+
+from app.db import Collection
+from app.engine import EngineSql
+from app.errors import ErrorCode
+from app.wiring import state_of
+from management import index_service
+from management import repository as management_repository
+from management.index_checks import ViolationChecks
+from tests.fixtures.accounts import Account, register_account
+from tests.fixtures.databases import unique_name
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import Sync, module_app, module_settings
+from tests.fixtures.envelopes import assert_envelope
+from tests.fixtures.mailbox import Inbox
+
+#: Seconds a test waits for the typed-index builder at most.
+SETTLE_SECONDS = 30
+
+ORDERS: dict[str, Any] = {
+    "name": "orders",
+    "fields": [{"name": "sku", "type": "string"}],
+    "indexes": [
+        {
+            "keys": [
+                {"field": "price", "type": "float", "direction": -1},
+                {"field": "sku", "type": "string"},
+            ]
+        },
+    ],
+}
+
+
+@dataclass
+class Served:
+    app: FastAPI
+    http: httpx.AsyncClient
+    owner: Account
+    other: Account
+    sync: Sync
+
+    async def create(self, *collections: dict[str, Any]) -> str:
+        """A new database of the owner with these collections; its id."""
+        response = await self.http.post(
+            "/api/create_database",
+            json={"db_name": unique_name("idx"), "collections": list(collections)},
+            headers=self.owner.bearer,
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["database"]["id"])
+
+    async def metadata(self, database_id: str) -> dict[str, Any]:
+        response = await self.http.get(
+            "/api/get_metadata", params={"database_id": database_id}, headers=self.owner.bearer
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["data"]  # type: ignore[no-any-return]
+
+    async def indexes(self, database_id: str, collection: str = "orders") -> dict[str, Any]:
+        """The collection's indexes in `get_metadata`, by name."""
+        data = await self.metadata(database_id)
+        entry = next(c for c in data["collections"] if c["name"] == collection)
+        return {index["name"]: index for index in entry["indexes"]}
+
+    async def db_name(self, database_id: str) -> str:
+        return str((await self.metadata(database_id))["dbName"])
+
+    async def raw(self, database_id: str, collection: str = "orders") -> AsyncCollection[Any]:
+        """The collection through the driver alone: no schema, no validation."""
+        return state_of(self.app).database.client[await self.db_name(database_id)][collection]
+
+    async def handle(self, database_id: str, collection: str = "orders") -> Collection:
+        """The collection through the engine adapter: the write path every Quarry
+        write takes (on the embedded engine, the write door's locks; a raw driver
+        write beside it could lose an update to FerretDB's read-then-write-back)."""
+        return state_of(self.app).database.db(await self.db_name(database_id))[collection]
+
+    def engine_indexes(self, db_name: str, collection: str = "orders") -> dict[str, Any]:
+        return {i["name"]: i for i in self.sync[db_name][collection].list_indexes()}
+
+    async def update_schema(self, database_id: str, **body: Any) -> httpx.Response:
+        return await self.http.post(
+            "/api/update_schema",
+            json={"database_id": database_id, "collection_name": "orders", **body},
+            headers=self.owner.bearer,
+        )
+
+    async def insert(self, database_id: str, data: Any) -> httpx.Response:
+        return await self.http.post(
+            "/api/crud",
+            json={"database_id": database_id, "collection_name": "orders", "data": data},
+            headers=self.owner.bearer,
+        )
+
+    async def violations(self, database_id: str, field: str, **params: Any) -> httpx.Response:
+        return await self.http.get(
+            "/api/index_violations",
+            params={
+                "database_id": database_id,
+                "collection_name": "orders",
+                "field": field,
+                **params,
+            },
+            headers=self.owner.bearer,
+        )
+
+    async def convert(self, database_id: str, field: str) -> httpx.Response:
+        return await self.http.post(
+            "/api/convert_index_violations",
+            json={"database_id": database_id, "collection_name": "orders", "field": field},
+            headers=self.owner.bearer,
+        )
+
+    def engine_sql(self) -> EngineSql:
+        found = state_of(self.app).database.engine_reads
+        if not isinstance(found, EngineSql):
+            pytest.skip("typed indexes belong to the embedded engine on PostgreSQL")
+        return found
+
+    async def settled(self) -> None:
+        await asyncio.wait_for(self.engine_sql().indexes_settled(), SETTLE_SECONDS)
+
+
+@pytest.fixture(scope="module")
+async def served(
+    database_server: DatabaseServer,
+    smtp_server: Inbox,
+    sync_client: Sync,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Served]:
+    data_dir = tmp_path_factory.mktemp("index-declarations") / "data"
+    settings = module_settings(database_server, smtp_server, data_dir)
+    async with module_app(database_server, sync_client, settings) as (app, http):
+        owner = await register_account(http, smtp_server)
+        other = await register_account(http, smtp_server)
+        yield Served(app, http, owner, other, sync_client)
+
+
+@contextlib.contextmanager
+def open_snapshot(database_server: DatabaseServer) -> Iterator[psycopg.Connection[Any]]:
+    """A transaction holding a snapshot: `CREATE INDEX CONCURRENTLY` cannot finish
+    (its index stays not valid) until it ends."""
+    if database_server.engine is None:
+        pytest.skip("typed indexes belong to the embedded engine")
+    conninfo = database_server.engine.postgres_conninfo()
+    assert conninfo
+    with psycopg.connect(conninfo) as blocker:
+        blocker.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        blocker.execute("SELECT 1")
+        try:
+            yield blocker
+        finally:
+            blocker.rollback()
+
+
+# ------------------------------------------------------------------ declaration
+
+
+async def test_an_index_is_declared_without_declaring_its_fields(served: Served) -> None:
+    database_id = await served.create(ORDERS)
+    engine = served.engine_indexes(await served.db_name(database_id))
+    assert engine["price_-1_sku_1"]["key"] == {"price": -1, "sku": 1}
+    assert not engine["price_-1_sku_1"].get("unique")
+    index = (await served.indexes(database_id))["price_-1_sku_1"]
+    assert index["declared"] is True
+    assert index["unique"] is False
+    assert [(k["field"], k["type"], k["direction"]) for k in index["keys"]] == [
+        ("price", "float", -1),
+        ("sku", "string", 1),
+    ]
+    control = state_of(served.app).settings.control_db
+    record = served.sync[control]["databases"].find_one({"_id": ObjectId(database_id)})
+    assert record is not None
+    (entry,) = record["collections"]
+    assert [field["name"] for field in entry["fields"]] == ["sku"]
+    assert entry["indexes"] == [
+        {
+            "name": "price_-1_sku_1",
+            "field": "price",
+            "unique": False,
+            "declared": True,
+            "keys": [
+                {"field": "price", "type": "float", "direction": -1},
+                {"field": "sku", "type": "string", "direction": 1},
+            ],
+        }
+    ]
+
+
+async def test_a_unique_compound_index_is_enforced_with_missing_keys_as_null(
+    served: Served,
+) -> None:
+    """The engine's unique index refuses a second (a, b); a missing key counts as
+    null, as on MongoDB (on the embedded engine its `qnul_` shadow index says so)."""
+    database_id = await served.create(
+        {
+            "name": "orders",
+            "indexes": [
+                {
+                    "name": "one_per_pair",
+                    "keys": [
+                        {"field": "a", "type": "int"},
+                        {"field": "b", "type": "string", "direction": -1},
+                    ],
+                    "unique": True,
+                }
+            ],
+        }
+    )
+    engine = served.engine_indexes(await served.db_name(database_id))
+    assert engine["one_per_pair"]["key"] == {"a": 1, "b": -1}
+    assert engine["one_per_pair"]["unique"] is True
+    assert (
+        await served.insert(database_id, [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}])
+    ).status_code == 201
+    assert_envelope(
+        await served.insert(database_id, {"a": 1, "b": "x"}), 409, ErrorCode.DUPLICATE_KEY
+    )
+    assert (await served.insert(database_id, {"a": 1})).status_code == 201
+    assert_envelope(await served.insert(database_id, {"a": 1}), 409, ErrorCode.DUPLICATE_KEY)
+    assert_envelope(
+        await served.insert(database_id, {"a": 1, "b": None}), 409, ErrorCode.DUPLICATE_KEY
+    )
+    raw = await served.raw(database_id)
+    assert await raw.count_documents({}) == 3
+
+
+async def test_a_key_of_another_type_than_its_declared_field_is_refused(served: Served) -> None:
+    name = unique_name("idx")
+    response = await served.http.post(
+        "/api/create_database",
+        json={
+            "db_name": name,
+            "collections": [
+                {
+                    "name": "orders",
+                    "fields": [{"name": "price", "type": "int"}],
+                    "indexes": [{"keys": [{"field": "price", "type": "float"}]}],
+                }
+            ],
+        },
+        headers=served.owner.bearer,
+    )
+    body = assert_envelope(response, 422, ErrorCode.VALIDATION_ERROR)
+    assert [(d["loc"], d["type"]) for d in body["details"]] == [
+        (["collections", 0, "indexes", 0, "keys", 0, "type"], "type_mismatch")
+    ]
+    listed = await served.http.get(
+        "/api/list_databases", params={"search": name}, headers=served.owner.bearer
+    )
+    assert listed.json()["pagination"]["total_items"] == 0
+
+
+async def test_an_index_name_or_key_pattern_taken_is_refused(served: Served) -> None:
+    database_id = await served.create(
+        {"name": "orders", "fields": [{"name": "email", "type": "string", "unique": True}]}
+    )
+    taken_name = await served.update_schema(
+        database_id,
+        fields=[{"name": "email", "type": "string", "unique": True}],
+        indexes=[{"name": "email_unique", "keys": [{"field": "sku", "type": "string"}]}],
+    )
+    body = assert_envelope(taken_name, 422, ErrorCode.VALIDATION_ERROR)
+    assert [(d["loc"], d["type"]) for d in body["details"]] == [
+        (["indexes", 0, "name"], "index_name_taken")
+    ]
+    same_keys = await served.update_schema(
+        database_id,
+        fields=[{"name": "email", "type": "string", "unique": True}],
+        indexes=[
+            {"name": "by_sku", "keys": [{"field": "sku", "type": "string"}]},
+            {"name": "by_sku_again", "keys": [{"field": "sku", "type": "string"}]},
+        ],
+    )
+    body = assert_envelope(same_keys, 422, ErrorCode.VALIDATION_ERROR)
+    assert [(d["loc"], d["type"]) for d in body["details"]] == [
+        (["indexes", 1, "keys"], "index_keys_taken")
+    ]
+    assert set(served.engine_indexes(await served.db_name(database_id))) == {"_id_", "email_unique"}
+    assert set(await served.indexes(database_id)) == {"email_unique"}
+
+
+async def test_update_schema_adds_keeps_and_removes_declared_indexes(served: Served) -> None:
+    database_id = await served.create(ORDERS)
+    db_name = await served.db_name(database_id)
+    fields = ORDERS["fields"]
+    by_day = {"name": "by_day", "keys": [{"field": "day", "type": "date", "direction": -1}]}
+    added = await served.update_schema(
+        database_id, fields=fields, indexes=[*ORDERS["indexes"], by_day]
+    )
+    assert added.status_code == 200, added.text
+    assert {i["name"] for i in added.json()["collection"]["indexes"]} == {
+        "price_-1_sku_1",
+        "by_day",
+    }
+    assert served.engine_indexes(db_name)["by_day"]["key"] == {"day": -1}
+
+    kept = await served.update_schema(
+        database_id, fields=[*fields, {"name": "note", "type": "string"}]
+    )
+    assert kept.status_code == 200, kept.text
+    assert set(served.engine_indexes(db_name)) == {"_id_", "price_-1_sku_1", "by_day"}
+
+    redefined = {**by_day, "unique": True}
+    changed = await served.update_schema(database_id, fields=fields, indexes=[redefined])
+    assert changed.status_code == 200, changed.text
+    assert set(served.engine_indexes(db_name)) == {"_id_", "by_day"}
+    assert served.engine_indexes(db_name)["by_day"]["unique"] is True
+
+    removed = await served.update_schema(database_id, fields=fields, indexes=[])
+    assert removed.status_code == 200, removed.text
+    assert set(served.engine_indexes(db_name)) == {"_id_"}
+    assert await served.indexes(database_id) == {}
+
+
+async def test_an_index_renamed_or_made_unique_replaces_the_one_in_its_way(
+    served: Served,
+) -> None:
+    """An engine keeps one index per key pattern: the old one goes first."""
+    database_id = await served.create(
+        {"name": "orders", "fields": [{"name": "sku", "type": "string", "index": True}]}
+    )
+    db_name = await served.db_name(database_id)
+    price = [{"field": "price", "type": "float", "direction": -1}]
+    first = await served.update_schema(
+        database_id,
+        fields=[{"name": "sku", "type": "string", "index": True}],
+        indexes=[{"keys": price}],
+    )
+    assert first.status_code == 200, first.text
+    renamed = await served.update_schema(
+        database_id,
+        fields=[{"name": "sku", "type": "string", "unique": True}],
+        indexes=[{"name": "by_price", "keys": price}],
+    )
+    assert renamed.status_code == 200, renamed.text
+    engine = served.engine_indexes(db_name)
+    assert set(engine) == {"_id_", "sku_unique", "by_price"}
+    assert engine["by_price"]["key"] == {"price": -1}
+    assert engine["sku_unique"]["unique"] is True
+    # A replacement the documents refuse puts back what was in its way.
+    assert (await served.insert(database_id, [{"price": 1.0, "sku": "a"}])).status_code == 201
+    assert (await served.insert(database_id, [{"price": 1.0, "sku": "b"}])).status_code == 201
+    refused = await served.update_schema(
+        database_id,
+        fields=[{"name": "sku", "type": "string", "unique": True}],
+        indexes=[{"name": "one_price", "keys": price, "unique": True}],
+    )
+    assert_envelope(refused, 409, ErrorCode.DUPLICATE_KEY)
+    assert set(served.engine_indexes(db_name)) == {"_id_", "sku_unique", "by_price"}
+    assert set(await served.indexes(database_id)) == {"sku_unique", "by_price"}
+
+
+async def test_a_unique_index_existing_documents_violate_changes_nothing(served: Served) -> None:
+    database_id = await served.create(ORDERS)
+    assert (await served.insert(database_id, [{"sku": "a"}, {"sku": "a"}])).status_code == 201
+    response = await served.update_schema(
+        database_id,
+        fields=ORDERS["fields"],
+        indexes=[
+            {"name": "sku_once", "keys": [{"field": "sku", "type": "string"}], "unique": True}
+        ],
+    )
+    assert_envelope(response, 409, ErrorCode.DUPLICATE_KEY)
+    assert set(served.engine_indexes(await served.db_name(database_id))) == {
+        "_id_",
+        "price_-1_sku_1",
+    }
+    assert set(await served.indexes(database_id)) == {"price_-1_sku_1"}
+
+
+# ------------------------------------------------------------------------ state
+
+
+async def test_state_is_building_until_the_typed_index_serves_then_valid(
+    served: Served, database_server: DatabaseServer
+) -> None:
+    served.engine_sql()
+    with open_snapshot(database_server):
+        database_id = await served.create(ORDERS)
+        index = (await served.indexes(database_id))["price_-1_sku_1"]
+        assert index["state"] == "building"
+        assert index["reason"]
+        assert {k["guard"]["state"] for k in index["keys"]} == {"building"}
+    await served.settled()
+    index = (await served.indexes(database_id))["price_-1_sku_1"]
+    assert index["state"] == "valid", index
+    assert index["reason"] is None
+    assert [k["guard"] for k in index["keys"]] == [
+        {"state": "valid", "reason": None, "violations": 0}
+    ] * 2
+
+
+async def test_types_without_typed_keys_are_off_with_the_reason(served: Served) -> None:
+    served.engine_sql()
+    database_id = await served.create(
+        {
+            "name": "orders",
+            "indexes": [
+                {"name": "by_tags", "keys": [{"field": "tags", "type": "array"}]},
+                {"name": "by_city", "keys": [{"field": "address.city", "type": "string"}]},
+            ],
+        }
+    )
+    await served.settled()
+    indexes = await served.indexes(database_id)
+    assert indexes["by_tags"]["state"] == "off"
+    assert indexes["by_tags"]["reason"] == "array fields have no typed key"
+    assert indexes["by_city"]["state"] == "off"
+    assert "dotted" in indexes["by_city"]["reason"]
+    assert set(served.engine_indexes(await served.db_name(database_id))) == {
+        "_id_",
+        "by_tags",
+        "by_city",
+    }
+
+
+async def test_documents_of_another_type_turn_the_index_off_with_their_count(
+    served: Served,
+) -> None:
+    served.engine_sql()
+    database_id = await served.create(ORDERS)
+    assert (await served.insert(database_id, [{"price": 2.5, "sku": "a"}])).status_code == 201
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"price": "cheap"}, {"price": "9"}, {"price": [1.0]}])
+    await served.settled()
+    index = (await served.indexes(database_id))["price_-1_sku_1"]
+    assert index["state"] == "off"
+    expected = "3 documents hold another type in price; GET /api/index_violations lists them"
+    assert index["reason"] == expected
+    assert index["keys"][0]["guard"] == {"state": "off", "reason": expected, "violations": 3}
+    assert index["keys"][1]["guard"]["state"] == "valid"
+
+
+# ------------------------------------------------------------------- violations
+
+
+async def test_violations_are_listed_page_by_page(served: Served) -> None:
+    database_id = await served.create(ORDERS)
+    raw = await served.raw(database_id)
+    await raw.insert_many(
+        [
+            {"_id": 1, "price": "x"},
+            {"_id": 2, "price": 3},
+            {"_id": 3, "price": 1.5},
+            {"_id": 4, "price": None},
+            {"_id": 5},
+            {"_id": 6, "price": {"amount": 1}},
+            {"_id": 7, "price": [2.0]},
+        ]
+    )
+    first = await served.violations(database_id, "price", page=1, page_size=2)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["declared_type"] == "float"
+    assert body["data"] == [{"_id": 1, "type": "string"}, {"_id": 2, "type": "int"}]
+    assert body["pagination"] == {
+        "page": 1,
+        "page_size": 2,
+        "total_items": 4,
+        "total_pages": 2,
+        "has_next": True,
+        "has_previous": False,
+    }
+    second = (await served.violations(database_id, "price", page=2, page_size=2)).json()
+    assert second["data"] == [{"_id": 6, "type": "object"}, {"_id": 7, "type": "array"}]
+    assert_envelope(
+        await served.violations(database_id, "nothing_indexed"), 422, ErrorCode.VALIDATION_ERROR
+    )
+
+
+async def test_conversion_converts_what_converts_and_leaves_the_rest(served: Served) -> None:
+    served.engine_sql()
+    oid = ObjectId()
+    database_id = await served.create(
+        {
+            "name": "orders",
+            "indexes": [
+                {"name": name, "keys": [{"field": name, "type": kind}]}
+                for name, kind in (
+                    ("price", "float"),
+                    ("qty", "int"),
+                    ("day", "date"),
+                    ("ref", "id"),
+                    ("ok", "bool"),
+                )
+            ],
+        }
+    )
+    raw = await served.raw(database_id)
+    await raw.insert_many(
+        [
+            {"_id": 1, "price": "42", "qty": 3.0, "day": "2024-02-29T12:00:00.123Z"},
+            {"_id": 2, "price": Int64(7), "qty": "12", "ref": str(oid), "ok": "true"},
+            {"_id": 3, "price": "cheap", "qty": 2.5, "day": "tomorrow", "ok": "yes"},
+            {"_id": 4, "price": 1.5, "qty": "007", "ref": "not-an-id"},
+        ]
+    )
+    answers = {
+        field: (await served.convert(database_id, field)).json()
+        for field in ("price", "qty", "day", "ref", "ok")
+    }
+    counts = {f: (a["converted"], a["unconvertible"], a["remaining"]) for f, a in answers.items()}
+    assert counts == {
+        "price": (2, 1, 0),
+        "qty": (2, 2, 0),
+        "day": (1, 1, 0),
+        "ref": (1, 1, 0),
+        "ok": (1, 1, 0),
+    }
+    assert answers["price"]["cap"] == index_service.CONVERT_CAP == 1000
+    stored = {d["_id"]: d async for d in raw.find({})}
+    assert stored[1]["price"] == 42.0 and isinstance(stored[1]["price"], float)
+    assert stored[2]["price"] == 7.0 and isinstance(stored[2]["price"], float)
+    assert stored[3]["price"] == "cheap"
+    assert stored[1]["qty"] == 3 and isinstance(stored[1]["qty"], int)
+    assert stored[2]["qty"] == 12
+    assert stored[3]["qty"] == 2.5
+    assert stored[4]["qty"] == "007"
+    assert stored[1]["day"] == datetime(2024, 2, 29, 12, 0, 0, 123000, tzinfo=UTC)
+    assert stored[2]["ref"] == oid
+    assert stored[2]["ok"] is True
+    # What did not convert still holds `price` off; once it is gone, it serves again.
+    await served.settled()
+    assert (await served.indexes(database_id))["price"]["state"] == "off"
+    await raw.delete_one({"_id": 3})
+    assert (await served.indexes(database_id))["price"]["state"] == "valid"
+
+
+async def test_each_call_converts_up_to_the_cap_and_says_what_remains(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_service, "CONVERT_CAP", 3)
+    database_id = await served.create(ORDERS)
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"_id": n, "price": "x" if n == 2 else str(n)} for n in range(1, 7)])
+    first = (await served.convert(database_id, "price")).json()
+    assert (first["converted"], first["unconvertible"], first["remaining"], first["cap"]) == (
+        3,
+        1,
+        2,
+        3,
+    )
+    second = (await served.convert(database_id, "price")).json()
+    assert (second["converted"], second["unconvertible"], second["remaining"]) == (2, 1, 0)
+    assert [d["price"] async for d in raw.find({}).sort("_id", 1)] == [1.0, "x", 3.0, 4.0, 5.0, 6.0]
+
+
+async def test_conversion_never_overwrites_a_concurrent_write(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another write lands between the conversion's read and its update of the
+    same document: the conditional update misses, the other write stays."""
+    database_id = await served.create(ORDERS)
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"_id": n, "price": str(n)} for n in range(1, 6)])
+    writer = await served.handle(database_id)
+    real_find = management_repository.find_violations
+
+    async def find_then_race(**kwargs: Any) -> list[dict[str, Any]]:
+        found = await real_find(**kwargs)
+        if found:
+            await writer.update_one({"_id": 3}, {"$set": {"price": "30"}})
+        return found
+
+    monkeypatch.setattr(management_repository, "find_violations", find_then_race)
+    answer = (await served.convert(database_id, "price")).json()
+    assert (answer["converted"], answer["changed"], answer["remaining"]) == (4, 1, 1)
+    assert (await raw.find_one({"_id": 3}))["price"] == "30"
+    monkeypatch.undo()
+    again = (await served.convert(database_id, "price")).json()
+    assert (again["converted"], again["remaining"]) == (1, 0)
+    assert [d["price"] async for d in raw.find({}).sort("_id", 1)] == [1.0, 2.0, 30.0, 4.0, 5.0]
+
+
+async def test_conversion_races_concurrent_updates_without_losing_them(served: Served) -> None:
+    database_id = await served.create(ORDERS)
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"_id": n, "price": str(n)} for n in range(40)])
+    writer = await served.handle(database_id)
+
+    async def overwrite() -> None:
+        for n in range(0, 40, 2):
+            await writer.update_one({"_id": n}, {"$set": {"price": f"new-{n}"}})
+
+    answer, _ = await asyncio.gather(served.convert(database_id, "price"), overwrite())
+    assert answer.status_code == 200, answer.text
+    stored = {d["_id"]: d["price"] async for d in raw.find({})}
+    for n in range(0, 40, 2):
+        assert stored[n] == f"new-{n}"  # the later write is never overwritten
+    for n in range(1, 40, 2):
+        assert stored[n] == float(n)
+
+
+# ---------------------------------------------------------------- background job
+
+
+async def test_a_type_change_is_checked_in_the_background(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    database_id = await served.create(
+        {"name": "orders", "fields": [{"name": "qty", "type": "string", "index": True}]}
+    )
+    assert (await served.insert(database_id, [{"qty": "1"}, {"qty": "two"}])).status_code == 201
+    checks = state_of(served.app).get(ViolationChecks)
+    with caplog.at_level(logging.WARNING, logger="quarry.management"):
+        response = await served.update_schema(
+            database_id, fields=[{"name": "qty", "type": "int", "index": True}]
+        )
+        assert response.status_code == 200, response.text
+        deadline = time.monotonic() + 10
+        while not any(key.database_id == database_id for key in checks.last):
+            assert time.monotonic() < deadline, "no violation check ran"
+            await asyncio.sleep(0.05)
+    (result,) = [r for k, r in checks.last.items() if k.database_id == database_id]
+    assert (result.schema_type, result.violations) == ("int", 2)
+    (warning,) = [r for r in caplog.records if database_id in r.getMessage()]
+    assert "2 documents" in warning.getMessage()
+    assert "/api/index_violations" in warning.getMessage()
+
+
+# ---------------------------------------------------------------------- owners
+
+
+async def test_another_owners_database_is_not_found(served: Served) -> None:
+    database_id = await served.create(ORDERS)
+    listed = await served.http.get(
+        "/api/index_violations",
+        params={"database_id": database_id, "collection_name": "orders", "field": "price"},
+        headers=served.other.bearer,
+    )
+    assert_envelope(listed, 404, ErrorCode.DATABASE_NOT_FOUND)
+    converted = await served.http.post(
+        "/api/convert_index_violations",
+        json={"database_id": database_id, "collection_name": "orders", "field": "price"},
+        headers=served.other.bearer,
+    )
+    assert_envelope(converted, 404, ErrorCode.DATABASE_NOT_FOUND)
+    unknown = await served.violations(database_id, "price", collection_name="nope")
+    assert_envelope(unknown, 404, ErrorCode.COLLECTION_NOT_FOUND)
