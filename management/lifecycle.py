@@ -122,8 +122,11 @@ async def declare_all_fields(database: Database) -> int:
     return told
 
 
-def maintenance_pass(database: Database, settings: Settings) -> Callable[[], Awaitable[None]]:
-    declared = False
+def maintenance_pass(
+    database: Database, settings: Settings, *, declared: bool = False
+) -> Callable[[], Awaitable[None]]:
+    """One round of maintenance; `declared`: the collections' indexed fields were
+    told to the engine already (at start), else the first round tells them."""
 
     async def work() -> None:
         nonlocal declared
@@ -148,16 +151,21 @@ async def lifecycle(state: AppState) -> AsyncIterator[None]:
     """Creates the control indexes (or leaves it to the maintenance task) and runs it,
     and the background count of index violations after schema changes."""
     database, settings = state.database, state.settings
+    declared = False
     try:
         await repo.ensure_indexes(db=database.control)
         database.indexes_ready.add(MANAGEMENT)
+        # At once, not a maintenance interval later: an upgraded or restarted server's
+        # typed indexes start building (in the background) before the first request.
+        await declare_all_fields(database)
+        declared = True
     except PyMongoError as exc:
         logger.warning("management indexes not created yet (%s); retrying", type(exc).__name__)
     checks = state.provide(ViolationChecks(database))
     async with (
         state.background.every(
             "management-maintenance",
-            maintenance_pass(database, settings),
+            maintenance_pass(database, settings, declared=declared),
             settings.maintenance_interval_seconds,
         ),
         state.background.every(TASK_NAME, checks.run_due, CHECK_INTERVAL_SECONDS),
