@@ -46,7 +46,6 @@ from app.db.driver_errors import (
 from app.db.field_guards import (
     FieldGuard,
     GuardState,
-    guard_filter,
     violation_filter,
 )
 from app.db.handles import Collection, Cursor, DatabaseHandle
@@ -91,7 +90,6 @@ __all__ = [
     "drop_stale_scratch",
     "duplicate_index",
     "engine_message",
-    "guard_filter",
     "is_duplicate_key",
     "is_duplicate_key_message",
     "is_too_many_parameters",

@@ -32,13 +32,6 @@ TYPES_OF_SCHEMA_TYPE: dict[str, tuple[str, ...]] = {
     "object": ("object",),
     "array": ("array",),
 }
-_NUMBERS = ("int", "long", "double")
-#: `$type` names the type guard lets pass (numbers pass as one).
-GUARD_TYPES_OF_SCHEMA_TYPE: dict[str, tuple[str, ...]] = {
-    **TYPES_OF_SCHEMA_TYPE,
-    "int": _NUMBERS,
-    "float": _NUMBERS,
-}
 
 
 @dataclass(frozen=True)
@@ -68,10 +61,4 @@ def violation_filter(field: str, schema_type: str) -> dict[str, Any] | None:
     """Documents whose `field` holds another type than `schema_type` (None: every
     type is that type's, `any`)."""
     types = TYPES_OF_SCHEMA_TYPE.get(schema_type)
-    return None if types is None else other_type_filter(field, types)
-
-
-def guard_filter(field: str, schema_type: str) -> dict[str, Any] | None:
-    """Documents the type guard of `field` holds off (see the module docstring)."""
-    types = GUARD_TYPES_OF_SCHEMA_TYPE.get(schema_type)
     return None if types is None else other_type_filter(field, types)

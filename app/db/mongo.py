@@ -24,7 +24,7 @@ from app.db.adapter import (
     Namespace,
     RawCursor,
 )
-from app.db.field_guards import FieldGuard, guard_filter
+from app.db.field_guards import FieldGuard
 from app.db.page_query import PageQuery, find_page_mongo
 
 if TYPE_CHECKING:
@@ -175,14 +175,11 @@ class MongoAdapter(EngineAdapter):
         await self.collection(ns).drop_index(name)
 
     async def field_guards(self, ns: Namespace, fields: Mapping[str, str]) -> dict[str, FieldGuard]:
-        """Always valid (MongoDB's own indexes serve whatever types the documents
-        hold); the documents of another type are counted with a `$type` query."""
-        guards = {}
-        for name, schema_type in fields.items():
-            query = guard_filter(name, schema_type)
-            violations = 0 if query is None else await self.collection(ns).count_documents(query)
-            guards[name] = FieldGuard("valid", None, violations)
-        return guards
+        """Always valid: MongoDB's own indexes serve whatever types the documents
+        hold. Not counted (None): a `$type` query cannot use the index, and
+        get_metadata must not scan every collection; `GET /api/index_violations`
+        lists them on request."""
+        return {name: FieldGuard("valid", None, None) for name in fields}
 
     async def create_collection(self, ns: Namespace) -> None:
         await self.client[ns.database].create_collection(ns.collection)
