@@ -28,7 +28,12 @@ from typing import Any
 from bson import ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, IndexModel
-from pymongo.errors import CollectionInvalid, DuplicateKeyError, OperationFailure
+from pymongo.errors import (
+    CollectionInvalid,
+    DuplicateKeyError,
+    OperationFailure,
+    WriteError,
+)
 from pymongo.results import InsertManyResult
 
 from app.clock import utc_now
@@ -292,10 +297,26 @@ async def set_value_if_unchanged(
     """Set `field` to `new` where it still holds `old`: one conditional update, so a
     write that changed the document meanwhile is never overwritten (on the embedded
     engine it runs under the write door's lock, as every update). False when the
-    document no longer matched."""
-    result = await database.db(db_name)[collection].update_one(
-        {"_id": document_id, field: {"$eq": old}}, {"$set": {field: new}}
-    )
+    document no longer matched.
+
+    `{field: old}` alone would also match an array holding `old` (and a dotted
+    path through an array), so the condition excludes arrays at every level of the
+    path; a write that made a parent a scalar meanwhile fails the `$set` itself
+    (WriteError), which is a change too. Raises `DuplicateKeyError` when the new
+    value collides in a unique index."""
+    condition: Document = {"_id": document_id}
+    parts = field.split(".")
+    for depth in range(1, len(parts)):
+        condition[".".join(parts[:depth])] = {"$not": {"$type": "array"}}
+    condition[field] = {"$eq": old, "$not": {"$type": "array"}}
+    try:
+        result = await database.db(db_name)[collection].update_one(
+            condition, {"$set": {field: new}}
+        )
+    except DuplicateKeyError:
+        raise  # a unique index's conflict, not a change: the caller counts it
+    except WriteError:
+        return False
     return result.modified_count == 1
 
 

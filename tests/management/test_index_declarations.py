@@ -663,3 +663,54 @@ async def test_another_owners_database_is_not_found(served: Served) -> None:
     assert_envelope(converted, 404, ErrorCode.DATABASE_NOT_FOUND)
     unknown = await served.violations(database_id, "price", collection_name="nope")
     assert_envelope(unknown, 404, ErrorCode.COLLECTION_NOT_FOUND)
+
+
+async def test_conversion_never_overwrites_an_array_written_meanwhile(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An array holding the value read matches `{field: old}`; the condition
+    excludes arrays, so the array written meanwhile stays and counts as changed."""
+    database_id = await served.create(ORDERS)
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"_id": 1, "price": "5"}])
+    writer = await served.handle(database_id)
+    real_find = management_repository.find_violations
+
+    async def find_then_race(**kwargs: Any) -> list[dict[str, Any]]:
+        found = await real_find(**kwargs)
+        if found:
+            await writer.update_one({"_id": 1}, {"$set": {"price": ["5", "x"]}})
+        return found
+
+    monkeypatch.setattr(management_repository, "find_violations", find_then_race)
+    answer = await served.convert(database_id, "price")
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["converted"], answer.json()["changed"]) == (0, 1)
+    assert (await raw.find_one({"_id": 1}))["price"] == ["5", "x"]
+
+
+@pytest.mark.parametrize("written", [[{"b": "5"}], {"b": ["5"]}, "scalar"])
+async def test_conversion_of_a_dotted_key_never_overwrites_an_array_or_fails(
+    served: Served, monkeypatch: pytest.MonkeyPatch, written: Any
+) -> None:
+    """A parent made an array (or a scalar, which `$set` cannot go through)
+    meanwhile: counted as changed, never a 500, the write kept."""
+    database_id = await served.create(
+        {"name": "orders", "indexes": [{"name": "ab", "keys": [{"field": "a.b", "type": "int"}]}]}
+    )
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"_id": 1, "a": {"b": "5"}}])
+    writer = await served.handle(database_id)
+    real_find = management_repository.find_violations
+
+    async def find_then_race(**kwargs: Any) -> list[dict[str, Any]]:
+        found = await real_find(**kwargs)
+        if found:
+            await writer.update_one({"_id": 1}, {"$set": {"a": written}})
+        return found
+
+    monkeypatch.setattr(management_repository, "find_violations", find_then_race)
+    answer = await served.convert(database_id, "a.b")
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["converted"], answer.json()["changed"]) == (0, 1)
+    assert (await raw.find_one({"_id": 1}))["a"] == written
