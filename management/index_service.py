@@ -17,7 +17,9 @@ its indexes declare, null nor nothing (`app.db.violation_filter`), listed in
 **Conversion** rewrites what converts without loss (`management.indexes.
 lossless_conversion`), each document by one conditional update on the value it
 was read with (`repository.set_value_if_unchanged`), so a write that changed it
-meanwhile wins and is counted as `changed`. One call converts at most
+meanwhile wins and is counted as `changed`. The call holds the database's lease
+(`ManagementService.lease`), as `update_schema` does, so the declared type it
+converts to cannot change under it. One call converts at most
 `CONVERT_CAP` documents and reads at most `READ_CAP` (a bounded request); the
 answer's `remaining` says how many violations it left that a further call may
 convert. Reads go in `_id` order, skipping the documents left in place (a
@@ -117,10 +119,20 @@ class IndexService:
         self, *, caller: Caller, database_id: str, collection_name: str, field: str
     ) -> dict[str, Any]:
         """Convert what converts losslessly (see the module docstring). Raises
-        `DatabaseNotFound`, `CollectionNotFound`, `NotAnIndexKey`."""
-        db_name, schema_type = await self._indexed_field(
-            caller, database_id, collection_name, field
-        )
+        `DatabaseNotFound`, `CollectionNotFound`, `NotAnIndexKey`, `DatabaseBusy`.
+
+        Holds the database's lease (`ManagementService.lease`, as `update_schema`
+        does) for the whole call and reads the declared type under it, so a type
+        change cannot land between the read of the type and the writes of values
+        of the old one."""
+        record = await self.management.owned_database(caller=caller, database_id=database_id)
+        async with self.management.lease(record) as current:
+            db_name, schema_type = _indexed_field_of(current, collection_name, field)
+            return await self._convert(db_name, collection_name, field, schema_type)
+
+    async def _convert(
+        self, db_name: str, collection_name: str, field: str, schema_type: str
+    ) -> dict[str, Any]:
         counts = {"converted": 0, "unconvertible": 0, "changed": 0}
         query = violation_filter(field, schema_type)
         if query is None:
@@ -179,13 +191,18 @@ class IndexService:
     ) -> tuple[str, str]:
         """The physical database's name and the type the field's indexes declare."""
         record = await self.management.owned_database(caller=caller, database_id=database_id)
-        entry = self.management.find_collection(record, collection_name)
-        fields = entry.get("fields", [])
-        for index in entry.get("indexes", []):
-            for key in index_keys(index, fields):
-                if key["field"] == field:
-                    return str(record["dbName"]), str(key["type"])
-        raise NotAnIndexKey(field, collection_name)
+        return _indexed_field_of(record, collection_name, field)
+
+
+def _indexed_field_of(record: Document, collection_name: str, field: str) -> tuple[str, str]:
+    """Raises `CollectionNotFound`, `NotAnIndexKey`."""
+    entry = ManagementService.find_collection(record, collection_name)
+    fields = entry.get("fields", [])
+    for index in entry.get("indexes", []):
+        for key in index_keys(index, fields):
+            if key["field"] == field:
+                return str(record["dbName"]), str(key["type"])
+    raise NotAnIndexKey(field, collection_name)
 
 
 def _guard_out(guard: FieldGuard) -> dict[str, Any]:

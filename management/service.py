@@ -31,6 +31,7 @@ fields of the first 1,000 documents (later extra fields are not exported).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -357,6 +358,16 @@ class ManagementService:
             await repo.release_lock(db=self.control, name=f"database:{record['_id']}", token=token)
         except PyMongoError as exc:  # the lease expires by itself
             logger.warning("could not release a database lease (%s)", type(exc).__name__)
+
+    @contextlib.asynccontextmanager
+    async def lease(self, record: Document) -> AsyncIterator[Document]:
+        """Hold the database's lease (the one collection changes hold) and yield the
+        record as it is under it. Raises `DatabaseBusy`, `DatabaseNotFound`."""
+        token = await self._locked(record)
+        try:
+            yield await self._current(record)
+        finally:
+            await self._release(record, token)
 
     async def _current(self, record: Document) -> Document:
         current = await repo.reload_database(db=self.control, database_id=record["_id"])

@@ -714,3 +714,64 @@ async def test_conversion_of_a_dotted_key_never_overwrites_an_array_or_fails(
     assert answer.status_code == 200, answer.text
     assert (answer.json()["converted"], answer.json()["changed"]) == (0, 1)
     assert (await raw.find_one({"_id": 1}))["a"] == written
+
+
+async def test_a_type_change_waits_for_a_conversion_and_is_never_undone(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """update_schema retypes `price` to string while a conversion to float runs:
+    the conversion holds the database's lease, so the change lands after it and
+    nothing is converted to the type that is no longer declared afterwards."""
+    database_id = await served.create(ORDERS)
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"_id": n, "price": str(n)} for n in range(1, 6)])
+    real_find = management_repository.find_violations
+    retyped: list[asyncio.Task[httpx.Response]] = []
+    done_during_conversion: list[bool] = []
+
+    async def find_then_retype(**kwargs: Any) -> list[dict[str, Any]]:
+        found = await real_find(**kwargs)
+        if found and not retyped:
+            retyped.append(
+                asyncio.create_task(
+                    served.update_schema(
+                        database_id,
+                        fields=ORDERS["fields"],
+                        indexes=[{"keys": [{"field": "price", "type": "string"}]}],
+                    )
+                )
+            )
+            # The change gets its chance to run first (it cannot while the lease is held).
+            await asyncio.wait({retyped[0]}, timeout=0.5)
+            done_during_conversion.append(retyped[0].done())
+        return found
+
+    monkeypatch.setattr(management_repository, "find_violations", find_then_retype)
+    answer = await served.convert(database_id, "price")
+    assert answer.status_code == 200, answer.text
+    change = await asyncio.wait_for(retyped[0], 15)
+    assert change.status_code == 200, change.text
+    assert done_during_conversion == [False]
+    assert answer.json()["converted"] == 5  # all under the type declared when it ran
+    assert (await served.indexes(database_id))["price_1"]["keys"][0]["type"] == "string"
+    again = await served.convert(database_id, "price")
+    assert again.status_code == 200
+    assert (again.json()["declared_type"], again.json()["converted"]) == ("string", 0)
+
+
+async def test_a_conversion_while_the_database_is_locked_is_busy(served: Served) -> None:
+    database_id = await served.create(ORDERS)
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"_id": 1, "price": "1"}])
+    control = state_of(served.app).database.control
+    await management_repository.acquire_lock(db=control, name=f"database:{database_id}")
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(
+                management_repository.acquire_lock, "__kwdefaults__", {"wait_seconds": 0.2}
+            )
+            answer = await served.convert(database_id, "price")
+    finally:
+        await control["locks"].delete_one({"_id": f"database:{database_id}"})
+    assert_envelope(answer, 409, ErrorCode.DATABASE_BUSY)
+    assert (await raw.find_one({"_id": 1}))["price"] == "1"
