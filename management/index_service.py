@@ -17,9 +17,11 @@ its indexes declare, null nor nothing (`app.db.violation_filter`), listed in
 **Conversion** rewrites what converts without loss (`management.indexes.
 lossless_conversion`), each document by one conditional update on the value it
 was read with (`repository.set_value_if_unchanged`), so a write that changed it
-meanwhile wins and is counted as `changed`. The call holds the database's lease
-(`ManagementService.lease`), as `update_schema` does, so the declared type it
-converts to cannot change under it. One call converts at most
+meanwhile wins and is counted as `changed`; a converted value a unique index
+already holds in another document is left as it was and counted in `conflicts`.
+The call holds the database's lease (`ManagementService.lease`), as
+`update_schema` does, so the declared type it converts to cannot change under it.
+One call converts at most
 `CONVERT_CAP` documents and reads at most `READ_CAP` (a bounded request); the
 answer's `remaining` says how many violations it left that a further call may
 convert. Reads go in `_id` order, skipping the documents left in place (a
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.db import Database, Document, FieldGuard, GuardState, violation_filter
+from pymongo.errors import OperationFailure
+
+from app.db import Database, Document, FieldGuard, GuardState, is_duplicate_key, violation_filter
 from app.http import Caller
 from app.kit import to_plain
 from management import repository as repo
@@ -133,7 +137,7 @@ class IndexService:
     async def _convert(
         self, db_name: str, collection_name: str, field: str, schema_type: str
     ) -> dict[str, Any]:
-        counts = {"converted": 0, "unconvertible": 0, "changed": 0}
+        counts = {"converted": 0, "unconvertible": 0, "changed": 0, "conflicts": 0}
         query = violation_filter(field, schema_type)
         if query is None:
             return {"declared_type": schema_type, **counts, "remaining": 0, "cap": CONVERT_CAP}
@@ -160,7 +164,7 @@ class IndexService:
         total = await repo.count_matching(
             database=self.database, db_name=db_name, collection=collection_name, query=query
         )
-        remaining = max(0, total - counts["unconvertible"])
+        remaining = max(0, total - counts["unconvertible"] - counts["conflicts"])
         return {
             "declared_type": schema_type,
             **counts,
@@ -175,15 +179,20 @@ class IndexService:
         new = UNCONVERTIBLE if old is _MISSING else lossless_conversion(schema_type, old)
         if new is UNCONVERTIBLE:
             return "unconvertible"
-        written = await repo.set_value_if_unchanged(
-            database=self.database,
-            db_name=db_name,
-            collection=collection,
-            document_id=document["_id"],
-            field=field,
-            old=old,
-            new=new,
-        )
+        try:
+            written = await repo.set_value_if_unchanged(
+                database=self.database,
+                db_name=db_name,
+                collection=collection,
+                document_id=document["_id"],
+                field=field,
+                old=old,
+                new=new,
+            )
+        except OperationFailure as exc:
+            if not is_duplicate_key(exc):
+                raise
+            return "conflicts"  # another document holds the converted value already
         return "converted" if written else "changed"
 
     async def _indexed_field(

@@ -310,7 +310,10 @@ def _date(text: str) -> Any:
         return UNCONVERTIBLE
     if parsed.microsecond % 1000:
         return UNCONVERTIBLE  # a date keeps milliseconds
-    return parse_datetime(text)
+    try:
+        return parse_datetime(text)
+    except OverflowError:  # the instant in UTC is beyond year 9999
+        return UNCONVERTIBLE
 
 
 def bson_type_name(value: Any) -> str:

@@ -45,6 +45,7 @@ from app.db import (
     UndoReport,
     delete_if_written,
     drop_stale_scratch,
+    is_duplicate_key,
     restore_into,
     undo_update,
 )
@@ -302,8 +303,8 @@ async def set_value_if_unchanged(
     `{field: old}` alone would also match an array holding `old` (and a dotted
     path through an array), so the condition excludes arrays at every level of the
     path; a write that made a parent a scalar meanwhile fails the `$set` itself
-    (WriteError), which is a change too. Raises `DuplicateKeyError` when the new
-    value collides in a unique index."""
+    (WriteError), which is a change too. Raises `OperationFailure` (`is_duplicate_key`)
+    when the new value collides in a unique index."""
     condition: Document = {"_id": document_id}
     parts = field.split(".")
     for depth in range(1, len(parts)):
@@ -313,9 +314,9 @@ async def set_value_if_unchanged(
         result = await database.db(db_name)[collection].update_one(
             condition, {"$set": {field: new}}
         )
-    except DuplicateKeyError:
-        raise  # a unique index's conflict, not a change: the caller counts it
-    except WriteError:
+    except OperationFailure as exc:
+        if is_duplicate_key(exc) or not isinstance(exc, WriteError):
+            raise  # a unique index's conflict is not a change: the caller counts it
         return False
     return result.modified_count == 1
 

@@ -331,6 +331,9 @@ class ConversionAnswer(BaseModel):
     #: Documents changed by another write between this call's read and its update
     #: (left as that write made them).
     changed: int
+    #: Documents left as they were because a unique index holds their converted
+    #: value in another document already.
+    conflicts: int = 0
     #: Violating documents this call did not convert and a further call may
     #: (the cap was reached, or they changed meanwhile): call again while above 0.
     remaining: int
@@ -346,6 +349,7 @@ class ConversionAnswer(BaseModel):
                 "converted": 1000,
                 "unconvertible": 2,
                 "changed": 0,
+                "conflicts": 0,
                 "remaining": 340,
                 "cap": 1000,
             }

@@ -375,6 +375,7 @@ class ConversionAnswer(BaseModel):
     converted: int
     unconvertible: int
     changed: int
+    conflicts: int = 0
     remaining: int
     cap: int
 

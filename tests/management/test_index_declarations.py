@@ -775,3 +775,34 @@ async def test_a_conversion_while_the_database_is_locked_is_busy(served: Served)
         await control["locks"].delete_one({"_id": f"database:{database_id}"})
     assert_envelope(answer, 409, ErrorCode.DATABASE_BUSY)
     assert (await raw.find_one({"_id": 1}))["price"] == "1"
+
+
+async def test_a_conversion_colliding_in_a_unique_index_is_a_conflict(served: Served) -> None:
+    """`"12"` converts to 12, which another document holds under a unique index:
+    counted in `conflicts`, left as it was, and the call goes on."""
+    database_id = await served.create(
+        {
+            "name": "orders",
+            "indexes": [{"name": "q", "keys": [{"field": "q", "type": "int"}], "unique": True}],
+        }
+    )
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"_id": 1, "q": 12}, {"_id": 2, "q": "12"}, {"_id": 3, "q": "13"}])
+    answer = await served.convert(database_id, "q")
+    assert answer.status_code == 200, answer.text
+    counts = answer.json()
+    assert (counts["converted"], counts["conflicts"], counts["unconvertible"]) == (1, 1, 0)
+    assert counts["remaining"] == 0
+    assert [d["q"] async for d in raw.find({}).sort("_id", 1)] == [12, "12", 13]
+
+
+async def test_a_date_beyond_year_9999_in_utc_is_unconvertible(served: Served) -> None:
+    database_id = await served.create(
+        {"name": "orders", "indexes": [{"name": "day", "keys": [{"field": "day", "type": "date"}]}]}
+    )
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"_id": 1, "day": "9999-12-31T23:59:59-01:00"}])
+    answer = await served.convert(database_id, "day")
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["converted"], answer.json()["unconvertible"]) == (0, 1)
+    assert (await raw.find_one({"_id": 1}))["day"] == "9999-12-31T23:59:59-01:00"
