@@ -80,11 +80,38 @@ class UniqueIndexConflict(QuarryError):
     status_code = 409
     error_code = ErrorCode.DUPLICATE_KEY
 
-    def __init__(self, field: str) -> None:
+    def __init__(self, field: str, *, index: str | None = None) -> None:
+        self.field = field
+        self.index = index
+        named = f" (index '{index}')" if index is not None else ""
         super().__init__(
-            f"Field '{field}' cannot be made unique: existing documents share values of it.",
+            f"Field '{field}'{named} cannot be made unique: existing documents share values of it.",
             details=[{"loc": ["fields", field], "msg": "duplicate values", "type": "duplicate"}],
         )
+
+    def with_removed(self, removed: list[str]) -> UniqueIndexConflict:
+        """The same conflict, where the indexes in the new one's way could not be made
+        again (a duplicate was written while they were dropped): they are gone from
+        the engine and from the stored schema, and the answer says so."""
+        conflict = UniqueIndexConflict(self.field, index=self.index)
+        names = ", ".join(repr(name) for name in removed)
+        conflict.message = (
+            f"{conflict.message} The index{'es' if len(removed) > 1 else ''} {names} it "
+            "replaced could not be made again (documents share values of it now) and "
+            "was removed from the schema."
+        )
+        conflict.details = [
+            *(conflict.details or []),
+            *(
+                {
+                    "loc": ["indexes", name],
+                    "msg": "removed: documents written meanwhile share values of its keys",
+                    "type": "index_removed",
+                }
+                for name in removed
+            ),
+        ]
+        return conflict
 
 
 class InvalidImportFile(QuarryError):

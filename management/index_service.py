@@ -8,7 +8,8 @@ index is not serving yet, `off` while documents hold another type, for a type or
 a dotted field without typed keys, or without the typed-index builder; on
 MongoDB always `valid`, its own indexes serving, with the violations counted all
 the same). An index is `off` when one of its keys is, else `building` when one
-is, else `valid`; its reason joins its keys'.
+is, else `valid`; its reason joins its keys'. An index the engine lacks (listed
+once per collection) is `off`, "missing on the engine", whatever its keys say.
 
 **Violations** of a field are the documents whose field holds neither the type
 its indexes declare, null nor nothing (`app.db.violation_filter`), listed in
@@ -42,6 +43,7 @@ from management.errors import NotAnIndexKey
 from management.indexes import (
     UNCONVERTIBLE,
     bson_type_name,
+    engine_name,
     index_keys,
     lossless_conversion,
 )
@@ -53,6 +55,7 @@ CONVERT_CAP = 1_000
 READ_CAP = 10_000
 CONVERT_BATCH = 200
 LISTING_HINT = "GET /api/index_violations lists them"
+MISSING_ON_ENGINE = "missing on the engine; the next update_schema makes it again"
 _SEVERITY: dict[GuardState, int] = {"valid": 0, "building": 1, "off": 2}
 _MISSING = object()
 
@@ -79,7 +82,14 @@ class IndexService:
             if types
             else {}
         )
-        return [_index_out(index, fields, guards) for index in indexes]
+        on_engine = (
+            await repo.index_names(
+                database=self.database, db_name=db_name, collection=entry["name"]
+            )
+            if indexes
+            else set()
+        )
+        return [_index_out(index, fields, guards, on_engine) for index in indexes]
 
     # -------------------------------------------------------------- violations
 
@@ -222,7 +232,10 @@ def _guard_out(guard: FieldGuard) -> dict[str, Any]:
 
 
 def _index_out(
-    index: Document, fields: list[dict[str, Any]], guards: dict[str, FieldGuard]
+    index: Document,
+    fields: list[dict[str, Any]],
+    guards: dict[str, FieldGuard],
+    on_engine: set[str],
 ) -> dict[str, Any]:
     keys = []
     for key in index_keys(index, fields):
@@ -232,6 +245,8 @@ def _index_out(
         (key["guard"]["state"] for key in keys), key=lambda s: _SEVERITY[s], default="valid"
     )
     reasons = [key["guard"]["reason"] for key in keys if key["guard"]["state"] == state]
+    if engine_name(index) not in on_engine:  # lost; the next update_schema makes it again
+        state, reasons = "off", [MISSING_ON_ENGINE]
     return {
         "name": index["name"],
         "field": index["field"],

@@ -9,7 +9,8 @@ Stored in the collection entry's `indexes` list, one entry per engine index:
 `{name, field, unique}` for a field's flag (as before declared indexes existed;
 its key is the field, ascending, of the field's type), and `{name, field,
 unique, declared: true, keys: [{field, type, direction}]}` for a declared one
-(`field` is its first key's, for the clients that read only that).
+(`field` is its first key's, for the clients that read only that); either may
+carry `engine_name`, the index's name on the engine where it differs (`engine_name`).
 
 Rules (422 `VALIDATION_ERROR` with every problem located and typed — `invalid_name`,
 `index_name_taken`, `index_keys_taken`, `type_mismatch`, `duplicate_key` — the name
@@ -92,6 +93,13 @@ def derived_name(keys: Iterable[Mapping[str, Any]]) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:12]
     return f"{name[: MAX_DERIVED_NAME - 13]}_{digest}"
+
+
+def engine_name(index: Mapping[str, Any]) -> str:
+    """The name of the index on the engine: its name, unless it was renamed without
+    being rebuilt (a rename is metadata only) or made while its name was taken on
+    the engine (`engine_name` kept beside the name)."""
+    return str(index.get("engine_name") or index["name"])
 
 
 def field_index_entries(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:

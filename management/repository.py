@@ -330,6 +330,11 @@ async def ready_databases(*, db: DatabaseHandle) -> list[Document]:
     )
 
 
+async def index_names(*, database: Database, db_name: str, collection: str) -> set[str]:
+    """The names of the collection's indexes on the engine (one `listIndexes`)."""
+    return await database.db(db_name)[collection].index_names()
+
+
 async def drop_index(*, database: Database, db_name: str, collection: str, name: str) -> None:
     try:
         await database.db(db_name)[collection].drop_index(name)

@@ -83,6 +83,7 @@ from management.indexes import (
     IndexDefinition,
     as_definitions,
     declared_entries,
+    engine_name,
     index_problems,
     indexed_field_types,
     key_spec,
@@ -104,6 +105,25 @@ class ImportResult:
     inserted_count: int
     skipped_count: int
     errors: list[dict[str, Any]]
+
+
+@dataclass
+class IndexPlan:
+    #: Old indexes dropped before the new ones are made (made again on a failure).
+    in_the_way: list[Document]
+    #: New and changed indexes to make.
+    made: list[Document]
+    #: Engine names of the old indexes dropped once the schema is saved.
+    dropped_after: list[str]
+
+
+class IndexesLost(Exception):
+    """Indexes in the way of a failed update that could not be made again."""
+
+    def __init__(self, names: list[str], cause: Exception) -> None:
+        super().__init__(names)
+        self.names = names
+        self.cause = cause
 
 
 @dataclass
@@ -338,7 +358,7 @@ class ManagementService:
                 collection=entry["name"],
                 keys=key_spec(index, entry["fields"]),
                 unique=index["unique"],
-                name=index["name"],
+                name=engine_name(index),
             )
         await repo.declare_fields(
             database=self.database,
@@ -436,7 +456,9 @@ class ManagementService:
         An index in the way of a new one — its definition changed under the same
         name, or it is going and has the keys of a new one (a rename, or a field's
         `index` becoming `unique`: an engine keeps one index per key pattern) — is
-        dropped before the new one is made, and made again if that fails.
+        dropped before the new one is made, and made again if that fails; a rename
+        is metadata only (`_plan_indexes`), and an index that cannot be made again
+        is removed from the stored entry before `UniqueIndexConflict` says so.
         Afterwards the fields whose indexed type is new are counted for documents
         of another type in the background (`ViolationChecks`)."""
         record = await self.owned_database(caller=caller, database_id=database_id)
@@ -456,25 +478,15 @@ class ManagementService:
             if problems:
                 raise SchemaInvalid(problems)
             db_name = current["dbName"]
-            old_fields = entry.get("fields", [])
             old_types = indexed_field_types(entry)
-            old_indexes = {
-                index["name"]: _signature(index, old_fields) for index in entry.get("indexes", [])
-            }
-            kept = {index["name"] for index in new_indexes}
-            made = [
-                index
-                for index in new_indexes
-                if old_indexes.get(index["name"]) != _signature(index, stored)
-            ]
-            made_patterns = {_signature(index, stored)[0] for index in made}
-            in_the_way = [
-                name
-                for name, signature in old_indexes.items()
-                if (name in kept and any(index["name"] == name for index in made))
-                or (name not in kept and signature[0] in made_patterns)
-            ]
-            await self._replace_indexes(db_name, entry, in_the_way, made)
+            plan = await self._plan_indexes(db_name, entry, stored, new_indexes)
+            try:
+                await self._replace_indexes(db_name, entry, plan.in_the_way, plan.made)
+            except IndexesLost as lost:
+                await self._forget_lost_indexes(current, entry, lost.names)
+                if isinstance(lost.cause, UniqueIndexConflict):
+                    raise lost.cause.with_removed(lost.names) from None
+                raise lost.cause from None
             entry.update(
                 fields=stored,
                 strict=new_strict,
@@ -484,7 +496,7 @@ class ManagementService:
             await repo.save_collections(
                 db=self.control, database_id=current["_id"], collections=current["collections"]
             )
-            for name in old_indexes.keys() - kept - set(in_the_way):
+            for name in plan.dropped_after:
                 await repo.drop_index(
                     database=self.database, db_name=db_name, collection=collection_name, name=name
                 )
@@ -502,22 +514,106 @@ class ManagementService:
         finally:
             await self._release(record, token)
 
+    async def _plan_indexes(
+        self,
+        db_name: str,
+        entry: Document,
+        stored: list[dict[str, Any]],
+        new_indexes: list[Document],
+    ) -> IndexPlan:
+        """What `update_schema` does to the engine's indexes (one `listIndexes`).
+
+        An index kept as it was stays; one the engine lacks (lost earlier) is made
+        again. A new index with the keys, directions and uniqueness of one going
+        away is that one renamed: metadata only, the engine's index stays under its
+        engine name (`indexes.engine_name`), so a unique index never has a gap for
+        a duplicate to slip through. Anything else new or changed is made; an index
+        in its way (its definition changed under the same name, or it is going and
+        has the keys of a new one: an engine keeps one index per key pattern) is
+        dropped first. A new name taken on the engine by an index that stays gets
+        an engine name of its own."""
+        old_fields = entry.get("fields", [])
+        before = {index["name"]: index for index in entry.get("indexes", [])}
+        signatures = {name: _signature(index, old_fields) for name, index in before.items()}
+        on_engine = await repo.index_names(
+            database=self.database, db_name=db_name, collection=entry["name"]
+        )
+        kept = {index["name"] for index in new_indexes}
+        #: Old indexes whose engine index goes on serving (as it was, or renamed).
+        reused: set[str] = set()
+        made: list[Document] = []
+        for index in new_indexes:
+            signature = _signature(index, stored)
+            previous = before.get(index["name"])
+            if previous is not None and signatures[index["name"]] == signature:
+                if "engine_name" in previous:
+                    index["engine_name"] = previous["engine_name"]
+                if engine_name(previous) in on_engine:
+                    reused.add(index["name"])
+                else:
+                    made.append(index)  # lost earlier: made again
+                continue
+            source = next(
+                (
+                    name
+                    for name, old in signatures.items()
+                    if old == signature
+                    and name not in kept
+                    and name not in reused
+                    and engine_name(before[name]) in on_engine
+                ),
+                None,
+            )
+            if source is None:
+                made.append(index)
+                continue
+            reused.add(source)
+            if engine_name(before[source]) != index["name"]:
+                index["engine_name"] = engine_name(before[source])
+        staying = {engine_name(before[name]) for name in reused}
+        for index in made:
+            if engine_name(index) in staying:
+                index["engine_name"] = f"{index['name']}_{secrets.token_hex(4)}"
+        made_names = {engine_name(index) for index in made}
+        made_patterns = {_signature(index, stored)[0] for index in made}
+        going = [index for name, index in before.items() if name not in reused]
+        in_the_way = [
+            index
+            for index in going
+            if engine_name(index) in made_names or signatures[index["name"]][0] in made_patterns
+        ]
+        dropped_after = [engine_name(index) for index in going if index not in in_the_way]
+        return IndexPlan(in_the_way=in_the_way, made=made, dropped_after=dropped_after)
+
+    async def _forget_lost_indexes(
+        self, current: Document, entry: Document, names: list[str]
+    ) -> None:
+        """Store the entry without the indexes a failed update could not restore, so
+        the stored schema says what the engine holds (a later update makes them)."""
+        entry["indexes"] = [i for i in entry.get("indexes", []) if i["name"] not in names]
+        await repo.save_collections(
+            db=self.control, database_id=current["_id"], collections=current["collections"]
+        )
+
     async def _replace_indexes(
-        self, db_name: str, entry: Document, in_the_way: list[str], made: list[Document]
+        self, db_name: str, entry: Document, in_the_way: list[Document], made: list[Document]
     ) -> None:
         """Drop the indexes in the way, then make the new and changed ones; on a
-        failure the dropped ones are made again as they were."""
+        failure the dropped ones are made again as they were. Raises `IndexesLost`
+        (naming them) when some cannot be (a duplicate written while none was there)."""
         collection = entry["name"]
-        before = {index["name"]: index for index in entry.get("indexes", [])}
-        for name in in_the_way:
+        for old in in_the_way:
             await repo.drop_index(
-                database=self.database, db_name=db_name, collection=collection, name=name
+                database=self.database,
+                db_name=db_name,
+                collection=collection,
+                name=engine_name(old),
             )
         try:
             await self._create_indexes(db_name, collection, made)
-        except BaseException:
-            for name in in_the_way:
-                old = before[name]
+        except Exception as exc:
+            lost = []
+            for old in in_the_way:
                 try:
                     await repo.create_index(
                         database=self.database,
@@ -525,10 +621,13 @@ class ManagementService:
                         collection=collection,
                         keys=key_spec(old, entry.get("fields", [])),
                         unique=old["unique"],
-                        name=old["name"],
+                        name=engine_name(old),
                     )
                 except PyMongoError:
                     logger.warning("could not restore index %s after a failed update", old["name"])
+                    lost.append(old["name"])
+            if lost:
+                raise IndexesLost(lost, exc) from exc
             raise
 
     async def _create_indexes(self, db_name: str, collection: str, indexes: list[Document]) -> None:
@@ -542,14 +641,14 @@ class ManagementService:
                         collection=collection,
                         keys=key_spec(index, []),
                         unique=index["unique"],
-                        name=index["name"],
+                        name=engine_name(index),
                     )
                 except OperationFailure as exc:
                     if index["unique"] and is_duplicate_key(exc):
                         fields = [field for field, _ in key_spec(index, [])]
-                        raise UniqueIndexConflict(", ".join(fields)) from None
+                        raise UniqueIndexConflict(", ".join(fields), index=index["name"]) from None
                     raise
-                made.append(index["name"])
+                made.append(engine_name(index))
         except BaseException:
             for name in made:
                 try:

@@ -224,6 +224,10 @@ class EngineAdapter(ABC):
     @abstractmethod
     async def drop_index(self, ns: Namespace, name: str) -> None: ...
 
+    @abstractmethod
+    async def index_names(self, ns: Namespace) -> set[str]:
+        """The names of the collection's indexes on the engine (none: no collection)."""
+
     async def declare_fields(self, ns: Namespace, fields: Mapping[str, str]) -> None:
         """Every field an index of the collection keys, with its schema type (name →
         `string`, `int`, `date`, ...), told after every schema change: an engine

@@ -171,6 +171,9 @@ class Collection:
     async def drop_index(self, name: str) -> None:
         await (await self._adapter()).drop_index(self.namespace, name)
 
+    async def index_names(self) -> set[str]:
+        return await (await self._adapter()).index_names(self.namespace)
+
     async def declare_fields(self, fields: Mapping[str, str]) -> None:
         """The indexed top-level fields and their schema types (see
         `EngineAdapter.declare_fields`)."""

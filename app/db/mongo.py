@@ -174,6 +174,10 @@ class MongoAdapter(EngineAdapter):
     async def drop_index(self, ns: Namespace, name: str) -> None:
         await self.collection(ns).drop_index(name)
 
+    async def index_names(self, ns: Namespace) -> set[str]:
+        cursor = await self.collection(ns).list_indexes()
+        return {index["name"] async for index in cursor}
+
     async def field_guards(self, ns: Namespace, fields: Mapping[str, str]) -> dict[str, FieldGuard]:
         """Always valid: MongoDB's own indexes serve whatever types the documents
         hold. Not counted (None): a `$type` query cannot use the index, and

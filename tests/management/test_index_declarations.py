@@ -32,6 +32,7 @@ from app.wiring import state_of
 from management import index_service
 from management import repository as management_repository
 from management.index_checks import ViolationChecks
+from management.index_service import MISSING_ON_ENGINE
 from tests.fixtures.accounts import Account, register_account
 from tests.fixtures.databases import unique_name
 from tests.fixtures.engine import DatabaseServer
@@ -360,9 +361,11 @@ async def test_an_index_renamed_or_made_unique_replaces_the_one_in_its_way(
     )
     assert renamed.status_code == 200, renamed.text
     engine = served.engine_indexes(db_name)
-    assert set(engine) == {"_id_", "sku_unique", "by_price"}
-    assert engine["by_price"]["key"] == {"price": -1}
+    # The rename is metadata only: the engine's index keeps serving under its name.
+    assert set(engine) == {"_id_", "sku_unique", "price_-1"}
+    assert engine["price_-1"]["key"] == {"price": -1}
     assert engine["sku_unique"]["unique"] is True
+    assert set(await served.indexes(database_id)) == {"sku_unique", "by_price"}
     # A replacement the documents refuse puts back what was in its way.
     assert (await served.insert(database_id, [{"price": 1.0, "sku": "a"}])).status_code == 201
     assert (await served.insert(database_id, [{"price": 1.0, "sku": "b"}])).status_code == 201
@@ -372,8 +375,9 @@ async def test_an_index_renamed_or_made_unique_replaces_the_one_in_its_way(
         indexes=[{"name": "one_price", "keys": price, "unique": True}],
     )
     assert_envelope(refused, 409, ErrorCode.DUPLICATE_KEY)
-    assert set(served.engine_indexes(db_name)) == {"_id_", "sku_unique", "by_price"}
+    assert set(served.engine_indexes(db_name)) == {"_id_", "sku_unique", "price_-1"}
     assert set(await served.indexes(database_id)) == {"sku_unique", "by_price"}
+    assert (await served.indexes(database_id))["by_price"]["reason"] != MISSING_ON_ENGINE
 
 
 async def test_a_unique_index_existing_documents_violate_changes_nothing(served: Served) -> None:
@@ -806,3 +810,95 @@ async def test_a_date_beyond_year_9999_in_utc_is_unconvertible(served: Served) -
     assert answer.status_code == 200, answer.text
     assert (answer.json()["converted"], answer.json()["unconvertible"]) == (0, 1)
     assert (await raw.find_one({"_id": 1}))["day"] == "9999-12-31T23:59:59-01:00"
+
+
+async def test_renaming_a_unique_index_keeps_the_engines_index_without_a_gap(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same keys, directions and uniqueness under a new name: nothing is dropped
+    or made on the engine, so no duplicate can slip in while the schema says unique."""
+    database_id = await served.create(
+        {"name": "orders", "fields": [{"name": "sku", "type": "string", "unique": True}]}
+    )
+    assert (await served.insert(database_id, {"sku": "a"})).status_code == 201
+    real_create, real_drop = management_repository.create_index, management_repository.drop_index
+    touched: list[str] = []
+
+    async def create(**kwargs: Any) -> None:
+        touched.append(f"create {kwargs['name']}")
+        await real_create(**kwargs)
+
+    async def drop(**kwargs: Any) -> None:
+        touched.append(f"drop {kwargs['name']}")
+        await real_drop(**kwargs)
+
+    monkeypatch.setattr(management_repository, "create_index", create)
+    monkeypatch.setattr(management_repository, "drop_index", drop)
+    by_sku = {"name": "by_sku", "keys": [{"field": "sku", "type": "string"}], "unique": True}
+    renamed = await served.update_schema(
+        database_id, fields=[{"name": "sku", "type": "string"}], indexes=[by_sku]
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert touched == []
+    db_name = await served.db_name(database_id)
+    assert set(served.engine_indexes(db_name)) == {"_id_", "sku_unique"}
+    index = (await served.indexes(database_id))["by_sku"]
+    assert (index["unique"], index["reason"]) == (True, None)
+    assert_envelope(await served.insert(database_id, {"sku": "a"}), 409, ErrorCode.DUPLICATE_KEY)
+    # Renamed back and kept as is: still the same engine index, stored under both names.
+    again = await served.update_schema(
+        database_id, fields=[{"name": "sku", "type": "string"}], indexes=[by_sku]
+    )
+    assert again.status_code == 200 and touched == []
+    control = state_of(served.app).settings.control_db
+    record = served.sync[control]["databases"].find_one({"_id": ObjectId(database_id)})
+    assert record is not None
+    (stored,) = record["collections"][0]["indexes"]
+    assert (stored["name"], stored["engine_name"]) == ("by_sku", "sku_unique")
+
+
+async def test_an_index_that_cannot_be_restored_leaves_the_schema_and_says_so(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A duplicate written while the old unique index was dropped makes both the new
+    index and the restore fail: the answer names the index removed, and the stored
+    schema no longer claims it."""
+    sku = {"field": "sku", "type": "string"}
+    database_id = await served.create(
+        {"name": "orders", "indexes": [{"name": "u", "keys": [sku], "unique": True}]}
+    )
+    writer = await served.handle(database_id)
+    real_create = management_repository.create_index
+    calls: list[str] = []
+
+    async def create_after_duplicates(**kwargs: Any) -> None:
+        if not calls:
+            await writer.insert_one({"sku": "a"})
+            await writer.insert_one({"sku": "a"})
+        calls.append(kwargs["name"])
+        await real_create(**kwargs)
+
+    monkeypatch.setattr(management_repository, "create_index", create_after_duplicates)
+    wider = [sku, {"field": "price", "type": "float"}]
+    response = await served.update_schema(
+        database_id, fields=[], indexes=[{"name": "u", "keys": wider, "unique": True}]
+    )
+    monkeypatch.undo()
+    body = assert_envelope(response, 409, ErrorCode.DUPLICATE_KEY)
+    assert "'u'" in body["message"] and "removed" in body["message"]
+    assert {"loc": ["indexes", "u"], "type": "index_removed"}.items() <= body["details"][1].items()
+    db_name = await served.db_name(database_id)
+    assert set(served.engine_indexes(db_name)) == {"_id_"}
+    assert await served.indexes(database_id) == {}
+
+
+async def test_an_index_missing_on_the_engine_is_off_and_made_again(served: Served) -> None:
+    database_id = await served.create(ORDERS)
+    db_name = await served.db_name(database_id)
+    served.sync[db_name]["orders"].drop_index("price_-1_sku_1")
+    index = (await served.indexes(database_id))["price_-1_sku_1"]
+    assert (index["state"], index["reason"]) == ("off", MISSING_ON_ENGINE)
+    response = await served.update_schema(database_id, fields=ORDERS["fields"])
+    assert response.status_code == 200, response.text
+    assert served.engine_indexes(db_name)["price_-1_sku_1"]["key"] == {"price": -1, "sku": 1}
+    assert (await served.indexes(database_id))["price_-1_sku_1"]["reason"] != MISSING_ON_ENGINE
