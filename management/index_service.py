@@ -23,10 +23,15 @@ already holds in another document is left as it was and counted in `conflicts`.
 The call holds the database's lease (`ManagementService.lease`), as
 `update_schema` does, so the declared type it converts to cannot change under it.
 One call converts at most
-`CONVERT_CAP` documents and reads at most `READ_CAP` (a bounded request); the
-answer's `remaining` says how many violations it left that a further call may
-convert. Reads go in `_id` order, skipping the documents left in place (a
-converted one leaves the filter, so no keyset over mixed `_id` types is needed).
+`CONVERT_CAP` documents and reads at most `READ_CAP` (a bounded request). Reads
+go in `_id` order by keyset (`management.id_order`: `$gt` the last `_id` read, or any `_id`
+of a later type bracket, as `_id`s may mix types), never by skip, so documents
+left in place cost nothing to the next call: the answer's `next_after` (that
+`_id` as canonical Extended JSON) resumes after them when passed back as
+`after`, and `remaining` counts the violations after it (0, and `next_after`
+null, once the end is reached). A call that only found documents changed by a
+concurrent conversion still answers a token, so a client following tokens never
+stops early.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from app.http import Caller
 from app.kit import to_plain
 from management import repository as repo
 from management.errors import NotAnIndexKey
+from management.id_order import Position, after_position, decode_position, encode_position
 from management.indexes import (
     UNCONVERTIBLE,
     bson_type_name,
@@ -130,7 +136,13 @@ class IndexService:
         return schema_type, listed, total
 
     async def convert_violations(
-        self, *, caller: Caller, database_id: str, collection_name: str, field: str
+        self,
+        *,
+        caller: Caller,
+        database_id: str,
+        collection_name: str,
+        field: str,
+        after: str | None = None,
     ) -> dict[str, Any]:
         """Convert what converts losslessly (see the module docstring). Raises
         `DatabaseNotFound`, `CollectionNotFound`, `NotAnIndexKey`, `DatabaseBusy`.
@@ -140,26 +152,33 @@ class IndexService:
         change cannot land between the read of the type and the writes of values
         of the old one."""
         record = await self.management.owned_database(caller=caller, database_id=database_id)
+        position = None if after is None else Position(decode_position(after))
         async with self.management.lease(record) as current:
             db_name, schema_type = _indexed_field_of(current, collection_name, field)
-            return await self._convert(db_name, collection_name, field, schema_type)
+            return await self._convert(db_name, collection_name, field, schema_type, position)
 
     async def _convert(
-        self, db_name: str, collection_name: str, field: str, schema_type: str
+        self, db_name: str, collection_name: str, field: str, schema_type: str, after: Any
     ) -> dict[str, Any]:
         counts = {"converted": 0, "unconvertible": 0, "changed": 0, "conflicts": 0}
         query = violation_filter(field, schema_type)
         if query is None:
-            return {"declared_type": schema_type, **counts, "remaining": 0, "cap": CONVERT_CAP}
-        left_in_place = read = 0
+            return {
+                "declared_type": schema_type,
+                **counts,
+                "remaining": 0,
+                "cap": CONVERT_CAP,
+                "next_after": None,
+            }
+        position, read = after, 0
         while counts["converted"] < CONVERT_CAP and read < READ_CAP:
             batch = await repo.find_violations(
                 database=self.database,
                 db_name=db_name,
                 collection=collection_name,
-                query=query,
+                query=after_position(query, position),
                 field=field,
-                skip=left_in_place,
+                skip=0,
                 limit=min(CONVERT_BATCH, CONVERT_CAP - counts["converted"], READ_CAP - read),
             )
             if not batch:
@@ -170,16 +189,19 @@ class IndexService:
                     db_name, collection_name, field, schema_type, document
                 )
                 counts[outcome] += 1
-                left_in_place += outcome != "converted"
-        total = await repo.count_matching(
-            database=self.database, db_name=db_name, collection=collection_name, query=query
+                position = Position(document["_id"])
+        remaining = await repo.count_matching(
+            database=self.database,
+            db_name=db_name,
+            collection=collection_name,
+            query=after_position(query, position),
         )
-        remaining = max(0, total - counts["unconvertible"] - counts["conflicts"])
         return {
             "declared_type": schema_type,
             **counts,
             "remaining": remaining,
             "cap": CONVERT_CAP,
+            "next_after": None if remaining == 0 else encode_position(position),
         }
 
     async def _convert_one(

@@ -267,6 +267,7 @@ async def convert_index_violations(
         database_id=body.database_id,
         collection_name=body.collection_name,
         field=body.field,
+        after=body.after,
     )
     return ConversionAnswer(field=body.field, **result)
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.clock import UtcDatetime
 from app.db import GuardState
 from app.kit import Pagination
 from app.schema import FieldDefinition
+from management.id_order import decode_position
 from management.indexes import MAX_DECLARED_INDEXES, IndexDefinition
 
 NameText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -110,6 +111,15 @@ class ConvertViolationsRequest(StrictModel):
     database_id: IdText
     collection_name: NameText
     field: str = Field(min_length=1, max_length=1024)
+    #: The previous answer's `next_after`: resume after the last `_id` it read.
+    after: str | None = Field(default=None, min_length=1, max_length=4096)
+
+    @field_validator("after")
+    @classmethod
+    def _resume_token(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_position(value)  # raises ValueError: a 422 naming `after`
+        return value
 
     model_config = ConfigDict(
         extra="forbid",
@@ -339,6 +349,9 @@ class ConversionAnswer(BaseModel):
     remaining: int
     #: Documents one call converts at most.
     cap: int
+    #: Pass as `after` to the next call (the last `_id` read, as canonical Extended
+    #: JSON); null when nothing is left after it.
+    next_after: str | None = None
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -352,6 +365,7 @@ class ConversionAnswer(BaseModel):
                 "conflicts": 0,
                 "remaining": 340,
                 "cap": 1000,
+                "next_after": '{"$oid": "60c72b2f9b1d8b1a2d3e4567"}',
             }
         }
     )

@@ -378,6 +378,7 @@ class ConversionAnswer(BaseModel):
     conflicts: int = 0
     remaining: int
     cap: int
+    next_after: str | None = None
 
 
 class ConvertViolationsRequest(BaseModel):
@@ -386,6 +387,7 @@ class ConvertViolationsRequest(BaseModel):
     database_id: str
     collection_name: str
     field: str
+    after: str | None = None
 
 
 class CountAnswer(BaseModel):

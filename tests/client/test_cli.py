@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from bson import json_util
 from quarry_client import Quarry
+from quarry_client.cli.databases import convert_all
+from quarry_client.models import ConversionAnswer
 
 from tests.fixtures.cli import QUARRY, LineReader, cli_environment, json_error, run_json, run_quarry
 from tests.fixtures.mailbox import Inbox
@@ -619,3 +621,63 @@ def test_a_missing_file_is_bad_input_exit_1_before_anything_is_sent(
     assert done.returncode == 1, done.stderr
     assert json_error(done)["error_code"] == "FILE_ERROR"
     assert "missing" in json_error(done)["message"]
+
+
+class ScriptedConversions:
+    """A `databases` whose conversion answers are scripted (the loop alone under test)."""
+
+    def __init__(self, answers: list[dict[str, Any]]) -> None:
+        self.answers = answers
+        self.afters: list[str | None] = []
+
+    def convert_violations(
+        self, database_id: str, collection: str, field: str, *, after: str | None = None
+    ) -> ConversionAnswer:
+        self.afters.append(after)
+        base = {"field": field, "declared_type": "float", "cap": 1000}
+        return ConversionAnswer.model_validate({**base, **self.answers[len(self.afters) - 1]})
+
+
+def test_convert_follows_the_token_past_a_call_that_converted_nothing() -> None:
+    """A call racing another conversion finds every document changed and converts
+    none: the loop goes on while a token comes back, and sums the counts."""
+    scripted = ScriptedConversions(
+        [
+            {
+                "converted": 0,
+                "unconvertible": 0,
+                "changed": 200,
+                "remaining": 9,
+                "next_after": '{"$numberInt": "200"}',
+            },
+            {
+                "converted": 9,
+                "unconvertible": 1,
+                "changed": 0,
+                "conflicts": 1,
+                "remaining": 0,
+                "next_after": None,
+            },
+        ]
+    )
+    totals = convert_all(scripted, "db", "orders", "price")
+    assert scripted.afters == [None, '{"$numberInt": "200"}']
+    assert totals == {
+        "converted": 9,
+        "unconvertible": 1,
+        "changed": 200,
+        "conflicts": 1,
+        "remaining": 0,
+    }
+
+
+def test_convert_against_a_server_without_tokens_stops_when_nothing_converts() -> None:
+    scripted = ScriptedConversions(
+        [
+            {"converted": 5, "unconvertible": 0, "changed": 0, "remaining": 3},
+            {"converted": 0, "unconvertible": 3, "changed": 0, "remaining": 3},
+        ]
+    )
+    totals = convert_all(scripted, "db", "orders", "price")
+    assert scripted.afters == [None, None]
+    assert (totals["converted"], totals["remaining"]) == (5, 3)

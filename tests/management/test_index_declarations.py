@@ -130,10 +130,13 @@ class Served:
             headers=self.owner.bearer,
         )
 
-    async def convert(self, database_id: str, field: str) -> httpx.Response:
+    async def convert(
+        self, database_id: str, field: str, after: str | None = None
+    ) -> httpx.Response:
+        body = {"database_id": database_id, "collection_name": "orders", "field": field}
         return await self.http.post(
             "/api/convert_index_violations",
-            json={"database_id": database_id, "collection_name": "orders", "field": field},
+            json=body if after is None else {**body, "after": after},
             headers=self.owner.bearer,
         )
 
@@ -594,7 +597,9 @@ async def test_conversion_never_overwrites_a_concurrent_write(
 
     monkeypatch.setattr(management_repository, "find_violations", find_then_race)
     answer = (await served.convert(database_id, "price")).json()
-    assert (answer["converted"], answer["changed"], answer["remaining"]) == (4, 1, 1)
+    # The end was reached: what changed behind the token is for a new walk.
+    assert (answer["converted"], answer["changed"], answer["remaining"]) == (4, 1, 0)
+    assert answer["next_after"] is None
     assert (await raw.find_one({"_id": 3}))["price"] == "30"
     monkeypatch.undo()
     again = (await served.convert(database_id, "price")).json()
@@ -902,3 +907,65 @@ async def test_an_index_missing_on_the_engine_is_off_and_made_again(served: Serv
     assert response.status_code == 200, response.text
     assert served.engine_indexes(db_name)["price_-1_sku_1"]["key"] == {"price": -1, "sku": 1}
     assert (await served.indexes(database_id))["price_-1_sku_1"]["reason"] != MISSING_ON_ENGINE
+
+
+async def test_conversion_resumes_after_the_documents_it_left_in_place(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More unconvertible documents first in `_id` order than one call reads: the
+    token moves past them, so every later call gets further and the end is reached."""
+    monkeypatch.setattr(index_service, "READ_CAP", 3)
+    monkeypatch.setattr(index_service, "CONVERT_BATCH", 2)
+    database_id = await served.create(ORDERS)
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"_id": n, "price": "x" if n <= 4 else str(n)} for n in range(1, 8)])
+    answers = []
+    after = None
+    for _ in range(5):
+        response = await served.convert(database_id, "price", after)
+        assert response.status_code == 200, response.text
+        answers.append(response.json())
+        after = answers[-1]["next_after"]
+        if after is None:
+            break
+    got = [(a["converted"], a["unconvertible"], a["remaining"], a["next_after"]) for a in answers]
+    assert got == [
+        (0, 3, 4, '{"$numberInt": "3"}'),
+        (2, 1, 1, '{"$numberInt": "6"}'),
+        (1, 0, 0, None),
+    ]
+    assert [d["price"] async for d in raw.find({}).sort("_id", 1)] == [
+        *["x"] * 4,
+        5.0,
+        6.0,
+        7.0,
+    ]
+
+
+async def test_conversion_resumes_across_ids_of_mixed_types(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_service, "READ_CAP", 1)
+    database_id = await served.create(ORDERS)
+    raw = await served.raw(database_id)
+    ids: list[Any] = [ObjectId(), 2, "b", Int64(1), "a", 1.5, datetime(2024, 1, 1, tzinfo=UTC)]
+    await raw.insert_many([{"_id": key, "price": "1"} for key in ids])
+    after, calls = None, 0
+    while True:
+        calls += 1
+        assert calls <= len(ids) + 1, "the token does not move forward"
+        response = await served.convert(database_id, "price", after)
+        assert response.status_code == 200, response.text
+        after = response.json()["next_after"]
+        if after is None:
+            break
+    assert await raw.count_documents({"price": "1"}) == 0
+    assert calls == len(ids)
+
+
+async def test_a_resume_token_that_is_not_one_is_refused(served: Served) -> None:
+    database_id = await served.create(ORDERS)
+    for token in ("{", "[1]", '{"$numberInt": "x"}'):
+        response = await served.convert(database_id, "price", token)
+        body = assert_envelope(response, 422, ErrorCode.VALIDATION_ERROR)
+        assert body["details"][0]["loc"][-1] == "after"

@@ -149,14 +149,15 @@ class AsyncDatabases:
             yield violation
 
     async def convert_violations(
-        self, database_id: str, collection: str, field: str
+        self, database_id: str, collection: str, field: str, *, after: str | None = None
     ) -> m.ConversionAnswer:
         """Convert the violations of `field` that convert without loss (a string of an
         integer, a number of the other numeric type, an ISO-8601 string, a 24-hex
-        string, "true"/"false"); at most `cap` per call: call again while
-        `remaining` is above 0 (and something was converted)."""
+        string, "true"/"false"); at most `cap` per call: call again with
+        `after=answer.next_after` while that is not None (the documents left in
+        place are behind it)."""
         body = m.ConvertViolationsRequest(
-            database_id=database_id, collection_name=collection, field=field
+            database_id=database_id, collection_name=collection, field=field, after=after
         )
         answer: m.ConversionAnswer = await self._t.call(r.CONVERT_INDEX_VIOLATIONS, body=body)
         return answer

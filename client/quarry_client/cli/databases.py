@@ -224,6 +224,27 @@ def _read_schema_file(
     raise CliError(f'{path}: expected a list of fields or {{"fields": [...], "strict": ...}}.')
 
 
+def convert_all(databases: Any, database_id: str, collection: str, field: str) -> dict[str, int]:
+    """Convert call after call, following the resume token (`next_after`) to the end,
+    whatever one call converted (a call racing another conversion may find every
+    document changed and convert none); the counts summed. A server that answers
+    no token: until nothing remains or nothing converted."""
+    totals = {"converted": 0, "unconvertible": 0, "changed": 0, "conflicts": 0, "remaining": 0}
+    after: str | None = None
+    while True:
+        answer = databases.convert_violations(database_id, collection, field, after=after)
+        for name in ("converted", "unconvertible", "changed", "conflicts"):
+            totals[name] += getattr(answer, name, 0) or 0
+        totals["remaining"] = answer.remaining
+        if "next_after" not in answer.model_fields_set:
+            if answer.remaining == 0 or answer.converted == 0:
+                return totals
+            continue
+        after = answer.next_after
+        if after is None:
+            return totals
+
+
 @db_app.command("violations")
 def index_violations(
     database: DatabaseArgument,
@@ -245,15 +266,7 @@ def index_violations(
         target = resolve_database(session.client, database)
         databases = session.client.databases
         if convert:
-            totals = {"converted": 0, "unconvertible": 0, "changed": 0, "remaining": 0}
-            while True:
-                answer = databases.convert_violations(target.id, collection, field)
-                totals["converted"] += answer.converted
-                totals["changed"] += answer.changed
-                totals["unconvertible"] = answer.unconvertible
-                totals["remaining"] = answer.remaining
-                if answer.remaining == 0 or answer.converted == 0:
-                    break
+            totals = convert_all(databases, target.id, collection, field)
             session.output.result(
                 totals,
                 f"Converted {totals['converted']:,} documents of {target.name}.{collection} "
