@@ -27,6 +27,7 @@ it (`price_1_sku_-1`).
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -263,23 +264,42 @@ def _problem(loc: list[str | int], msg: str, kind: str) -> dict[str, Any]:
 
 #: What `lossless_conversion` answers for a value that does not convert.
 UNCONVERTIBLE: Any = object()
-_INTEGER = re.compile(r"[+-]?[0-9]{1,19}")
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
 _HEX_ID = re.compile(r"[0-9a-f]{24}")
+#: The one date form that converts: calendar date, `T`, time to the second, an
+#: optional fraction and a zone (`Z` or `±HH:MM`), so the instant is never guessed.
+_DATE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
 _SAFE_INTEGER = 2**53
 _INT64 = 2**63
 
 
 def lossless_conversion(schema_type: str, value: Any) -> Any:
-    """`value` as a value of `schema_type` when nothing is lost on the way, else
-    `UNCONVERTIBLE`: a string of an integer → int (float fields: a double within
-    2^53); an int or long → double for float fields (within 2^53); an integral
-    double → int for int fields; an ISO-8601 string of whole milliseconds → date;
-    a lower-case 24-hex string → ObjectId; "true"/"false" → bool."""
+    """`value` as a value of `schema_type` when it comes back exactly as it was
+    written, else `UNCONVERTIBLE`:
+
+    - a string of an integer written plainly (no `+`, no leading zero, not `-0`)
+      → int for int and number fields, a double within 2^53 for float fields;
+    - a string that is the shortest form of a finite double (`repr(float(s)) ==
+      s`: `"12.5"`, `"-0.0"`, `"1e+16"`) → that double, for float and number fields;
+    - an int or long within 2^53 → double, for float fields;
+    - an integral double other than `-0.0` (its sign would be lost) → int, for int
+      fields;
+    - `YYYY-MM-DDTHH:MM:SS(.f{1,6})?(Z|±HH:MM)` of whole milliseconds within
+      years 1-9999 in UTC → date (the instant; the offset itself is not kept,
+      BSON dates have none);
+    - a lower-case 24-hex string → ObjectId; `"true"`/`"false"` → bool.
+
+    Nothing else: upper-case hex, `"True"`, naive, week or date-only dates and
+    numbers with a `+` do not come back as written."""
     if schema_type in ("int", "number", "float") and isinstance(value, str):
-        return _from_integer_text(schema_type, value)
+        return _from_number_text(schema_type, value)
     if schema_type == "float" and _is_integer(value) and abs(int(value)) <= _SAFE_INTEGER:
         return float(value)
     if schema_type == "int" and isinstance(value, float) and value.is_integer():
+        if math.copysign(1.0, value) < 0 and value == 0:
+            return UNCONVERTIBLE  # -0.0: an int has no sign of zero
         return _as_int(int(value)) if -_INT64 <= value < _INT64 else UNCONVERTIBLE
     if not isinstance(value, str):
         return UNCONVERTIBLE
@@ -300,27 +320,39 @@ def _as_int(number: int) -> int:
     return Int64(number) if not -(2**31) <= number < 2**31 else number
 
 
-def _from_integer_text(schema_type: str, text: str) -> Any:
-    if _INTEGER.fullmatch(text) is None:
+def _from_number_text(schema_type: str, text: str) -> Any:
+    if _INTEGER.fullmatch(text) is not None:
+        number = int(text)
+        if str(number) == text and -_INT64 <= number < _INT64:
+            if schema_type != "float":
+                return _as_int(number)
+            if abs(number) <= _SAFE_INTEGER:
+                return float(number)
+    if schema_type == "int":
         return UNCONVERTIBLE
-    number = int(text)
-    if str(number) != text.lstrip("+") or not -_INT64 <= number < _INT64:
-        return UNCONVERTIBLE  # leading zeros or "-0" would not come back as written
-    if schema_type == "float":
-        return float(number) if abs(number) <= _SAFE_INTEGER else UNCONVERTIBLE
-    return _as_int(number)
+    return _double_text(text)
+
+
+def _double_text(text: str) -> Any:
+    """The double `text` is the shortest form of (Python's `repr`), else UNCONVERTIBLE."""
+    try:
+        number = float(text)
+    except ValueError:
+        return UNCONVERTIBLE
+    if not math.isfinite(number) or repr(number) != text:
+        return UNCONVERTIBLE
+    return number
 
 
 def _date(text: str) -> Any:
+    if _DATE.fullmatch(text) is None:
+        return UNCONVERTIBLE
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return UNCONVERTIBLE
-    if parsed.microsecond % 1000:
-        return UNCONVERTIBLE  # a date keeps milliseconds
-    try:
+        if parsed.microsecond % 1000:
+            return UNCONVERTIBLE  # a date keeps milliseconds
         return parse_datetime(text)
-    except OverflowError:  # the instant in UTC is beyond year 9999
+    except (ValueError, OverflowError):  # no such day, or beyond years 1-9999 in UTC
         return UNCONVERTIBLE
 
 

@@ -33,6 +33,7 @@ from management import index_service
 from management import repository as management_repository
 from management.index_checks import ViolationChecks
 from management.index_service import MISSING_ON_ENGINE
+from management.indexes import UNCONVERTIBLE, lossless_conversion
 from tests.fixtures.accounts import Account, register_account
 from tests.fixtures.databases import unique_name
 from tests.fixtures.engine import DatabaseServer
@@ -969,3 +970,76 @@ async def test_a_resume_token_that_is_not_one_is_refused(served: Served) -> None
         response = await served.convert(database_id, "price", token)
         body = assert_envelope(response, 422, ErrorCode.VALIDATION_ERROR)
         assert body["details"][0]["loc"][-1] == "after"
+
+
+# ---------------------------------------------------------------- conversion rules
+
+_OID = "65f0a1b2c3d4e5f6a7b8c9d0"
+_U = UNCONVERTIBLE
+
+
+@pytest.mark.parametrize(
+    ("schema_type", "value", "expected"),
+    [
+        # integers written plainly
+        ("int", "12", 12),
+        ("int", "-12", -12),
+        ("int", "+12", _U),
+        ("int", "012", _U),
+        ("int", "-0", _U),
+        ("int", "12.5", _U),
+        ("int", "9223372036854775807", Int64(2**63 - 1)),
+        ("int", "9223372036854775808", _U),
+        ("number", "12", 12),
+        ("number", "12.5", 12.5),
+        ("number", "+12", _U),
+        # doubles: only their shortest form (repr) comes back as written
+        ("float", "12", 12.0),
+        ("float", "12.5", 12.5),
+        ("float", "-0.0", -0.0),
+        ("float", "1e+16", 1e16),
+        ("float", "12.50", _U),
+        ("float", "1e16", _U),
+        ("float", ".5", _U),
+        ("float", "inf", _U),
+        ("float", "nan", _U),
+        ("float", "9007199254740993", _U),
+        ("float", 7, 7.0),
+        ("float", Int64(2**53 + 1), _U),
+        ("float", True, _U),
+        # integral doubles to int, but not -0.0
+        ("int", 3.0, 3),
+        ("int", -0.0, _U),
+        ("int", 2.5, _U),
+        ("int", 1e19, _U),
+        # dates: one form, with a zone, whole milliseconds
+        ("date", "2024-02-29T12:00:00.123Z", datetime(2024, 2, 29, 12, 0, 0, 123000, tzinfo=UTC)),
+        ("date", "2024-02-29T12:00:00+02:00", datetime(2024, 2, 29, 10, 0, tzinfo=UTC)),
+        ("date", "2024-02-29T12:00:00", _U),
+        ("date", "2024-02-29", _U),
+        ("date", "2024-02-29 12:00:00Z", _U),
+        ("date", "2024-W09-4T12:00:00Z", _U),
+        ("date", "20240229T120000Z", _U),
+        ("date", "2024-02-29T12:00:00.1234Z", _U),
+        ("date", "2023-02-29T12:00:00Z", _U),
+        ("date", "9999-12-31T23:59:59-01:00", _U),
+        ("date", "0001-01-01T00:00:00+01:00", _U),
+        ("date", "2024-02-29T12:00:00+0200", _U),
+        # ids and booleans: as written by a machine, exactly
+        ("id", _OID, ObjectId(_OID)),
+        ("id", _OID.upper(), _U),
+        ("bool", "true", True),
+        ("bool", "false", False),
+        ("bool", "True", _U),
+        ("bool", "TRUE", _U),
+        ("string", 12, _U),
+    ],
+)
+def test_lossless_conversion(schema_type: str, value: Any, expected: Any) -> None:
+    got = lossless_conversion(schema_type, value)
+    if expected is UNCONVERTIBLE:
+        assert got is UNCONVERTIBLE
+        return
+    assert got == expected and type(got) is type(expected)
+    if isinstance(expected, float):
+        assert str(got) == str(expected)  # the sign of zero too
