@@ -60,6 +60,9 @@ CONVERT_CAP = 1_000
 #: Documents one conversion call reads at most (converted or not).
 READ_CAP = 10_000
 CONVERT_BATCH = 200
+#: Pages of the listing at most (a page is read by skip: past this many, the
+#: conversion's resume token walks on).
+MAX_VIOLATION_PAGES = 10_000
 LISTING_HINT = "GET /api/index_violations lists them"
 MISSING_ON_ENGINE = "missing on the engine; the next update_schema makes it again"
 _SEVERITY: dict[GuardState, int] = {"valid": 0, "building": 1, "off": 2}

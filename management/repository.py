@@ -272,9 +272,15 @@ async def find_violations(
     skip: int,
     limit: int,
 ) -> list[Document]:
-    """Matching documents' `_id` and `field`, in `_id` order."""
+    """Matching documents' `_id` and `field`, in `_id` order, within the read time
+    limit (`QUARRY_QUERY_TIMEOUT_MS`: 504 `QUERY_TIMEOUT` past it)."""
     cursor = database.db(db_name)[collection].find(
-        query, projection={"_id": 1, field: 1}, sort=[("_id", ASCENDING)], skip=skip, limit=limit
+        query,
+        projection={"_id": 1, field: 1},
+        sort=[("_id", ASCENDING)],
+        skip=skip,
+        limit=limit,
+        max_time_ms=database.query_time_ms,
     )
     return await cursor.to_list()
 
@@ -282,7 +288,8 @@ async def find_violations(
 async def count_matching(
     *, database: Database, db_name: str, collection: str, query: Document
 ) -> int:
-    return await database.db(db_name)[collection].count_documents(query)
+    """Within the read time limit (`Database.count_limited`)."""
+    return await database.count_limited(db_name, collection, query)
 
 
 async def set_value_if_unchanged(

@@ -14,7 +14,7 @@ from app.kit import Pagination, to_plain
 from app.schema import parse_filter_json
 from app.wiring import request_state
 from management.index_checks import ViolationChecks
-from management.index_service import IndexService
+from management.index_service import MAX_VIOLATION_PAGES, IndexService
 from management.schemas import (
     CollectionAnswer,
     CollectionCount,
@@ -232,7 +232,7 @@ async def index_violations(
     field: Annotated[str, Query(min_length=1, max_length=1024)],
     caller: CallerDep,
     indexes: IndexServiceDep,
-    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_VIOLATION_PAGES)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> IndexViolationsAnswer:
     """The documents whose indexed field holds another type than declared."""

@@ -16,6 +16,7 @@ still starts; it learns the engine with its first successful call.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from pymongo.errors import PyMongoError
 from app.db.adapter import Document, EngineAdapter, EngineReads, Namespace
 from app.db.handles import DatabaseHandle
 from app.db.page_query import PageQuery
+from app.errors import QueryTimeout
 from app.kit import DECIMAL_SUPPORTED
 from app.settings import Settings
 
@@ -120,6 +122,22 @@ class Database:
         `QUERY_TIMEOUT`. Not pymongo's `timeout()`: that would also stretch server
         selection, and so the time an outage takes to become a 503, to this limit."""
         return int(self.query_timeout * 1000)
+
+    async def count_limited(self, db_name: str, collection: str, query: Document) -> int:
+        """Count within the read time limit: `maxTimeMS` where the server honours it,
+        else (FerretDB's count) the client gives up shortly after. Raises
+        `QueryTimeout` (504)."""
+        counting = self.db(db_name)[collection].count_documents(
+            query, max_time_ms=self.query_time_ms
+        )
+        try:
+            return await asyncio.wait_for(counting, self.query_timeout + 0.5)
+        except TimeoutError:
+            raise QueryTimeout(
+                f"The count ran longer than {self.query_timeout:g} s and was abandoned "
+                "(the database may go on with it for a moment); narrow the filter or use a "
+                "field with an index."
+            ) from None
 
     # --------------------------------------------------- server and databases
 

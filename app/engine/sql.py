@@ -38,6 +38,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from app.db import After, Before, Condition, Contains, Eq, FieldGuard, FindSpec, PageQuery
+from app.engine import typed_indexes
 from app.engine.door import WriteDoor
 from app.engine.planned_reads import (
     PlannerStats,
@@ -438,8 +439,11 @@ class EngineSql:
                 cursor = await connection.execute(guarded_count(db_name, table, index))
                 row = await cursor.fetchone()
                 count = int(row[0]) if row else 0
+                many = (
+                    f"{count:,} or more" if count >= typed_indexes.GUARD_COUNT_CAP else str(count)
+                )
                 guards[field] = (
-                    FieldGuard("off", f"{count} documents hold another type in {field}", count)
+                    FieldGuard("off", f"{many} documents hold another type in {field}", count)
                     if count
                     else FieldGuard("valid", None, 0)
                 )

@@ -140,12 +140,18 @@ def wanted_indexes(fields: Mapping[str, str]) -> list[TypedIndex]:
     return wanted
 
 
+#: `guarded_count` stops counting here: a count of this many says "this many or more".
+GUARD_COUNT_CAP = 10_000
+
+
 def guarded_count(schema: str, table: str, index: TypedIndex) -> sql.Composable:
-    """The number of documents the index's type guard holds off: the index leads
-    with the guard, so this reads one range of it, not the table."""
+    """The number of documents the index's type guard holds off, up to
+    `GUARD_COUNT_CAP` (`get_metadata` runs it for every indexed field, so it never
+    reads more than that many entries): the index leads with the guard, so this
+    reads one range of it, not the table."""
     guard = Expressions(in_statement=False).guard(index.field, index.family)
-    return sql.SQL("SELECT count(*) FROM {} WHERE {} = 1").format(
-        sql.Identifier(schema, table), guard
+    return sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} WHERE {} = 1 LIMIT {}) AS held").format(
+        sql.Identifier(schema, table), guard, sql.Literal(GUARD_COUNT_CAP)
     )
 
 

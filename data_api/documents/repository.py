@@ -7,7 +7,6 @@ bounded by the caller's limit; nothing here loads a whole collection.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,6 @@ from bson import ObjectId
 
 from app.db import Collection, Database, Document, UndoReport, delete_if_written, restore_into
 from app.db import undo_update as undo_update_in
-from app.errors import QueryTimeout
 
 
 @dataclass(frozen=True)
@@ -76,15 +74,7 @@ async def count_documents(*, target: Target, query: Document) -> int:
     where it honours it, else (FerretDB's count) the client gives up shortly after."""
     if not query:
         return await target.database.collection_size(target.db_name, target.collection)
-    counting = target.handle.count_documents(query, max_time_ms=target.database.query_time_ms)
-    try:
-        return await asyncio.wait_for(counting, target.database.query_timeout + 0.5)
-    except TimeoutError:
-        raise QueryTimeout(
-            f"The count ran longer than {target.database.query_timeout:g} s and was abandoned "
-            "(the database may go on with it for a moment); narrow the filter or use a field "
-            "with an index."
-        ) from None
+    return await target.database.count_limited(target.db_name, target.collection, query)
 
 
 async def update_documents(

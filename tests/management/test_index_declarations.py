@@ -24,12 +24,13 @@ import pytest
 from bson import Int64, ObjectId
 from fastapi import FastAPI
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import ConnectionFailure
 
 from app.db import Collection
-from app.engine import EngineSql
+from app.engine import EngineSql, typed_indexes
 from app.errors import ErrorCode
 from app.wiring import state_of
-from management import index_service
+from management import index_checks, index_service
 from management import repository as management_repository
 from management.index_checks import ViolationChecks
 from management.index_service import MISSING_ON_ENGINE
@@ -1043,3 +1044,100 @@ def test_lossless_conversion(schema_type: str, value: Any, expected: Any) -> Non
     assert got == expected and type(got) is type(expected)
     if isinstance(expected, float):
         assert str(got) == str(expected)  # the sign of zero too
+
+
+# ------------------------------------------------------------------------ cost
+
+
+async def test_the_guard_count_stops_at_its_cap(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served.engine_sql()
+    monkeypatch.setattr(typed_indexes, "GUARD_COUNT_CAP", 3)
+    database_id = await served.create(ORDERS)
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"price": "x", "sku": str(n)} for n in range(5)])
+    await served.settled()
+    key = (await served.indexes(database_id))["price_-1_sku_1"]["keys"][0]
+    assert key["guard"]["state"] == "off"
+    assert key["guard"]["violations"] == 3
+    assert key["guard"]["reason"].startswith("3 or more documents hold another type in price")
+
+
+async def test_the_violation_count_is_time_limited(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing's reads carry the read time limit; a count past it is 504."""
+    database_id = await served.create(ORDERS)
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"_id": 1, "price": "x"}])
+    database = state_of(served.app).database
+    seen: list[Any] = []
+    real_find = Collection.find
+
+    def find(self: Collection, *args: Any, **kwargs: Any) -> Any:
+        if "price" in (kwargs.get("projection") or {}):  # the listing's read
+            seen.append(kwargs.get("max_time_ms"))
+        return real_find(self, *args, **kwargs)
+
+    async def slow_count(self: Collection, *args: Any, **kwargs: Any) -> int:
+        await asyncio.sleep(5)
+        return 0
+
+    monkeypatch.setattr(Collection, "find", find)
+    monkeypatch.setattr(Collection, "count_documents", slow_count)
+    monkeypatch.setattr(database, "query_timeout", 0.1)
+    response = await served.violations(database_id, "price")
+    assert_envelope(response, 504, ErrorCode.QUERY_TIMEOUT)
+    assert seen == [100]
+
+
+async def test_the_listing_refuses_pages_past_its_bound(served: Served) -> None:
+    database_id = await served.create(ORDERS)
+    response = await served.violations(
+        database_id, "price", page=index_service.MAX_VIOLATION_PAGES + 1
+    )
+    assert_envelope(response, 422, ErrorCode.VALIDATION_ERROR)
+
+
+class FailingCounts:
+    """A `Database` whose counts fail (the engine away), counting the attempts."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def count_limited(self, db_name: str, collection: str, query: Any) -> int:
+        self.attempts += 1
+        raise ConnectionFailure("away")
+
+
+async def test_a_failing_background_count_backs_off_then_gives_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(index_checks.time, "monotonic", lambda: now[0])
+    database = FailingCounts()
+    checks = ViolationChecks(database)  # type: ignore[arg-type]
+    checks.want("d", "db", "orders", {"qty": "int"})
+    await checks.run_due()
+    await checks.run_due()  # backing off: not tried again at once
+    assert database.attempts == 1
+    for _ in range(index_checks.MAX_ATTEMPTS + 2):
+        now[0] += index_checks.MAX_BACKOFF_SECONDS
+        await checks.run_due()
+    assert database.attempts == index_checks.MAX_ATTEMPTS
+    assert checks.last == {}
+
+
+class CountingDatabase:
+    async def count_limited(self, db_name: str, collection: str, query: Any) -> int:
+        return 1
+
+
+async def test_background_results_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_checks, "MAX_RESULTS", 2)
+    checks = ViolationChecks(CountingDatabase())  # type: ignore[arg-type]
+    for field in ("a", "b", "c"):
+        checks.want("d", "db", "orders", {field: "int"})
+        await checks.run_due()
+    assert [key.field for key in checks.last] == ["b", "c"]
