@@ -21,7 +21,8 @@ never `_id`, and one field at most once per index; where the field is declared i
 across indexes; a name is unique among the collection's indexes (field flags'
 `<field>_unique`/`<field>_index` included, `_id_` reserved), and so is a key pattern
 (fields and directions). A name left out is derived from the keys as MongoDB derives
-it (`price_1_sku_-1`).
+it (`price_1_sku_-1`); a name given equal to that derived name is accepted as if left
+out (the name rule aside), so what `get_metadata` shows goes back as it is.
 """
 
 from __future__ import annotations
@@ -222,7 +223,9 @@ def _definition_problems(
     key_types: dict[str, tuple[str, int]],
 ) -> list[dict[str, Any]]:
     problems = []
-    if definition.name is not None:
+    # A name equal to the one derived from the keys is the name left out (so what
+    # get_metadata shows goes back as it is), whatever the name rule says of it.
+    if definition.name is not None and definition.name != derived_name(entry["keys"]):
         problem = name_problem(definition.name)
         if problem is not None:
             problems.append(

@@ -681,3 +681,22 @@ def test_convert_against_a_server_without_tokens_stops_when_nothing_converts() -
     totals = convert_all(scripted, "db", "orders", "price")
     assert scripted.afters == [None, None]
     assert (totals["converted"], totals["remaining"]) == (5, 3)
+
+
+def test_db_schema_output_goes_back_with_set(
+    env: dict[str, str], tmp_path: Path, quarry: Quarry
+) -> None:
+    """An index without a name shows its derived name (`price_-1_sku_1`); the
+    printed document is a valid --set file as it is."""
+    database = new_database(quarry, "orders")
+    keys = [
+        {"field": "price", "type": "float", "direction": -1},
+        {"field": "sku", "type": "string", "direction": 1},
+    ]
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps({"fields": [], "indexes": [{"keys": keys}]}))
+    first = run_json(env, "db", "schema", database["id"], "orders", "--set", str(path))
+    assert [i["name"] for i in first["indexes"]] == ["price_-1_sku_1"]
+    path.write_text(json.dumps(first))
+    again = run_json(env, "db", "schema", database["id"], "orders", "--set", str(path))
+    assert again["indexes"] == first["indexes"]

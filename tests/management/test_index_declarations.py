@@ -1141,3 +1141,28 @@ async def test_background_results_are_bounded(monkeypatch: pytest.MonkeyPatch) -
         checks.want("d", "db", "orders", {field: "int"})
         await checks.run_due()
     assert [key.field for key in checks.last] == ["b", "c"]
+
+
+async def test_an_index_as_get_metadata_shows_it_goes_back_as_it_is(served: Served) -> None:
+    """A derived name (`price_-1_sku_1`) breaks the explicit-name rule, but equals
+    the name its keys derive: accepted as if left out, nothing changes."""
+    database_id = await served.create(ORDERS)
+    shown = (await served.indexes(database_id))["price_-1_sku_1"]
+    declaration = {
+        "name": shown["name"],
+        "keys": [{k: v for k, v in key.items() if k != "guard"} for key in shown["keys"]],
+        "unique": shown["unique"],
+    }
+    response = await served.update_schema(
+        database_id, fields=ORDERS["fields"], indexes=[declaration]
+    )
+    assert response.status_code == 200, response.text
+    assert set(served.engine_indexes(await served.db_name(database_id))) == {
+        "_id_",
+        "price_-1_sku_1",
+    }
+    assert set(await served.indexes(database_id)) == {"price_-1_sku_1"}
+    other = {**declaration, "name": "price_-1"}  # derived from other keys: the rule holds
+    refused = await served.update_schema(database_id, fields=ORDERS["fields"], indexes=[other])
+    body = assert_envelope(refused, 422, ErrorCode.VALIDATION_ERROR)
+    assert body["details"][0]["type"] == "invalid_name"
