@@ -13,9 +13,11 @@ unique, declared: true, keys: [{field, type, direction}]}` for a declared one
 carry `engine_name`, the index's name on the engine where it differs (`engine_name`).
 
 Rules (422 `VALIDATION_ERROR` with every problem located and typed — `invalid_name`,
-`index_name_taken`, `index_keys_taken`, `type_mismatch`, `duplicate_key` — the name
-rule being the database names'): 1-8 keys, at most `MAX_DECLARED_INDEXES` declared
-indexes; key fields are top-level or dotted names whose every part is a field name,
+`index_name_taken`, `index_keys_taken`, `type_mismatch`, `duplicate_key`,
+`too_many_indexes` — the name rule being the database names'): 1-8 keys, at most
+`MAX_DECLARED_INDEXES` declared indexes, and with `_id`'s and the field flags' at
+most `MAX_COLLECTION_INDEXES`; key fields are top-level or dotted names whose every
+part is a field name,
 never `_id`, and one field at most once per index; where the field is declared in
 `fields` the key's type must be the field's, and one undeclared field has one type
 across indexes; a name is unique among the collection's indexes (field flags'
@@ -40,7 +42,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from app.kit import field_name_problem, name_problem, parse_datetime
 from app.schema import FieldType
 
-MAX_DECLARED_INDEXES = 64
+#: Declared indexes per collection at most (request validation).
+MAX_DECLARED_INDEXES = 32
+#: Indexes per collection at most, `_id`'s included: MongoDB's limit, kept on
+#: every engine so that data moves between them (`too_many_indexes`).
+MAX_COLLECTION_INDEXES = 64
 MAX_KEYS = 8
 #: MongoDB's index of `_id`: no other index may take its name.
 ID_INDEX_NAME = "_id_"
@@ -212,6 +218,15 @@ def index_problems(
         names.setdefault(entry["name"], f"declared index {position}")
         patterns.setdefault(pattern, entry["name"])
         entries.append(entry)
+    if 1 + len(entries) > MAX_COLLECTION_INDEXES:
+        problems.append(
+            _problem(
+                [],
+                f"{len(entries)} indexes (field flags and declared) and _id's are more than "
+                f"the {MAX_COLLECTION_INDEXES} a collection may have",
+                "too_many_indexes",
+            )
+        )
     return entries, problems
 
 

@@ -298,7 +298,7 @@ class CollectionDefinition(BaseModel):
     fields: list[FieldDefinition] | None = None
     indexes: list[IndexDefinition] | None = Field(
         default=None,
-        description="Indexes of their own (at most 64, 1-8 keys each); their fields need not be declared in `fields`.",
+        description="Indexes of their own (at most 32, 1-8 keys each); their fields need not be declared in `fields`.",
     )
     strict: bool = False
 

@@ -1166,3 +1166,27 @@ async def test_an_index_as_get_metadata_shows_it_goes_back_as_it_is(served: Serv
     refused = await served.update_schema(database_id, fields=ORDERS["fields"], indexes=[other])
     body = assert_envelope(refused, 422, ErrorCode.VALIDATION_ERROR)
     assert body["details"][0]["type"] == "invalid_name"
+
+
+async def test_more_indexes_than_a_collection_may_have_are_refused(served: Served) -> None:
+    """_id's, 40 field flags' and 24 declared make 65: one more than MongoDB allows."""
+    database_id = await served.create(ORDERS)
+    fields = [{"name": f"g{i}", "type": "int", "index": True} for i in range(40)]
+    declared = [{"keys": [{"field": f"f{i}", "type": "int"}]} for i in range(24)]
+    response = await served.update_schema(database_id, fields=fields, indexes=declared)
+    body = assert_envelope(response, 422, ErrorCode.VALIDATION_ERROR)
+    assert [(d["loc"], d["type"]) for d in body["details"]] == [(["indexes"], "too_many_indexes")]
+    assert set(served.engine_indexes(await served.db_name(database_id))) == {
+        "_id_",
+        "price_-1_sku_1",
+    }
+    fitting = await served.update_schema(database_id, fields=fields, indexes=declared[:23])
+    assert fitting.status_code == 200, fitting.text
+    assert len(served.engine_indexes(await served.db_name(database_id))) == 64
+
+
+async def test_more_declared_indexes_than_the_cap_are_refused(served: Served) -> None:
+    database_id = await served.create(ORDERS)
+    declared = [{"keys": [{"field": f"f{i}", "type": "int"}]} for i in range(33)]
+    response = await served.update_schema(database_id, fields=[], indexes=declared)
+    assert_envelope(response, 422, ErrorCode.VALIDATION_ERROR)
