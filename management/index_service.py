@@ -9,7 +9,10 @@ a dotted field without typed keys, or without the typed-index builder; on
 MongoDB always `valid`, its own indexes serving, with the violations counted all
 the same). An index is `off` when one of its keys is, else `building` when one
 is, else `valid`; its reason joins its keys'. An index the engine lacks (listed
-once per collection) is `off`, "missing on the engine", whatever its keys say.
+once per collection) is `off`, "missing on the engine", whatever its keys say. A
+unique index with a dotted key gets a `note` where the engine does not count a
+missing dotted key as null (`Capabilities.dotted_missing_as_null`); its state is
+what the guards say.
 
 **Violations** of a field are the documents whose field holds neither the type
 its indexes declare, null nor nothing (`app.db.violation_filter`), listed in
@@ -64,6 +67,10 @@ CONVERT_BATCH = 200
 #: conversion's resume token walks on).
 MAX_VIOLATION_PAGES = 10_000
 LISTING_HINT = "GET /api/index_violations lists them"
+DOTTED_MISSING_NOTE = (
+    "a missing key is not counted as null for a dotted key on the {} engine: "
+    "documents that lack it do not collide"
+)
 MISSING_ON_ENGINE = "missing on the engine; the next update_schema makes it again"
 _SEVERITY: dict[GuardState, int] = {"valid": 0, "building": 1, "off": 2}
 _MISSING = object()
@@ -98,7 +105,13 @@ class IndexService:
             if indexes
             else set()
         )
-        return [_index_out(index, fields, guards, on_engine) for index in indexes]
+        capabilities = (await self.database.adapter()).capabilities
+        states = [_index_out(index, fields, guards, on_engine) for index in indexes]
+        if not capabilities.dotted_missing_as_null:
+            for state in states:
+                if state["unique"] and any("." in key["field"] for key in state["keys"]):
+                    state["note"] = DOTTED_MISSING_NOTE.format(capabilities.short_label)
+        return states
 
     # -------------------------------------------------------------- violations
 

@@ -194,6 +194,8 @@ class IndexOut(BaseModel):
     #: `building` until every key's typed index serves; `off` when a key's guard is.
     state: GuardState
     reason: str | None = None
+    #: What the engine does differently from MongoDB with this index (null: nothing).
+    note: str | None = None
 
     model_config = ConfigDict(
         json_schema_extra={

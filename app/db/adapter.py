@@ -65,6 +65,9 @@ class Capabilities:
     missing_stages: frozenset[str] = field(default_factory=frozenset)
     #: Change streams can be opened (a replica set is still needed on MongoDB).
     change_streams: bool = True
+    #: A unique index counts a missing dotted key as null, as MongoDB does (the
+    #: embedded engine's shadow indexes cover top-level keys only).
+    dotted_missing_as_null: bool = True
 
 
 @dataclass

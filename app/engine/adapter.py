@@ -108,6 +108,7 @@ class EmbeddedAdapter(MongoAdapter):
             push_modifiers=False,
             missing_stages=EMBEDDED_MISSING_STAGES,
             change_streams=False,
+            dotted_missing_as_null=False,
         )
         self.on_postgresql = backend == "postgresql"
 

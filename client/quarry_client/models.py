@@ -884,6 +884,7 @@ class IndexOut(BaseModel):
     keys: list[IndexKeyOut]
     state: Literal["building", "valid", "off"]
     reason: str | None = None
+    note: str | None = None
 
 
 class IndexViolation(BaseModel):

@@ -1190,3 +1190,35 @@ async def test_more_declared_indexes_than_the_cap_are_refused(served: Served) ->
     declared = [{"keys": [{"field": f"f{i}", "type": "int"}]} for i in range(33)]
     response = await served.update_schema(database_id, fields=[], indexes=declared)
     assert_envelope(response, 422, ErrorCode.VALIDATION_ERROR)
+
+
+async def test_a_unique_dotted_key_says_what_the_engine_does_with_a_missing_key(
+    served: Served,
+) -> None:
+    """MongoDB counts a missing `a.b` as null under a unique index; the embedded
+    engine does not (documents lacking it do not collide), and get_metadata says so."""
+    database_id = await served.create(
+        {
+            "name": "orders",
+            "indexes": [
+                {"name": "u", "keys": [{"field": "a.b", "type": "int"}], "unique": True},
+                {"name": "plain", "keys": [{"field": "c.d", "type": "int"}]},
+                {"name": "top", "keys": [{"field": "e", "type": "int"}], "unique": True},
+            ],
+        }
+    )
+    first = await served.insert(database_id, {"e": 1})
+    second = await served.insert(database_id, {"e": 2})
+    capabilities = (await state_of(served.app).database.adapter()).capabilities
+    indexes = await served.indexes(database_id)
+    assert indexes["plain"]["note"] is None and indexes["top"]["note"] is None
+    assert first.status_code == 201
+    if capabilities.dotted_missing_as_null:
+        assert_envelope(second, 409, ErrorCode.DUPLICATE_KEY)
+        assert indexes["u"]["note"] is None
+    else:
+        assert second.status_code == 201
+        assert indexes["u"]["note"] == (
+            "a missing key is not counted as null for a dotted key on the embedded FerretDB "
+            "engine: documents that lack it do not collide"
+        )
