@@ -190,9 +190,11 @@ class IndexOut(BaseModel):
     unique: bool
     #: Declared in `indexes` (else made by a field's `unique`/`index` flag).
     declared: bool = False
-    keys: list[IndexKeyOut]
+    #: Defaults for the clients reading a server older than index states (whose
+    #: indexes were the engine's, serving as they are).
+    keys: list[IndexKeyOut] = []
     #: `building` until every key's typed index serves; `off` when a key's guard is.
-    state: GuardState
+    state: GuardState = "valid"
     reason: str | None = None
     #: What the engine does differently from MongoDB with this index (null: nothing).
     note: str | None = None

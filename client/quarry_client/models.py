@@ -881,8 +881,8 @@ class IndexOut(BaseModel):
     field: str
     unique: bool
     declared: bool = False
-    keys: list[IndexKeyOut]
-    state: Literal["building", "valid", "off"]
+    keys: list[IndexKeyOut] = Field(default_factory=lambda: [])
+    state: Literal["building", "valid", "off"] = "valid"
     reason: str | None = None
     note: str | None = None
 

@@ -27,6 +27,7 @@ from quarry_client import (
     QuarryError,
     ValidationError,
 )
+from quarry_client.models import MetadataAnswer
 
 from tests.fixtures.mailbox import Inbox
 from tests.fixtures.quarry_server import SECRET_KEY, verified_account
@@ -498,3 +499,33 @@ async def test_async_iter_export_yields_the_chunks_of_every_document(
     buffer = io.BytesIO()
     written = await aquarry.databases.export(database_id, "events", format="csv", to=buffer)
     assert written == len(buffer.getvalue()) and buffer.getvalue().count(b"\r\n") == 3001
+
+
+def test_metadata_of_a_server_older_than_index_states_parses() -> None:
+    """A server before declared indexes answered `{name, field, unique}` per index."""
+    older = {
+        "success": True,
+        "data": {
+            "_id": "60c72b2f9b1d8b1a2d3e4567",
+            "user_id": "u",
+            "displayName": "shop",
+            "dbName": "shop_123456",
+            "collections": [
+                {
+                    "name": "people",
+                    "fields": [{"name": "email", "type": "string", "unique": True}],
+                    "strict": False,
+                    "indexes": [{"name": "email_unique", "field": "email", "unique": True}],
+                }
+            ],
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": "2024-01-01T00:00:00Z",
+        },
+    }
+    (index,) = MetadataAnswer.model_validate(older).data.collections[0].indexes
+    assert (index.name, index.keys, index.state, index.declared) == (
+        "email_unique",
+        [],
+        "valid",
+        False,
+    )
