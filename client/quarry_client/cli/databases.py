@@ -271,6 +271,7 @@ def index_violations(
                 totals,
                 f"Converted {totals['converted']:,} documents of {target.name}.{collection} "
                 f"({field}); {totals['unconvertible']:,} do not convert, "
+                f"{totals['conflicts']:,} collide in a unique index, "
                 f"{totals['remaining']:,} remain.",
             )
             return
