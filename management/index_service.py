@@ -24,17 +24,17 @@ was read with (`repository.set_value_if_unchanged`), so a write that changed it
 meanwhile wins and is counted as `changed`; a converted value a unique index
 already holds in another document is left as it was and counted in `conflicts`.
 The call holds the database's lease (`ManagementService.lease`), as
-`update_schema` does, so the declared type it converts to cannot change under it.
-One call converts at most
+`update_schema` does, so the declared type it converts to cannot change under it
+(the lease lasts 60 s; a call stays well inside it). One call converts at most
 `CONVERT_CAP` documents and reads at most `READ_CAP` (a bounded request). Reads
-go in `_id` order by keyset (`management.id_order`: `$gt` the last `_id` read, or any `_id`
-of a later type bracket, as `_id`s may mix types), never by skip, so documents
-left in place cost nothing to the next call: the answer's `next_after` (that
-`_id` as canonical Extended JSON) resumes after them when passed back as
-`after`, and `remaining` counts the violations after it (0, and `next_after`
-null, once the end is reached). A call that only found documents changed by a
-concurrent conversion still answers a token, so a client following tokens never
-stops early.
+go in `_id` order by keyset (`management.id_order`: `$gt` the last `_id` read,
+or any `_id` of a later type bracket, as `_id`s may mix types), never by skip,
+so documents left in place cost nothing to the next call: the answer's
+`next_after` (that `_id` as canonical Extended JSON) resumes after them when
+passed back as `after`, and `remaining` counts the violations after it (0, and
+`next_after` null, once the end is reached). A call that only found documents
+changed by a concurrent write still answers a token, so a client following
+tokens never stops early.
 """
 
 from __future__ import annotations
