@@ -25,8 +25,9 @@ meanwhile wins and is counted as `changed`; a converted value a unique index
 already holds in another document is left as it was and counted in `conflicts`.
 The call holds the database's lease (`ManagementService.lease`), as
 `update_schema` does, so the declared type it converts to cannot change under it
-(the lease lasts 60 s; a call stays well inside it). One call converts at most
-`CONVERT_CAP` documents and reads at most `READ_CAP` (a bounded request). Reads
+(the lease lasts 60 s; a call stops after the batch that passes `CONVERT_SECONDS`).
+One call converts at most `CONVERT_CAP` documents and reads at most `READ_CAP` (a
+bounded request). Reads
 go in `_id` order by keyset (`management.id_order`: `$gt` the last `_id` read,
 or any `_id` of a later type bracket, as `_id`s may mix types), never by skip,
 so documents left in place cost nothing to the next call: the answer's
@@ -39,6 +40,7 @@ tokens never stops early.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pymongo.errors import OperationFailure
@@ -63,6 +65,9 @@ CONVERT_CAP = 1_000
 #: Documents one conversion call reads at most (converted or not).
 READ_CAP = 10_000
 CONVERT_BATCH = 200
+#: Seconds after which a conversion call stops at the end of its batch (well
+#: inside the database lease it holds, 60 s), answering a token to go on.
+CONVERT_SECONDS = 20.0
 #: Pages of the listing at most (a page is read by skip: past this many, the
 #: conversion's resume token walks on).
 MAX_VIOLATION_PAGES = 10_000
@@ -187,6 +192,7 @@ class IndexService:
                 "next_after": None,
             }
         position, read = after, 0
+        deadline = time.monotonic() + CONVERT_SECONDS
         while counts["converted"] < CONVERT_CAP and read < READ_CAP:
             batch = await repo.find_violations(
                 database=self.database,
@@ -206,6 +212,8 @@ class IndexService:
                 )
                 counts[outcome] += 1
                 position = Position(document["_id"])
+            if time.monotonic() > deadline:
+                break  # a batch at least per call: every call gets further
         remaining = await repo.count_matching(
             database=self.database,
             db_name=db_name,

@@ -1222,3 +1222,24 @@ async def test_a_unique_dotted_key_says_what_the_engine_does_with_a_missing_key(
             "a missing key is not counted as null for a dotted key on the embedded FerretDB "
             "engine: documents that lack it do not collide"
         )
+
+
+async def test_a_conversion_past_its_time_stops_after_a_batch_and_goes_on_later(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call stays inside the lease it holds: past `CONVERT_SECONDS` it stops at the
+    end of its batch, and the token carries the next call on."""
+    monkeypatch.setattr(index_service, "CONVERT_SECONDS", 0.0)
+    monkeypatch.setattr(index_service, "CONVERT_BATCH", 2)
+    database_id = await served.create(ORDERS)
+    raw = await served.raw(database_id)
+    await raw.insert_many([{"_id": n, "price": str(n)} for n in range(1, 6)])
+    first = (await served.convert(database_id, "price")).json()
+    assert (first["converted"], first["remaining"]) == (2, 3)
+    second = (await served.convert(database_id, "price", first["next_after"])).json()
+    third = (await served.convert(database_id, "price", second["next_after"])).json()
+    assert [(a["converted"], a["next_after"]) for a in (second, third)] == [
+        (2, '{"$numberInt": "4"}'),
+        (1, None),
+    ]
+    assert await raw.count_documents({"price": {"$type": "string"}}) == 0
