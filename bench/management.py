@@ -17,6 +17,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,12 @@ def import_document(i: int) -> dict[str, Any]:
     }
 
 
-def write_import_file(path: Path, count: int) -> int:
+def write_import_file(
+    path: Path, count: int, document: Callable[[int], dict[str, Any]] = import_document
+) -> int:
     with path.open("w") as handle:
         for i in range(count):
-            handle.write(json.dumps(import_document(i)) + "\n")
+            handle.write(json.dumps(document(i)) + "\n")
     return path.stat().st_size
 
 
@@ -90,32 +93,56 @@ async def api_import(api: str, path: Path, *, budget: float = 3600) -> tuple[flo
             headers=headers,
         )
         database_id = created.json()["database"]["id"]
-        with path.open("rb") as handle:
-            started = time.perf_counter()
-            response = await http.post(
-                "/api/import_data",
-                data={"database_id": database_id, "collection_name": "events"},
-                files={"json_file": ("events.ndjson", handle, "application/x-ndjson")},
-                headers=headers,
-            )
-            elapsed = time.perf_counter() - started
-        assert response.status_code == 200, response.text[:500]
-        return elapsed, int(response.json()["inserted_count"])
+        return await import_file(
+            http, database_id=database_id, collection="events", path=path, headers=headers
+        )
+
+
+async def import_file(
+    http: httpx.AsyncClient,
+    *,
+    database_id: str,
+    collection: str,
+    path: Path,
+    headers: dict[str, str],
+) -> tuple[float, int]:
+    """Seconds and documents inserted by one `POST /api/import_data` of `path`."""
+    with path.open("rb") as handle:
+        started = time.perf_counter()
+        response = await http.post(
+            "/api/import_data",
+            data={"database_id": database_id, "collection_name": collection},
+            files={"json_file": (f"{collection}.ndjson", handle, "application/x-ndjson")},
+            headers=headers,
+        )
+        elapsed = time.perf_counter() - started
+    assert response.status_code == 200, response.text[:500]
+    return elapsed, int(response.json()["inserted_count"])
 
 
 async def raw_insert(
-    mongodb_url: str, count: int, *, budget: float | None = None
+    mongodb_url: str,
+    count: int,
+    *,
+    budget: float | None = None,
+    fields: list[dict[str, Any]] = FIELDS,
+    document: Callable[[int], dict[str, Any]] = import_document,
+    unique: tuple[str, ...] = (),
 ) -> tuple[float, int]:
-    """Seconds and documents inserted by `insert_many` batches of `count` documents.
-    With a `budget` (seconds) no batch starts after it and the client gives up on a
-    batch that outlives it: the documents inserted by then are the answer."""
+    """Seconds and documents inserted by `insert_many` batches of `count` documents
+    (`document(i)` typed by `fields`' schema), into a new collection with a unique
+    index on each of `unique` (as the API's collection has, made before the clock
+    starts). With a `budget` (seconds) no batch starts after it and the client gives
+    up on a batch that outlives it: the documents inserted by then are the answer."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         mongodb_url, socketTimeoutMS=budget * 1000 if budget else None
     )
     collection = client["quarry_bench_raw"][f"events_{uuid.uuid4().hex[:6]}"]
-    schema = compile_schema(FIELDS)
+    for name in unique:
+        await collection.create_index(name, unique=True)
+    schema = compile_schema(fields)
     # Typed as the API stores them (dates as dates) and built before the clock starts.
-    documents = [schema.validate(import_document(i))[0] for i in range(count)]
+    documents = [schema.validate(document(i))[0] for i in range(count)]
     inserted = 0
     started = time.perf_counter()
     with contextlib.suppress(NetworkTimeout):
