@@ -65,12 +65,14 @@ from app.schema import compile_filter, compile_schema
 from bench.crud import create_account, physical_name
 from bench.harness import (
     BACKEND,
+    RESULTS,
     HttpConnection,
     Row,
     closed_loop,
     control_db,
     embedded_engine,
     engine_env,
+    print_table,
     served_api,
 )
 from bench.management import import_file, raw_insert, write_import_file
@@ -884,7 +886,15 @@ def run_all(mongodb_url: str = "") -> tuple[list[Row], dict[str, Any]]:
             "figures come from the in-process asyncio client instead",
             flush=True,
         )
-    measured = [measure_size(size) for size in SIZES]
+    measured = []
+    for size in SIZES:
+        figures = measure_size(size)
+        measured.append(figures)
+        # A 1M run takes a while: each size's table and figures as soon as it is done.
+        print_table(rows_of(figures))
+        (RESULTS.parent / f"reads-{size}.json").write_text(
+            json.dumps(figures, indent=2, default=str) + "\n"
+        )
     rows = [row for figures in measured for row in rows_of(figures)]
     for small, large in itertools.pairwise(measured):
         rows += growth_rows(small, large)
