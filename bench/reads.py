@@ -369,35 +369,37 @@ class Api:
         ).encode()
 
 
-async def api_sequential(api: Api, shape: Shape) -> tuple[list[float], int]:
-    """Milliseconds of `RUNS` requests (after one untimed) and what one answered
-    (documents on the page, or the count)."""
+async def timed_requests(
+    api: Api, method: str, path: str, *, body: bytes = b"", status: int = 200
+) -> tuple[list[float], bytes]:
+    """Milliseconds of `RUNS` requests on one keep-alive connection (after one
+    untimed), each answered `status`, and the last answer's body."""
     connection = await HttpConnection.open(api.base)
-    answered = 0
+    headers = {**api.headers, "Content-Type": "application/json"} if body else api.headers
+    answer = b""
 
     async def one() -> None:
-        nonlocal answered
-        if shape.count:
-            status, body = await connection.request(
-                "POST",
-                "/api/crud/count",
-                body=api.count_body(shape),
-                headers={**api.headers, "Content-Type": "application/json"},
-            )
-            assert status == 200, body[:300]
-            answered = int(json.loads(body)["count"])
-        else:
-            status, body = await connection.request(
-                "GET", api.find_path(shape), headers=api.headers
-            )
-            assert status == 200, body[:300]
-            answered = len(json.loads(body)["data"])
+        nonlocal answer
+        answered, answer = await connection.request(method, path, body=body, headers=headers)
+        assert answered == status, answer[:300]
 
     try:
         await one()
-        return await sequential(one, RUNS), answered
+        return await sequential(one, RUNS), answer
     finally:
         await connection.close()
+
+
+async def api_sequential(api: Api, shape: Shape) -> tuple[list[float], int]:
+    """Milliseconds of `RUNS` requests (after one untimed) and what one answered
+    (documents on the page, or the count)."""
+    if shape.count:
+        times, answer = await timed_requests(
+            api, "POST", "/api/crud/count", body=api.count_body(shape)
+        )
+        return times, int(json.loads(answer)["count"])
+    times, answer = await timed_requests(api, "GET", api.find_path(shape))
+    return times, len(json.loads(answer)["data"])
 
 
 _WRK_SCRIPT = """wrk.method = "{method}"
@@ -535,45 +537,22 @@ async def api_update_many(api: Api) -> list[float]:
 async def api_by_id(api: Api) -> list[float]:
     """`GET /api/crud/{id}` of one document: what every request pays besides its
     query (authentication, the database's record, the collection's schema)."""
-    connection = await HttpConnection.open(api.base)
-    status, body = await connection.request("GET", api.find_path(SHAPES[0]), headers=api.headers)
-    assert status == 200, body[:300]
-    document_id = json.loads(body)["data"][0]["_id"]
-    path = f"/api/crud/{document_id}?" + urlencode(
-        {"database_id": api.database_id, "collection_name": COLLECTION}
-    )
-
-    async def one() -> None:
-        status, answer = await connection.request("GET", path, headers=api.headers)
-        assert status == 200, answer[:300]
-
-    try:
-        await one()
-        return await sequential(one, RUNS)
-    finally:
-        await connection.close()
+    async with httpx.AsyncClient(base_url=api.base, timeout=60) as http:
+        page = await http.get(api.find_path(SHAPES[0]), headers=api.headers)
+    document_id = page.json()["data"][0]["_id"]
+    target = urlencode({"database_id": api.database_id, "collection_name": COLLECTION})
+    times, _ = await timed_requests(api, "GET", f"/api/crud/{document_id}?{target}")
+    return times
 
 
 async def api_duplicate(api: Api) -> list[float]:
-    body = json.dumps(
-        {
-            "database_id": api.database_id,
-            "collection_name": COLLECTION,
-            "data": catalogue_document(5),
-        }
-    ).encode()
-    connection = await HttpConnection.open(api.base)
-    headers = {**api.headers, "Content-Type": "application/json"}
-
-    async def one() -> None:
-        status, answer = await connection.request("POST", "/api/crud", body=body, headers=headers)
-        assert status == 409, answer[:300]
-
-    try:
-        await one()
-        return await sequential(one, RUNS)
-    finally:
-        await connection.close()
+    """A document whose `sku` is taken: refused with 409."""
+    document = catalogue_document(5)
+    body = {"database_id": api.database_id, "collection_name": COLLECTION, "data": document}
+    times, _ = await timed_requests(
+        api, "POST", "/api/crud", body=json.dumps(body).encode(), status=409
+    )
+    return times
 
 
 # ---------------------------------------------------------------- one size
