@@ -13,7 +13,9 @@ times timeseries rows: bulk inserts beside raw `insert_many` of the same buckets
 NDJSON loads (and the server's peak RSS), range reads out of 10,000 and 10,000,000
 rows, CSV downloads, aggregates and SSE fan-out; `client` times the `quarry import`
 command beside curl and the Python client's document iteration beside the raw
-driver; `writes` times the write door beside FerretDB alone (bench/writes.py). One
+driver; `writes` times the write door beside FerretDB alone (bench/writes.py);
+`reads` times the documents API's query shapes at 100,000 and 1,000,000
+documents beside the read planner's SQL and the raw driver (bench/reads.py). One
 benchmark user sends far more than the default limits allow, so every served API
 runs with the limits out of reach
 (`bench.rate_limit.LIMITS_OUT_OF_REACH`: paid for, never refusing) unless the
@@ -39,6 +41,7 @@ from bench import (
     load,
     management,
     rate_limit,
+    reads,
     rows,
     writes,
 )
@@ -57,7 +60,9 @@ ON_ENGINE = {
     "rows": rows,
     "client": client,
 }
-SUITES = (*ON_API, *ON_ENGINE, "engine", "writes")
+#: Suites that run on engines of their own.
+OWN_ENGINE = {"writes": writes, "reads": reads}
+SUITES = (*ON_API, *ON_ENGINE, "engine", *OWN_ENGINE)
 
 
 def main(names: list[str]) -> None:
@@ -69,7 +74,7 @@ def main(names: list[str]) -> None:
         os.environ.setdefault(name, value)
     rows: list[Row] = []
     figures: dict[str, Any] = {}
-    shared = [name for name in selected if name not in ("engine", "writes")]
+    shared = [name for name in selected if name != "engine" and name not in OWN_ENGINE]
     if shared:
         with database_url() as mongodb_url, served_api(mongodb_url) as api:
             for name in shared:
@@ -79,8 +84,8 @@ def main(names: list[str]) -> None:
                     new_rows, new_figures = ON_ENGINE[name].run_all(mongodb_url)
                 rows += new_rows
                 figures.update(new_figures)
-    if "writes" in selected:
-        new_rows, new_figures = writes.run_all()
+    for name in (name for name in OWN_ENGINE if name in selected):
+        new_rows, new_figures = OWN_ENGINE[name].run_all()
         rows += new_rows
         figures.update(new_figures)
     if "engine" in selected:
