@@ -74,6 +74,10 @@ from app.errors import EngineUnsupported
 
 logger = logging.getLogger("quarry.engine")
 
+#: A write by filter touching at most this many documents the read planner finds
+#: is done by `_id`, `TARGETED_CONCURRENCY` at a time (see `_targets`).
+TARGETED_WRITES = 2_000
+TARGETED_CONCURRENCY = 8
 #: Below this many rows PostgreSQL's ANALYZE reads the whole table, so
 #: FerretDB's `collStats` count is exact (300 x default_statistics_target).
 EXACT_STATS_ROWS = 30_000
@@ -437,12 +441,80 @@ class EmbeddedAdapter(MongoAdapter):
             ns.database, ns.collection, lambda: self._update_all(ns, filter, update, upsert)
         )
 
+    async def _targets(self, ns: Namespace, filter: Document) -> list[Any] | None:
+        """The `_id`s of the documents `filter` matches, when the read planner can
+        answer it and they are at most `TARGETED_WRITES` (else None). FerretDB runs a
+        write by filter by reading the whole collection unless the filter is one
+        top-level equality; by `_id` it reads one row. Called under the collection's
+        exclusive lock, so no other write moves a document in or out meanwhile."""
+        if not filter:
+            return None
+        spec = FindSpec(
+            filter=filter, projection={"_id": 1}, sort=[("_id", 1)], limit=TARGETED_WRITES + 1
+        )
+        found = await self._planned_find(ns, spec)
+        if found is None or len(found) > TARGETED_WRITES:
+            return None
+        return [document["_id"] for document in found]
+
+    async def _each(
+        self, ids: list[Any], write: Callable[[Any], Awaitable[tuple[int, int]]]
+    ) -> tuple[int, int]:
+        """`write` for each `_id`, `TARGETED_CONCURRENCY` at a time; the sums of what
+        each returned (matched, modified)."""
+        slots = asyncio.Semaphore(TARGETED_CONCURRENCY)
+
+        async def one(document_id: Any) -> tuple[int, int]:
+            async with slots:
+                return await write(document_id)
+
+        # Every write ends before the collection's lock is let go, also when one
+        # fails (then the first failure is raised, as FerretDB's would be; the
+        # documents written stay written, as with MongoDB's update_many).
+        results = await asyncio.gather(*(one(i) for i in ids), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        done = cast(list[tuple[int, int]], results)
+        return sum(r[0] for r in done), sum(r[1] for r in done)
+
+    async def _update_targets(
+        self, ns: Namespace, ids: list[Any], update: Document, increments: dict[str, int]
+    ) -> UpdateResult:
+        """`update` on each of these documents by `_id` (an int32 `$inc` that would
+        overflow makes that document's update a long's, as in `_update_all`)."""
+        projection = _top_level(increments) if increments else None
+
+        async def write(document_id: Any) -> tuple[int, int]:
+            by_id = {"_id": document_id}
+            guarded = _with(by_id, _no_overflow(increments)) if increments else by_id
+            result = await super(EmbeddedAdapter, self).update_one(
+                ns, guarded, update, upsert=False
+            )
+            if result.matched_count or not increments:
+                return result.matched_count, result.modified_count
+            current = await super(EmbeddedAdapter, self).find_one(ns, by_id, projection)
+            if current is None:
+                return 0, 0
+            promoted = _promoted(update, increments, current)
+            result = await super(EmbeddedAdapter, self).update_one(
+                ns, by_id, promoted, upsert=False
+            )
+            return result.matched_count, result.modified_count
+
+        matched, modified = await self._each(ids, write)
+        return UpdateResult({"n": matched, "nModified": modified, "ok": 1.0}, acknowledged=True)
+
     async def _update_all(
         self, ns: Namespace, filter: Document, update: Document, upsert: bool
     ) -> UpdateResult:
-        """`update_many` under the collection's lock, with the documents whose int32
-        `$inc` would overflow updated one by one as longs."""
+        """`update_many` under the collection's lock: by `_id`, one document at a time,
+        when the planner finds the matches (`_targets`); else by FerretDB, with the
+        documents whose int32 `$inc` would overflow updated one by one as longs."""
         increments = _int32_increments(update)
+        ids = await self._targets(ns, filter)
+        if ids or (ids is not None and not upsert):
+            return await self._update_targets(ns, ids, update, increments)
         if not increments:
             return await super().update_many(ns, filter, update, upsert=upsert)
         projection = _top_level(increments)
@@ -468,6 +540,19 @@ class EmbeddedAdapter(MongoAdapter):
         )
 
     async def _delete_all(self, ns: Namespace, filter: Document) -> DeleteResult:
+        """`delete_many` under the collection's lock: by `_id` when the planner finds
+        the matches (`_targets`: a refused insert's undo deletes its few documents by
+        an `_id` range, which FerretDB answered by reading the whole collection),
+        else by FerretDB, in slices when the matches are too many for one statement."""
+        ids = await self._targets(ns, filter)
+        if ids is not None:
+
+            async def delete(document_id: Any) -> tuple[int, int]:
+                result = await super(EmbeddedAdapter, self).delete_one(ns, {"_id": document_id})
+                return result.deleted_count, 0
+
+            deleted, _ = await self._each(ids, delete)
+            return _deletion(deleted)
         try:
             return await super().delete_many(ns, filter)
         except OperationFailure as exc:

@@ -367,6 +367,63 @@ async def test_ddl_with_an_empty_search_path_passes_the_engine_triggers(
             await connection.execute('DROP SCHEMA "9planner" CASCADE')
 
 
+async def test_writes_by_filter_go_by_id_where_the_planner_finds_them(seeded: Seeded) -> None:
+    """update_many and delete_many on typed fields find their documents through the
+    planner and write them by `_id` (FerretDB read the whole collection for each):
+    the stored result is what FerretDB's own update_many and delete_many store."""
+    handle = seeded.database.db(seeded.db_name)[seeded.collection]
+    twin = seeded.database.client[seeded.db_name]["twin"]
+    await twin.insert_many(seeded.documents)
+    cases: list[tuple[dict[str, Any], dict[str, Any]]] = [
+        (
+            {"s": {"$in": ["a", "é", "😀"]}, "n": {"$gte": -1e308}},
+            {"$set": {"u": "set"}, "$inc": {"n": 2.5}},
+        ),
+        ({"n": {"$gte": 1e300}}, {"$unset": {"b": ""}}),
+        (
+            {"$or": [{"b": True}, {"i": {"$lt": 0}}], "n": {"$gte": -10, "$lte": 10}},
+            {"$mul": {"n": 2}},
+        ),
+        ({"s": "no such value"}, {"$set": {"u": 1}}),
+    ]
+    for filter, update in cases:
+        served = seeded.stats()["served"]
+        ours = await handle.update_many(filter, update)
+        assert seeded.stats()["served"] == served + 1, filter
+        theirs = await twin.update_many(filter, update)
+        assert (ours.matched_count, ours.modified_count) == (
+            theirs.matched_count,
+            theirs.modified_count,
+        ), filter
+    for filter in ({"d": {"$lt": EPOCH}}, {"o": {"$in": OIDS[:3]}}):
+        served = seeded.stats()["served"]
+        deleted = await handle.delete_many(filter)
+        assert seeded.stats()["served"] == served + 1, filter
+        assert deleted.deleted_count == (await twin.delete_many(filter)).deleted_count
+    sort = [("_id", 1)]
+    stored = await seeded.raw.find({}, sort=sort).to_list(None)
+    expected = await twin.find({}, sort=sort).to_list(None)
+    assert [bson.encode(d) for d in stored] == [bson.encode(d) for d in expected]
+
+
+async def test_an_int32_increment_by_id_becomes_a_long_where_it_would_overflow(
+    seeded: Seeded,
+) -> None:
+    handle = seeded.database.db(seeded.db_name)[seeded.collection]
+    edge = {"i": {"$in": [2147483647, 0]}}
+    before = {d["_id"]: d["i"] for d in await seeded.raw.find(edge).to_list(None)}
+    assert 2147483647 in before.values() and 0 in before.values()
+    served = seeded.stats()["served"]
+    result = await handle.update_many(edge, {"$inc": {"i": 1}})
+    assert seeded.stats()["served"] == served + 1
+    assert result.modified_count == len(before)
+    for document_id, old in before.items():
+        stored = await seeded.raw.find_one({"_id": document_id})
+        assert stored is not None
+        assert stored["i"] == old + 1
+        assert isinstance(stored["i"], Int64) == (old == 2147483647), stored
+
+
 async def test_nan_cannot_be_stored(seeded: Seeded) -> None:
     """So the number keys never meet one (FerretDB refuses it on PostgreSQL)."""
     with pytest.raises(Exception):  # noqa: B017 (FerretDB drops the connection)
