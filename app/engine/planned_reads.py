@@ -24,6 +24,7 @@ from psycopg import sql
 from app.db import Document, FindSpec, RawCursor
 from app.engine.planner import (
     ID_UNORDERED,
+    MAX_PLANNED_LIMIT,
     MAX_PLANNED_ROWS,
     Expressions,
     Plan,
@@ -82,7 +83,7 @@ def prepare_find(
     if unsorted and not spec.filter:
         stats.add(schema, "whole collection")  # FerretDB streams it as fast
         return None
-    if spec.limit > MAX_PLANNED_ROWS:
+    if spec.limit > MAX_PLANNED_LIMIT:
         stats.add(schema, "too many")
         return None
     try:

@@ -113,8 +113,12 @@ TYPE_ALIASES: dict[str | int, tuple[str, ...]] = {
 #: `_id`'s type ranks (MongoDB's order of types); other types rank `ID_UNORDERED`.
 ID_RANKS = {"int": 2, "long": 2, "double": 2, "string": 3, "objectId": 7}
 ID_UNORDERED = 100
-#: Documents one planned find returns at most; larger reads go to FerretDB.
+#: Documents one planned find without a limit returns at most; with more matches
+#: it goes to FerretDB (which streams them).
 MAX_PLANNED_ROWS = 10_000
+#: The largest limit a planned find takes (an update's undo log reads up to
+#: 10,001 documents to learn whether it holds them all).
+MAX_PLANNED_LIMIT = 20_000
 #: An `$or` of at most this many alternatives is read branch by branch
 #: (`Plan.branches`: each branch excludes the earlier ones, so the statement grows
 #: with the square of the count); a longer one is one condition over the indexes.

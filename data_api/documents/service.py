@@ -626,10 +626,13 @@ class DocumentService:
         if upsert:
             document = compiled.with_defaults(collection.schema.defaults(), exclude=set(query))
             document = pin_current_date(document)
+        # Several in `_id` order (which ones an undo log holds does not depend on it,
+        # and a sorted read is one the embedded engine's planner serves); one in the
+        # engine's own order, the document update_one then changes.
         before = await self._read(
             target,
             query,
-            [],
+            [("_id", 1)] if multi else [],
             None,
             skip=0,
             limit=UNDO_LIMIT + 1 if multi else 1,
