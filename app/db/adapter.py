@@ -81,6 +81,9 @@ class FindSpec:
     limit: int = 0
     batch_size: int | None = None
     max_time_ms: int | None = None
+    #: Without a sort, any `limit` matches will do (not the engine's natural order's
+    #: first ones): an engine may then read them in an order of its choosing.
+    any_order: bool = False
 
 
 class RawCursor(Protocol):

@@ -73,6 +73,7 @@ class Collection:
         limit: int = 0,
         batch_size: int | None = None,
         max_time_ms: int | None = None,
+        any_order: bool = False,
     ) -> Cursor:
         spec = FindSpec(
             filter=filter or {},
@@ -82,6 +83,7 @@ class Collection:
             limit=limit,
             batch_size=batch_size,
             max_time_ms=max_time_ms,
+            any_order=any_order,
         )
         return Cursor(self, spec)
 

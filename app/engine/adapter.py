@@ -39,6 +39,7 @@ the MongoDB adapter with what FerretDB does differently taken over here:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import re
@@ -49,7 +50,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import bson
 from bson import Int64, Regex
-from pymongo.errors import AutoReconnect, OperationFailure
+from pymongo.errors import AutoReconnect, ConnectionFailure, OperationFailure
 from pymongo.results import DeleteResult, UpdateResult
 
 from app.db import (
@@ -78,6 +79,8 @@ logger = logging.getLogger("quarry.engine")
 #: is done by `_id`, `TARGETED_CONCURRENCY` at a time (see `_targets`).
 TARGETED_WRITES = 2_000
 TARGETED_CONCURRENCY = 8
+#: Number `_id`s FerretDB finds by equality (beyond, by a range: see `_targets`).
+_EXACT_ID = 2**53 - 1
 #: Below this many rows PostgreSQL's ANALYZE reads the whole table, so
 #: FerretDB's `collStats` count is exact (300 x default_statistics_target).
 EXACT_STATS_ROWS = 30_000
@@ -139,7 +142,11 @@ class EmbeddedAdapter(MongoAdapter):
         fallback = functools.partial(super().find, ns, spec)
         if self._sql() is None:
             return fallback()
-        return PlannedCursor(functools.partial(self._planned_find, ns, spec), fallback)
+        planned = spec
+        if spec.any_order and not spec.sort and spec.limit:
+            # Any matches will do: in `_id` order, which the planner can read.
+            planned = dataclasses.replace(spec, sort=[("_id", 1)])
+        return PlannedCursor(functools.partial(self._planned_find, ns, planned), fallback)
 
     async def find_one(
         self, ns: Namespace, filter: Document, projection: Mapping[str, Any] | None
@@ -446,47 +453,76 @@ class EmbeddedAdapter(MongoAdapter):
         answer it and they are at most `TARGETED_WRITES` (else None). FerretDB runs a
         write by filter by reading the whole collection unless the filter is one
         top-level equality; by `_id` it reads one row. Called under the collection's
-        exclusive lock, so no other write moves a document in or out meanwhile."""
-        if not filter:
+        exclusive lock: no other write changes a document meanwhile (an insert may
+        add one, which this write then leaves alone, as a scan begun earlier would).
+        None, too, for a document SQL cannot read and for a number `_id` beyond
+        ±(2^53 - 1), which FerretDB does not look up by equality but by a range."""
+        sql = self._sql()
+        if not filter or sql is None:
             return None
         spec = FindSpec(
             filter=filter, projection={"_id": 1}, sort=[("_id", 1)], limit=TARGETED_WRITES + 1
         )
-        found = await self._planned_find(ns, spec)
-        if found is None or len(found) > TARGETED_WRITES:
+        rows = await sql.find(ns.database, ns.collection, spec)
+        if rows is None or len(rows) > TARGETED_WRITES:
             return None
-        return [document["_id"] for document in found]
+        ids = []
+        for row in rows:
+            if not isinstance(row, dict):
+                return None
+            document_id = row["_id"]
+            if isinstance(document_id, int | float) and abs(document_id) > _EXACT_ID:
+                return None
+            ids.append(document_id)
+        return ids
 
     async def _each(
         self, ids: list[Any], write: Callable[[Any], Awaitable[tuple[int, int]]]
     ) -> tuple[int, int]:
         """`write` for each `_id`, `TARGETED_CONCURRENCY` at a time; the sums of what
-        each returned (matched, modified)."""
+        each returned (matched, modified).
+
+        After a failure no further write starts (MongoDB's update_many stops at the
+        first failing document too; those written stay written), and every write
+        under way ends before the collection's lock is let go. A lost answer
+        (`ConnectionFailure`) is raised before any other failure, so that the door
+        waits for the engine's sessions before it lets go of the lock."""
         slots = asyncio.Semaphore(TARGETED_CONCURRENCY)
+        failed = asyncio.Event()
 
         async def one(document_id: Any) -> tuple[int, int]:
             async with slots:
-                return await write(document_id)
+                if failed.is_set():
+                    return 0, 0
+                try:
+                    return await write(document_id)
+                except BaseException:
+                    failed.set()
+                    raise
 
-        # Every write ends before the collection's lock is let go, also when one
-        # fails (then the first failure is raised, as FerretDB's would be; the
-        # documents written stay written, as with MongoDB's update_many).
         results = await asyncio.gather(*(one(i) for i in ids), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            lost = [f for f in failures if isinstance(f, ConnectionFailure)]
+            raise (lost or failures)[0]
         done = cast(list[tuple[int, int]], results)
         return sum(r[0] for r in done), sum(r[1] for r in done)
 
     async def _update_targets(
-        self, ns: Namespace, ids: list[Any], update: Document, increments: dict[str, int]
+        self,
+        ns: Namespace,
+        filter: Document,
+        ids: list[Any],
+        update: Document,
+        increments: dict[str, int],
     ) -> UpdateResult:
-        """`update` on each of these documents by `_id` (an int32 `$inc` that would
-        overflow makes that document's update a long's, as in `_update_all`)."""
+        """`update` on each of these documents by `_id`, the filter checked again by
+        FerretDB on that one row (an int32 `$inc` that would overflow makes that
+        document's update a long's, as in `_update_all`)."""
         projection = _top_level(increments) if increments else None
 
         async def write(document_id: Any) -> tuple[int, int]:
-            by_id = {"_id": document_id}
+            by_id = {"_id": document_id, "$and": [filter]}
             guarded = _with(by_id, _no_overflow(increments)) if increments else by_id
             result = await super(EmbeddedAdapter, self).update_one(
                 ns, guarded, update, upsert=False
@@ -514,7 +550,7 @@ class EmbeddedAdapter(MongoAdapter):
         increments = _int32_increments(update)
         ids = await self._targets(ns, filter)
         if ids or (ids is not None and not upsert):
-            return await self._update_targets(ns, ids, update, increments)
+            return await self._update_targets(ns, filter, ids, update, increments)
         if not increments:
             return await super().update_many(ns, filter, update, upsert=upsert)
         projection = _top_level(increments)
@@ -548,7 +584,8 @@ class EmbeddedAdapter(MongoAdapter):
         if ids is not None:
 
             async def delete(document_id: Any) -> tuple[int, int]:
-                result = await super(EmbeddedAdapter, self).delete_one(ns, {"_id": document_id})
+                by_id = {"_id": document_id, "$and": [filter]}
+                result = await super(EmbeddedAdapter, self).delete_one(ns, by_id)
                 return result.deleted_count, 0
 
             deleted, _ = await self._each(ids, delete)

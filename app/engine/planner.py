@@ -28,8 +28,8 @@ documents, regular expressions, `$not`, `$elemMatch`, `$size`, `$all`, `$mod`,
 fields that are undeclared, not indexed or whose index is still being built,
 values of another type than the field's (MongoDB's type brackets), range
 operators with null, non-finite or Decimal128 values, dotted or computed
-projections, negative limits, finds of more than `MAX_PLANNED_ROWS` documents
-(a limit above it, or no limit and more matches), a whole collection read
+projections, negative limits, a limit above `MAX_PLANNED_LIMIT`, a find without
+a limit of more than `MAX_PLANNED_ROWS` documents, a whole collection read
 without sort (FerretDB streams it as fast), and a find without sort but with a
 skip or limit (which documents it returns is FerretDB's natural order) — and
 any field that holds a value of another type. Why: each of these either has

@@ -51,12 +51,19 @@ async def find_documents(
     skip: int,
     limit: int,
     time_limited: bool = True,
+    any_order: bool = False,
 ) -> list[Document]:
     """`time_limited=False` for the read a write depends on (an update's pre-images):
-    a write is waited for however long it takes."""
+    a write is waited for however long it takes. `any_order`: unsorted, any `limit`
+    matches will do (`FindSpec.any_order`)."""
     max_time = target.database.query_time_ms if time_limited else None
     cursor = target.handle.find(
-        query, projection=projection, skip=skip, limit=limit, max_time_ms=max_time
+        query,
+        projection=projection,
+        skip=skip,
+        limit=limit,
+        max_time_ms=max_time,
+        any_order=any_order,
     )
     if sort:
         cursor = cursor.sort(sort)

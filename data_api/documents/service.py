@@ -514,6 +514,7 @@ class DocumentService:
         skip: int,
         limit: int,
         time_limited: bool = True,
+        any_order: bool = False,
     ) -> list[Document]:
         return await self._engine_call(
             repo.find_documents(
@@ -524,6 +525,7 @@ class DocumentService:
                 skip=skip,
                 limit=limit,
                 time_limited=time_limited,
+                any_order=any_order,
             ),
             InvalidFilter,
         )
@@ -626,17 +628,18 @@ class DocumentService:
         if upsert:
             document = compiled.with_defaults(collection.schema.defaults(), exclude=set(query))
             document = pin_current_date(document)
-        # Several in `_id` order (which ones an undo log holds does not depend on it,
-        # and a sorted read is one the embedded engine's planner serves); one in the
-        # engine's own order, the document update_one then changes.
+        # Several in any order (an undo log holds them all or none; the embedded
+        # engine's planner reads them in `_id` order); one in the engine's own order,
+        # the document update_one then changes.
         before = await self._read(
             target,
             query,
-            [("_id", 1)] if multi else [],
+            [],
             None,
             skip=0,
             limit=UNDO_LIMIT + 1 if multi else 1,
             time_limited=False,
+            any_order=multi,
         )
         if len(before) > UNDO_LIMIT:
             if not own_undo:

@@ -30,9 +30,11 @@ from bson import Int64, ObjectId
 from fastapi import FastAPI
 from pymongo import MongoClient
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import WriteError
 
 from app.db import Database, FindSpec
 from app.engine import EngineSql
+from app.engine.adapter import TARGETED_CONCURRENCY
 from app.engine.planned_reads import PlannedCursor, count_statement, find_statement
 from app.engine.planner import MAX_BRANCHES, Unplannable, plan_read, projection_plan
 from app.wiring import state_of
@@ -422,6 +424,38 @@ async def test_an_int32_increment_by_id_becomes_a_long_where_it_would_overflow(
         assert stored is not None
         assert stored["i"] == old + 1
         assert isinstance(stored["i"], Int64) == (old == 2147483647), stored
+
+
+async def test_a_write_by_filter_that_fails_stops_and_changes_nothing_more(
+    seeded: Seeded,
+) -> None:
+    """`$inc` of a string field fails on the first document: no further write starts,
+    the failure is raised (not a hang, not a partial success), and nothing changed."""
+    handle = seeded.database.db(seeded.db_name)[seeded.collection]
+    filter = {"s": {"$in": ["a", "b", "z", "é"]}}
+    before = await seeded.raw.find(filter, sort=[("_id", 1)]).to_list(None)
+    assert len(before) > TARGETED_CONCURRENCY
+    served = seeded.stats()["served"]
+    with pytest.raises(WriteError):
+        await handle.update_many(filter, {"$inc": {"s": 1}})
+    assert seeded.stats()["served"] == served + 1
+    after = await seeded.raw.find(filter, sort=[("_id", 1)]).to_list(None)
+    assert [bson.encode(d) for d in after] == [bson.encode(d) for d in before]
+
+
+async def test_an_any_order_find_is_read_by_the_planner(seeded: Seeded) -> None:
+    """An unsorted, limited find is FerretDB's (which documents it returns is its
+    natural order) unless any matches will do, as for an update's undo log."""
+    handle = seeded.database.db(seeded.db_name)[seeded.collection]
+    filter = {"i": {"$gte": 0}}
+    served = seeded.stats()["served"]
+    natural = await handle.find(filter, limit=5).to_list()
+    assert seeded.stats()["served"] == served
+    found = await handle.find(filter, limit=5, any_order=True).to_list()
+    assert seeded.stats()["served"] == served + 1
+    assert len(natural) == len(found) == 5
+    expected = await seeded.raw.find(filter, sort=[("_id", 1)], limit=5).to_list(None)
+    assert [bson.encode(d) for d in found] == [bson.encode(d) for d in expected]
 
 
 async def test_nan_cannot_be_stored(seeded: Seeded) -> None:
