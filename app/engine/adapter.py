@@ -163,10 +163,15 @@ class EmbeddedAdapter(MongoAdapter):
     async def count_documents(
         self, ns: Namespace, filter: Document, *, max_time_ms: int | None
     ) -> int:
-        """By the read planner on PostgreSQL when it can, else by FerretDB."""
+        """By the read planner on PostgreSQL when it can (every document: the
+        table's row counter), else by FerretDB."""
         sql = self._sql()
         if sql is not None:
-            counted = await sql.count_matching(ns.database, ns.collection, filter)
+            counted = await (
+                sql.count(ns.database, ns.collection)
+                if not filter
+                else sql.count_matching(ns.database, ns.collection, filter)
+            )
             if counted is not None:
                 return int(counted)
         return await super().count_documents(ns, self._evaluated(filter), max_time_ms=max_time_ms)

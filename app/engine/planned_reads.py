@@ -213,7 +213,12 @@ def _order_by(terms: list[tuple[sql.Composable, sql.Composable]]) -> sql.Composa
 
 
 def count_statement(schema: str, table: str, plan: Plan) -> sql.Composed:
-    """The statement of a planned count (its parameters are the plan's)."""
+    """The statement of a planned count (its parameters are the plan's). An
+    unfiltered one reads the table's row counter (`rows_counted`)."""
+    if plan.unfiltered:
+        return sql.SQL("{guarded} SELECT (SELECT ok FROM g), {counted}").format(
+            guarded=_guards(schema, table, plan), counted=rows_counted(schema, table)
+        )
     return sql.SQL(
         "{guarded} SELECT (SELECT ok FROM g), "
         "(SELECT count(*) FROM {table} WHERE (SELECT ok FROM g) AND {where})"
@@ -222,6 +227,17 @@ def count_statement(schema: str, table: str, plan: Plan) -> sql.Composed:
         table=sql.Identifier(schema, table),
         where=_where(plan, plan.where),
     )
+
+
+def rows_counted(schema: str, table: str) -> sql.Composed:
+    """The number of rows of `schema.table`, in the statement's snapshot: from its
+    row counter (`quarry_count_of`, shadow_indexes.sql: a sum of a few counter
+    rows), or, while it has none, `count(*)` — which PostgreSQL then runs only
+    (an init plan is evaluated when first needed, and `coalesce` stops at the
+    first value that is not null)."""
+    return sql.SQL(
+        "coalesce(public.quarry_count_of({s}, {t}), (SELECT count(*) FROM {rel}))"
+    ).format(s=sql.Literal(schema), t=sql.Literal(table), rel=sql.Identifier(schema, table))
 
 
 def _plan(

@@ -331,6 +331,8 @@ class Plan:
     #: index in order and merges them (one OR over the whole would be a bitmap
     #: scan of every match, then a sort: a cursor page's `$or` costs that).
     branches: list[sql.Composable] | None = None
+    #: The filter matches every document (`{}`).
+    unfiltered: bool = False
 
 
 def plan_read(
@@ -354,7 +356,12 @@ def plan_read(
         raise Unplannable(f"{type(exc).__name__} while planning") from exc
     families = {name: typed[name] for name in compiler.used}
     return Plan(
-        where=where, order=order, params=compiler.params, families=families, branches=branches
+        where=where,
+        order=order,
+        params=compiler.params,
+        families=families,
+        branches=branches,
+        unfiltered=not filter,
     )
 
 

@@ -3,8 +3,9 @@
 FerretDB 1.24 answers `count` by reading and decoding every document of the
 collection (100,000 documents: about 2 s), and its `collStats` count is an
 estimate above 30,000 rows. An unfiltered count is what every first page of an
-unfiltered listing needs, so the engine layer answers it with `SELECT count(*)`
-on FerretDB's table for the collection instead (found through the database's
+unfiltered listing needs, so the engine layer answers it from the table's row
+counter (`rows_counted`: kept by triggers, shadow_indexes.sql; `count(*)` while
+a table has none) on FerretDB's table for the collection instead (found through the database's
 `_ferretdb_database_metadata`; the layout is described and tested with the
 shadow indexes, `app/engine/shadow_indexes.sql`). Likewise a sorted page out of many
 candidates (`app.db.page_query`): FerretDB pushes neither `$or`, ranges, sorts nor
@@ -45,6 +46,7 @@ from app.engine.planned_reads import (
     Prepared,
     prepare_count,
     prepare_find,
+    rows_counted,
     run_count,
     run_find,
 )
@@ -224,9 +226,7 @@ class EngineSql:
             if collection not in tables:
                 return None
             cursor = await connection.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(
-                    sql.Identifier(db_name, tables[collection])
-                )
+                sql.SQL("SELECT {}").format(rows_counted(db_name, tables[collection]))
             )
             counted = await cursor.fetchone()
             return int(counted[0]) if counted else None

@@ -360,6 +360,11 @@ class TypedIndexBuilder:
         if row is None:
             return  # no such collection (any more): nothing to index
         await self._indexes(connection, db_name, str(row[0]), fields)
+        # Its row counter too, when the engine's start-up catch-up has not put one
+        # there yet (a collection made before counters existed): a short lock.
+        await connection.execute(
+            "SELECT public.quarry_count_install(%s, %s)", (db_name, str(row[0]))
+        )
 
     async def _indexes(
         self,

@@ -507,7 +507,11 @@ func (p *postgres) catchUpShadowIndexes(ctx context.Context, logger *slog.Logger
 		logger.WarnContext(ctx, "shadow indexes: cannot connect", slog.Any("error", err))
 		return
 	}
-	defer conn.Close(context.Background())
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
 	rows, err := conn.Query(ctx, "SELECT statement FROM quarry_gin_plan() AS statement")
 	if err != nil {
 		logger.WarnContext(ctx, "shadow indexes: cannot plan", slog.Any("error", err))
@@ -524,7 +528,35 @@ func (p *postgres) catchUpShadowIndexes(ctx context.Context, logger *slog.Logger
 				slog.String("statement", statement), slog.Any("error", err))
 		}
 	}
+	// Row counters gain a row per table and writing backend; fold them now and
+	// every few minutes, so that a count sums a few rows (setup SQL's
+	// quarry_count_compact).
+	ticker := time.NewTicker(countCompactEvery)
+	defer ticker.Stop()
+	for {
+		if conn == nil {
+			conn, err = pgx.Connect(ctx, p.url(ferretDatabase))
+			if err != nil {
+				conn = nil
+			}
+		}
+		if conn != nil {
+			if _, err := conn.Exec(ctx, "SELECT quarry_count_compact()"); err != nil && ctx.Err() == nil {
+				logger.WarnContext(ctx, "row counters: compaction failed", slog.Any("error", err))
+				conn.Close(context.Background())
+				conn = nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
 }
+
+// countCompactEvery is how often the row counters are compacted.
+const countCompactEvery = 5 * time.Minute
 
 // shutdown asks postgres for a fast shutdown (active transactions roll back,
 // everything committed is on disk) and waits for it; SIGQUIT, then SIGKILL, if
