@@ -164,6 +164,36 @@ async def test_concurrent_writers_keep_the_count_exact_and_compaction_keeps_the_
     assert await counted.counter("items") == expected
 
 
+async def test_compaction_beside_writers_loses_nothing(counted: Counted) -> None:
+    raw = counted.raw("items")
+    await raw.insert_one({"_id": "seed"})
+    done = asyncio.Event()
+
+    async def writer(w: int) -> None:
+        for n in range(30):
+            await raw.insert_many([{"_id": f"{w}-{n}-{k}"} for k in range(2)])
+            await raw.delete_one({"_id": f"{w}-{n}-1"})
+
+    async def writers() -> None:
+        await asyncio.gather(*(writer(w) for w in range(6)))
+        done.set()
+
+    async def compactor() -> int:
+        rounds = 0
+        async with await psycopg.AsyncConnection.connect(
+            counted.owner_conninfo, autocommit=True
+        ) as connection:
+            while not done.is_set() or rounds < 3:
+                await connection.execute("SELECT quarry_count_compact()")
+                rounds += 1
+        return rounds
+
+    _, rounds = await asyncio.gather(writers(), compactor())
+    assert rounds >= 3
+    assert await counted.rows("items") == 1 + 6 * 30
+    assert await counted.counter("items") == 1 + 6 * 30
+
+
 async def test_a_collection_without_a_counter_is_counted_then_gets_one_beside_writers(
     counted: Counted,
 ) -> None:
