@@ -190,7 +190,9 @@ class WriteDoor:
                         raise AutoReconnect(f"write door: no lock ({exc})") from exc
                     try:
                         return await write()
-                    except ConnectionFailure:
+                    except (ConnectionFailure, asyncio.CancelledError):
+                        # Cancelled (the loop shutting down): the request may have
+                        # reached FerretDB all the same, so the lock waits for it too.
                         await self._settle(connection)
                         raise
             raise AssertionError("unreachable")

@@ -549,3 +549,40 @@ async def test_a_write_whose_answer_never_came_keeps_its_lock_until_ferretdb_is_
         await database.drop_database(counters.database_name)
     finally:
         await database.close()
+
+
+async def test_a_write_cancelled_at_shutdown_keeps_its_lock_until_ferretdb_is_done(
+    database_server: DatabaseServer, make_settings: Any
+) -> None:
+    """The door's task cancelled (the event loop shutting down) while FerretDB is still
+    writing: the lock waits for that write as after a lost answer."""
+    if database_server.engine is None:
+        pytest.skip("the embedded engine's")
+    settings = make_settings()
+    reads = engine_sql(database_server)
+    database = Database(
+        client=open_client(database_server.url, settings),
+        control_db_name=settings.control_db,
+        choose_adapter=choose_adapter,
+        engine_reads=reads,
+    )
+    superuser = database_server.engine.superuser_conninfo()
+    assert superuser is not None and reads is not None
+    counters = database.db(f"door_{ObjectId()}")["counters"]
+    try:
+        await counters.insert_one({"_id": "c", "n": 0})
+        with holding_writes(superuser, counters.database_name, "counters"):
+            first = asyncio.create_task(counters.update_one({"_id": "c"}, {"$inc": {"n": 1}}))
+            await asyncio.sleep(0.3)  # FerretDB holds its write-back (the SHARE lock)
+            (door_task,) = reads.door._running
+            door_task.cancel()
+            second = asyncio.create_task(counters.update_one({"_id": "c"}, {"$inc": {"n": 1}}))
+            await asyncio.sleep(0.5)
+            assert not second.done()  # the cancelled write still holds the document
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert (await second).modified_count == 1
+        assert await counters.find_one({"_id": "c"}) == {"_id": "c", "n": 2}
+        await database.drop_database(counters.database_name)
+    finally:
+        await database.close()
