@@ -58,7 +58,13 @@ from pymongo.errors import DuplicateKeyError
 
 from app.db import FindSpec
 from app.engine import EmbeddedEngine
-from app.engine.planned_reads import PlannerStats, Prepared, prepare_count, prepare_find
+from app.engine.planned_reads import (
+    PlannerStats,
+    Prepared,
+    prepare_count,
+    prepare_find,
+    rows_counted,
+)
 from app.engine.planner import FAMILY_OF_SCHEMA_TYPE
 from app.engine.typed_indexes import KeyCatalog
 from app.schema import compile_filter, compile_schema
@@ -314,7 +320,7 @@ class Statements:
                 limit=PAGE_SIZE + 1,
             )
             finds[shape.name] = prepare_find(keys, stats, schema=db_name, table=table, spec=spec)
-        unfiltered = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(db_name, table))
+        unfiltered = sql.SQL("SELECT {}").format(rows_counted(db_name, table))
         return cls(connection, db_name, table, finds, counts, unfiltered)
 
     def statements(self, shape: Shape) -> dict[str, tuple[sql.Composable, dict[str, Any]] | None]:
@@ -721,7 +727,7 @@ def _raw_cell(shape: Shape, entry: dict[str, Any], raw: dict[str, Any] | None) -
         found = entry["sql"].get(kind)
         if isinstance(found, dict):
             whole = kind == "count" and not shape.filters
-            index = " (count(*) of the table)" if whole else ""
+            index = " (the row counter)" if whole else ""
             index = index or (" (seq scan)" if found["seq_scan"] else "")
             parts.append(f"SQL {kind} {found['p50_ms']:.1f}{index}")
         elif found:
