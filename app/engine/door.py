@@ -75,7 +75,8 @@ T = TypeVar("T")
 #: Connections the door keeps: each write in flight holds one until FerretDB has
 #: answered. Writers beyond this wait for a connection (and then their lock).
 #: Per worker, beside the SQL reads' 4 and FerretDB's own pool, within the
-#: cluster's `max_connections` (250) for up to a dozen workers.
+#: cluster's `max_connections` for the most workers a server runs
+#: (`app.engine.postgres.WORKER_CONNECTIONS`).
 POOL_SIZE = 8
 
 _LOCK_DOCUMENT = "SELECT pg_advisory_xact_lock_shared(%s), pg_advisory_xact_lock(%s, %s)"

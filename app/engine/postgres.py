@@ -64,6 +64,16 @@ SHADOW_INDEX_SQL = Path(__file__).resolve().parent / "shadow_indexes.sql"
 #: Connections FerretDB keeps to PostgreSQL (its own default is 50). Every open
 #: cursor holds one, and a query waits when none is free, so keep it generous.
 POOL_MAX_CONNECTIONS = 100
+#: Connections one Quarry worker may hold at once: its SQL reads' pool
+#: (`app.engine.sql.POOL_SIZE`), the write door's (`app.engine.door.POOL_SIZE`),
+#: the typed-index builder's one and one to spare.
+WORKER_CONNECTIONS = 14
+#: The most workers a server may run (`Settings.workers`).
+MOST_WORKERS = 64
+#: Room for every worker at once beside FerretDB's pool, the engine's own
+#: connections, backups and an administrator: PostgreSQL refuses a connection
+#: beyond it, which FerretDB would answer with an error.
+MAX_CONNECTIONS = POOL_MAX_CONNECTIONS + MOST_WORKERS * WORKER_CONNECTIONS + 20
 
 
 class PostgresSetupError(RuntimeError):
@@ -274,7 +284,7 @@ def server_arguments(*, memory_bytes: int | None = None, cpus: int | None = None
     # three quarters as what the OS cache can hold.
     shared_buffers = max(128, min(2048, mib // 16))
     settings = {
-        "max_connections": "250",
+        "max_connections": str(MAX_CONNECTIONS),
         "shared_buffers": f"{shared_buffers}MB",
         "effective_cache_size": f"{max(512, mib * 3 // 4)}MB",
         "work_mem": "16MB",

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from annotated_types import Le
 from bson import Int64, ObjectId
 from fastapi import FastAPI
 from pymongo import MongoClient, ReturnDocument
@@ -26,10 +27,11 @@ from pymongo.errors import AutoReconnect, DuplicateKeyError, NetworkTimeout, Ope
 
 from app.clock import utc_now
 from app.db import Collection, Database, EngineAdapter, open_client
-from app.engine import EmbeddedAdapter, EngineSql, choose_adapter
+from app.engine import EmbeddedAdapter, EngineSql, choose_adapter, door, postgres, sql
 from app.engine.door import WriteDoor, document_key
 from app.engine.process import conninfo_beside, conninfo_path
 from app.errors import ErrorCode
+from app.settings import Settings
 from app.wiring import state_of
 from data_api.datasets.repository import Catalogue
 from tests.fixtures.datasets import DATASETS, Register, create_dataset, dataset_row, tag_dataset
@@ -586,3 +588,23 @@ async def test_a_write_cancelled_at_shutdown_keeps_its_lock_until_ferretdb_is_do
         await database.drop_database(counters.database_name)
     finally:
         await database.close()
+
+
+async def test_the_engine_has_room_for_every_connection_the_most_workers_hold(
+    database_server: DatabaseServer,
+) -> None:
+    """Each worker's reads, door and builder, times the most workers a server may
+    run, beside FerretDB's pool: PostgreSQL never refuses one of them."""
+    if database_server.engine is None:
+        pytest.skip("the embedded engine's")
+    (most,) = [m.le for m in Settings.model_fields["workers"].metadata if isinstance(m, Le)]
+    assert most == postgres.MOST_WORKERS
+    per_worker = sql.POOL_SIZE + door.POOL_SIZE + 1  # + the typed-index builder
+    assert per_worker <= postgres.WORKER_CONNECTIONS
+    superuser = database_server.engine.superuser_conninfo()
+    assert superuser is not None
+    async with await psycopg.AsyncConnection.connect(superuser, autocommit=True) as connection:
+        cursor = await connection.execute("SHOW max_connections")
+        row = await cursor.fetchone()
+    assert row is not None
+    assert int(row[0]) >= postgres.POOL_MAX_CONNECTIONS + most * per_worker
