@@ -60,7 +60,12 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from app.engine.planner import FAMILY_OF_SCHEMA_TYPE, Expressions
+from app.engine.planner import (
+    ARRAY_FAMILIES,
+    FAMILY_OF_ARRAY_TYPE,
+    FAMILY_OF_SCHEMA_TYPE,
+    Expressions,
+)
 
 logger = logging.getLogger("quarry.engine")
 
@@ -123,6 +128,11 @@ class TypedIndex:
             {"quarry": "typed key", "field": self.field, "family": self.family, "layout": LAYOUT}
         )
 
+    @property
+    def method(self) -> sql.Composable:
+        """btree, or GIN for an array family's key (containment)."""
+        return sql.SQL("gin" if self.family in ARRAY_FAMILIES else "btree")
+
     def columns(self) -> sql.Composable:
         expressions = Expressions(in_statement=False)
         if self.family == ID_FAMILY:
@@ -134,7 +144,7 @@ def wanted_indexes(fields: Mapping[str, str]) -> list[TypedIndex]:
     """The indexes of a collection whose indexed fields have these schema types."""
     wanted = [TypedIndex("_id", ID_FAMILY)]
     for name, schema_type in sorted(fields.items()):
-        family = FAMILY_OF_SCHEMA_TYPE.get(schema_type)
+        family = FAMILY_OF_SCHEMA_TYPE.get(schema_type) or FAMILY_OF_ARRAY_TYPE.get(schema_type)
         if family is not None and name != "_id" and "." not in name:
             wanted.append(TypedIndex(name, family))
     return wanted
@@ -426,8 +436,8 @@ class TypedIndexBuilder:
     ) -> None:
         started = time.monotonic()
         await connection.execute(
-            sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({})").format(
-                sql.Identifier(name), sql.Identifier(schema, table), index.columns()
+            sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} USING {} ({})").format(
+                sql.Identifier(name), sql.Identifier(schema, table), index.method, index.columns()
             )
         )
         await self._comment(connection, schema, name, index)
