@@ -49,8 +49,8 @@ only where it is exactly FerretDB's:
   `strpos(translate(key, FOLD_FROM, FOLD_TO), lower(text)) > 0`: the document
   with ASCII capitals, KELVIN SIGN and LONG S mapped to the ASCII lower-case
   letter, every other character kept as it is — not `lower()`, whose Unicode
-  mappings are not Go's folds (U+0130 lower-cases to `i`, which Go's `(?i)i`
-  does not match). Text
+  mappings are not Go's folds (under `pg_c_utf8` U+0130 lower-cases to `i`, which
+  Go's `(?i)i` does not match, and U+017F stays as it is, which `(?i)s` matches). Text
   with any non-ASCII character, other options, or any other pattern falls back.
 
 **What falls back to FerretDB**, which stays correct: dotted paths (so a dataset
