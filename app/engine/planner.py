@@ -597,12 +597,7 @@ class _Compiler:
         if op in ("$in", "$nin"):
             if not isinstance(arg, list):
                 raise Unplannable("$in without a list")
-            if not arg:
-                inside: sql.Composable = sql.SQL("FALSE")
-            else:
-                inside = sql.SQL("({} IN ({}))").format(
-                    columns, sql.SQL(", ").join(self.id_param(item) for item in arg)
-                )
+            inside = self.id_membership(arg)
             return inside if op == "$in" else _not(inside)
         if op == "$exists":
             if not isinstance(arg, bool):
@@ -611,6 +606,44 @@ class _Compiler:
         if op == "$type":
             return self.type_condition("_id", arg)
         raise Unplannable(f"{op} on _id is not planned")
+
+    def id_membership(self, values: list[Any]) -> sql.Composable:
+        """`_id` among `values`: per type rank, one `= ANY(array)` on the key column
+        that varies (an ObjectId's or string's text, a number) — a single scan of
+        the `_id` index per rank, and a statement whose size does not grow with the
+        list (a row `IN` list is planned as one OR branch per value, which costs
+        tens of milliseconds of planning for a semi-join's few hundred ids)."""
+        numbers: list[Decimal] = []
+        texts: dict[int, list[str]] = {}
+        for value in values:
+            rank, number, text = id_key(value)
+            if rank == ID_RANKS["int"]:
+                numbers.append(number)
+            else:
+                texts.setdefault(rank, []).append(text)
+        rank_of, number_of, text_of = self.x.id_columns()
+        parts: list[sql.Composable] = []
+        if numbers:
+            parts.append(
+                sql.SQL("({r} = {rank} AND {n} = ANY({values}::numeric[]) AND {t} = '')").format(
+                    r=rank_of,
+                    rank=sql.Literal(ID_RANKS["int"]),
+                    n=number_of,
+                    values=self.placeholder(numbers),
+                    t=text_of,
+                )
+            )
+        for rank, items in sorted(texts.items()):
+            parts.append(
+                sql.SQL("({r} = {rank} AND {n} = 0 AND {t} = ANY({values}::text[]))").format(
+                    r=rank_of,
+                    rank=sql.Literal(rank),
+                    n=number_of,
+                    t=text_of,
+                    values=self.placeholder(items),
+                )
+            )
+        return _or(parts) if parts else sql.SQL("FALSE")
 
     def id_param(self, value: Any) -> sql.Composable:
         rank, number, text = id_key(value)
