@@ -65,6 +65,7 @@ from app.audit.records import (
     MAX_APPEND_ATTEMPTS,
     RECORDS,
     SWEEP_BATCH,
+    TYPED_FIELDS,
     WALK_BATCH,
     AuditUnavailable,
     Link,
@@ -118,6 +119,8 @@ class AuditLog:
         # createIndexes command names several indexes that all exist already.
         for index in INDEXES:
             await self._control[RECORDS].create_indexes([index])
+        # The audit pages' typed fields (`app.engine.planner`: built in the background).
+        await self._control[RECORDS].declare_fields(TYPED_FIELDS)
         self._database.indexes_ready.add(AUDIT)
 
     # ------------------------------------------------------------- appending

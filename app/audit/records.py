@@ -51,6 +51,16 @@ INDEXES = [
     IndexModel([("action", ASCENDING)], name="action"),
 ]
 
+#: The fields audit pages filter and sort on, by schema type: their typed indexes
+#: serve the pages on the embedded engine (`app.engine.planner`).
+TYPED_FIELDS = {
+    "seq": "int",
+    "at": "date",
+    "action": "string",
+    "dataset_id": "id",
+    "actor_user_id": "id",
+}
+
 
 class AuditUnavailable(Exception):
     """The record could not be written (no index yet, or a runaway append)."""

@@ -50,7 +50,17 @@ from app.db.field_guards import (
 )
 from app.db.handles import Collection, Cursor, DatabaseHandle
 from app.db.mongo import MongoAdapter
-from app.db.page_query import After, Before, Condition, Contains, Eq, IdIn, PageQuery
+from app.db.page_query import (
+    After,
+    Before,
+    Condition,
+    Contains,
+    Eq,
+    IdIn,
+    PageQuery,
+    page_filter,
+    page_sort,
+)
 from app.db.undo import (
     UndoReport,
     delete_if_written,
@@ -96,6 +106,8 @@ __all__ = [
     "is_transient",
     "open_client",
     "outcome_unknown",
+    "page_filter",
+    "page_sort",
     "restore_into",
     "undo_update",
     "violation_filter",

@@ -103,16 +103,6 @@ class EngineReads(Protocol):
 
     async def count(self, db_name: str, collection: str) -> int | None: ...
 
-    async def page(
-        self, db_name: str, collection: str, query: PageQuery
-    ) -> tuple[list[Any], int] | None: ...
-
-    async def lookups(
-        self, db_name: str, wanted: list[tuple[str, str, Any]]
-    ) -> list[list[Any]] | None: ...
-
-    async def by_ids(self, db_name: str, collection: str, ids: list[Any]) -> list[Any] | None: ...
-
     async def find(self, db_name: str, collection: str, spec: FindSpec) -> list[Any] | None: ...
 
     async def count_matching(

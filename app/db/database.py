@@ -175,8 +175,7 @@ class Database:
         self, db_name: str, wanted: list[tuple[str, str, Any]]
     ) -> list[list[Document]]:
         """For each `(collection, field, value)`, the documents whose top-level `field`
-        equals `value` — several indexed lookups for the price of one round trip
-        where the engine allows it."""
+        equals `value`: concurrent finds (on the embedded engine, planned ones)."""
         return await (await self.adapter()).lookups(db_name, wanted)
 
     async def by_ids(self, db_name: str, collection: str, ids: list[Any]) -> list[Document]:

@@ -92,19 +92,22 @@ class MongoAdapter(EngineAdapter):
     async def lookups(
         self, db_name: str, wanted: list[tuple[str, str, Any]]
     ) -> list[list[Document]]:
-        """Concurrent finds, one per lookup."""
-        db = self.client[db_name]
+        """Concurrent finds, one per lookup (this adapter's finds: the embedded
+        engine's are planned)."""
         return list(
             await asyncio.gather(
-                *(db[c].find({field: value}).to_list(None) for c, field, value in wanted)
+                *(
+                    self.find(Namespace(db_name, c), FindSpec(filter={field: value})).to_list(None)
+                    for c, field, value in wanted
+                )
             )
         )
 
     async def by_ids(self, ns: Namespace, ids: list[Any]) -> list[Document]:
-        """One `$in` find."""
+        """One `$in` find (this adapter's: the embedded engine's is planned)."""
         if not ids:
             return []
-        return await self.collection(ns).find({"_id": {"$in": ids}}).to_list(None)
+        return await self.find(ns, FindSpec(filter={"_id": {"$in": ids}})).to_list(None)
 
     async def watch(
         self, ns: Namespace, pipeline: list[Document]

@@ -9,22 +9,20 @@ one of the string fields) and `IdIn(collection, path, clauses)` (`_id` among the
 semi-join), sorted by one field (a date or a number) descending — or ascending —
 ties by `_id`, then `offset` / `limit`.
 
-On MongoDB this is one `find` with that filter, sort, skip and limit plus a
-`count_documents` (the semi-join's ids are read first): indexes serve them. The
-embedded engine (FerretDB 1.24) pushes none of `$or`, ranges, sorts or limits
-down to its storage and decodes every document it returns (about 0.15 ms each),
-so a page out of thousands of candidates would cost hundreds of milliseconds; on
-its PostgreSQL backend `app.engine.sql` runs the same query as one SQL statement
-over FerretDB's tables instead and returns just the page's `_id`s and the total,
-and the documents are then read by `_id`. Values compare as FerretDB stores
-them (ObjectIds as their hex strings, dates as milliseconds), so `Eq` is meant
-for fields whose type the writer fixes.
+On every engine this is one `find` with that filter (`page_filter`), sort,
+skip and limit plus a count of the filter (the semi-join's values are read
+first): on MongoDB the driver's (`find_page_mongo`), on the embedded engine's
+PostgreSQL the read planner's (`app.engine.planner`: one SQL statement each over
+the typed indexes Quarry declares for its own collections) or, where the planner
+cannot answer exactly, FerretDB's own. Conditions mean what MongoDB's filter means
+(an `Eq` on an array field: the array holds the value).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -86,18 +84,34 @@ class PageQuery:
         return {c.collection for clause in self.clauses for c in clause if isinstance(c, IdIn)}
 
 
+#: Reads a semi-join's values: (collection, filter, path) → the `path` values of the
+#: matching documents.
+Resolver = Callable[[str, Document, str], Awaitable[list[Any]]]
+
+
 async def mongo_filter(
     db: AsyncDatabase[Document], clauses: tuple[tuple[Condition, ...], ...]
 ) -> Document:
     """The MongoDB filter of `clauses` (semi-joins resolved into `$in` lists)."""
+
+    async def resolve(collection: str, inner: Document, path: str) -> list[Any]:
+        rows = await db[collection].find(inner, {path: 1}).to_list(None)
+        return [row[path] for row in rows if path in row]
+
+    return await page_filter(clauses, resolve)
+
+
+async def page_filter(clauses: tuple[tuple[Condition, ...], ...], resolve: Resolver) -> Document:
+    """The MongoDB filter of `clauses`, each semi-join's values read by `resolve`
+    (the embedded engine reads them through its read planner)."""
     parts = []
     for clause in clauses:
-        alternatives = await asyncio.gather(*(_mongo_condition(db, c) for c in clause))
+        alternatives = await asyncio.gather(*(_condition(c, resolve) for c in clause))
         parts.append(alternatives[0] if len(alternatives) == 1 else {"$or": list(alternatives)})
     return {"$and": parts} if parts else {}
 
 
-async def _mongo_condition(db: AsyncDatabase[Document], condition: Condition) -> Document:
+async def _condition(condition: Condition, resolve: Resolver) -> Document:
     if isinstance(condition, Eq):
         return {condition.path: condition.value}
     if isinstance(condition, After):
@@ -108,9 +122,14 @@ async def _mongo_condition(db: AsyncDatabase[Document], condition: Condition) ->
     if isinstance(condition, Contains):
         pattern = re.escape(condition.text)
         return {"$or": [{p: {"$regex": pattern, "$options": "i"}} for p in condition.paths]}
-    inner = await mongo_filter(db, condition.clauses)
-    rows = await db[condition.collection].find(inner, {condition.path: 1}).to_list(None)
-    return {"_id": {"$in": [row[condition.path] for row in rows if condition.path in row]}}
+    inner = await page_filter(condition.clauses, resolve)
+    return {"_id": {"$in": await resolve(condition.collection, inner, condition.path)}}
+
+
+def page_sort(query: PageQuery) -> list[tuple[str, int]]:
+    """The page's order: its field, then `_id`, both in the page's direction."""
+    direction = 1 if query.ascending else -1
+    return [(query.sort_desc, direction), ("_id", direction)]
 
 
 async def find_page_mongo(
@@ -118,11 +137,10 @@ async def find_page_mongo(
 ) -> tuple[list[Document], int]:
     """The page's documents and the total, with the driver (any engine)."""
     condition = await mongo_filter(db, query.clauses)
-    direction = 1 if query.ascending else -1
     cursor = (
         db[collection]
         .find(condition)
-        .sort([(query.sort_desc, direction), ("_id", direction)])
+        .sort(page_sort(query))
         .skip(query.offset)
         .limit(query.limit)
         .max_time_ms(max_time_ms)

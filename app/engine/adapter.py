@@ -8,17 +8,17 @@ the MongoDB adapter with what FerretDB does differently taken over here:
   and delete missed documents whose `items` is an array that find returns.
   Wrapped in a one-element `$and` (same meaning everywhere) the condition is
   evaluated by FerretDB itself.
-- **Counts, pages and lookups by SQL.** FerretDB answers a count by decoding
-  every document, and pushes neither sorts, ranges, `$or` nor limits down; on
-  PostgreSQL the engine's own SQL (`app.engine.sql`, handed to
-  `Database.engine_reads` at start) answers an unfiltered count, a sorted page,
-  several indexed lookups and a batch of `_id`s in one statement each. A
-  document that SQL cannot decode is read by `_id` through FerretDB, and when
-  the SQL cannot answer at all, FerretDB is asked as before.
+- **Unfiltered counts by SQL.** FerretDB answers a count by decoding every
+  document; on PostgreSQL the engine's own SQL (`app.engine.sql`, handed to
+  `Database.engine_reads` at start) counts the table's rows.
 - **Finds and counts by the read planner.** On PostgreSQL, a find, find_one or
-  filtered count whose filter and sort use only `_id` and schema fields with a
-  typed index is one SQL statement over those indexes (`app.engine.planner`);
-  anything else, or a field holding another type, is FerretDB's as before.
+  filtered count whose filter and sort use only `_id` and fields with a typed
+  index is one SQL statement over those indexes (`app.engine.planner`); anything
+  else, or a field holding another type, is FerretDB's as before. Quarry's own
+  reads go the same way: a page (`find_page`: a planned find and a planned
+  count of the page's filter), lookups and reads by `_id`s (the base adapter's
+  finds) over the typed indexes Quarry declares for its own collections. A
+  document that SQL cannot decode is read by `_id` through FerretDB.
 - **Writes through the door.** Every update, replace, find-and-modify and delete
   runs under the write door's PostgreSQL advisory locks (`app.engine.door`, which
   says why locks): FerretDB's read-then-write-back loses concurrent updates. An
@@ -65,6 +65,8 @@ from app.db import (
     PageQuery,
     RawCursor,
     is_too_many_parameters,
+    page_filter,
+    page_sort,
 )
 from app.engine.door import WriteDoor
 from app.engine.planned_reads import PlannedCursor, wants_planner_for_one
@@ -248,44 +250,34 @@ class EmbeddedAdapter(MongoAdapter):
         return count
 
     async def find_page(self, ns: Namespace, query: PageQuery) -> tuple[list[Document], int]:
-        """From one SQL statement on PostgreSQL (a document whose stored form it
-        cannot read is read by `_id` through FerretDB)."""
-        sql = self._sql()
-        found = None if sql is None else await sql.page(ns.database, ns.collection, query)
-        if found is None:
+        """The page as a planned find (sorted by the field then `_id`, skip, limit)
+        and a planned count of its filter (`app.engine.planner`), each FerretDB's
+        where the planner cannot answer it; a semi-join's values are read by a
+        planned find first."""
+        if self._sql() is None:
             return await super().find_page(ns, query)
-        rows, total = found
-        collection = self.collection(ns)
-        documents = await asyncio.gather(
-            *(
-                _as_is(self._driver_form(row, ns))
-                if isinstance(row, dict)
-                else collection.find_one({"_id": row})
-                for row in rows
-            )
+        condition = await page_filter(query.clauses, functools.partial(self._values, ns.database))
+        spec = FindSpec(
+            filter=condition,
+            sort=page_sort(query),
+            skip=query.offset,
+            limit=query.limit,
+            max_time_ms=self.database.query_time_ms,
         )
-        return [d for d in documents if d is not None], total
+        documents, total = await asyncio.gather(
+            self.find(ns, spec).to_list(None),
+            self.count_documents(ns, condition, max_time_ms=self.database.query_time_ms),
+        )
+        return documents, total
 
-    async def lookups(
-        self, db_name: str, wanted: list[tuple[str, str, Any]]
-    ) -> list[list[Document]]:
-        """Several indexed lookups in one round trip on PostgreSQL."""
-        sql = self._sql()
-        found = None if sql is None else await sql.lookups(db_name, wanted)
-        if found is not None and all(isinstance(d, dict) for rows in found for d in rows):
-            ns = Namespace(db_name, "")
-            return [[self._driver_form(d, ns) for d in rows] for rows in found]
-        return await super().lookups(db_name, wanted)
-
-    async def by_ids(self, ns: Namespace, ids: list[Any]) -> list[Document]:
-        """One statement on PostgreSQL."""
-        if not ids:
-            return []
-        sql = self._sql()
-        found = None if sql is None else await sql.by_ids(ns.database, ns.collection, ids)
-        if found is not None and all(isinstance(d, dict) for d in found):
-            return [self._driver_form(d, ns) for d in found]
-        return await super().by_ids(ns, ids)
+    async def _values(
+        self, db_name: str, collection: str, filter: Document, path: str
+    ) -> list[Any]:
+        """A semi-join's values: the top-level `path` of the documents `filter`
+        matches (a planned find, or FerretDB's)."""
+        spec = FindSpec(filter=filter, projection={path: 1})
+        rows = await self.find(Namespace(db_name, collection), spec).to_list(None)
+        return [row[path] for row in rows if path in row]
 
     def _driver_form(self, document: Document, ns: Namespace) -> Document:
         """`document` exactly as the driver would have returned it (through BSON with

@@ -23,6 +23,7 @@ from psycopg import sql
 
 from app.db import Document, FindSpec, RawCursor
 from app.engine.planner import (
+    ARRAY_FAMILIES,
     ID_UNORDERED,
     MAX_PLANNED_LIMIT,
     MAX_PLANNED_ROWS,
@@ -267,6 +268,14 @@ def _guards(schema: str, table: str, plan: Plan) -> sql.Composable:
         )
     ]
     for name, family in sorted(plan.families.items()):
+        if family in ARRAY_FAMILIES:
+            # The GIN index finds any `[false]` key: a document off the family's type.
+            checks.append(
+                sql.SQL("NOT EXISTS (SELECT FROM {} WHERE {} @> '[false]'::jsonb)").format(
+                    relation, x.array_key(name, family)
+                )
+            )
+            continue
         checks.append(
             sql.SQL("coalesce((SELECT max({}) FROM {}), 0) = 0").format(
                 x.guard(name, family), relation
@@ -280,7 +289,11 @@ def _where(plan: Plan, condition: sql.Composable) -> sql.Composable:
     every row once the guards hold, and what lets PostgreSQL read each typed index
     (which leads with `g`) in key order."""
     x = Expressions(in_statement=True)
-    zeros = [sql.SQL("{} = 0").format(x.guard(n, f)) for n, f in sorted(plan.families.items())]
+    zeros = [
+        sql.SQL("{} = 0").format(x.guard(n, f))
+        for n, f in sorted(plan.families.items())
+        if f not in ARRAY_FAMILIES
+    ]
     return sql.SQL(" AND ").join([*zeros, sql.SQL("({})").format(condition)])
 
 

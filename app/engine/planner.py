@@ -23,8 +23,39 @@ projections. A sorted, limited find whose filter has an `$or` (a cursor page's
 keyset filter is one) reads each branch through its own index in key order and
 merges them (`Plan.branches`), instead of one bitmap scan of every match.
 
-**What falls back to FerretDB**, which stays correct: dotted paths, arrays,
-documents, regular expressions, `$not`, `$elemMatch`, `$size`, `$all`, `$mod`,
+**Quarry's own collections** (the dataset list, audit pages, entry lists, lookups
+and reads by `_id`s: `EmbeddedAdapter.find_page`) add two shapes, each answered
+only where it is exactly FerretDB's:
+
+- *Equality on an array of ObjectIds* (schema type `[id]`, family `objectIds`: a
+  dataset's `tags`). `{tags: x}` (or `$eq`) with an ObjectId `x` is the array
+  holding `x` — `key @> '["<hex>"]'` through a GIN index (`jsonb_path_ops`) on
+  the key `Expressions.array_key`: the array when every element is an ObjectId,
+  `[]` when the field is missing or null, and `[false]` for anything else (a
+  scalar, which MongoDB would compare by equality; another element type; a
+  document). The guard is "no key contains `false`", one GIN lookup. Nothing
+  else on such a field is planned: null, `$ne`, `$in`, a whole-array value,
+  `$size`, sorts.
+- *A case-insensitive search of ASCII text*: `{f: {$regex: p, $options: "i"}}`
+  on a typed string field where `p` is literal text (`re.escape` of the search:
+  no metacharacter unescaped, every escape a non-alphanumeric ASCII character,
+  which Go's regexp and PCRE both read as itself) that is all ASCII and has no
+  NUL. FerretDB runs it with Go's regexp under `(?i)`: a pattern character
+  matches every character of its simple case-fold orbit. For ASCII letters the
+  orbits hold the two ASCII cases and, beyond them, only U+212A KELVIN SIGN (k)
+  and U+017F LONG S (s); no other code point folds to any ASCII character (Go's
+  answer for all 1,114,111 code points, compared with PostgreSQL's in
+  tests/app/test_engine_own_reads.py). So the search is
+  `strpos(translate(key, FOLD_FROM, FOLD_TO), lower(text)) > 0`: the document
+  with ASCII capitals, KELVIN SIGN and LONG S mapped to the ASCII lower-case
+  letter, every other character kept as it is — not `lower()`, whose Unicode
+  mappings are not Go's folds (under `pg_c_utf8` U+0130 lower-cases to `i`, which
+  Go's `(?i)i` does not match, and U+017F stays as it is, which `(?i)s` matches). Text
+  with any non-ASCII character, other options, or any other pattern falls back.
+
+**What falls back to FerretDB**, which stays correct: dotted paths (so a dataset
+list filtered by `metadata.<key>` is FerretDB's), arrays other than the above,
+documents, other regular expressions, `$not`, `$elemMatch`, `$size`, `$all`, `$mod`,
 fields that are undeclared, not indexed or whose index is still being built,
 values of another type than the field's (MongoDB's type brackets), range
 operators with null, non-finite or Decimal128 values, dotted or computed
@@ -74,6 +105,7 @@ from typing import Any
 from bson import Int64, ObjectId
 from bson.datetime_ms import DatetimeMS
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 #: Schema field types (`app.schema.FIELD_TYPES`) and the key family that orders them.
 FAMILY_OF_SCHEMA_TYPE = {
@@ -85,6 +117,17 @@ FAMILY_OF_SCHEMA_TYPE = {
     "date": "date",
     "id": "objectId",
 }
+#: Schema types of arrays Quarry's own collections declare (never a user schema's):
+#: `[id]` is an array of ObjectIds (a dataset's `tags`), keyed by `ARRAY_FAMILIES`.
+FAMILY_OF_ARRAY_TYPE = {"[id]": "objectIds"}
+#: Array key families and the FerretDB type name every element must have.
+ARRAY_FAMILIES = {"objectIds": "objectId"}
+#: Characters whose Go `(?i)` simple case fold reaches an ASCII letter besides the
+#: letter's own two cases: U+212A KELVIN SIGN (k) and U+017F LATIN SMALL LETTER
+#: LONG S (s) — every other code point's orbit holds no ASCII letter (enumerated:
+#: tests/app/test_engine_own_reads.py, `test_the_fold_table_is_gos`).
+FOLD_FROM = "ABCDEFGHIJKLMNOPQRSTUVWXYZ\u212a\u017f"
+FOLD_TO = "abcdefghijklmnopqrstuvwxyzks"
 #: FerretDB's type names (`$s.p.<field>.t`) that each family keys.
 FAMILY_TYPES: dict[str, tuple[str, ...]] = {
     "string": ("string",),
@@ -190,6 +233,30 @@ class Expressions:
             t=self.type_of(name), kinds=kinds
         )
 
+    def array_key(self, name: str, family: str) -> sql.Composable:
+        """An array family's key (`ARRAY_FAMILIES`), GIN-indexed: the array when
+        every element has the family's type, `[]` when the field is missing or
+        null, and `[false]` — the guard's mark, which no such array contains —
+        for anything else (a scalar, another element type, a nested array)."""
+        t = self.type_of(name)
+        element = ARRAY_FAMILIES[family]
+        # Lax jsonpath: a missing `i` (an empty array may lack it) selects nothing.
+        path = f'$.i[*] ? (!(@.t == "{element}"))'
+        schema = sql.SQL("(_jsonb -> '$s' -> 'p' -> {})").format(self.literal(name))
+        return sql.SQL(
+            "(CASE WHEN {t} IS NULL OR {t} = 'null' THEN '[]'::jsonb "
+            "WHEN {t} = 'array' AND NOT jsonb_path_exists({schema}, {path}::jsonpath) "
+            "THEN {v} ELSE '[false]'::jsonb END)"
+        ).format(t=t, schema=schema, path=self.literal(path), v=self.value(name))
+
+    def case_folded(self, key: sql.Composable) -> sql.Composable:
+        """A string key as Go's `(?i)` compares it with ASCII text: ASCII capitals,
+        KELVIN SIGN and LONG S as the ASCII lower-case letter they fold to, every
+        other character as it is (see the module docstring)."""
+        return sql.SQL("translate({}, {}, {})").format(
+            key, self.literal(FOLD_FROM), self.literal(FOLD_TO)
+        )
+
     def id_rank(self) -> sql.Composable:
         t = self.type_of("_id")
         whens = sql.SQL(" ").join(
@@ -215,7 +282,10 @@ class Expressions:
         return [self.id_rank(), self.id_number(), self.id_string()]
 
     def field_index_columns(self, name: str, family: str) -> sql.Composable:
-        """The column list of a typed field's index: guard, key, then `_id`'s key."""
+        """The column list of a typed field's index: guard, key, then `_id`'s key
+        (btree); for an array family its key alone (GIN, `jsonb_path_ops`)."""
+        if family in ARRAY_FAMILIES:
+            return sql.SQL("{} jsonb_path_ops").format(self.array_key(name, family))
         return sql.SQL(", ").join(
             [
                 self.guard(name, family),
@@ -418,8 +488,38 @@ class _Compiler:
         if key.startswith("$") or "." in key or not key:
             raise Unplannable(f"{key!r} at the top level")
         if isinstance(value, Mapping) and value and all(str(k).startswith("$") for k in value):
+            if "$regex" in value or "$options" in value:
+                others = {op: arg for op, arg in value.items() if op not in ("$regex", "$options")}
+                regex = self.regex(key, value.get("$regex"), value.get("$options"))
+                return _and([regex, *(self.operator(key, op, arg) for op, arg in others.items())])
             return _and([self.operator(key, op, arg) for op, arg in value.items()])
         return self.operator(key, "$eq", value)
+
+    def array_operator(self, name: str, family: str, op: str, arg: Any) -> sql.Composable:
+        """`{field: value}` / `$eq` on an array family: the array holds the value (the
+        guard has ruled out a scalar, which would match by equality). Nothing else:
+        null, `$ne`, ranges and the rest have array semantics the key does not carry."""
+        if op != "$eq":
+            raise Unplannable(f"{op} on an array field")
+        element = key_of(ARRAY_FAMILIES[family], arg)
+        return sql.SQL("({} @> {}::jsonb)").format(
+            self.x.array_key(name, family), self.placeholder(Jsonb([element]))
+        )
+
+    def regex(self, name: str, pattern: Any, options: Any) -> sql.Composable:
+        """`{field: {$regex: <escaped ASCII text>, $options: "i"}}` (the dataset
+        list's search): the case-folded field contains the lower-cased text."""
+        family = self.typed.get(name)
+        if family != "string":
+            raise Unplannable("$regex on a field that is not a typed string")
+        if options != "i" or not isinstance(pattern, str):
+            raise Unplannable("a $regex other than a case-insensitive literal")
+        text = literal_of(pattern)
+        if not text.isascii() or "\x00" in text:
+            raise Unplannable("a $regex with non-ASCII text")
+        self.used.add(name)
+        folded = self.x.case_folded(self.x.key(name, family))
+        return sql.SQL("(strpos({}, {}::text) > 0)").format(folded, self.placeholder(text.lower()))
 
     def operator(self, name: str, op: str, arg: Any) -> sql.Composable:
         if name == "_id":
@@ -428,6 +528,8 @@ class _Compiler:
         if family is None:
             raise Unplannable(f"{name!r} is not a typed field")
         self.used.add(name)
+        if family in ARRAY_FAMILIES:
+            return self.array_operator(name, family, op, arg)
         key = self.x.key(name, family)
         cast = _KEY_TYPES[family]
         if op == "$eq":
@@ -502,12 +604,7 @@ class _Compiler:
         if op in ("$in", "$nin"):
             if not isinstance(arg, list):
                 raise Unplannable("$in without a list")
-            if not arg:
-                inside: sql.Composable = sql.SQL("FALSE")
-            else:
-                inside = sql.SQL("({} IN ({}))").format(
-                    columns, sql.SQL(", ").join(self.id_param(item) for item in arg)
-                )
+            inside = self.id_membership(arg)
             return inside if op == "$in" else _not(inside)
         if op == "$exists":
             if not isinstance(arg, bool):
@@ -516,6 +613,44 @@ class _Compiler:
         if op == "$type":
             return self.type_condition("_id", arg)
         raise Unplannable(f"{op} on _id is not planned")
+
+    def id_membership(self, values: list[Any]) -> sql.Composable:
+        """`_id` among `values`: per type rank, one `= ANY(array)` on the key column
+        that varies (an ObjectId's or string's text, a number) — a single scan of
+        the `_id` index per rank, and a statement whose size does not grow with the
+        list (a row `IN` list is planned as one OR branch per value, which costs
+        tens of milliseconds of planning for a semi-join's few hundred ids)."""
+        numbers: list[Decimal] = []
+        texts: dict[int, list[str]] = {}
+        for value in values:
+            rank, number, text = id_key(value)
+            if rank == ID_RANKS["int"]:
+                numbers.append(number)
+            else:
+                texts.setdefault(rank, []).append(text)
+        rank_of, number_of, text_of = self.x.id_columns()
+        parts: list[sql.Composable] = []
+        if numbers:
+            parts.append(
+                sql.SQL("({r} = {rank} AND {n} = ANY({values}::numeric[]) AND {t} = '')").format(
+                    r=rank_of,
+                    rank=sql.Literal(ID_RANKS["int"]),
+                    n=number_of,
+                    values=self.placeholder(numbers),
+                    t=text_of,
+                )
+            )
+        for rank, items in sorted(texts.items()):
+            parts.append(
+                sql.SQL("({r} = {rank} AND {n} = 0 AND {t} = ANY({values}::text[]))").format(
+                    r=rank_of,
+                    rank=sql.Literal(rank),
+                    n=number_of,
+                    t=text_of,
+                    values=self.placeholder(items),
+                )
+            )
+        return _or(parts) if parts else sql.SQL("FALSE")
 
     def id_param(self, value: Any) -> sql.Composable:
         rank, number, text = id_key(value)
@@ -535,8 +670,8 @@ class _Compiler:
                 terms.extend((column, word) for column in self.x.id_columns())
                 return terms  # `_id` is unique: nothing after it changes the order
             family = self.typed.get(name)
-            if family is None:
-                raise Unplannable(f"sort by {name!r}, which is not a typed field")
+            if family is None or family in ARRAY_FAMILIES:
+                raise Unplannable(f"sort by {name!r}, which is not a typed scalar field")
             self.used.add(name)
             nulls = "ASC NULLS FIRST" if direction == 1 else "DESC NULLS LAST"
             terms.append((self.x.key(name, family), sql.SQL(nulls)))
@@ -545,6 +680,32 @@ class _Compiler:
 
 
 _RANGES = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+#: Characters a pattern may hold unescaped: everything but Go's (and PCRE's)
+#: metacharacters.
+_METACHARACTERS = frozenset("\\.+*?()|[]{}^$")
+
+
+def literal_of(pattern: str) -> str:
+    """The text a regular expression of literal characters matches (what
+    `re.escape` makes), or `Unplannable`. A backslash before an ASCII character
+    that is neither a letter nor a digit is that character, in Go's regexp (its
+    parser: "escaped non-word characters are always themselves") as in PCRE."""
+    out: list[str] = []
+    position = 0
+    while position < len(pattern):
+        char = pattern[position]
+        if char == "\\":
+            escaped = pattern[position + 1 : position + 2]
+            if not escaped or not escaped.isascii() or escaped.isalnum() or escaped == "_":
+                raise Unplannable("a $regex escape that is not a literal character")
+            out.append(escaped)
+            position += 2
+            continue
+        if char in _METACHARACTERS:
+            raise Unplannable("a $regex with metacharacters")
+        out.append(char)
+        position += 1
+    return "".join(out)
 
 
 def _and(parts: list[sql.Composable]) -> sql.Composable:

@@ -7,15 +7,15 @@ unfiltered listing needs, so the engine layer answers it from the table's row
 counter (`rows_counted`: kept by triggers, shadow_indexes.sql; `count(*)` while
 a table has none) on FerretDB's table for the collection instead (found through the database's
 `_ferretdb_database_metadata`; the layout is described and tested with the
-shadow indexes, `app/engine/shadow_indexes.sql`). Likewise a sorted page out of many
-candidates (`app.db.page_query`): FerretDB pushes neither `$or`, ranges, sorts nor
-limits down and decodes every candidate; here the page's `_id`s and the total
-come from one SQL statement, its equalities served by the GIN shadow indexes.
+shadow indexes, `app/engine/shadow_indexes.sql`).
 
-It also runs the read planner's finds and counts (`app.engine.planner`, run by
-`app.engine.planned_reads`) and hands the schema's indexed fields to the builder
-of their typed indexes (`app.engine.typed_indexes`, which has a connection of its
-own for its DDL, as the engine's owner: see that module).
+Every other read it runs is the read planner's — finds and counts compiled by
+`app.engine.planner` and run by `app.engine.planned_reads`, for user collections
+and Quarry's own alike (pages, lookups and reads by `_id`s are planned finds:
+`EmbeddedAdapter.find_page`); there is no second compiler. It also hands the
+indexed fields to the builder of their typed indexes (`app.engine.typed_indexes`,
+which has a connection of its own for its DDL, as the engine's owner: see that
+module).
 
 It reads committed rows only and cannot write: it connects as the engine's
 reader role (`EmbeddedEngine.postgres_conninfo`: SELECT on FerretDB's tables,
@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
@@ -38,7 +37,7 @@ from bson import ObjectId
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from app.db import After, Before, Condition, Contains, Eq, FieldGuard, FindSpec, PageQuery
+from app.db import FieldGuard, FindSpec
 from app.engine import typed_indexes
 from app.engine.door import WriteDoor
 from app.engine.planned_reads import (
@@ -71,32 +70,9 @@ Answer = TypeVar("Answer")
 
 #: What a statement on a remembered table raises once its collection is dropped.
 _DROPPED = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
-#: Documents one lookup returns at most (lookups are for a handful of rows).
-LOOKUP_LIMIT = 1000
-#: Connections kept open: a page query takes a few milliseconds; four let
+#: Connections kept open: a planned read takes a few milliseconds; four let
 #: concurrent requests overlap without holding many backends.
 POOL_SIZE = 4
-
-
-def _stored(value: Any) -> Any:
-    """`value` as FerretDB keeps it in its JSON (ObjectIds as hex, dates as ms)."""
-    if isinstance(value, ObjectId):
-        return str(value)
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
-    return value
-
-
-def _path(alias: str, path: str, *, text: bool = False) -> sql.Composable:
-    """`alias._jsonb -> 'a' -> 'b'` (`->>` last for text): for a top-level field the
-    exact expression the shadow GIN index is built on, so the planner uses it."""
-    keys = path.split(".")
-    parts: list[sql.Composable] = [sql.SQL("{}._jsonb").format(sql.Identifier(alias))]
-    for number, key in enumerate(keys):
-        arrow = "->>" if text and number == len(keys) - 1 else "->"
-        # `%` doubled: statements with parameters read `%` as a placeholder's start.
-        parts.append(sql.SQL(f" {arrow} ") + sql.Literal(key.replace("%", "%%")))
-    return sql.Composed([sql.SQL("("), *parts, sql.SQL(")")])
 
 
 def _read(stored: dict[str, Any]) -> dict[str, Any] | Any:
@@ -106,77 +82,6 @@ def _read(stored: dict[str, Any]) -> dict[str, Any] | Any:
         schema = ((stored.get("$s") or {}).get("p") or {}).get("_id") or {}
         _id = stored.get("_id")
         return ObjectId(_id) if schema.get("t") == "objectId" else _id
-
-
-class _Compiler:
-    def __init__(self, db_name: str, tables: dict[str, str]) -> None:
-        self.db_name = db_name
-        self.tables = tables
-        self.params: list[Any] = []
-        self.aliases = 0
-
-    def table(self, collection: str) -> sql.Composable:
-        return sql.Identifier(self.db_name, self.tables[collection])
-
-    def where(self, alias: str, clauses: tuple[tuple[Condition, ...], ...]) -> sql.Composable:
-        if not clauses:
-            return sql.SQL("TRUE")
-        ands = [
-            sql.SQL("({})").format(sql.SQL(" OR ").join(self.condition(alias, c) for c in clause))
-            for clause in clauses
-        ]
-        return sql.SQL(" AND ").join(ands)
-
-    def condition(self, alias: str, condition: Condition) -> sql.Composable:
-        if isinstance(condition, Eq):
-            self.params.append(Jsonb(_stored(condition.value)))
-            return sql.SQL("{} @> %s").format(_path(alias, condition.path))
-        if isinstance(condition, After):
-            value = _path(alias, condition.path)
-            self.params.append(_stored(condition.moment))
-            # CASE, not AND: SQL may evaluate the cast first, and a string cannot be cast.
-            later = sql.SQL(
-                "(CASE WHEN jsonb_typeof({v}) = 'number' THEN ({v})::numeric > %s ELSE false END)"
-            ).format(v=value)
-            if not condition.or_missing:
-                return later
-            return sql.SQL("({v} IS NULL OR jsonb_typeof({v}) = 'null' OR {later})").format(
-                v=value, later=later
-            )
-        if isinstance(condition, Before):
-            value = _path(alias, condition.path)
-            self.params.append(_stored(condition.moment))
-            return sql.SQL(
-                "(CASE WHEN jsonb_typeof({v}) = 'number' THEN ({v})::numeric < %s ELSE false END)"
-            ).format(v=value)
-        if isinstance(condition, Contains):
-            escaped = condition.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            alternatives = []
-            for path in condition.paths:
-                self.params.append(f"%{escaped}%")
-                # The database's collation is C (ASCII case only); the builtin
-                # pg_c_utf8 collation lower-cases every Unicode letter.
-                alternatives.append(
-                    sql.SQL(
-                        "lower({} COLLATE pg_c_utf8) LIKE lower(%s COLLATE pg_c_utf8) ESCAPE '\\'"
-                    ).format(_path(alias, path, text=True))
-                )
-            return sql.SQL("({})").format(sql.SQL(" OR ").join(alternatives))
-        if condition.collection not in self.tables:
-            return sql.SQL("FALSE")  # the collection does not exist (yet): nothing is in it
-        self.aliases += 1
-        inner = f"s{self.aliases}"
-        # `= ANY(ARRAY(...))`: the subquery runs once, and the `_id` index serves the
-        # comparison, also as one branch of an OR (a hashed `IN` subplan cannot).
-        return sql.SQL(
-            "{id} = ANY(ARRAY(SELECT {sel} FROM {table} AS {alias} WHERE {where}))"
-        ).format(
-            id=_path(alias, "_id"),
-            sel=_path(inner, condition.path),
-            table=self.table(condition.collection),
-            alias=sql.Identifier(inner),
-            where=self.where(inner, condition.clauses),
-        )
 
 
 def _unbuilt_guard(field: str, *, present: bool) -> FieldGuard:
@@ -232,104 +137,6 @@ class EngineSql:
             return int(counted[0]) if counted else None
         return None
 
-    async def page(
-        self, db_name: str, collection: str, query: PageQuery
-    ) -> tuple[list[dict[str, Any] | Any], int] | None:
-        """`query`'s page, in order, and the total — or None (ask FerretDB).
-
-        Each row of the page is the document, read from its stored JSON
-        (`app.engine.sjson`), or, where that reader does not know a value, the
-        document's `_id` for the caller to read through FerretDB."""
-        async with self._connection("page") as connection:
-            if connection is None:
-                return None
-            tables = await self._tables(
-                connection, db_name, {collection, *query.subquery_collections()}
-            )
-            if collection not in tables:
-                return None
-            compiler = _Compiler(db_name, tables)
-            where = compiler.where("d", query.clauses)
-            order = "ASC NULLS FIRST" if query.ascending else "DESC NULLS LAST"
-            direction = "ASC" if query.ascending else "DESC"
-            statement = sql.SQL(
-                "WITH m AS (SELECT d._jsonb AS doc, {key} AS k, {id} AS id FROM {table} AS d "
-                "WHERE {where}) "
-                "SELECT (SELECT count(*) FROM m), (SELECT coalesce(jsonb_agg("
-                "p.doc ORDER BY p.k {order}, p.id {direction}), '[]') "
-                "FROM (SELECT doc, k, id FROM m ORDER BY k {order}, id {direction} "
-                "LIMIT %s OFFSET %s) AS p)"
-            ).format(
-                order=sql.SQL(order),
-                direction=sql.SQL(direction),
-                id=_path("d", "_id"),
-                key=_path("d", query.sort_desc),
-                table=compiler.table(collection),
-                where=where,
-            )
-            params = [*compiler.params, query.limit, query.offset]
-            cursor = await connection.execute(statement, params)
-            row = await cursor.fetchone()
-            if row is None:
-                return None
-            return [_read(stored) for stored in row[1]], int(row[0])
-        return None
-
-    async def lookups(
-        self, db_name: str, wanted: list[tuple[str, str, Any]]
-    ) -> list[list[dict[str, Any] | Any]] | None:
-        """For each `(collection, field, value)`, the documents whose top-level `field`
-        equals `value` (at most `LOOKUP_LIMIT`), all in one statement — or None."""
-        async with self._connection("lookups") as connection:
-            if connection is None:
-                return None
-            tables = await self._tables(connection, db_name, {c for c, _, _ in wanted})
-            parts: list[sql.Composable] = []
-            params: list[Any] = []
-            for collection, field, value in wanted:
-                if collection not in tables:
-                    parts.append(sql.SQL("'[]'::jsonb"))
-                    continue
-                params.append(Jsonb(_stored(value)))
-                parts.append(
-                    sql.SQL(
-                        "(SELECT coalesce(jsonb_agg(x._jsonb), '[]') FROM "
-                        "(SELECT d._jsonb FROM {table} AS d WHERE {path} @> %s LIMIT {limit}) AS x)"
-                    ).format(
-                        table=sql.Identifier(db_name, tables[collection]),
-                        path=_path("d", field),
-                        limit=sql.Literal(LOOKUP_LIMIT),
-                    )
-                )
-            cursor = await connection.execute(
-                sql.SQL("SELECT {}").format(sql.SQL(", ").join(parts)), params
-            )
-            row = await cursor.fetchone()
-            if row is None:
-                return None
-            return [[_read(stored) for stored in found] for found in row]
-        return None
-
-    async def by_ids(
-        self, db_name: str, collection: str, ids: list[Any]
-    ) -> list[dict[str, Any] | Any] | None:
-        """The documents of `collection` with these `_id`s, in one statement served by
-        FerretDB's unique `_id` index — or None (ask FerretDB)."""
-        async with self._connection("by_ids") as connection:
-            if connection is None:
-                return None
-            tables = await self._tables(connection, db_name, {collection})
-            if collection not in tables:
-                return []
-            cursor = await connection.execute(
-                sql.SQL(
-                    "SELECT d._jsonb FROM {table} AS d WHERE d._jsonb -> '_id' = ANY(%s)"
-                ).format(table=sql.Identifier(db_name, tables[collection])),
-                ([Jsonb(_stored(i)) for i in ids],),
-            )
-            return [_read(row[0]) for row in await cursor.fetchall()]
-        return None
-
     async def find(
         self, db_name: str, collection: str, spec: FindSpec
     ) -> list[dict[str, Any] | Any] | None:
@@ -372,7 +179,7 @@ class EngineSql:
     ) -> Answer | None:
         """Plan, then run on a pooled connection. Planned before a connection is
         taken when the table's typed indexes are known, so that a read the planner
-        cannot serve (the control database's, say) never waits for one."""
+        cannot serve (of a collection without typed indexes, say) never waits for one."""
         known = self._known_keys(db_name, collection)
         prepared = None if known is None else prepare(*known)
         if known is not None and prepared is None:

@@ -6,7 +6,11 @@ management when a collection is created, its schema changes, and once at start)
 there is one btree index of `_id`'s key (type rank, number, string) and, for every
 top-level field with a scalar type that an index keys (a schema field marked
 `index` or `unique`, or a key of a declared index), one of
-(guard, typed key, `_id`'s key) — the expressions of `planner.Expressions`. Each
+(guard, typed key, `_id`'s key) — the expressions of `planner.Expressions`; a field
+of an array type (`[id]`, which only Quarry's own collections declare) gets a GIN
+index of its array key instead (`Expressions.array_key`). Quarry declares its own
+collections' fields the same way at start (the catalogue's and each tenant's in
+`data_api.datasets.repository`, the audit log's in `app.audit`). Each
 carries a comment `{"quarry": "typed key", "field": ..., "family": ...}`, which
 is how the planner learns which fields it may serve; it uses an index only while
 PostgreSQL says it is valid.
@@ -60,7 +64,12 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from app.engine.planner import FAMILY_OF_SCHEMA_TYPE, Expressions
+from app.engine.planner import (
+    ARRAY_FAMILIES,
+    FAMILY_OF_ARRAY_TYPE,
+    FAMILY_OF_SCHEMA_TYPE,
+    Expressions,
+)
 
 logger = logging.getLogger("quarry.engine")
 
@@ -89,8 +98,9 @@ BUILDER_NAME = "SELECT set_config('application_name', quarry_typed_index_builder
 #: Seconds the planner trusts what it read of a table's indexes (another server
 #: on the same engine may build or drop them; correctness never rests on it).
 CATALOG_SECONDS = 5.0
-#: ... and that a table has none (the control database's, a collection without a
-#: schema): its reads then never wait for a pooled connection to learn it again.
+#: ... and that a table has none (a collection without a schema, or one of Quarry's
+#: own before its declaration is built): its reads then never wait for a pooled
+#: connection to learn it again.
 #: This server's builder forgets it as soon as it builds one.
 UNINDEXED_CATALOG_SECONDS = 60.0
 
@@ -123,6 +133,11 @@ class TypedIndex:
             {"quarry": "typed key", "field": self.field, "family": self.family, "layout": LAYOUT}
         )
 
+    @property
+    def method(self) -> sql.Composable:
+        """btree, or GIN for an array family's key (containment)."""
+        return sql.SQL("gin" if self.family in ARRAY_FAMILIES else "btree")
+
     def columns(self) -> sql.Composable:
         expressions = Expressions(in_statement=False)
         if self.family == ID_FAMILY:
@@ -134,7 +149,7 @@ def wanted_indexes(fields: Mapping[str, str]) -> list[TypedIndex]:
     """The indexes of a collection whose indexed fields have these schema types."""
     wanted = [TypedIndex("_id", ID_FAMILY)]
     for name, schema_type in sorted(fields.items()):
-        family = FAMILY_OF_SCHEMA_TYPE.get(schema_type)
+        family = FAMILY_OF_SCHEMA_TYPE.get(schema_type) or FAMILY_OF_ARRAY_TYPE.get(schema_type)
         if family is not None and name != "_id" and "." not in name:
             wanted.append(TypedIndex(name, family))
     return wanted
@@ -431,8 +446,8 @@ class TypedIndexBuilder:
     ) -> None:
         started = time.monotonic()
         await connection.execute(
-            sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({})").format(
-                sql.Identifier(name), sql.Identifier(schema, table), index.columns()
+            sql.SQL("CREATE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} USING {} ({})").format(
+                sql.Identifier(name), sql.Identifier(schema, table), index.method, index.columns()
             )
         )
         await self._comment(connection, schema, name, index)

@@ -113,8 +113,8 @@ class AccessResolver:
     async def resolve(self, dataset_id: ObjectId, user_id: ObjectId, now: datetime) -> Access:
         """The caller's access to a dataset they can see; raises DatasetNotFound otherwise.
 
-        The dataset and the caller's standing are read together (one round trip on
-        the embedded engine's PostgreSQL, concurrent lookups elsewhere)."""
+        The dataset and the caller's standing are read together (concurrent
+        lookups; planned finds on the embedded engine's PostgreSQL)."""
         dataset, share, user, held = await self.catalogue.dataset_and_standing(
             dataset_id=dataset_id, user_id=user_id
         )

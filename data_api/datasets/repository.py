@@ -99,6 +99,41 @@ TENANT_INDEXES: dict[str, list[IndexModel]] = {
     ROW_BUCKETS: [IndexModel([("dataset_id", ASCENDING)], name="dataset")],
 }
 
+#: The typed fields of Quarry's own collections (field → schema type; `[id]`: an
+#: array of ObjectIds), told to the engine with their indexes: on the embedded
+#: engine the read planner serves the dataset list (its filters, search, tags and
+#: the shares it semi-joins), the entry lists, lookups and reads by `_id` through
+#: their typed indexes (`app.engine.planner`). Every collection listed gets an
+#: `_id` index, fields or none.
+CATALOGUE_FIELDS: dict[str, dict[str, str]] = {
+    DATASETS: {
+        "owner_id": "id",
+        "is_public": "bool",
+        "tags": "[id]",
+        "state": "string",
+        "expires_at": "date",
+        "updated_at": "date",
+        "name": "string",
+        "description": "string",
+    },
+    SHARES: {
+        "key": "string",
+        "user_id": "id",
+        "dataset_id": "id",
+        "expires_at": "date",
+        "created_at": "date",
+    },
+    USER_TAGS: {"user_id": "id"},
+    ENTRY_HOMES: {"home_dataset_id": "id", "state": "string"},
+    USERS: {},
+}
+TENANT_FIELDS: dict[str, dict[str, str]] = {
+    ITEMS: {"dataset_id": "id", "home_dataset_id": "id", "entry_id": "id", "added_at": "date"},
+    ENTRIES: {"dataset_id": "id", "created_at": "date", "name": "string", "size": "int"},
+    # The row directory's buckets are read by `_id` (`Database.by_ids`).
+    ROW_BUCKETS: {"dataset_id": "id"},
+}
+
 
 #: Every tenant's physical database is named this and its owner's id.
 TENANT_PREFIX = "qt_"
@@ -106,6 +141,11 @@ TENANT_PREFIX = "qt_"
 
 def tenant_db_name(owner_id: ObjectId) -> str:
     return f"{TENANT_PREFIX}{owner_id}"
+
+
+async def declare_tenant_fields(db: DatabaseHandle) -> None:
+    for collection, fields in TENANT_FIELDS.items():
+        await db[collection].declare_fields(fields)
 
 
 class Catalogue:
@@ -125,8 +165,15 @@ class Catalogue:
         return self.database.db(tenant_db_name(owner_id))
 
     async def ensure_catalogue_indexes(self) -> None:
+        """The catalogue's indexes, and its typed fields told to the engine (built in
+        the background); the tenants that exist already are told theirs too."""
         for collection, indexes in CATALOGUE_INDEXES.items():
             await self.control[collection].create_indexes(indexes)
+        for collection, fields in CATALOGUE_FIELDS.items():
+            await self.control[collection].declare_fields(fields)
+        for db_name in await self.database.list_database_names():
+            if db_name.startswith(TENANT_PREFIX):
+                await declare_tenant_fields(self.database.db(db_name))
 
     async def ensure_tenant(self, owner_id: ObjectId) -> DatabaseHandle:
         """The owner's tenant database, created with its indexes on first use."""
@@ -134,6 +181,7 @@ class Catalogue:
         if owner_id not in self._tenants_indexed:
             for collection, indexes in TENANT_INDEXES.items():
                 await db[collection].create_indexes(indexes)
+            await declare_tenant_fields(db)
             self._tenants_indexed.add(owner_id)
         return db
 
@@ -153,8 +201,8 @@ class Catalogue:
         self, *, dataset_id: ObjectId | None, user_id: ObjectId
     ) -> tuple[Document | None, Document | None, Document | None, list[ObjectId]]:
         """(the dataset, the user's share to it, the user's account row, the tags they
-        hold): four indexed lookups, one round trip where the engine allows
-        (`Database.lookups`). Without `dataset_id`, only the user's standing."""
+        hold): four indexed lookups, run concurrently (`Database.lookups`). Without
+        `dataset_id`, only the user's standing."""
         wanted: list[tuple[str, str, Any]] = [
             (USERS, "_id", user_id),
             (USER_TAGS, "user_id", user_id),

@@ -231,7 +231,7 @@ class EntryStore:
     async def entries_by_id(
         self, *, owner_id: ObjectId, entry_ids: Sequence[ObjectId]
     ) -> dict[ObjectId, Document]:
-        """Several entry records of one tenant in one round trip where the engine allows."""
+        """Several entry records of one tenant in one find (`_id` batches)."""
         return await self._by_id(tenant_db_name(owner_id), ENTRIES, entry_ids)
 
     async def items_by_id(

@@ -15,7 +15,7 @@ Layout (owner's tenant database, `spec/rows.md` "Storage"):
 - `row_dirs`: one document per dataset, `{_id: dataset_id, version, count,
   first, last, next_seq, keys, b}`: `b` packs `(lo, hi, seq, n)` of every bucket
   in timestamp order. Buckets never overlap, so a range read bisects `b` and
-  fetches exactly the buckets it overlaps, by `_id` (one statement on the
+  fetches exactly the buckets it overlaps, by `_id` (one planned find on the
   embedded engine's PostgreSQL). `count`, `first`, `last` answer the dataset's
   `row_count` and first/last timestamps without reading a row; `keys` is every
   value key ever written, in first-seen order (the CSV header).

@@ -1,6 +1,9 @@
-"""Page queries (app/db/page_query.py): the embedded engine's SQL answers exactly what the
-driver's find + count answer, and documents read from FerretDB's stored form equal
-what FerretDB itself returns."""
+"""Page queries (app/db/page_query.py): on the embedded engine the read planner's
+finds and counts (`EmbeddedAdapter.find_page`) answer exactly what the driver's find
++ count answer, served by SQL wherever the planner can answer (the typed fields
+declared) and by FerretDB where it cannot (dotted paths, non-ASCII search text);
+lookups and reads by `_id`s likewise; and documents read from FerretDB's stored
+form equal what FerretDB itself returns."""
 
 from __future__ import annotations
 
@@ -14,12 +17,25 @@ from bson import Int64, ObjectId, Regex, Timestamp
 from bson.binary import Binary
 from fastapi import FastAPI
 
-from app.db import After, Before, Contains, Database, Eq, IdIn, PageQuery
+from app.db import After, Before, Contains, Database, Eq, FindSpec, IdIn, PageQuery
 from app.db.page_query import find_page_mongo
 from app.engine import EngineSql
 from app.wiring import state_of
+from tests.fixtures.engine import DatabaseServer
+from tests.fixtures.entries import Sync, module_app, module_settings
+from tests.fixtures.mailbox import Inbox
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
+#: The typed fields of the seeded collections (as Quarry declares its own).
+ITEM_FIELDS = {
+    "owner_id": "id",
+    "is_public": "bool",
+    "name": "string",
+    "tags": "[id]",
+    "updated_at": "date",
+    "expires_at": "date",
+}
+LINK_FIELDS = {"item_id": "id", "user": "string"}
 OWNERS = [ObjectId() for _ in range(3)]
 TAGS = [ObjectId() for _ in range(2)]
 
@@ -45,9 +61,25 @@ def rows() -> list[dict[str, Any]]:
     return docs
 
 
-@pytest.fixture
-async def seeded(app: FastAPI) -> AsyncIterator[tuple[Database, str, list[dict[str, Any]]]]:
-    database: Database = state_of(app).database
+@pytest.fixture(scope="module")
+async def module_database(
+    database_server: DatabaseServer,
+    smtp_server: Inbox,
+    sync_client: Sync,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Database]:
+    """One app for the module's page tests (its typed indexes are built once)."""
+    data_dir = tmp_path_factory.mktemp("pages") / "data"
+    settings = module_settings(database_server, smtp_server, data_dir)
+    async with module_app(database_server, sync_client, settings) as (app, _):
+        yield state_of(app).database
+
+
+@pytest.fixture(scope="module")
+async def seeded(
+    module_database: Database,
+) -> AsyncIterator[tuple[Database, str, list[dict[str, Any]]]]:
+    database = module_database
     db_name = f"quarry_test_pages_{uuid.uuid4().hex[:8]}"
     docs = rows()
     await database.client[db_name]["items"].insert_many(docs)
@@ -55,6 +87,10 @@ async def seeded(app: FastAPI) -> AsyncIterator[tuple[Database, str, list[dict[s
     await database.client[db_name]["links"].insert_many(
         [{"item_id": d["_id"], "user": "u1"} for d in docs[:10]]
     )
+    await database.db(db_name)["items"].declare_fields(ITEM_FIELDS)
+    await database.db(db_name)["links"].declare_fields(LINK_FIELDS)
+    if isinstance(database.engine_reads, EngineSql):
+        await database.engine_reads.indexes_settled()
     try:
         yield database, db_name, docs
     finally:
@@ -85,6 +121,22 @@ QUERIES = {
 }
 
 
+#: What the planner leaves to FerretDB: dotted paths, non-ASCII search text (and a
+#: semi-join on nothing reads the whole other collection, which FerretDB streams).
+FALLS_BACK = {
+    "nested number or string",
+    "nested bool",
+    "between numbers",
+    "contains non-ascii case",
+}
+
+
+def served(database: Database, db_name: str) -> int:
+    if not isinstance(database.engine_reads, EngineSql):
+        return 0
+    return database.engine_reads.planner_stats.of(db_name)["served"]
+
+
 @pytest.mark.parametrize("name", QUERIES)
 @pytest.mark.parametrize("window", [(0, 7), (5, 7), (55, 10)])
 @pytest.mark.parametrize("ascending", [False, True], ids=["desc", "asc"])
@@ -100,9 +152,12 @@ async def test_a_page_is_the_same_through_sql_and_through_the_driver(
         limit=limit,
         ascending=ascending,
     )
-    if database.engine_reads is not None:  # the SQL itself answers, no quiet fallback
-        assert await database.engine_reads.page(db_name, "items", query) is not None
+    before = served(database, db_name)
     through_engine = await database.find_page(db_name, "items", query)
+    if isinstance(database.engine_reads, EngineSql):
+        # The planner itself answers the find and the count, no quiet fallback.
+        answered = served(database, db_name) - before
+        assert answered == (0 if name in FALLS_BACK else 2 + (name == "semi-join")), answered
     through_driver = await find_page_mongo(
         database.client[db_name], "items", query, max_time_ms=10_000
     )
@@ -138,11 +193,14 @@ async def test_documents_read_from_the_stored_form_equal_what_ferretdb_returns(
         "updated_at": BASE,
     }
     await database.client[db_name]["kinds"].insert_one(document)
+    await database.db(db_name)["kinds"].declare_fields({"updated_at": "date"})
+    await database.engine_reads.indexes_settled()
     try:
         query = PageQuery(clauses=(), sort_desc="updated_at")
-        page = await database.engine_reads.page(db_name, "kinds", query)
+        spec = FindSpec(filter={}, sort=[("updated_at", -1), ("_id", -1)], limit=20)
+        page = await database.engine_reads.find(db_name, "kinds", spec)
         assert page is not None
-        assert all(isinstance(row, dict) for row in page[0]), "read from the stored form"
+        assert all(isinstance(row, dict) for row in page), "read from the stored form"
         rows, total = await database.find_page(db_name, "kinds", query)
         stored = await database.client[db_name]["kinds"].find_one({"_id": document["_id"]})
         assert total == 1 and stored is not None
@@ -191,27 +249,28 @@ async def test_lookups_find_what_the_driver_finds(seeded: Any) -> None:
         expected = await db[collection].find({field: value}).to_list(None)
         key = lambda d: str(d["_id"])  # noqa: E731
         assert sorted(rows, key=key) == sorted(expected, key=key), (collection, field)
-    if database.engine_reads is not None:
-        assert await database.engine_reads.lookups(db_name, wanted) is not None
+    if isinstance(database.engine_reads, EngineSql):
+        assert served(database, db_name) >= 5  # the typed fields' and `_id`'s
 
 
 async def test_by_ids_finds_what_the_driver_finds(seeded: Any) -> None:
     database, db_name, docs = seeded
     ids = [docs[3]["_id"], docs[9]["_id"], ObjectId(), docs[3]["_id"]]
+    before = served(database, db_name)
     found = await database.by_ids(db_name, "items", ids)
     expected = await database.client[db_name]["items"].find({"_id": {"$in": ids}}).to_list(None)
     key = lambda d: str(d["_id"])  # noqa: E731
     assert sorted(found, key=key) == sorted(expected, key=key)
     assert len(found) == 2
     assert await database.by_ids(db_name, "no_such_collection", ids) == []
-    if database.engine_reads is not None:
-        assert await database.engine_reads.by_ids(db_name, "items", ids) is not None
+    if isinstance(database.engine_reads, EngineSql):
+        assert served(database, db_name) == before + 1
 
 
 async def test_engine_sql_without_a_reachable_postgresql_falls_back() -> None:
     unreachable = EngineSql("host=127.0.0.1 port=1 user=nobody dbname=nothing connect_timeout=1")
-    query = PageQuery(clauses=((Eq("a", 1),),), sort_desc="at")
+    spec = FindSpec(filter={"a": 1}, sort=[("at", -1), ("_id", -1)], limit=20)
     assert await unreachable.count("db", "c") is None
-    assert await unreachable.page("db", "c", query) is None
-    assert await unreachable.lookups("db", [("c", "a", 1)]) is None
+    assert await unreachable.find("db", "c", spec) is None
+    assert await unreachable.count_matching("db", "c", {"a": 1}) is None
     await unreachable.close()

@@ -1,0 +1,3 @@
+module foldcheck
+
+go 1.22
