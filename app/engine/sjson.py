@@ -9,18 +9,43 @@ reader follows FerretDB's own (`internal/handler/sjson` in the 1.24.2 module) so
 that `app.engine.sql` can return the documents of a page query from the SQL it
 ran instead of asking FerretDB for each again; anything it does not recognise
 raises `SjsonError` and the caller reads those documents through FerretDB.
+
+`loads` parses the rows' JSON text the way `json.loads` does (what psycopg uses
+by default), a few times faster: the engine's SQL connections read `jsonb` with it.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from bson import Int64, ObjectId, Regex, Timestamp
 from bson.binary import Binary
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: An integer orjson would read as a float where `json.loads` keeps it exact (beyond
+#: 64 bits; negatives beyond int64 have 19 digits) shows as 19 digits in a row (in
+#: a string too: that text just takes the slower parser). Found by mapping every
+#: digit to "0" and looking for 19 of them: a regular expression costs more than
+#: the parse.
+_DIGITS_AS_ZERO = bytes(ord("0") if chr(b).isdigit() and b < 128 else b for b in range(256))
+_LONG_DIGITS = b"0" * 19
+
+
+def loads(data: bytes) -> Any:
+    """`json.loads(data)`, exactly: orjson where its answer is the same (it rounds
+    numbers to the nearest double as Python does), `json.loads` for a text with a
+    long integer (kept exact there) or one orjson refuses (a number beyond a double,
+    a surrogate escape), so that each value and error is what it always was."""
+    if _LONG_DIGITS not in data.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
 
 
 class SjsonError(ValueError):

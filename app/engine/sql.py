@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import psycopg
 from bson import ObjectId
 from psycopg import sql
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 
 from app.db import After, Before, Condition, Contains, Eq, FieldGuard, FindSpec, PageQuery
 from app.engine import typed_indexes
@@ -49,6 +49,7 @@ from app.engine.planned_reads import (
     run_find,
 )
 from app.engine.sjson import SjsonError, decode_document
+from app.engine.sjson import loads as sjson_loads
 from app.engine.typed_indexes import (
     KeyCatalog,
     TableKeys,
@@ -515,7 +516,7 @@ class EngineSql:
     async def _connect(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
         # The role may not write anyway; read-only sessions say so at once, and
         # the time limit keeps a slow statement from holding a connection.
-        return await psycopg.AsyncConnection.connect(
+        connection = await psycopg.AsyncConnection.connect(
             self._conninfo,
             autocommit=True,
             connect_timeout=2,
@@ -524,6 +525,10 @@ class EngineSql:
                 f"-c statement_timeout={self._statement_timeout_ms}"
             ),
         )
+        # Pages of stored documents: parsing their JSON was the largest cost of a
+        # planned read; `sjson.loads` returns what json.loads did, faster.
+        set_json_loads(sjson_loads, connection)
+        return connection
 
     async def close(self) -> None:
         if self.typed_indexes is not None:

@@ -1,0 +1,88 @@
+"""`app.engine.sjson.loads`, the JSON parser of the engine's SQL connections: it
+must return exactly what `json.loads` (psycopg's default) returned — the same
+values of the same types, ints kept exact however long, the same errors — or the
+documents read by SQL would differ from FerretDB's."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import struct
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from app.engine.sjson import loads
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal, of the same types all the way down (and -0.0 is not 0.0)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float):
+        return struct.pack("<d", a) == struct.pack("<d", b)
+    return bool(a == b)
+
+
+def numeric_text(value: float) -> str:
+    """A double as PostgreSQL's numeric prints it in jsonb (no exponent)."""
+    return format(Decimal(repr(value)), "f")
+
+
+TEXTS = [
+    "1", "-0", "-0.0", "0.0", "1.0", "1E5", "1e-400", "2.5", "0.1", "1.7976931348623157e308",
+    "5e-324", "4.9406564584124654e-324", "2.2250738585072014e-308",
+    "0.1000000000000000055511151231257827",
+    str(2**31), str(2**53 + 1), str(2**63 - 1), str(-(2**63)), str(2**63), str(2**64 - 1),
+    str(2**64), str(-(2**63) - 1), "-" + "9" * 19, "9" * 19, "1" + "0" * 300,
+    "17976931348623159" + "0" * 292, "1e400", "-1e400",
+    numeric_text(1e300), numeric_text(-1e300), numeric_text(1e22), numeric_text(1e-300),
+    numeric_text(2.0**63), numeric_text(9007199254740993.0), numeric_text(1 / 3),
+    '"SKU-0000000000000000000042"', '"digits 1234567890123456789 in a string"',
+    '"\\ud83d\\ude00 \\u00e9 \\u2028 \\"q\\" \\\\ \\n"', '"\\ud800"', '"é ✓ 𝄞"', '""',
+    "[]", "{}", "null", "true", "false", "NaN", "Infinity", "[-Infinity]",
+    '{"$s": {"p": {"_id": {"t": "objectId"}, "n": {"t": "long"}}, "$k": ["_id", "n"]}, '
+    '"_id": "60c72b2f9b1d8b1a2d3e4567", "n": -9223372036854775808}',
+    '{"a": [1, 2.5, {"b": [null, true, false, "x", 12345678901234567890123]}], "e": {}}',
+    '{"a": 1, "a": 2}', '{"z": 1, "a": 2, "m": {"y": 0.5, "b": -0.0}}',
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_loads_is_json_loads(text: str) -> None:
+    expected = json.loads(text.encode())
+    assert same(loads(text.encode()), expected), text
+
+
+def test_loads_is_json_loads_for_random_doubles_and_integers() -> None:
+    rng = random.Random(25)
+    values: list[Any] = []
+    for _ in range(3000):
+        bits = rng.getrandbits(64)
+        double = struct.unpack("<d", struct.pack("<Q", bits))[0]
+        if math.isfinite(double):
+            values.append(double)
+        values.append(rng.uniform(-1e6, 1e6))
+        values.append(rng.randint(-(2**70), 2**70) >> rng.randint(0, 70))
+    for value in values:
+        texts = [repr(value)]
+        if isinstance(value, float):
+            texts.append(numeric_text(value))
+        for text in texts:
+            data = f'{{"v": [{text}]}}'.encode()
+            assert same(loads(data), json.loads(data)), text
+
+
+@pytest.mark.parametrize("text", ["", "{", "[1,]", "nul", "nan", '"\\x"', "1 2", "[1] x"])
+def test_loads_refuses_what_json_loads_refuses(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as expected:
+        json.loads(text.encode())
+    with pytest.raises(json.JSONDecodeError) as found:
+        loads(text.encode())
+    assert str(found.value) == str(expected.value)
