@@ -178,6 +178,9 @@ class EmbeddedAdapter(MongoAdapter):
         rows = None if sql is None else await sql.find(ns.database, ns.collection, spec)
         if rows is None:
             return None
+        if all(isinstance(row, dict) for row in rows):
+            # Every row read (the usual case): no task per document to gather.
+            return self._driver_forms(rows, ns)
         collection = self.collection(ns)
         documents = await asyncio.gather(
             *(
@@ -287,6 +290,14 @@ class EmbeddedAdapter(MongoAdapter):
         the client's codec options: binary data as bytes, UUIDs, aware datetimes)."""
         codec = self.client[ns.database].codec_options
         return bson.decode(bson.encode(document), codec_options=codec)
+
+    def _driver_forms(self, documents: list[Document], ns: Namespace) -> list[Document]:
+        """`_driver_form` of each document: the codec options looked up once (a
+        database handle is made for each lookup) and the whole page decoded in one
+        call."""
+        codec = self.client[ns.database].codec_options
+        encoded = b"".join([bson.encode(document) for document in documents])
+        return bson.decode_all(encoded, codec_options=codec)
 
     async def watch(
         self, ns: Namespace, pipeline: list[Document]
