@@ -226,6 +226,27 @@ def _common_out(value: Any) -> Any:
 
 def to_plain(value: Any) -> Any:
     """A BSON value as API JSON (conventions.md): ISO dates, hex ids, decimal strings."""
+    # The exact types documents are made of first (a page holds tens of thousands
+    # of values); anything else, subclasses included, goes through `_plain`.
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is dict:
+        return {key: to_plain(item) for key, item in value.items()}
+    if kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else _float_out(value)
+    if kind is datetime:
+        return iso_z(value if value.tzinfo else value.replace(tzinfo=UTC))
+    if kind is ObjectId:
+        return str(value)
+    if kind is list:
+        return [to_plain(item) for item in value]
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
     if isinstance(value, str | bool | None):
         return value
     if isinstance(value, int):
