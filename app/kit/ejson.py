@@ -232,7 +232,13 @@ def to_plain(value: Any) -> Any:
     if kind is str:
         return value
     if kind is dict:
-        return {key: to_plain(item) for key, item in value.items()}
+        plain: dict[str, Any] = {}
+        for key, item in value.items():
+            # A document's strings and ints are most of its values: kept as they
+            # are without a call each.
+            of = type(item)
+            plain[key] = item if of is str or of is int or item is None else to_plain(item)
+        return plain
     if kind is int or kind is bool or value is None:
         return value
     if kind is float:

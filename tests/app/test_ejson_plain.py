@@ -84,6 +84,8 @@ VALUES: list[Any] = [
     {"b": 1, "a": {"z": [EPOCH, ObjectId("60c72b2f9b1d8b1a2d3e4567")], "y": Int64(2)}},
     SON([("z", 1), ("a", Int64(2))]), OrderedDict(b=[-0.0], a=Text("x")),
     {"_id": ObjectId("60c72b2f9b1d8b1a2d3e4567"), "n": [1, 1.0, True, math.inf, {"d": EPOCH}]},
+    {"t": Text("sub"), "i": Int64(3), "b": True, "f": -0.0, "nan": math.nan, "n": Number(4),
+     "none": None, "s": "", "big": 2**64, "bytes": b"\x00", "d": datetime(2000, 1, 1)},
 ]  # fmt: skip
 
 
