@@ -12,6 +12,7 @@ Run it with `quarry serve` (or `uvicorn app.main:create_app --factory`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -64,7 +65,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await stack.enter_async_context(lifecycle(state))
         engine = "embedded engine" if state.database.engine_hint else "MongoDB"
         logger.info("Quarry %s ready (%s)", __version__, engine)
-        yield
+        # What startup made (modules, routes, schemas, clients: some 190,000 objects)
+        # lives as long as the app. Frozen, the cyclic garbage collector stops
+        # walking it at each full collection — which a page of 1,000 documents
+        # triggered about every other request, at a third of the server's time.
+        # Refcounting still frees those objects; only cycles among them wait for
+        # the unfreeze at shutdown.
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            gc.unfreeze()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

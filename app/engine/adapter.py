@@ -72,6 +72,7 @@ from app.engine.door import WriteDoor
 from app.engine.planned_reads import PlannedCursor, wants_planner_for_one
 from app.engine.planner import FAMILY_OF_SCHEMA_TYPE
 from app.engine.process import conninfo_at
+from app.engine.sjson import DRIVER_CODEC
 from app.engine.sql import EngineSql
 from app.errors import EngineUnsupported
 
@@ -182,13 +183,22 @@ class EmbeddedAdapter(MongoAdapter):
         """A planned find's documents as the driver returns them (one whose stored
         form SQL cannot read is read by `_id` through FerretDB), or None."""
         sql = self._sql()
-        rows = None if sql is None else await sql.find(ns.database, ns.collection, spec)
+        if sql is None:
+            return None
+        # For the client's usual codec options, SQL reads the stored form straight
+        # into the driver's (`sjson.driver_document`) instead of a BSON round trip.
+        direct = self.client[ns.database].codec_options == DRIVER_CODEC
+        driver_form = functools.partial(self._driver_form, ns=ns) if direct else None
+        rows = await sql.find(ns.database, ns.collection, spec, driver_form=driver_form)
         if rows is None:
             return None
+        if all(isinstance(row, dict) for row in rows):
+            # Every row read (the usual case): no task per document to gather.
+            return rows if direct else self._driver_forms(rows, ns)
         collection = self.collection(ns)
         documents = await asyncio.gather(
             *(
-                _as_is(self._driver_form(row, ns))
+                _as_is(row if direct else self._driver_form(row, ns))
                 if isinstance(row, dict)
                 else collection.find_one({"_id": row}, spec.projection)
                 for row in rows
@@ -233,7 +243,7 @@ class EmbeddedAdapter(MongoAdapter):
         return guards
 
     async def collection_size(self, ns: Namespace) -> int:
-        """`SELECT count(*)` on FerretDB's table on PostgreSQL; otherwise `collStats`,
+        """The table's row counter (or `count(*)`) on PostgreSQL; otherwise `collStats`,
         which reads the backend's row count instead of decoding every document. On
         PostgreSQL that count is `pg_class.reltuples` after an `ANALYZE` FerretDB
         runs for the call: exact while ANALYZE reads every row (its sample is
@@ -284,6 +294,14 @@ class EmbeddedAdapter(MongoAdapter):
         the client's codec options: binary data as bytes, UUIDs, aware datetimes)."""
         codec = self.client[ns.database].codec_options
         return bson.decode(bson.encode(document), codec_options=codec)
+
+    def _driver_forms(self, documents: list[Document], ns: Namespace) -> list[Document]:
+        """`_driver_form` of each document: the codec options looked up once (a
+        database handle is made for each lookup) and the whole page decoded in one
+        call."""
+        codec = self.client[ns.database].codec_options
+        encoded = b"".join([bson.encode(document) for document in documents])
+        return bson.decode_all(encoded, codec_options=codec)
 
     async def watch(
         self, ns: Namespace, pipeline: list[Document]

@@ -168,17 +168,25 @@ def find_statement(
     if plan.branches and not natural:
         return _union_statement(relation, schema, table, plan), params
     order = sql.SQL("ctid") if natural else _order_by(plan.order)
-    statement = sql.SQL(
-        "{guarded} SELECT (SELECT ok FROM g), ARRAY(SELECT _jsonb FROM {table} "
+    documents = sql.SQL(
+        "ARRAY(SELECT _jsonb FROM {table} "
         "WHERE (SELECT ok FROM g) AND {where} ORDER BY {order} "
         "LIMIT %(limit)s OFFSET %(skip)s)"
-    ).format(
-        guarded=_guards(schema, table, plan),
-        table=relation,
-        where=_where(plan, plan.where),
-        order=order,
+    ).format(table=relation, where=_where(plan, plan.where), order=order)
+    statement = sql.SQL("{guarded} SELECT (SELECT ok FROM g), {documents}").format(
+        guarded=_guards(schema, table, plan), documents=_as_json_array(documents)
     )
     return statement, params
+
+
+def _as_json_array(documents: sql.Composable) -> sql.Composable:
+    """`documents` (an `ARRAY(SELECT _jsonb ...)`, in order) as one json array in the
+    same order: one text to send and parse, where a `jsonb[]` has every document
+    quoted and escaped by PostgreSQL, unescaped by psycopg and parsed on its own."""
+    return sql.SQL(
+        "(SELECT coalesce(json_agg(u.d ORDER BY u.n), '[]') "
+        "FROM unnest({}) WITH ORDINALITY AS u(d, n))"
+    ).format(documents)
 
 
 def _union_statement(relation: sql.Composable, schema: str, table: str, plan: Plan) -> sql.Composed:
@@ -203,10 +211,13 @@ def _union_statement(relation: sql.Composable, schema: str, table: str, plan: Pl
         sql.SQL("{} {}").format(key, direction)
         for (_, direction), key in zip(plan.order, keys, strict=True)
     )
-    return sql.SQL(
-        "{guarded} SELECT (SELECT ok FROM g), ARRAY(SELECT u._jsonb FROM ({branches}) AS u "
+    documents = sql.SQL(
+        "ARRAY(SELECT u._jsonb FROM ({branches}) AS u "
         "ORDER BY {merged} LIMIT %(limit)s OFFSET %(skip)s)"
-    ).format(guarded=_guards(schema, table, plan), branches=branches, merged=merged)
+    ).format(branches=branches, merged=merged)
+    return sql.SQL("{guarded} SELECT (SELECT ok FROM g), {documents}").format(
+        guarded=_guards(schema, table, plan), documents=_as_json_array(documents)
+    )
 
 
 def _order_by(terms: list[tuple[sql.Composable, sql.Composable]]) -> sql.Composable:

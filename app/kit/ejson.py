@@ -226,6 +226,33 @@ def _common_out(value: Any) -> Any:
 
 def to_plain(value: Any) -> Any:
     """A BSON value as API JSON (conventions.md): ISO dates, hex ids, decimal strings."""
+    # The exact types documents are made of first (a page holds tens of thousands
+    # of values); anything else, subclasses included, goes through `_plain`.
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is dict:
+        plain: dict[str, Any] = {}
+        for key, item in value.items():
+            # A document's strings and ints are most of its values: kept as they
+            # are without a call each.
+            of = type(item)
+            plain[key] = item if of is str or of is int or item is None else to_plain(item)
+        return plain
+    if kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else _float_out(value)
+    if kind is datetime:
+        return iso_z(value if value.tzinfo else value.replace(tzinfo=UTC))
+    if kind is ObjectId:
+        return str(value)
+    if kind is list:
+        return [to_plain(item) for item in value]
+    return _plain(value)
+
+
+def _plain(value: Any) -> Any:
     if isinstance(value, str | bool | None):
         return value
     if isinstance(value, int):

@@ -37,6 +37,7 @@ from app.engine import EngineSql
 from app.engine.adapter import TARGETED_CONCURRENCY
 from app.engine.planned_reads import PlannedCursor, count_statement, find_statement
 from app.engine.planner import MAX_BRANCHES, Unplannable, plan_read, projection_plan
+from app.kit import to_plain
 from app.wiring import state_of
 from tests.fixtures.engine import TEST_BACKEND, DatabaseServer
 
@@ -456,6 +457,55 @@ async def test_an_any_order_find_is_read_by_the_planner(seeded: Seeded) -> None:
     assert len(natural) == len(found) == 5
     expected = await seeded.raw.find(filter, sort=[("_id", 1)], limit=5).to_list(None)
     assert [bson.encode(d) for d in found] == [bson.encode(d) for d in expected]
+
+
+async def test_planned_documents_are_the_drivers_for_every_kind(app: FastAPI) -> None:
+    """A planned page (read from the stored form straight into the driver's form, or
+    decoded and put through BSON) holds exactly what FerretDB returns for every
+    BSON kind it stores: the same values, types and field order, and the same API
+    JSON."""
+    database = state_of(app).database
+    kinds: list[dict[str, Any]] = []
+    for n in range(30):
+        kinds.append(
+            {
+                "_id": ObjectId(f"{n + 1:024x}"),
+                "n": [1.5, -0.0, 1e300, 5e-324, 2.0**63, 0.1 + 0.2][n % 6],
+                "int": [7, -(2**31), 2**31 - 1][n % 3],
+                "long": [Int64(2**40), Int64(-(2**63)), Int64(2**63 - 1), Int64(0)][n % 4],
+                "string": 'text ünïcode 😀 \u2028 "q" 1234567890123456789012',
+                "bool": bool(n % 2),
+                "null": None,
+                "date": EPOCH + timedelta(milliseconds=[-1, 1, 86_400_123][n % 3] * (n + 1)),
+                "old": datetime(1900, 1, 1, 0, 0, 0, 1000, tzinfo=UTC),
+                "last": datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC),
+                "binary": bson.Binary(b"\x00\x01\xff", 0),
+                "uuid": bson.Binary(uuid.UUID(int=n).bytes, 4),
+                "other": bson.Binary(b"\xde\xad", 5),
+                "regex": bson.Regex("^a.*z$", "im"),
+                "timestamp": bson.Timestamp(1_700_000_000, n),
+                "oid": OIDS[n % len(OIDS)],
+                "nested": {"list": [1, "two", {"three": [None, False, Int64(3)]}], "empty": {}},
+                "empty_list": [],
+            }
+        )
+        if n % 2:  # only kinds the stored form is read into the driver's form from
+            for name in ("uuid", "other", "regex", "timestamp"):
+                del kinds[-1][name]
+    seeded = await seed(database, kinds, {"n": "float"})
+    handle = database.db(seeded.db_name)[seeded.collection]
+    for projection in (None, {"nested": 1, "uuid": 1, "date": 1}):
+        served = seeded.stats()["served"]
+        found = await handle.find({}, projection, sort=[("_id", 1)], limit=100).to_list()
+        assert seeded.stats()["served"] == served + 1
+        expected = await seeded.raw.find({}, projection, sort=[("_id", 1)]).to_list(None)
+        assert len(found) == len(kinds)
+        codec = seeded.raw.codec_options  # UUIDs as uuid.UUID
+        encoded = [bson.encode(d, codec_options=codec) for d in found]
+        assert encoded == [bson.encode(d, codec_options=codec) for d in expected]
+        assert [list(d) for d in found] == [list(d) for d in expected]
+        assert repr(found) == repr(expected)  # the types too (bytes, UUID, datetime zones)
+        assert json.dumps(to_plain(found)) == json.dumps(to_plain(expected))
 
 
 async def test_nan_cannot_be_stored(seeded: Seeded) -> None:
