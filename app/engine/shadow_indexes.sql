@@ -304,8 +304,13 @@ BEGIN
             END LOOP;
             IF quarry_count_token(to_regclass(format('%I.%I', meta_table.schemaname,
                                                      table_name))) IS NULL THEN
-                RETURN NEXT format('SELECT quarry_count_install(%L, %L)',
-                                   meta_table.schemaname, table_name);
+                -- Named as the typed-index builder of that schema while it runs, so
+                -- that FerretDB's DDL there cancels it rather than wait for its count.
+                RETURN NEXT format(
+                    'SELECT set_config(''application_name'', quarry_typed_index_builder(%L), false), '
+                    'quarry_count_install(%L, %L), '
+                    'set_config(''application_name'', ''quarry engine catch-up'', false)',
+                    meta_table.schemaname, meta_table.schemaname, table_name);
             END IF;
         END LOOP;
     END LOOP;
@@ -494,28 +499,41 @@ END
 $$;
 
 -- Folds each table's writer rows into its slot 0 (those a writer holds now wait
--- for the next round) and removes the rows of tables that are gone.
-CREATE OR REPLACE FUNCTION quarry_count_compact() RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, public SET lock_timeout = '1s' AS $$
+-- for the next round) and removes the rows of tables that are gone. One
+-- transaction per table (a procedure: `CALL quarry_count_compact()`), so that a
+-- writer never waits for more than one table's fold; slot 0 is taken first and
+-- without waiting, then the writer rows without waiting, so it never waits for
+-- anyone (a TRUNCATE's trigger, which takes them the other way round, included).
+-- (No `SET search_path` clause: a procedure with one cannot commit. Every name is
+-- qualified or pg_catalog's, which is searched first whatever the path.)
+CREATE OR REPLACE PROCEDURE quarry_count_compact()
+LANGUAGE plpgsql AS $$
 DECLARE
     target text;
+    targets text[];
 BEGIN
     DELETE FROM public.quarry_row_counts
-    WHERE token NOT IN (SELECT substr(t.tgname, 10) FROM pg_trigger t
+    WHERE token NOT IN (SELECT substr(t.tgname, 10) FROM pg_catalog.pg_trigger t
                         WHERE t.tgname LIKE 'qcount\_i\_%');
-    FOR target IN
-        SELECT token FROM public.quarry_row_counts WHERE slot <> 0 GROUP BY token
-    LOOP
-        WITH taken AS (
-            SELECT slot FROM public.quarry_row_counts
-            WHERE token = target AND slot <> 0 FOR UPDATE SKIP LOCKED
-        ), moved AS (
-            DELETE FROM public.quarry_row_counts c USING taken
-            WHERE c.token = target AND c.slot = taken.slot RETURNING c.n
-        )
-        UPDATE public.quarry_row_counts
-        SET n = n + (SELECT coalesce(sum(moved.n), 0) FROM moved)
-        WHERE token = target AND slot = 0;
+    COMMIT;
+    SELECT coalesce(array_agg(DISTINCT token), '{}') INTO targets
+    FROM public.quarry_row_counts WHERE slot <> 0;
+    FOREACH target IN ARRAY targets LOOP
+        PERFORM 1 FROM public.quarry_row_counts
+        WHERE token = target AND slot = 0 FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN  -- a table without slot 0 has no count to fold into: left as is
+            WITH taken AS (
+                SELECT slot FROM public.quarry_row_counts
+                WHERE token = target AND slot <> 0 FOR UPDATE SKIP LOCKED
+            ), moved AS (
+                DELETE FROM public.quarry_row_counts c USING taken
+                WHERE c.token = target AND c.slot = taken.slot RETURNING c.n
+            )
+            UPDATE public.quarry_row_counts
+            SET n = n + (SELECT coalesce(sum(moved.n), 0) FROM moved)
+            WHERE token = target AND slot = 0;
+        END IF;
+        COMMIT;
     END LOOP;
 END
 $$;
@@ -524,6 +542,9 @@ $$;
 -- NULL when it has none (count it).
 CREATE OR REPLACE FUNCTION quarry_count_of(schema_name text, table_name text) RETURNS int8
 LANGUAGE sql STABLE SET search_path = pg_catalog, public AS $$
-    SELECT sum(c.n)::int8 FROM public.quarry_row_counts c
+    -- Without its slot 0 (a dump restored without this table's rows, say) the rows
+    -- are no count: NULL, and the table is counted.
+    SELECT CASE WHEN bool_or(c.slot = 0) THEN sum(c.n)::int8 END
+    FROM public.quarry_row_counts c
     WHERE c.token = quarry_count_token(to_regclass(format('%I.%I', schema_name, table_name)))
 $$;

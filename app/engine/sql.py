@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from bson import ObjectId
+from bson.errors import BSONError
 from psycopg import sql
 from psycopg.types.json import Jsonb, set_json_loads
 
@@ -80,7 +81,9 @@ POOL_SIZE = 4
 def _read(stored: dict[str, Any]) -> dict[str, Any] | Any:
     try:
         return decode_document(stored)
-    except (SjsonError, TypeError, ValueError, KeyError):
+    except (SjsonError, TypeError, ValueError, KeyError, OverflowError, BSONError):
+        # A value this reader cannot make (a date past year 9999, say): the caller
+        # reads the document by `_id` through FerretDB, which decides.
         schema = ((stored.get("$s") or {}).get("p") or {}).get("_id") or {}
         _id = stored.get("_id")
         return ObjectId(_id) if schema.get("t") == "objectId" else _id

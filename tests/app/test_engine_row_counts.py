@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 from psycopg import sql
+from pymongo.errors import BulkWriteError
 
 from app.db import Database
 from app.engine import EngineSql
@@ -121,6 +122,14 @@ async def test_a_new_collection_is_counted_from_its_creation(counted: Counted) -
     assert await counted.counter("items") == 401
     db = counted.database.db(counted.db_name)
     assert await db["items"].count_documents({}) == 401
+    # A write that fails changes nothing: an ordered insert stopping at a duplicate
+    # keeps what it inserted before it, and so does the count.
+    with pytest.raises(BulkWriteError):
+        await raw.insert_many([{"_id": "d1"}, {"_id": 200}, {"_id": "d2"}])
+    assert await counted.rows("items") == await counted.counter("items")
+    # Renamed, the collection keeps its counter (FerretDB keeps the table).
+    await raw.rename("renamed")
+    assert await counted.counter("renamed") == await counted.rows("renamed")
     # Made by an insert (FerretDB creates the collection on the fly) as well.
     await counted.raw("implicit").insert_one({"_id": 1})
     assert await counted.counter("implicit") == 1
@@ -154,12 +163,39 @@ async def test_concurrent_writers_keep_the_count_exact_and_compaction_keeps_the_
             if n % 4 == 0:
                 await raw.delete_one({"_id": f"{w}-{n}-0"})
 
-    await asyncio.gather(*(writer(w) for w in range(12)))
+    async def same_snapshot(done: asyncio.Event) -> int:
+        """The counter and count(*) read by one statement, again and again while
+        the writers work: always equal."""
+        table = sql.Identifier(counted.db_name, await counted.table("items"))
+        statement = sql.SQL("SELECT quarry_count_of(%s, %s), (SELECT count(*) FROM {})").format(
+            table
+        )
+        checks = 0
+        async with await psycopg.AsyncConnection.connect(
+            counted.owner_conninfo, autocommit=True
+        ) as connection:
+            while not done.is_set() or checks < 5:
+                cursor = await connection.execute(
+                    statement, (counted.db_name, await counted.table("items"))
+                )
+                row = await cursor.fetchone()
+                assert row is not None and row[0] == row[1], row
+                checks += 1
+        return checks
+
+    done = asyncio.Event()
+
+    async def writers() -> None:
+        await asyncio.gather(*(writer(w) for w in range(12)))
+        done.set()
+
+    _, checks = await asyncio.gather(writers(), same_snapshot(done))
+    assert checks >= 5
     expected = 1 + 12 * (40 * 3 - 10)
     assert await counted.rows("items") == expected
     assert await counted.counter("items") == expected
     assert len(await counted.slots("items")) > 1  # one row per writing backend (and slot 0)
-    await counted.owner.execute("SELECT quarry_count_compact()")
+    await counted.owner.execute("CALL quarry_count_compact()")
     assert await counted.slots("items") == [0]
     assert await counted.counter("items") == expected
 
@@ -184,7 +220,7 @@ async def test_compaction_beside_writers_loses_nothing(counted: Counted) -> None
             counted.owner_conninfo, autocommit=True
         ) as connection:
             while not done.is_set() or rounds < 3:
-                await connection.execute("SELECT quarry_count_compact()")
+                await connection.execute("CALL quarry_count_compact()")
                 rounds += 1
         return rounds
 
@@ -244,7 +280,7 @@ async def test_a_collection_dropped_and_made_again_starts_from_zero(counted: Cou
     await raw.insert_one({"_id": 1})
     assert await counted.table("items") == old  # FerretDB's table name comes back
     assert await counted.counter("items") == 1
-    await counted.owner.execute("SELECT quarry_count_compact()")
+    await counted.owner.execute("CALL quarry_count_compact()")
     cursor = await counted.owner.execute(
         "SELECT count(*) FROM quarry_row_counts c WHERE NOT EXISTS "
         "(SELECT 1 FROM pg_trigger t WHERE t.tgname = 'qcount_i_' || c.token)"
@@ -269,3 +305,19 @@ async def test_the_count_statement_never_scans_a_counted_table(counted: Counted)
 
 def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
     return [node, *(n for child in node.get("Plans", []) for n in plan_nodes(child))]
+
+
+async def test_a_counter_without_its_base_row_is_no_count(counted: Counted) -> None:
+    """A table whose slot 0 is missing (a dump restored without this table's counter
+    rows): its count is count(*), and compaction does not fold rows into nothing."""
+    raw = counted.raw("items")
+    await raw.insert_many([{"_id": n} for n in range(30)])
+    relation = f'"{counted.db_name}"."{await counted.table("items")}"'
+    await counted.owner.execute(
+        "DELETE FROM quarry_row_counts WHERE token = quarry_count_token(%s::regclass) AND slot = 0",
+        (relation,),
+    )
+    assert await counted.counter("items") is None
+    assert await counted.database.db(counted.db_name)["items"].count_documents({}) == 30
+    await counted.owner.execute("CALL quarry_count_compact()")
+    assert await counted.slots("items") != []  # left as they were

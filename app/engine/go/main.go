@@ -190,6 +190,7 @@ func run(ctx context.Context, stop context.CancelFunc, config *ferretdb.Config, 
 	var pgDied error
 	if pg != nil {
 		go pg.catchUpShadowIndexes(ctx, config.Logger)
+		go pg.compactRowCounts(ctx, config.Logger)
 		go func() {
 			<-pg.exited
 			if ctx.Err() == nil {
@@ -507,11 +508,7 @@ func (p *postgres) catchUpShadowIndexes(ctx context.Context, logger *slog.Logger
 		logger.WarnContext(ctx, "shadow indexes: cannot connect", slog.Any("error", err))
 		return
 	}
-	defer func() {
-		if conn != nil {
-			conn.Close(context.Background())
-		}
-	}()
+	defer conn.Close(context.Background())
 	rows, err := conn.Query(ctx, "SELECT statement FROM quarry_gin_plan() AS statement")
 	if err != nil {
 		logger.WarnContext(ctx, "shadow indexes: cannot plan", slog.Any("error", err))
@@ -528,20 +525,30 @@ func (p *postgres) catchUpShadowIndexes(ctx context.Context, logger *slog.Logger
 				slog.String("statement", statement), slog.Any("error", err))
 		}
 	}
-	// Row counters gain a row per table and writing backend; fold them now and
-	// every few minutes, so that a count sums a few rows (setup SQL's
-	// quarry_count_compact).
+}
+
+// compactRowCounts folds the row counters (setup SQL's quarry_count_compact) at
+// start and every few minutes: they gain a row per table and writing backend,
+// and a count sums them. On its own connection, whatever the catch-up did; a
+// failure is logged and the next round connects again.
+func (p *postgres) compactRowCounts(ctx context.Context, logger *slog.Logger) {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
 	ticker := time.NewTicker(countCompactEvery)
 	defer ticker.Stop()
 	for {
 		if conn == nil {
-			conn, err = pgx.Connect(ctx, p.url(ferretDatabase))
-			if err != nil {
-				conn = nil
+			c, err := pgx.Connect(ctx, p.url(ferretDatabase))
+			if err == nil {
+				conn = c
 			}
 		}
 		if conn != nil {
-			if _, err := conn.Exec(ctx, "SELECT quarry_count_compact()"); err != nil && ctx.Err() == nil {
+			if _, err := conn.Exec(ctx, "CALL quarry_count_compact()"); err != nil && ctx.Err() == nil {
 				logger.WarnContext(ctx, "row counters: compaction failed", slog.Any("error", err))
 				conn.Close(context.Background())
 				conn = nil
