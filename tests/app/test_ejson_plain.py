@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta, timezone
@@ -19,6 +18,7 @@ from bson.tz_util import utc as bson_utc
 from app.clock import iso_z
 from app.kit import to_plain
 from app.kit.ejson import _common_out, _float_out
+from tests.fixtures.values import same
 
 
 def reference(value: Any) -> Any:
@@ -38,18 +38,6 @@ def reference(value: Any) -> Any:
     if isinstance(value, ObjectId | Decimal128):
         return str(value)
     return _common_out(value)
-
-
-def same(a: Any, b: Any) -> bool:
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float):
-        return struct.pack("<d", a) == struct.pack("<d", b)
-    return bool(a == b)
 
 
 class Text(str):

@@ -49,6 +49,7 @@ from tests.fixtures.accounts import register_account
 from tests.fixtures.engine import TEST_BACKEND, DatabaseServer
 from tests.fixtures.entries import Sync, module_app, module_settings
 from tests.fixtures.mailbox import Inbox
+from tests.fixtures.values import plan_nodes
 
 pytestmark = pytest.mark.skipif(
     TEST_BACKEND != "postgresql", reason="the read planner belongs to the PostgreSQL backend"
@@ -335,13 +336,6 @@ async def test_the_fold_table_is_gos(database_server: DatabaseServer) -> None:
 
 
 # ------------------------------------------------------------------ EXPLAIN
-
-
-def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
-    nodes = [node]
-    for child in node.get("Plans", []):
-        nodes.extend(plan_nodes(child))
-    return nodes
 
 
 @dataclass

@@ -40,6 +40,7 @@ from app.engine.planner import MAX_BRANCHES, Unplannable, plan_read, projection_
 from app.kit import to_plain
 from app.wiring import state_of
 from tests.fixtures.engine import TEST_BACKEND, DatabaseServer
+from tests.fixtures.values import plan_nodes
 
 pytestmark = pytest.mark.skipif(
     TEST_BACKEND != "postgresql", reason="the read planner belongs to the PostgreSQL backend"
@@ -516,13 +517,6 @@ async def test_nan_cannot_be_stored(seeded: Seeded) -> None:
 
 
 # ------------------------------------------------------------------ the indexes
-
-
-def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
-    nodes = [node]
-    for child in node.get("Plans", []):
-        nodes.extend(plan_nodes(child))
-    return nodes
 
 
 @dataclass

@@ -22,6 +22,7 @@ from app.engine import EngineSql
 from app.engine.planned_reads import rows_counted
 from app.wiring import state_of
 from tests.fixtures.engine import TEST_BACKEND, DatabaseServer
+from tests.fixtures.values import plan_nodes
 
 pytestmark = pytest.mark.skipif(
     TEST_BACKEND != "postgresql", reason="row counters belong to the PostgreSQL backend"
@@ -301,10 +302,6 @@ async def test_the_count_statement_never_scans_a_counted_table(counted: Counted)
     scans = [n for n in plan_nodes(row[0][0]["Plan"]) if n["Node Type"] == "Seq Scan"]
     assert [(s["Relation Name"], s.get("Actual Loops")) for s in scans] == [(table, 0)]
     assert await counted.database.db(counted.db_name)["items"].count_documents({}) == 2000
-
-
-def plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node, *(n for child in node.get("Plans", []) for n in plan_nodes(child))]
 
 
 async def test_a_counter_without_its_base_row_is_no_count(counted: Counted) -> None:

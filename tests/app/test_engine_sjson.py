@@ -20,19 +20,7 @@ import pytest
 
 from app.engine import sjson
 from app.engine.sjson import DRIVER_CODEC, decode_document, driver_document, loads
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal, of the same types all the way down (and -0.0 is not 0.0)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float):
-        return struct.pack("<d", a) == struct.pack("<d", b)
-    return bool(a == b)
+from tests.fixtures.values import same
 
 
 def numeric_text(value: float) -> str:
